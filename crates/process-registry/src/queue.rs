@@ -1,0 +1,104 @@
+//! The completion queue: one FIFO shared by every producer and consumer.
+
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+
+use crate::Event;
+
+/// A multi-producer, multi-consumer FIFO of [`Event`]s.
+///
+/// `CompletionQueue` is a cheap, cloneable handle: every clone refers to the same queue,
+/// so one clone can go to each producer thread and another to the consumer. It is
+/// unbounded: [`put`](CompletionQueue::put) never blocks and never drops an event.
+///
+/// Consumers take with [`try_take`](CompletionQueue::try_take) (never blocks),
+/// [`take_timeout`](CompletionQueue::take_timeout) or [`drain`](CompletionQueue::drain),
+/// and may hand an event back with [`put`](CompletionQueue::put): it goes to the tail.
+///
+/// ```
+/// use process_registry::{CompletionQueue, Event, WatchOverflow};
+///
+/// let queue = CompletionQueue::new();
+/// let producer = queue.clone();
+/// std::thread::spawn(move || producer.put(Event::WatchOverflowTripped(WatchOverflow::default())))
+///     .join()
+///     .unwrap();
+/// assert_eq!(queue.len(), 1);
+/// assert!(queue.try_take().is_some());
+/// assert!(queue.is_empty());
+/// ```
+#[derive(Debug, Clone)]
+pub struct CompletionQueue {
+    sender: Sender<Event>,
+    receiver: Receiver<Event>,
+}
+
+impl Default for CompletionQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CompletionQueue {
+    /// Creates a new, empty queue.
+    pub fn new() -> Self {
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        CompletionQueue { sender, receiver }
+    }
+
+    /// Appends `event` at the tail. Never blocks, never drops.
+    pub fn put(&self, event: impl Into<Event>) {
+        // The handle owns a receiver, so the channel can never be disconnected while
+        // `self` exists: the send cannot fail.
+        let _ = self.sender.send(event.into());
+    }
+
+    /// Takes the event at the head, or `None` at once when the queue is empty.
+    pub fn try_take(&self) -> Option<Event> {
+        match self.receiver.try_recv() {
+            Ok(event) => Some(event),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+        }
+    }
+
+    /// Takes the event at the head, waiting up to `timeout` for one to arrive.
+    pub fn take_timeout(&self, timeout: Duration) -> Option<Event> {
+        match self.receiver.recv_timeout(timeout) {
+            Ok(event) => Some(event),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Number of events waiting.
+    pub fn len(&self) -> usize {
+        self.receiver.len()
+    }
+
+    /// `true` when no event is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.receiver.is_empty()
+    }
+
+    /// Takes every event that was waiting when the call began, in FIFO order.
+    ///
+    /// Events put while the drain runs stay for the next take, so a drain always ends
+    /// even when producers keep putting (or when the caller puts events back).
+    pub fn drain(&self) -> Vec<Event> {
+        let waiting = self.receiver.len();
+        let mut events = Vec::with_capacity(waiting);
+        for _ in 0..waiting {
+            match self.receiver.try_recv() {
+                Ok(event) => events.push(event),
+                // Another consumer took the rest.
+                Err(_) => break,
+            }
+        }
+        events
+    }
+
+    /// `true` when both handles refer to the same queue.
+    pub fn same_queue(&self, other: &CompletionQueue) -> bool {
+        self.sender.same_channel(&other.sender)
+    }
+}
