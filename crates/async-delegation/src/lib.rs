@@ -1,1 +1,93 @@
-//! Work in progress.
+//! Background dispatch of subagents: capacity, interrupts, retention and crash isolation.
+//!
+//! A parent agent hands a long task to a subagent without blocking its turn.
+//! [`DelegationEngine::dispatch`] answers at once with a handle (`deleg_` + 8 hex
+//! digits) or a rejection, and runs the subagent's *runner* on a background worker.
+//! When the runner ends — with a result, an error, a panic, or after an interrupt — the
+//! engine puts exactly one [`process_registry::Event::AsyncDelegation`] on its
+//! [`CompletionQueue`](process_registry::CompletionQueue). Whoever drives the parent
+//! drains that queue and turns each event into a new turn.
+//!
+//! # Guarantees
+//!
+//! - **Capacity.** At most `max_async_children` delegations run at once. The check and
+//!   the insert of the running record are one atomic step; at capacity a dispatch is
+//!   rejected with [`DispatchError::CapacityReached`]'s text, never queued.
+//! - **Exactly one completion** per accepted dispatch, none for a rejected one. The event
+//!   restates the dispatch-time spec (`goal`, `context`, `toolsets`, `role`,
+//!   `session_key`) and carries the outcome: the result's `status` (`completed` when
+//!   unset), `summary`, `error`, `api_calls`, `exit_reason`, `truncated`; `model` is the
+//!   result's, else the spec's; `duration_seconds` is the result's, else completed −
+//!   dispatched rounded to 2 decimals. A runner error gives status `error` with its text;
+//!   a panic gives status `error` with `panic: {message}`, frees its slot and leaves the
+//!   engine fully usable.
+//! - **Ordering.** Freeing the slot, recording the completion and putting the event on the
+//!   queue happen in one critical section. So when a consumer takes the event, the slot
+//!   is already free (re-dispatching from a completion never hits a stale capacity
+//!   limit), and once [`DelegationEngine::active_count`] no longer counts a delegation,
+//!   its event is already on the queue.
+//! - **Workers.** Runners run on threads named `async-delegate-N` from a small cached
+//!   pool (idle workers exit after a keep-alive). They are detached: exiting `main` or
+//!   dropping the engine never waits for a running child.
+//! - **Interrupts.** [`DelegationEngine::interrupt_all`], [`interrupt`](DelegationEngine::interrupt)
+//!   and [`interrupt_session`](DelegationEngine::interrupt_session) call the hooks given
+//!   at dispatch, outside every lock, isolating a panicking hook. The child still ends
+//!   through its runner, so its completion is delivered.
+//! - **Retention.** [`DelegationEngine::list`] shows running delegations and at most
+//!   [`MAX_RETAINED_COMPLETED`] completed ones (oldest dropped first); memory stays flat.
+//!
+//! Engines are values: build one on the queue you want with [`DelegationEngine::new`].
+//! [`global()`] is a lazily created default on [`process_registry::global()`]'s queue, used
+//! by [`dispatch_async_delegation`], [`active_count`], [`list_async_delegations`] and
+//! [`interrupt_all`].
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use async_delegation::{DelegationEngine, DelegationResult, DelegationSpec, DEFAULT_MAX_ASYNC_CHILDREN};
+//! use process_registry::{CompletionQueue, Event};
+//!
+//! let queue = CompletionQueue::new();
+//! let engine = DelegationEngine::new(queue.clone());
+//!
+//! let spec = DelegationSpec::new("Compute the meaning of life")
+//!     .with_context("User is a philosopher.")
+//!     .with_session_key("agent:main:telegram:dm:12345");
+//! let outcome = engine.dispatch(
+//!     spec,
+//!     || Ok(DelegationResult::completed("The answer is 42.")),
+//!     None,
+//!     DEFAULT_MAX_ASYNC_CHILDREN,
+//! );
+//! let id = outcome.delegation_id().ok_or("rejected")?.to_owned();
+//! assert_eq!(outcome.to_json()["status"], "dispatched");
+//!
+//! // Later, while the parent is idle: drain the completion.
+//! let Some(Event::AsyncDelegation(event)) = queue.take_timeout(Duration::from_secs(10)) else {
+//!     return Err("no completion".into());
+//! };
+//! assert_eq!(event.delegation_id, id);
+//! assert_eq!(event.status.as_deref(), Some("completed"));
+//! assert_eq!(event.summary.as_deref(), Some("The answer is 42."));
+//! assert_eq!(event.session_key, "agent:main:telegram:dm:12345");
+//! assert_eq!(engine.active_count(), 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod engine;
+mod error;
+mod global;
+mod pool;
+mod types;
+
+pub use engine::DelegationEngine;
+pub use error::DispatchError;
+pub use global::{
+    active_count, dispatch_async_delegation, global, interrupt_all, list_async_delegations,
+};
+pub use types::{
+    DelegationRecord, DelegationResult, DelegationSpec, DispatchOutcome, InterruptHook,
+    RunnerError, DEFAULT_MAX_ASYNC_CHILDREN, MAX_RETAINED_COMPLETED,
+};

@@ -1,0 +1,400 @@
+//! The engine: capacity, records, workers, completion events and interrupts.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use process_registry::{AsyncDelegationEvent, CompletionQueue};
+use serde_json::Number;
+
+use crate::pool::{IdleSignal, WorkerPool, DEFAULT_KEEP_ALIVE};
+use crate::{
+    DelegationRecord, DelegationResult, DelegationSpec, DispatchError, DispatchOutcome,
+    InterruptHook, RunnerError, MAX_RETAINED_COMPLETED,
+};
+
+/// Runs subagents in the background and reports each one's end on a completion queue.
+///
+/// `DelegationEngine` is a cheap, cloneable handle: clones share the same records,
+/// workers and queue. See the [crate docs](crate) for the guarantees; in short:
+///
+/// - [`dispatch`](Self::dispatch) answers at once, accepting or rejecting atomically
+///   against `max_async_children`;
+/// - every accepted delegation puts exactly one `async_delegation` event on the queue,
+///   whether its runner returns, fails, panics or is interrupted;
+/// - when that event is observable on the queue, its slot is already free and its record
+///   already completed, and once [`active_count`](Self::active_count) stops counting a
+///   delegation its event is already on the queue;
+/// - runners run on detached worker threads named `async-delegate-N`: neither exiting
+///   `main` nor dropping the engine waits for them.
+#[derive(Clone)]
+pub struct DelegationEngine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DelegationEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DelegationEngine")
+            .field("active", &self.active_count())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    queue: CompletionQueue,
+    state: Mutex<State>,
+    pool: WorkerPool,
+}
+
+#[derive(Default)]
+struct State {
+    running: HashMap<String, Running>,
+    /// Oldest completion first; at most [`MAX_RETAINED_COMPLETED`].
+    completed: VecDeque<DelegationRecord>,
+    /// Dispatch order, so `list` is stable.
+    next_seq: u64,
+}
+
+struct Running {
+    seq: u64,
+    record: DelegationRecord,
+    interrupt: Option<InterruptHook>,
+}
+
+impl DelegationEngine {
+    /// An engine whose completion events go to `queue`.
+    pub fn new(queue: CompletionQueue) -> Self {
+        Self::with_worker_keep_alive(queue, DEFAULT_KEEP_ALIVE)
+    }
+
+    /// An engine whose idle worker threads exit after `keep_alive` without work
+    /// ([`new`](Self::new) uses 10 s). A longer keep-alive saves thread starts in bursty
+    /// use; idle workers cost a parked thread each and never keep the process alive.
+    pub fn with_worker_keep_alive(queue: CompletionQueue, keep_alive: Duration) -> Self {
+        DelegationEngine {
+            inner: Arc::new(Inner {
+                queue,
+                state: Mutex::new(State::default()),
+                pool: WorkerPool::new(keep_alive),
+            }),
+        }
+    }
+
+    /// The queue completion events are put on.
+    pub fn completion_queue(&self) -> &CompletionQueue {
+        &self.inner.queue
+    }
+
+    /// Starts `runner` in the background, unless `max_async_children` delegations are
+    /// already running. Never waits for the runner.
+    ///
+    /// Accepted: returns [`DispatchOutcome::Dispatched`] with a fresh id, and exactly one
+    /// `async_delegation` event with that id will be put on the queue when the runner
+    /// ends (see the [crate docs](crate) for how the outcome maps to the event).
+    /// `interrupt`, if given, is what [`interrupt_all`](Self::interrupt_all),
+    /// [`interrupt`](Self::interrupt) and [`interrupt_session`](Self::interrupt_session)
+    /// call while the delegation runs.
+    ///
+    /// Rejected: returns [`DispatchOutcome::Rejected`] with the capacity text of
+    /// [`DispatchError::CapacityReached`]; nothing is queued and `runner` is dropped
+    /// uncalled. `max_async_children == 0` rejects everything.
+    pub fn dispatch<R>(
+        &self,
+        spec: DelegationSpec,
+        runner: R,
+        interrupt: Option<InterruptHook>,
+        max_async_children: usize,
+    ) -> DispatchOutcome
+    where
+        R: FnOnce() -> Result<DelegationResult, RunnerError> + Send + 'static,
+    {
+        match self.try_dispatch(spec, runner, interrupt, max_async_children) {
+            Ok(delegation_id) => DispatchOutcome::Dispatched { delegation_id },
+            Err(error) => DispatchOutcome::Rejected {
+                error: error.to_string(),
+            },
+        }
+    }
+
+    /// [`dispatch`](Self::dispatch) with the rejection as a typed error, for callers
+    /// that act on the cause. Returns the delegation id.
+    ///
+    /// # Errors
+    /// [`DispatchError::CapacityReached`] at capacity;
+    /// [`DispatchError::WorkerUnavailable`] when the OS refused a worker thread (the
+    /// delegation is then not accepted: no record, no event).
+    pub fn try_dispatch<R>(
+        &self,
+        spec: DelegationSpec,
+        runner: R,
+        interrupt: Option<InterruptHook>,
+        max_async_children: usize,
+    ) -> Result<String, DispatchError>
+    where
+        R: FnOnce() -> Result<DelegationResult, RunnerError> + Send + 'static,
+    {
+        let dispatched_at = unix_now();
+        let record = DelegationRecord {
+            delegation_id: String::new(),
+            goal: spec.goal.clone(),
+            context: spec.context.clone(),
+            toolsets: spec.toolsets.clone(),
+            role: spec.role.clone(),
+            model: spec.model.clone(),
+            session_key: spec.session_key.clone(),
+            status: DelegationRecord::RUNNING.to_owned(),
+            dispatched_at,
+            completed_at: None,
+        };
+        // Capacity check, id draw and insert are one critical section: two racing
+        // dispatches for the last slot cannot both see it free.
+        let delegation_id = {
+            let mut state = self.inner.lock_state();
+            if state.running.len() >= max_async_children {
+                return Err(DispatchError::CapacityReached {
+                    max: max_async_children,
+                });
+            }
+            let delegation_id = loop {
+                let candidate = new_delegation_id();
+                if !state.running.contains_key(&candidate)
+                    && !state
+                        .completed
+                        .iter()
+                        .any(|done| done.delegation_id == candidate)
+                {
+                    break candidate;
+                }
+            };
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            let mut record = record;
+            record.delegation_id = delegation_id.clone();
+            state.running.insert(
+                delegation_id.clone(),
+                Running {
+                    seq,
+                    record,
+                    interrupt,
+                },
+            );
+            delegation_id
+        };
+
+        let inner = Arc::clone(&self.inner);
+        let id = delegation_id.clone();
+        let job = Box::new(move |idle: IdleSignal| {
+            inner.run(id, spec, dispatched_at, runner, idle);
+        });
+        if let Err(error) = self.inner.pool.execute(job) {
+            // Not accepted after all: the runner was never started, so no event.
+            self.inner.lock_state().running.remove(&delegation_id);
+            tracing::warn!(%error, "async delegation worker could not be started");
+            return Err(DispatchError::WorkerUnavailable(error));
+        }
+        Ok(delegation_id)
+    }
+
+    /// Calls the interrupt hook of every running delegation with `reason` and returns
+    /// how many were signalled. Hooks run on this thread, outside every lock; a hook
+    /// that panics is caught, logged and not counted. Delegations without a hook are
+    /// not counted. Each child still ends through its runner, so its completion event
+    /// (usually `interrupted`) is still delivered.
+    pub fn interrupt_all(&self, reason: &str) -> usize {
+        let hooks = self.inner.hooks_where(|_| true);
+        call_hooks(hooks, reason)
+    }
+
+    /// Interrupts one running delegation. `true` when it was running, had a hook, and
+    /// the hook returned without panicking.
+    pub fn interrupt(&self, delegation_id: &str, reason: &str) -> bool {
+        let hooks = self
+            .inner
+            .hooks_where(|record| record.delegation_id == delegation_id);
+        call_hooks(hooks, reason) == 1
+    }
+
+    /// Interrupts every running delegation dispatched from `session_key` (`""` selects
+    /// the CLI-origin ones) and returns how many were signalled, as
+    /// [`interrupt_all`](Self::interrupt_all).
+    pub fn interrupt_session(&self, session_key: &str, reason: &str) -> usize {
+        let hooks = self
+            .inner
+            .hooks_where(|record| record.session_key == session_key);
+        call_hooks(hooks, reason)
+    }
+
+    /// How many delegations are running (dispatched, runner not yet finished).
+    pub fn active_count(&self) -> usize {
+        self.inner.lock_state().running.len()
+    }
+
+    /// Running delegations in dispatch order, then the retained completed ones, oldest
+    /// completion first (at most [`MAX_RETAINED_COMPLETED`] of those).
+    pub fn list(&self) -> Vec<DelegationRecord> {
+        let state = self.inner.lock_state();
+        let mut running: Vec<(u64, DelegationRecord)> = state
+            .running
+            .values()
+            .map(|running| (running.seq, running.record.clone()))
+            .collect();
+        running.sort_by_key(|(seq, _)| *seq);
+        running
+            .into_iter()
+            .map(|(_, record)| record)
+            .chain(state.completed.iter().cloned())
+            .collect()
+    }
+}
+
+impl Inner {
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        // The state is only changed by short sections of this module that cannot panic
+        // half-way (no user code runs under the lock), so a poisoned lock still holds
+        // consistent data.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn hooks_where(&self, wanted: impl Fn(&DelegationRecord) -> bool) -> Vec<InterruptHook> {
+        let state = self.lock_state();
+        state
+            .running
+            .values()
+            .filter(|running| wanted(&running.record))
+            .filter_map(|running| running.interrupt.clone())
+            .collect()
+    }
+
+    /// The worker side of one delegation: run, build the event, publish.
+    fn run<R>(
+        &self,
+        delegation_id: String,
+        spec: DelegationSpec,
+        dispatched_at: f64,
+        runner: R,
+        mut idle: IdleSignal,
+    ) where
+        R: FnOnce() -> Result<DelegationResult, RunnerError>,
+    {
+        let outcome = catch_unwind(AssertUnwindSafe(runner));
+        let completed_at = unix_now();
+        let result = match outcome {
+            Ok(Ok(result)) => result,
+            Ok(Err(error)) => DelegationResult {
+                status: Some("error".to_owned()),
+                error: Some(error.to_string()),
+                ..DelegationResult::default()
+            },
+            Err(payload) => DelegationResult {
+                status: Some("error".to_owned()),
+                error: Some(format!("panic: {}", panic_message(payload.as_ref()))),
+                ..DelegationResult::default()
+            },
+        };
+        let event = completion_event(delegation_id, spec, result, dispatched_at, completed_at);
+        // Whoever reacts to this event may dispatch again at once: let it find this
+        // worker idle rather than start a thread.
+        idle.fire();
+        self.publish(event);
+    }
+
+    /// Frees the slot, records the completion and puts the event on the queue, in one
+    /// critical section: nobody holding the state lock can see one without the others.
+    /// `put` is a non-blocking channel send, never user code.
+    fn publish(&self, event: AsyncDelegationEvent) {
+        let mut state = self.lock_state();
+        if let Some(Running { mut record, .. }) = state.running.remove(&event.delegation_id) {
+            record.status = event
+                .status
+                .clone()
+                .unwrap_or_else(|| "completed".to_owned());
+            record.model = event.model.clone();
+            record.completed_at = event.completed_at;
+            state.completed.push_back(record);
+            while state.completed.len() > MAX_RETAINED_COMPLETED {
+                state.completed.pop_front();
+            }
+        }
+        self.queue.put(event);
+    }
+}
+
+/// Builds the wire event: the dispatch-time spec verbatim plus the outcome.
+fn completion_event(
+    delegation_id: String,
+    spec: DelegationSpec,
+    result: DelegationResult,
+    dispatched_at: f64,
+    completed_at: f64,
+) -> AsyncDelegationEvent {
+    let duration = match result.duration_seconds {
+        Some(seconds) => seconds,
+        None => round_2((completed_at - dispatched_at).max(0.0)),
+    };
+    AsyncDelegationEvent {
+        delegation_id,
+        session_key: spec.session_key,
+        goal: spec.goal,
+        context: spec.context,
+        toolsets: spec.toolsets,
+        role: spec.role,
+        model: result.model.or(spec.model),
+        status: Some(result.status.unwrap_or_else(|| "completed".to_owned())),
+        summary: result.summary,
+        error: result.error,
+        api_calls: result.api_calls.map(Number::from),
+        // A non-finite duration has no JSON form: leave it out rather than lie.
+        duration_seconds: Number::from_f64(duration),
+        dispatched_at: Some(dispatched_at),
+        completed_at: Some(completed_at),
+        exit_reason: result.exit_reason,
+        truncated: result.truncated,
+        ..AsyncDelegationEvent::default()
+    }
+}
+
+fn call_hooks(hooks: Vec<InterruptHook>, reason: &str) -> usize {
+    hooks
+        .into_iter()
+        .filter(
+            |hook| match catch_unwind(AssertUnwindSafe(|| hook(reason))) {
+                Ok(()) => true,
+                Err(payload) => {
+                    tracing::warn!(
+                        panic = %panic_message(payload.as_ref()),
+                        "async delegation interrupt hook panicked"
+                    );
+                    false
+                }
+            },
+        )
+        .count()
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "runner panicked with a non-string payload".to_owned()
+    }
+}
+
+fn new_delegation_id() -> String {
+    format!("deleg_{:08x}", rand::random::<u32>())
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn round_2(seconds: f64) -> f64 {
+    (seconds * 100.0).round() / 100.0
+}

@@ -1,0 +1,256 @@
+//! The values that cross the API: what to run, what it returned, what dispatch answered,
+//! and what `list` reports.
+
+use std::error::Error;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// Most completed records an engine keeps for [`list`](crate::DelegationEngine::list).
+/// Running records are never pruned; older completed ones are dropped first.
+pub const MAX_RETAINED_COMPLETED: usize = 50;
+
+/// The usual `max_async_children`: how many background delegations may run at once
+/// (`delegation.max_concurrent_children` in the agent's config).
+pub const DEFAULT_MAX_ASYNC_CHILDREN: usize = 3;
+
+/// What a runner may fail with. Its `Display` text becomes the event's `error`.
+pub type RunnerError = Box<dyn Error + Send + Sync>;
+
+/// Asks a running delegation to stop. Receives the reason given to
+/// [`interrupt_all`](crate::DelegationEngine::interrupt_all) and friends.
+///
+/// The hook is called on the interrupting thread, outside every engine lock. It should
+/// only *signal* the child (set a flag, cancel a token): the child still finishes through
+/// its runner, whose result becomes the completion event (usually `interrupted`).
+pub type InterruptHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// What to delegate: the task and where it came from. Restated verbatim in the
+/// completion event so the re-injected text is self-contained.
+///
+/// ```
+/// use async_delegation::DelegationSpec;
+///
+/// let spec = DelegationSpec::new("Summarise the logs")
+///     .with_context("Only the last hour matters")
+///     .with_toolsets(["terminal", "file"])
+///     .with_role("leaf")
+///     .with_session_key("agent:main:telegram:dm:12345");
+/// assert_eq!(spec.toolsets.as_deref(), Some(&["terminal".to_owned(), "file".to_owned()][..]));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelegationSpec {
+    /// The task, verbatim.
+    pub goal: String,
+    /// Context the parent gives the subagent.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Toolsets the subagent may use.
+    #[serde(default)]
+    pub toolsets: Option<Vec<String>>,
+    /// `leaf` or `orchestrator` (not checked here; the tool layer normalises it).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// The model the subagent is configured with (the result's model wins in the event).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The dispatching gateway session key; `""` means CLI origin (unrouted).
+    #[serde(default)]
+    pub session_key: String,
+}
+
+impl DelegationSpec {
+    /// A spec with this goal, CLI origin (`session_key` `""`) and nothing else set.
+    pub fn new(goal: impl Into<String>) -> Self {
+        DelegationSpec {
+            goal: goal.into(),
+            ..DelegationSpec::default()
+        }
+    }
+
+    /// Sets the context.
+    pub fn with_context(mut self, context: impl Into<String>) -> Self {
+        self.context = Some(context.into());
+        self
+    }
+
+    /// Sets the toolsets.
+    pub fn with_toolsets<I, S>(mut self, toolsets: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.toolsets = Some(toolsets.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Sets the role.
+    pub fn with_role(mut self, role: impl Into<String>) -> Self {
+        self.role = Some(role.into());
+        self
+    }
+
+    /// Sets the model.
+    pub fn with_model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// Sets the dispatching session key.
+    pub fn with_session_key(mut self, session_key: impl Into<String>) -> Self {
+        self.session_key = session_key.into();
+        self
+    }
+}
+
+/// What a runner reports when its subagent stops. Every field is optional; unset
+/// `status` means `completed`, unset `model` means the spec's, unset `duration_seconds`
+/// means the wall time the engine measured.
+///
+/// Deserializes from the reference's result objects (`{"status": …, "summary": …}`),
+/// ignoring fields it does not know.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DelegationResult {
+    /// `completed`, `success`, `error`, `failed`, `interrupted`, `timeout`, …
+    pub status: Option<String>,
+    /// What the subagent reported.
+    pub summary: Option<String>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// Model API calls the subagent made.
+    pub api_calls: Option<u64>,
+    /// Run time in seconds as the subagent measured it.
+    pub duration_seconds: Option<f64>,
+    /// The model that actually ran.
+    pub model: Option<String>,
+    /// Why the subagent loop stopped, e.g. `completed` or `max_iterations`.
+    pub exit_reason: Option<String>,
+    /// The summary was cut short.
+    pub truncated: Option<bool>,
+}
+
+impl DelegationResult {
+    /// A result with this status and nothing else.
+    pub fn with_status(status: impl Into<String>) -> Self {
+        DelegationResult {
+            status: Some(status.into()),
+            ..DelegationResult::default()
+        }
+    }
+
+    /// A `completed` result with this summary.
+    pub fn completed(summary: impl Into<String>) -> Self {
+        DelegationResult {
+            status: Some("completed".to_owned()),
+            summary: Some(summary.into()),
+            ..DelegationResult::default()
+        }
+    }
+
+    /// An `interrupted` result with this error text.
+    pub fn interrupted(error: impl Into<String>) -> Self {
+        DelegationResult {
+            status: Some("interrupted".to_owned()),
+            error: Some(error.into()),
+            ..DelegationResult::default()
+        }
+    }
+}
+
+/// What [`dispatch`](crate::DelegationEngine::dispatch) answered. It always answers at
+/// once; the work (if accepted) runs in the background.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DispatchOutcome {
+    /// Accepted: exactly one `async_delegation` completion event with this id will land
+    /// on the engine's queue.
+    Dispatched {
+        /// `deleg_` + 8 lowercase hex digits.
+        delegation_id: String,
+    },
+    /// Not accepted and not queued: no event will ever carry it. The runner was dropped
+    /// without being called.
+    Rejected {
+        /// Why, as text for the model (see [`DispatchError`](crate::DispatchError)).
+        error: String,
+    },
+}
+
+impl DispatchOutcome {
+    /// `true` when the delegation was accepted.
+    pub fn is_dispatched(&self) -> bool {
+        matches!(self, DispatchOutcome::Dispatched { .. })
+    }
+
+    /// The id of an accepted delegation.
+    pub fn delegation_id(&self) -> Option<&str> {
+        match self {
+            DispatchOutcome::Dispatched { delegation_id } => Some(delegation_id),
+            DispatchOutcome::Rejected { .. } => None,
+        }
+    }
+
+    /// The rejection text.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            DispatchOutcome::Dispatched { .. } => None,
+            DispatchOutcome::Rejected { error } => Some(error),
+        }
+    }
+
+    /// The wire answer: exactly `{"status":"dispatched","delegation_id":…}` or
+    /// `{"status":"rejected","error":…}`.
+    pub fn to_json(&self) -> Value {
+        match self {
+            DispatchOutcome::Dispatched { delegation_id } => {
+                json!({"status": "dispatched", "delegation_id": delegation_id})
+            }
+            DispatchOutcome::Rejected { error } => json!({"status": "rejected", "error": error}),
+        }
+    }
+}
+
+impl Serialize for DispatchOutcome {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(serializer)
+    }
+}
+
+/// One delegation as [`list`](crate::DelegationEngine::list) reports it: the spec, its
+/// status (`running` until it completes, then the completion's status) and its times.
+/// Never carries the interrupt hook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DelegationRecord {
+    /// `deleg_` + 8 lowercase hex digits.
+    pub delegation_id: String,
+    /// The task, verbatim.
+    pub goal: String,
+    /// Context given at dispatch.
+    pub context: Option<String>,
+    /// Toolsets given at dispatch.
+    pub toolsets: Option<Vec<String>>,
+    /// Role given at dispatch.
+    pub role: Option<String>,
+    /// The spec's model while running; the completion's model (the result's, else the
+    /// spec's) once completed.
+    pub model: Option<String>,
+    /// The dispatching session key.
+    pub session_key: String,
+    /// `running`, then the completion event's status.
+    pub status: String,
+    /// Unix seconds at dispatch.
+    pub dispatched_at: f64,
+    /// Unix seconds at completion; `None` while running.
+    pub completed_at: Option<f64>,
+}
+
+impl DelegationRecord {
+    /// The status of a record whose runner has not finished yet.
+    pub const RUNNING: &'static str = "running";
+
+    /// `true` while the runner has not finished.
+    pub fn is_running(&self) -> bool {
+        self.completed_at.is_none()
+    }
+}
