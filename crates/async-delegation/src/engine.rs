@@ -188,8 +188,10 @@ impl DelegationEngine {
             inner.run(id, spec, dispatched_at, runner, idle);
         });
         if let Err(error) = self.inner.pool.execute(job) {
-            // Not accepted after all: the runner was never started, so no event.
-            self.inner.lock_state().running.remove(&delegation_id);
+            // Not accepted after all: the runner was never started, so no event. The
+            // removed record (and its hook) is dropped after the lock is released.
+            let removed = self.inner.lock_state().running.remove(&delegation_id);
+            drop(removed);
             tracing::warn!(%error, "async delegation worker could not be started");
             return Err(DispatchError::WorkerUnavailable(error));
         }
@@ -279,21 +281,18 @@ impl Inner {
     ) where
         R: FnOnce() -> Result<DelegationResult, RunnerError>,
     {
-        let outcome = catch_unwind(AssertUnwindSafe(runner));
+        // The error's `Display` and drop are user code too, so they run inside the fence.
+        let outcome = catch_unwind(AssertUnwindSafe(|| match runner() {
+            Ok(result) => result,
+            Err(error) => failure(error.to_string()),
+        }));
         let completed_at = unix_now();
-        let result = match outcome {
-            Ok(Ok(result)) => result,
-            Ok(Err(error)) => DelegationResult {
-                status: Some("error".to_owned()),
-                error: Some(error.to_string()),
-                ..DelegationResult::default()
-            },
-            Err(payload) => DelegationResult {
-                status: Some("error".to_owned()),
-                error: Some(format!("panic: {}", panic_message(payload.as_ref()))),
-                ..DelegationResult::default()
-            },
-        };
+        let result = outcome.unwrap_or_else(|payload| {
+            let message = panic_message(payload.as_ref());
+            // A payload whose drop panics must not cost the completion.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            failure(format!("panic: {message}"))
+        });
         let event = completion_event(delegation_id, spec, result, dispatched_at, completed_at);
         // Whoever reacts to this event may dispatch again at once: let it find this
         // worker idle rather than start a thread.
@@ -305,20 +304,41 @@ impl Inner {
     /// critical section: nobody holding the state lock can see one without the others.
     /// `put` is a non-blocking channel send, never user code.
     fn publish(&self, event: AsyncDelegationEvent) {
-        let mut state = self.lock_state();
-        if let Some(Running { mut record, .. }) = state.running.remove(&event.delegation_id) {
-            record.status = event
-                .status
-                .clone()
-                .unwrap_or_else(|| "completed".to_owned());
-            record.model = event.model.clone();
-            record.completed_at = event.completed_at;
-            state.completed.push_back(record);
-            while state.completed.len() > MAX_RETAINED_COMPLETED {
-                state.completed.pop_front();
+        let hook = {
+            let mut state = self.lock_state();
+            let mut hook = None;
+            if let Some(Running {
+                mut record,
+                interrupt,
+                ..
+            }) = state.running.remove(&event.delegation_id)
+            {
+                hook = interrupt;
+                record.status = event
+                    .status
+                    .clone()
+                    .unwrap_or_else(|| "completed".to_owned());
+                record.model = event.model.clone();
+                record.completed_at = event.completed_at;
+                state.completed.push_back(record);
+                while state.completed.len() > MAX_RETAINED_COMPLETED {
+                    state.completed.pop_front();
+                }
             }
-        }
-        self.queue.put(event);
+            self.queue.put(event);
+            hook
+        };
+        // Dropping the interrupt hook runs user code (its captures): never under the lock.
+        drop(hook);
+    }
+}
+
+/// The result recorded for a runner that failed or panicked.
+fn failure(error: String) -> DelegationResult {
+    DelegationResult {
+        status: Some("error".to_owned()),
+        error: Some(error),
+        ..DelegationResult::default()
     }
 }
 

@@ -361,3 +361,27 @@ fn records_carry_the_spec_but_never_the_hook() {
     assert_eq!(record.model.as_deref(), Some("m2"));
     assert_eq!(record.completed_at, event.completed_at);
 }
+
+#[test]
+fn an_error_whose_display_panics_still_completes() {
+    #[derive(Debug)]
+    struct Treacherous;
+    impl std::fmt::Display for Treacherous {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            panic!("display exploded")
+        }
+    }
+    impl std::error::Error for Treacherous {}
+
+    let (queue, engine) = engine();
+    engine.dispatch(
+        DelegationSpec::new("treacherous error"),
+        || Err(Box::new(Treacherous)),
+        None,
+        1,
+    );
+    let event = take_delegation(&queue);
+    assert_eq!(event.status.as_deref(), Some("error"));
+    assert_eq!(event.error.as_deref(), Some("panic: display exploded"));
+    assert_eq!(engine.active_count(), 0);
+}

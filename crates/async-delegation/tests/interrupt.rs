@@ -185,3 +185,29 @@ fn interrupt_one_by_id_and_all_of_one_session() {
     assert_eq!(engine.active_count(), 0);
     drop(releases);
 }
+
+#[test]
+fn a_hook_is_dropped_outside_the_engine_lock() {
+    // The hook's captures are dropped when the delegation completes; a capture whose
+    // drop calls back into the engine would deadlock the worker under the lock.
+    struct CallsBack(DelegationEngine, Sender<usize>);
+    impl Drop for CallsBack {
+        fn drop(&mut self) {
+            let _ = self.1.send(self.0.active_count());
+        }
+    }
+    let (queue, engine) = engine();
+    let (dropped_tx, dropped) = crossbeam_channel::bounded(1);
+    let capture = CallsBack(engine.clone(), dropped_tx);
+    let hook: InterruptHook = Arc::new(move |_: &str| {
+        let _keep = &capture;
+    });
+    engine.dispatch(
+        DelegationSpec::new("callback on drop"),
+        || Ok(DelegationResult::completed("ok")),
+        Some(hook),
+        1,
+    );
+    assert_eq!(take_delegation(&queue).summary.as_deref(), Some("ok"));
+    assert_eq!(dropped.recv_timeout(HANG_GUARD).unwrap(), 0);
+}
