@@ -140,3 +140,95 @@ fn worker_loop(shared: Arc<Shared>, first: Job) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GUARD: Duration = Duration::from_secs(20);
+
+    fn idle(pool: &WorkerPool) -> usize {
+        pool.shared.idle.load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn busy_workers_are_never_shared_and_idle_ones_are_reused() {
+        let pool = WorkerPool::new(Duration::from_secs(60));
+        let (release, hold) = crossbeam_channel::bounded::<()>(0);
+        let (names_tx, names) = crossbeam_channel::unbounded();
+        for _ in 0..3 {
+            let (hold, names_tx) = (hold.clone(), names_tx.clone());
+            pool.execute(Box::new(move |_idle: IdleSignal| {
+                names_tx
+                    .send(std::thread::current().name().map(str::to_owned))
+                    .unwrap();
+                let _ = hold.recv_timeout(GUARD);
+            }))
+            .unwrap();
+        }
+        let first: std::collections::HashSet<_> =
+            (0..3).map(|_| names.recv_timeout(GUARD).unwrap()).collect();
+        assert_eq!(first.len(), 3, "three busy jobs, three threads");
+        assert!(first
+            .iter()
+            .all(|n| n.as_deref().unwrap().starts_with(WORKER_NAME_PREFIX)));
+        drop(release);
+        while idle(&pool) < 3 {
+            std::thread::yield_now();
+        }
+        // Three more jobs go to the three idle workers.
+        for _ in 0..3 {
+            let names_tx = names_tx.clone();
+            pool.execute(Box::new(move |_idle: IdleSignal| {
+                names_tx
+                    .send(std::thread::current().name().map(str::to_owned))
+                    .unwrap();
+            }))
+            .unwrap();
+        }
+        for _ in 0..3 {
+            assert!(first.contains(&names.recv_timeout(GUARD).unwrap()));
+        }
+    }
+
+    #[test]
+    fn a_panicking_job_does_not_lose_its_worker() {
+        let pool = WorkerPool::new(Duration::from_secs(60));
+        pool.execute(Box::new(|_idle: IdleSignal| panic!("job bug")))
+            .unwrap();
+        while idle(&pool) < 1 {
+            std::thread::yield_now();
+        }
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        pool.execute(Box::new(move |_idle: IdleSignal| done_tx.send(()).unwrap()))
+            .unwrap();
+        done.recv_timeout(GUARD).unwrap();
+    }
+
+    #[test]
+    fn early_idle_signal_fires_once() {
+        let pool = WorkerPool::new(Duration::from_secs(60));
+        let (fired_tx, fired) = crossbeam_channel::bounded(1);
+        let (finish, finishing) = crossbeam_channel::bounded::<()>(0);
+        pool.execute(Box::new(move |mut idle: IdleSignal| {
+            idle.fire();
+            idle.fire();
+            fired_tx.send(()).unwrap();
+            let _ = finishing.recv_timeout(GUARD);
+        }))
+        .unwrap();
+        fired.recv_timeout(GUARD).unwrap();
+        assert_eq!(idle(&pool), 1, "marked idle before the job returned");
+        drop(finish);
+        // The drop at the end of the job must not count it twice.
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        pool.execute(Box::new(move |_idle: IdleSignal| done_tx.send(()).unwrap()))
+            .unwrap();
+        done.recv_timeout(GUARD).unwrap();
+        while idle(&pool) < 1 {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(idle(&pool), 1);
+    }
+}
