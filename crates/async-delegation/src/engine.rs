@@ -94,7 +94,8 @@ impl DelegationEngine {
     /// ends (see the [crate docs](crate) for how the outcome maps to the event).
     /// `interrupt`, if given, is what [`interrupt_all`](Self::interrupt_all),
     /// [`interrupt`](Self::interrupt) and [`interrupt_session`](Self::interrupt_session)
-    /// call while the delegation runs.
+    /// call while the delegation runs; it is dropped (outside every lock) when the
+    /// delegation completes.
     ///
     /// Rejected: returns [`DispatchOutcome::Rejected`] with the capacity text of
     /// [`DispatchError::CapacityReached`]; nothing is queued and `runner` is dropped
@@ -203,6 +204,9 @@ impl DelegationEngine {
     /// that panics is caught, logged and not counted. Delegations without a hook are
     /// not counted. Each child still ends through its runner, so its completion event
     /// (usually `interrupted`) is still delivered.
+    ///
+    /// The set of hooks is taken at the call; a runner that returns meanwhile may still
+    /// see its hook called once, just after it finished, so hooks must tolerate that.
     pub fn interrupt_all(&self, reason: &str) -> usize {
         let hooks = self.inner.hooks_where(|_| true);
         call_hooks(hooks, reason)
