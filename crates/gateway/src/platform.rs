@@ -1,0 +1,337 @@
+//! Chat platforms: the built-in ones and those registered at run time.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use once_cell::sync::Lazy;
+
+use crate::GatewayError;
+
+macro_rules! platforms {
+    ($($variant:ident => $name:literal),+ $(,)?) => {
+        /// A chat platform a gateway serves.
+        ///
+        /// The built-in platforms are variants; a platform registered at run time (a
+        /// plugin) is [`Platform::Custom`], obtained from a [`PlatformRegistry`]. Two
+        /// platforms are equal when their names are equal.
+        ///
+        /// Parsing trims and lowercases: `" Telegram "` is [`Platform::Telegram`].
+        /// [`Platform::builtin`] knows only the built-ins; [`PlatformRegistry::parse`]
+        /// also knows that registry's custom platforms; `str::parse` (`FromStr`) uses the
+        /// process-wide [`PlatformRegistry::global`].
+        ///
+        /// ```
+        /// use gateway::Platform;
+        ///
+        /// assert_eq!(Platform::builtin(" Telegram "), Some(Platform::Telegram));
+        /// assert_eq!(Platform::Telegram.as_str(), "telegram");
+        /// assert_eq!(Platform::builtin("myspace"), None);
+        /// ```
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Platform {
+            $(
+                #[doc = concat!("`", $name, "`")]
+                $variant,
+            )+
+            /// A platform registered at run time; holds its normalized (trimmed,
+            /// lowercase) name. Build it through [`PlatformRegistry::register`].
+            Custom(CustomPlatform),
+        }
+
+        impl Platform {
+            /// Every built-in platform, in the order of the contract.
+            pub const BUILT_IN: &'static [Platform] = &[$(Platform::$variant),+];
+
+            /// The platform's name as it appears in session keys and on the wire.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Platform::$variant => $name,)+
+                    Platform::Custom(custom) => custom.as_str(),
+                }
+            }
+
+            /// The built-in platform called `name` (trimmed, case-insensitive), if any.
+            pub fn builtin(name: &str) -> Option<Platform> {
+                let name = name.trim();
+                $(
+                    if name.eq_ignore_ascii_case($name) {
+                        return Some(Platform::$variant);
+                    }
+                )+
+                None
+            }
+        }
+    };
+}
+
+platforms! {
+    Local => "local",
+    Telegram => "telegram",
+    Discord => "discord",
+    Whatsapp => "whatsapp",
+    WhatsappCloud => "whatsapp_cloud",
+    Slack => "slack",
+    Signal => "signal",
+    Mattermost => "mattermost",
+    Matrix => "matrix",
+    HomeAssistant => "homeassistant",
+    Email => "email",
+    Sms => "sms",
+    Dingtalk => "dingtalk",
+    ApiServer => "api_server",
+    Webhook => "webhook",
+    MsgraphWebhook => "msgraph_webhook",
+    Feishu => "feishu",
+    Wecom => "wecom",
+    WecomCallback => "wecom_callback",
+    Weixin => "weixin",
+    Bluebubbles => "bluebubbles",
+    Qqbot => "qqbot",
+    Yuanbao => "yuanbao",
+    Relay => "relay",
+}
+
+impl Platform {
+    /// `true` for a platform registered at run time.
+    pub fn is_custom(&self) -> bool {
+        matches!(self, Platform::Custom(_))
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Platform {
+    type Err = GatewayError;
+
+    /// Parses against the built-ins and the process-wide [`PlatformRegistry::global`].
+    /// Code that owns a registry should call [`PlatformRegistry::parse`] instead.
+    fn from_str(name: &str) -> Result<Platform, GatewayError> {
+        PlatformRegistry::global().parse(name)
+    }
+}
+
+/// The name of a platform registered at run time (normalized: trimmed, lowercase,
+/// non-empty, no `:` and no whitespace).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CustomPlatform(Arc<str>);
+
+impl CustomPlatform {
+    /// The normalized name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The set of platforms one gateway knows: the built-ins plus those registered at run
+/// time (plugins).
+///
+/// A cloneable handle: clones share one set. Build one with [`PlatformRegistry::new`] and
+/// pass it where platforms are parsed; [`PlatformRegistry::global`] is a process-wide
+/// default for programs that want exactly one (it is what `str::parse::<Platform>` uses).
+///
+/// ```
+/// use gateway::{GatewayError, Platform, PlatformRegistry};
+///
+/// let platforms = PlatformRegistry::new();
+/// assert_eq!(platforms.parse("DISCORD")?, Platform::Discord);
+/// assert!(matches!(platforms.parse("irc"), Err(GatewayError::UnknownPlatform { .. })));
+///
+/// let irc = platforms.register(" IRC ")?;
+/// assert_eq!(irc.as_str(), "irc");
+/// assert_eq!(platforms.parse("irc")?, irc);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct PlatformRegistry {
+    custom: Arc<RwLock<BTreeSet<CustomPlatform>>>,
+}
+
+static GLOBAL_PLATFORMS: Lazy<PlatformRegistry> = Lazy::new(PlatformRegistry::new);
+
+impl PlatformRegistry {
+    /// A registry that knows the built-in platforms only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The process-wide default registry, created on first use.
+    pub fn global() -> &'static PlatformRegistry {
+        &GLOBAL_PLATFORMS
+    }
+
+    /// Registers a platform by name and returns it. Idempotent; registering a built-in
+    /// name returns the built-in.
+    ///
+    /// # Errors
+    /// [`GatewayError::InvalidPlatformName`] when the trimmed name is empty or contains
+    /// `:` (the session key separator) or whitespace.
+    pub fn register(&self, name: &str) -> Result<Platform, GatewayError> {
+        if let Some(builtin) = Platform::builtin(name) {
+            return Ok(builtin);
+        }
+        let normalized = name.trim().to_lowercase();
+        let problem = if normalized.is_empty() {
+            Some("it is empty")
+        } else if normalized.contains(':') {
+            Some("it contains ':', the session key separator")
+        } else if normalized.chars().any(char::is_whitespace) {
+            Some("it contains whitespace")
+        } else {
+            None
+        };
+        if let Some(reason) = problem {
+            return Err(GatewayError::InvalidPlatformName {
+                name: name.to_owned(),
+                reason,
+            });
+        }
+        let custom = CustomPlatform(Arc::from(normalized));
+        self.custom
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(custom.clone());
+        Ok(Platform::Custom(custom))
+    }
+
+    /// Removes a run-time platform. Returns `true` when it was registered. Built-ins
+    /// cannot be removed.
+    pub fn unregister(&self, name: &str) -> bool {
+        let normalized = name.trim().to_lowercase();
+        self.custom
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&CustomPlatform(Arc::from(normalized)))
+    }
+
+    /// Parses a platform name (trimmed, case-insensitive) against the built-ins and this
+    /// registry's run-time platforms.
+    ///
+    /// # Errors
+    /// [`GatewayError::UnknownPlatform`] for any other name.
+    pub fn parse(&self, name: &str) -> Result<Platform, GatewayError> {
+        if let Some(builtin) = Platform::builtin(name) {
+            return Ok(builtin);
+        }
+        let normalized = name.trim().to_lowercase();
+        let custom = self.custom.read().unwrap_or_else(PoisonError::into_inner);
+        match custom.get(normalized.as_str()) {
+            Some(found) => Ok(Platform::Custom(found.clone())),
+            None => Err(GatewayError::UnknownPlatform {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    /// `true` when `name` parses (see [`PlatformRegistry::parse`]).
+    pub fn is_known(&self, name: &str) -> bool {
+        self.parse(name).is_ok()
+    }
+
+    /// The platforms registered at run time, sorted by name.
+    pub fn custom_platforms(&self) -> Vec<Platform> {
+        self.custom
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .map(Platform::Custom)
+            .collect()
+    }
+}
+
+impl std::borrow::Borrow<str> for CustomPlatform {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_round_trips_through_its_name() {
+        assert_eq!(Platform::BUILT_IN.len(), 24);
+        for platform in Platform::BUILT_IN {
+            assert_eq!(
+                Platform::builtin(platform.as_str()).as_ref(),
+                Some(platform)
+            );
+            let shouted = format!("  {}\t", platform.as_str().to_uppercase());
+            assert_eq!(Platform::builtin(&shouted).as_ref(), Some(platform));
+            assert_eq!(
+                PlatformRegistry::new().parse(&shouted).as_ref(),
+                Ok(platform)
+            );
+        }
+        let names: Vec<&str> = Platform::BUILT_IN.iter().map(Platform::as_str).collect();
+        assert_eq!(
+            names.join(" "),
+            "local telegram discord whatsapp whatsapp_cloud slack signal mattermost matrix \
+             homeassistant email sms dingtalk api_server webhook msgraph_webhook feishu wecom \
+             wecom_callback weixin bluebubbles qqbot yuanbao relay"
+        );
+    }
+
+    #[test]
+    fn unknown_platform_is_a_clear_error() {
+        let registry = PlatformRegistry::new();
+        let err = registry.parse(" MySpace ").unwrap_err();
+        assert_eq!(
+            err,
+            GatewayError::UnknownPlatform {
+                name: " MySpace ".into()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "unknown platform \" MySpace \": not a built-in platform and not registered"
+        );
+        assert!(registry.parse("").is_err());
+    }
+
+    #[test]
+    fn registration_is_per_registry_idempotent_and_case_insensitive() {
+        let a = PlatformRegistry::new();
+        let b = PlatformRegistry::new();
+        let irc = a.register("IRC").unwrap();
+        assert!(irc.is_custom());
+        assert_eq!(a.register(" irc ").unwrap(), irc);
+        assert_eq!(a.parse("Irc").unwrap(), irc);
+        assert!(b.parse("irc").is_err(), "registries are independent");
+        assert_eq!(a.clone().parse("irc").unwrap(), irc, "clones share the set");
+        assert_eq!(a.custom_platforms(), vec![irc.clone()]);
+        assert_eq!(a.register("Telegram").unwrap(), Platform::Telegram);
+        assert!(a.custom_platforms().len() == 1);
+        assert!(a.unregister("IRC"));
+        assert!(!a.is_known("irc"));
+        assert!(!a.unregister("irc"));
+    }
+
+    #[test]
+    fn invalid_custom_names_are_rejected_with_a_reason() {
+        let registry = PlatformRegistry::new();
+        for (name, reason) in [
+            ("", "it is empty"),
+            ("   ", "it is empty"),
+            ("a:b", "it contains ':', the session key separator"),
+            ("my chat", "it contains whitespace"),
+        ] {
+            assert_eq!(
+                registry.register(name),
+                Err(GatewayError::InvalidPlatformName {
+                    name: name.into(),
+                    reason
+                }),
+                "{name:?}"
+            );
+        }
+        assert!(registry.custom_platforms().is_empty());
+    }
+}
