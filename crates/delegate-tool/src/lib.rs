@@ -1,1 +1,111 @@
-//! Work in progress.
+//! The `delegate_task` tool an LLM calls to hand work to subagents.
+//!
+//! A model calls `delegate_task` with JSON arguments — `goal`/`context`/`toolsets` for
+//! one task or `tasks` for a batch, a `role`, and a `background` flag. [`delegate_task`]
+//! (raw argument text) or [`delegate_task_value`] (parsed) checks them in the reference's
+//! order with its exact error texts ([`ToolError`]), then either
+//!
+//! - runs the children **synchronously** — a batch in parallel on scoped
+//!   `delegate-task-{i}` threads — and returns `{"results":[…],"total_duration_seconds":…}`,
+//!   or
+//! - (`background=true`, one task) builds the child on the calling thread, detaches it
+//!   from the parent and **dispatches** it on an [`async_delegation::DelegationEngine`],
+//!   returning `{"status":"dispatched","delegation_id":…,…}` at once; the completion
+//!   lands on the engine's queue later.
+//!
+//! The tool result is always JSON text; the tool never panics on any input.
+//!
+//! # Plugging in an agent
+//!
+//! - [`ChildBackend`] resolves credentials and builds children; [`ChildAgent`] runs,
+//!   interrupts and closes one. Any agent implementation plugs in; tests use fakes.
+//! - [`ParentAgent`] is the calling agent: depth, session id and key, interrupt flag and
+//!   active children. [`Parent`] is a ready-made handle whose
+//!   [`interrupt`](Parent::interrupt) reaches running synchronous children.
+//! - [`DelegateContext`] bundles the [`DelegationConfig`] (the `delegation:` settings), the
+//!   engine and the backend.
+//! - [`tool_schema`] is the definition to hand a function-calling API.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use async_delegation::{DelegationEngine, DelegationResult, RunnerError};
+//! use delegate_tool::{
+//!     delegate_task, BackendError, ChildAgent, ChildBackend, ChildTask, DelegateContext,
+//!     DelegationConfig, Parent, ParentAgent,
+//! };
+//! use process_registry::{CompletionQueue, Event};
+//!
+//! /// A subagent that "solves" its goal at once.
+//! struct EchoChild;
+//! impl ChildAgent for EchoChild {
+//!     fn run(&self, task: &ChildTask) -> Result<DelegationResult, RunnerError> {
+//!         Ok(DelegationResult::completed(format!("done: {}", task.goal)))
+//!     }
+//!     fn interrupt(&self, _reason: &str) {}
+//! }
+//!
+//! struct EchoBackend;
+//! impl ChildBackend for EchoBackend {
+//!     type Credentials = ();
+//!     type Child = EchoChild;
+//!     fn resolve_credentials(&self, _: &dyn ParentAgent, _: &DelegationConfig) -> Result<(), BackendError> {
+//!         Ok(())
+//!     }
+//!     fn build_child(&self, _: &ChildTask, _: &(), _: &dyn ParentAgent) -> Result<Arc<EchoChild>, BackendError> {
+//!         Ok(Arc::new(EchoChild))
+//!     }
+//! }
+//!
+//! let queue = CompletionQueue::new();
+//! let context = DelegateContext::new(
+//!     DelegationConfig::default(),
+//!     DelegationEngine::new(queue.clone()),
+//!     EchoBackend,
+//! );
+//! let parent = Parent::new(0).with_session_key("agent:main:telegram:dm:42");
+//!
+//! // Synchronous batch: results sorted by task index.
+//! let out: serde_json::Value = serde_json::from_str(&delegate_task(
+//!     r#"{"tasks": [{"goal": "a"}, {"goal": "b"}]}"#, &parent, &context,
+//! ))?;
+//! assert_eq!(out["results"][1]["summary"], "done: b");
+//!
+//! // Background: a handle now, the completion on the queue later.
+//! let out: serde_json::Value = serde_json::from_str(&delegate_task(
+//!     r#"{"goal": "scan the repo", "background": true}"#, &parent, &context,
+//! ))?;
+//! assert_eq!(out["status"], "dispatched");
+//! let Some(Event::AsyncDelegation(event)) = queue.take_timeout(Duration::from_secs(10)) else {
+//!     return Err("no completion".into());
+//! };
+//! assert_eq!(event.summary.as_deref(), Some("done: scan the repo"));
+//! assert_eq!(event.session_key, "agent:main:telegram:dm:42");
+//!
+//! // Refusals are JSON too, with the exact texts.
+//! let out = delegate_task(r#"{"context": "no goal"}"#, &parent, &context);
+//! assert_eq!(out, r#"{"error":"Provide either 'goal' (single task) or 'tasks' (batch)."}"#);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod args;
+mod backend;
+mod config;
+mod error;
+mod parent;
+mod schema;
+mod tool;
+
+pub use args::{parse_background, validate_arguments, DelegateCall, Role};
+pub use backend::{BackendError, ChildAgent, ChildBackend, ChildTask};
+pub use config::DelegationConfig;
+pub use error::{ConfigError, ToolError};
+pub use parent::{Parent, ParentAgent};
+pub use schema::{tool_schema, TOOL_DESCRIPTION, TOOL_NAME};
+pub use tool::{
+    delegate_task, delegate_task_value, DelegateContext, ASYNC_CANCEL_REASON, BACKGROUND_NOTE,
+    PARENT_INTERRUPTED_REASON,
+};

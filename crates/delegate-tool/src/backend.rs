@@ -1,0 +1,95 @@
+//! The injected agent implementation: credentials, building and running children.
+
+use std::error::Error;
+use std::sync::Arc;
+
+use async_delegation::{DelegationResult, RunnerError};
+
+use crate::{DelegationConfig, ParentAgent, Role};
+
+/// What a backend may fail with; its `Display` text reaches the model.
+pub type BackendError = Box<dyn Error + Send + Sync>;
+
+/// One validated task, as handed to [`ChildBackend::build_child`] and [`ChildAgent::run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildTask {
+    /// 0-based position in the call's batch (0 for a single task); results carry it as
+    /// `task_index`.
+    pub task_index: usize,
+    /// The goal, verbatim (never blank).
+    pub goal: String,
+    /// Context from the parent (`None` when absent or blank).
+    pub context: Option<String>,
+    /// Toolsets requested for the child (`None`: the backend's default).
+    pub toolsets: Option<Vec<String>>,
+    /// The child's role, normalised.
+    pub role: Role,
+    /// The child's delegation depth: the parent's + 1.
+    pub depth: u32,
+    /// The iteration cap from [`DelegationConfig::max_iterations`].
+    pub max_iterations: u32,
+    /// `true` when the child will run as a background delegation.
+    pub background: bool,
+}
+
+/// Plugs an agent implementation into `delegate_task`.
+///
+/// Both methods run on the thread that called `delegate_task`, before anything runs.
+pub trait ChildBackend {
+    /// Whatever the backend needs to build children (model, provider, keys, …).
+    type Credentials;
+    /// The child agents it builds.
+    type Child: ChildAgent + 'static;
+
+    /// Resolves the credentials children of `parent` will use. Called once per call,
+    /// after the depth check and before the tasks are parsed.
+    ///
+    /// # Errors
+    /// Any error; its `Display` text is returned to the model verbatim (SPEC §5 step 4).
+    fn resolve_credentials(
+        &self,
+        parent: &dyn ParentAgent,
+        config: &DelegationConfig,
+    ) -> Result<Self::Credentials, BackendError>;
+
+    /// Builds the child for `task`. The backend may register the child in `parent`'s
+    /// active children itself (the reference did); the tool does so too for
+    /// synchronous children, and removes it again for background ones.
+    ///
+    /// # Errors
+    /// Any error; the model reads `Failed to build the subagent: {error}`.
+    fn build_child(
+        &self,
+        task: &ChildTask,
+        credentials: &Self::Credentials,
+        parent: &dyn ParentAgent,
+    ) -> Result<Arc<Self::Child>, BackendError>;
+}
+
+/// A subagent built by a [`ChildBackend`].
+///
+/// `run` happens on a `delegate-task-…` thread (synchronous batch), on the calling thread
+/// (synchronous single task) or on an `async-delegate-…` worker (background), while
+/// `interrupt` may be called from any thread at any time, also after `run` returned.
+pub trait ChildAgent: Send + Sync {
+    /// Runs the task to its end and reports the outcome. An unset `status` means
+    /// `completed`; an error becomes status `error`; a panic is caught and becomes status
+    /// `error` with `panic: {message}`.
+    ///
+    /// # Errors
+    /// Any error; its text becomes the result's `error`.
+    fn run(&self, task: &ChildTask) -> Result<DelegationResult, RunnerError>;
+
+    /// Asks the child to stop soon (set a flag); `run` should then return, usually with
+    /// status `interrupted`. Must not block.
+    fn interrupt(&self, reason: &str);
+
+    /// Releases what the child holds. Called exactly once by the tool after `run`
+    /// returned, or instead of `run` when the child never ran (refused dispatch).
+    fn close(&self) {}
+
+    /// The model the child runs, restated in the background completion event.
+    fn model(&self) -> Option<String> {
+        None
+    }
+}

@@ -1,0 +1,186 @@
+//! The agent that calls `delegate_task`.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::ChildAgent;
+
+/// The calling agent, as `delegate_task` sees it.
+///
+/// [`Parent`] is a ready-made implementation an agent can embed; implement this trait
+/// directly when the agent already keeps this state elsewhere.
+pub trait ParentAgent: Send + Sync {
+    /// The caller's delegation depth (0 for a top-level agent).
+    fn delegate_depth(&self) -> u32;
+
+    /// The caller's session id.
+    fn session_id(&self) -> String;
+
+    /// The gateway session key of the conversation being served now (`""` for the CLI).
+    /// Read on the calling thread when a background task is dispatched.
+    fn session_key(&self) -> String;
+
+    /// `true` once the caller was asked to stop.
+    fn is_interrupted(&self) -> bool;
+
+    /// Adds `child` to the active children (under the caller's lock), so an interrupt of
+    /// the caller reaches it. Must ignore a child that is already registered (the same
+    /// allocation, [`Arc::ptr_eq`]).
+    fn register_child(&self, child: Arc<dyn ChildAgent>);
+
+    /// Removes every registration of `child` (under the caller's lock); `true` when it
+    /// was registered.
+    fn unregister_child(&self, child: &Arc<dyn ChildAgent>) -> bool;
+}
+
+/// A cloneable parent handle: depth, session id and key, an interrupt flag and the
+/// active children under their own lock. Clones share the state.
+///
+/// ```
+/// use delegate_tool::{Parent, ParentAgent};
+///
+/// let parent = Parent::new(0).with_session_id("sess").with_session_key("agent:main:telegram:dm:1");
+/// assert_eq!(parent.session_key(), "agent:main:telegram:dm:1");
+/// assert_eq!(parent.interrupt("user pressed stop"), 0); // no children yet
+/// assert!(parent.is_interrupted());
+/// parent.clear_interrupt();
+/// assert!(!parent.is_interrupted());
+/// ```
+#[derive(Clone)]
+pub struct Parent {
+    inner: Arc<ParentInner>,
+}
+
+struct ParentInner {
+    depth: u32,
+    session_id: Mutex<String>,
+    session_key: Mutex<String>,
+    interrupted: AtomicBool,
+    children: Mutex<Vec<Arc<dyn ChildAgent>>>,
+}
+
+impl std::fmt::Debug for Parent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parent")
+            .field("depth", &self.inner.depth)
+            .field("session_id", &self.session_id())
+            .field("session_key", &self.session_key())
+            .field("interrupted", &self.is_interrupted())
+            .field("active_children", &self.active_child_count())
+            .finish()
+    }
+}
+
+impl Parent {
+    /// A parent at this delegation depth, with empty session id and key (CLI origin).
+    pub fn new(depth: u32) -> Self {
+        Parent {
+            inner: Arc::new(ParentInner {
+                depth,
+                session_id: Mutex::new(String::new()),
+                session_key: Mutex::new(String::new()),
+                interrupted: AtomicBool::new(false),
+                children: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Sets the session id.
+    pub fn with_session_id(self, session_id: impl Into<String>) -> Self {
+        *lock(&self.inner.session_id) = session_id.into();
+        self
+    }
+
+    /// Sets the session key.
+    pub fn with_session_key(self, session_key: impl Into<String>) -> Self {
+        self.set_session_key(session_key);
+        self
+    }
+
+    /// Changes the session key (a gateway agent serving a new turn).
+    pub fn set_session_key(&self, session_key: impl Into<String>) {
+        *lock(&self.inner.session_key) = session_key.into();
+    }
+
+    /// Sets the interrupt flag and interrupts every active child with `reason`; returns
+    /// how many children were signalled. The children are called outside the lock, and a
+    /// child whose `interrupt` panics is skipped (not counted).
+    pub fn interrupt(&self, reason: &str) -> usize {
+        self.inner.interrupted.store(true, Ordering::SeqCst);
+        let children = self.active_children();
+        children
+            .iter()
+            .filter(|child| catch_unwind(AssertUnwindSafe(|| child.interrupt(reason))).is_ok())
+            .count()
+    }
+
+    /// Clears the interrupt flag (a new turn starts).
+    pub fn clear_interrupt(&self) {
+        self.inner.interrupted.store(false, Ordering::SeqCst);
+    }
+
+    /// A snapshot of the active children.
+    pub fn active_children(&self) -> Vec<Arc<dyn ChildAgent>> {
+        lock(&self.inner.children).clone()
+    }
+
+    /// How many children are active.
+    pub fn active_child_count(&self) -> usize {
+        lock(&self.inner.children).len()
+    }
+
+    /// `true` when `child` (the same allocation) is among the active children.
+    pub fn has_active_child(&self, child: &Arc<dyn ChildAgent>) -> bool {
+        lock(&self.inner.children)
+            .iter()
+            .any(|c| Arc::ptr_eq(c, child))
+    }
+}
+
+impl ParentAgent for Parent {
+    fn delegate_depth(&self) -> u32 {
+        self.inner.depth
+    }
+
+    fn session_id(&self) -> String {
+        lock(&self.inner.session_id).clone()
+    }
+
+    fn session_key(&self) -> String {
+        lock(&self.inner.session_key).clone()
+    }
+
+    fn is_interrupted(&self) -> bool {
+        self.inner.interrupted.load(Ordering::SeqCst)
+    }
+
+    fn register_child(&self, child: Arc<dyn ChildAgent>) {
+        let mut children = lock(&self.inner.children);
+        if !children.iter().any(|c| Arc::ptr_eq(c, &child)) {
+            children.push(child);
+        }
+    }
+
+    fn unregister_child(&self, child: &Arc<dyn ChildAgent>) -> bool {
+        let removed = {
+            let mut children = lock(&self.inner.children);
+            let before = children.len();
+            let (gone, kept): (Vec<_>, Vec<_>) =
+                children.drain(..).partition(|c| Arc::ptr_eq(c, child));
+            *children = kept;
+            debug_assert!(children.len() + gone.len() == before);
+            gone
+        };
+        // The removed handles are dropped outside the lock.
+        !removed.is_empty()
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the data (a
+/// list of handles, a string) is still consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
