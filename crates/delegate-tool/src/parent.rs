@@ -184,3 +184,63 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_delegation::{DelegationResult, RunnerError};
+
+    #[derive(Default)]
+    struct Probe {
+        reasons: Mutex<Vec<String>>,
+        explode: bool,
+    }
+
+    impl ChildAgent for Probe {
+        fn run(&self, _: &crate::ChildTask) -> Result<DelegationResult, RunnerError> {
+            Ok(DelegationResult::default())
+        }
+        fn interrupt(&self, reason: &str) {
+            assert!(!self.explode, "interrupt exploded");
+            self.reasons.lock().unwrap().push(reason.to_owned());
+        }
+    }
+
+    #[test]
+    fn register_is_idempotent_and_unregister_removes_the_same_allocation_only() {
+        let parent = Parent::new(0);
+        let a: Arc<dyn ChildAgent> = Arc::new(Probe::default());
+        let b: Arc<dyn ChildAgent> = Arc::new(Probe::default());
+        parent.register_child(Arc::clone(&a));
+        parent.register_child(Arc::clone(&a));
+        parent.register_child(Arc::clone(&b));
+        assert_eq!(parent.active_child_count(), 2);
+        assert!(parent.unregister_child(&a));
+        assert!(!parent.unregister_child(&a));
+        assert!(!parent.has_active_child(&a) && parent.has_active_child(&b));
+    }
+
+    #[test]
+    fn interrupt_sets_the_flag_and_reaches_children_isolating_a_panicking_one() {
+        let parent = Parent::new(0).with_session_id("s").with_session_key("k");
+        let good = Arc::new(Probe::default());
+        let bad: Arc<dyn ChildAgent> = Arc::new(Probe {
+            explode: true,
+            ..Probe::default()
+        });
+        parent.register_child(good.clone());
+        parent.register_child(bad);
+        assert_eq!(parent.interrupt("stop"), 1);
+        assert!(parent.is_interrupted());
+        assert_eq!(*good.reasons.lock().unwrap(), ["stop"]);
+        assert_eq!(
+            (parent.session_id(), parent.session_key()),
+            ("s".to_owned(), "k".to_owned())
+        );
+        // Clones share state.
+        let clone = parent.clone();
+        clone.clear_interrupt();
+        assert!(!parent.is_interrupted());
+        assert_eq!(clone.delegate_depth(), 0);
+    }
+}

@@ -1,0 +1,140 @@
+//! `delegate_task` never panics and always answers valid JSON, whatever the model sends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use async_delegation::DelegationResult;
+use common::{context, FakeBackend};
+use delegate_tool::{delegate_task, delegate_task_value, DelegationConfig, Parent};
+use proptest::prelude::*;
+use serde_json::{Map, Value};
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        ".{0,12}".prop_map(Value::String),
+        prop::sample::select(vec![
+            "leaf",
+            "orchestrator",
+            "true",
+            "ON",
+            "1",
+            "",
+            "  ",
+            "[]",
+            "[{\"goal\":\"x\"}]",
+            "[1,2]",
+            "{"
+        ])
+        .prop_map(|s| Value::String(s.to_owned())),
+    ];
+    leaf.prop_recursive(4, 32, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::vec((key(), inner), 0..5)
+                .prop_map(|entries| Value::Object(entries.into_iter().collect::<Map<_, _>>())),
+        ]
+    })
+}
+
+/// Mostly the tool's own argument names, so generated calls get deep into validation.
+fn key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => prop::sample::select(vec!["goal", "context", "toolsets", "tasks", "role", "background", "max_iterations"])
+            .prop_map(str::to_owned),
+        1 => "[a-z_]{0,8}",
+    ]
+}
+
+/// Calls shaped like the tool's arguments, with each field sometimes right and sometimes
+/// arbitrary, so generated calls reach every validation step and both run paths.
+fn arb_call() -> impl Strategy<Value = Value> {
+    let goal = prop_oneof![3 => "[a-z ]{0,10}".prop_map(Value::String), 1 => arb_json()];
+    let task = prop_oneof![
+        4 => (goal.clone(), proptest::option::of(arb_json())).prop_map(|(goal, context)| {
+            let mut task = Map::new();
+            task.insert("goal".into(), goal);
+            if let Some(context) = context {
+                task.insert("context".into(), context);
+            }
+            Value::Object(task)
+        }),
+        1 => arb_json(),
+    ];
+    let tasks = prop_oneof![
+        2 => prop::collection::vec(task.clone(), 0..5).prop_map(Value::Array),
+        1 => prop::collection::vec(task, 0..5).prop_map(|list| Value::String(Value::Array(list).to_string())),
+        1 => arb_json(),
+    ];
+    let background = prop_oneof![
+        any::<bool>().prop_map(Value::Bool),
+        prop::sample::select(vec!["1", "true", "Yes", "on", "off", "no", ""])
+            .prop_map(|s| Value::String(s.to_owned())),
+        arb_json(),
+    ];
+    (
+        proptest::option::of(goal),
+        proptest::option::of(tasks),
+        proptest::option::of(background),
+        proptest::option::of(arb_json()),
+        proptest::option::of(arb_json()),
+    )
+        .prop_map(|(goal, tasks, background, role, toolsets)| {
+            let mut call = Map::new();
+            for (name, value) in [
+                ("goal", goal),
+                ("tasks", tasks),
+                ("background", background),
+                ("role", role),
+                ("toolsets", toolsets),
+            ] {
+                if let Some(value) = value {
+                    call.insert(name.to_owned(), value);
+                }
+            }
+            Value::Object(call)
+        })
+}
+
+fn check(out: &str) {
+    let value: Value =
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    let map = value.as_object().expect("an object");
+    assert!(
+        map.contains_key("error") || map.contains_key("status") || map.contains_key("results"),
+        "{out}"
+    );
+    if let Some(error) = map.get("error") {
+        assert!(error.is_string(), "{out}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_json_arguments_never_panic(
+        args in prop_oneof![3 => arb_call(), 1 => arb_json()],
+        depth in prop_oneof![4 => Just(0u32), 1 => 1u32..3],
+    ) {
+        let backend = FakeBackend::new(|_, task| Ok(DelegationResult::completed(task.goal.clone())));
+        let config = DelegationConfig { max_async_children: 64, ..DelegationConfig::default() };
+        let (ctx, queue) = context(backend, config);
+        let parent = Parent::new(depth);
+        check(&delegate_task_value(&args, &parent, &ctx));
+        check(&delegate_task(&args.to_string(), &parent, &ctx));
+        // Also the arguments' object as a JSON string inside `tasks`.
+        let wrapped = serde_json::json!({"tasks": args.to_string(), "background": true});
+        check(&delegate_task_value(&wrapped, &parent, &ctx));
+        drop(queue.drain());
+    }
+
+    #[test]
+    fn arbitrary_text_arguments_never_panic(text in ".{0,64}") {
+        let (ctx, _queue) = context(FakeBackend::instant(), DelegationConfig::default());
+        check(&delegate_task(&text, &Parent::new(0), &ctx));
+    }
+}
