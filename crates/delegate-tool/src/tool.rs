@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 
 use crate::args::{check_depth, parse_argument_text, Arguments};
 use crate::{
-    ChildAgent, ChildBackend, ChildTask, DelegateCall, DelegationConfig, ParentAgent, ToolError,
+    BackendError, ChildAgent, ChildBackend, ChildTask, DelegateCall, DelegationConfig, ParentAgent,
+    ToolError,
 };
 
 /// The reason a background child's interrupt hook passes to [`ChildAgent::interrupt`].
@@ -115,9 +116,7 @@ fn prepare<B: ChildBackend>(
     let args = Arguments::read(arguments)?;
     let depth = parent.delegate_depth();
     check_depth(depth, &context.config)?;
-    let credentials = context
-        .backend
-        .resolve_credentials(parent, &context.config)
+    let credentials = guarded(|| context.backend.resolve_credentials(parent, &context.config))
         .map_err(|e| ToolError::Credentials(e.to_string()))?;
     let background = args.background();
     let call = args.into_call(depth, &context.config)?;
@@ -133,7 +132,7 @@ fn run_background<B: ChildBackend>(
 ) -> String {
     // Captured here: the worker thread knows nothing of the conversation being served.
     let session_key = parent.session_key();
-    let child = match context.backend.build_child(&task, credentials, parent) {
+    let child = match guarded(|| context.backend.build_child(&task, credentials, parent)) {
         Ok(child) => child,
         Err(error) => return ToolError::ChildBuild(error.to_string()).to_tool_result(),
     };
@@ -198,7 +197,7 @@ fn run_sync<B: ChildBackend>(
     let mut runnable: Vec<(ChildTask, Arc<dyn ChildAgent>)> = Vec::with_capacity(call.tasks.len());
     // Built on this thread, in order, and registered so a parent interrupt reaches them.
     for task in call.tasks {
-        match context.backend.build_child(&task, credentials, parent) {
+        match guarded(|| context.backend.build_child(&task, credentials, parent)) {
             Ok(child) => {
                 let child: Arc<dyn ChildAgent> = child;
                 parent.register_child(Arc::clone(&child));
@@ -230,7 +229,7 @@ fn run_sync<B: ChildBackend>(
                     .name(format!("delegate-task-{}", task.task_index))
                     .spawn_scoped(scope, move || run_sync_child(task, child, parent));
                 match spawned {
-                    Ok(handle) => handles.push((task, child, handle)),
+                    Ok(handle) => handles.push((task, handle)),
                     Err(error) => {
                         finish_child(child, parent);
                         let text = format!("Could not start a thread for the subagent: {error}");
@@ -238,13 +237,12 @@ fn run_sync<B: ChildBackend>(
                     }
                 }
             }
-            for (task, child, handle) in handles {
+            for (task, handle) in handles {
                 let value = match handle.join() {
                     Ok(value) => value,
-                    // run_sync_child catches the child's panics; this is a panic in our
-                    // own bookkeeping, reported rather than propagated.
+                    // run_sync_child catches every panic of the child and the parent;
+                    // should anything else panic, report it rather than propagate.
                     Err(payload) => {
-                        finish_child(child, parent);
                         let text = format!("panic: {}", panic_message(payload.as_ref()));
                         error_result(task.task_index, text, 0.0)
                     }
@@ -279,9 +277,25 @@ fn run_sync_child(
     }
 }
 
+/// Unregisters and closes a child that ran (or never will); panics of the parent's
+/// `unregister_child` or the child's `close` are logged, never propagated.
 fn finish_child(child: &Arc<dyn ChildAgent>, parent: &dyn ParentAgent) {
-    parent.unregister_child(child);
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| parent.unregister_child(child))) {
+        tracing::warn!(
+            panic = %panic_message(payload.as_ref()),
+            "unregistering a subagent from its parent panicked"
+        );
+    }
     close_child(&**child);
+}
+
+/// Calls into the backend with a panic turned into an error (`panic: {message}`), so a
+/// faulty backend cannot take the parent's turn down.
+fn guarded<T>(call: impl FnOnce() -> Result<T, BackendError>) -> Result<T, BackendError> {
+    match catch_unwind(AssertUnwindSafe(call)) {
+        Ok(result) => result,
+        Err(payload) => Err(format!("panic: {}", panic_message(payload.as_ref())).into()),
+    }
 }
 
 /// Runs a child with its panics turned into an error (`panic: {message}`).

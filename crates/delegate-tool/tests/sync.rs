@@ -269,3 +269,61 @@ fn a_backend_that_registers_on_build_is_not_registered_twice() {
     assert_eq!(value["results"][0]["status"], "completed", "{value}");
     assert_eq!(parent.active_child_count(), 0);
 }
+
+struct PanickingBackend {
+    in_credentials: bool,
+}
+
+impl delegate_tool::ChildBackend for PanickingBackend {
+    type Credentials = ();
+    type Child = common::FakeChild;
+    fn resolve_credentials(
+        &self,
+        _: &dyn delegate_tool::ParentAgent,
+        _: &DelegationConfig,
+    ) -> Result<(), delegate_tool::BackendError> {
+        assert!(!self.in_credentials, "vault offline");
+        Ok(())
+    }
+    fn build_child(
+        &self,
+        _: &delegate_tool::ChildTask,
+        _: &(),
+        _: &dyn delegate_tool::ParentAgent,
+    ) -> Result<Arc<common::FakeChild>, delegate_tool::BackendError> {
+        panic!("builder exploded")
+    }
+}
+
+#[test]
+fn a_panicking_backend_becomes_an_error_not_a_panic() {
+    let engine = async_delegation::DelegationEngine::new(process_registry::CompletionQueue::new());
+    let parent = Parent::new(0);
+    let ctx = delegate_tool::DelegateContext::new(
+        DelegationConfig::default(),
+        engine.clone(),
+        PanickingBackend {
+            in_credentials: true,
+        },
+    );
+    let out = delegate_task(r#"{"goal": "g"}"#, &parent, &ctx);
+    assert_eq!(common::error_of(&out), "panic: vault offline");
+
+    let ctx = delegate_tool::DelegateContext::new(
+        DelegationConfig::default(),
+        engine,
+        PanickingBackend {
+            in_credentials: false,
+        },
+    );
+    let value = parse(&delegate_task(r#"{"goal": "g"}"#, &parent, &ctx));
+    assert_eq!(
+        value["results"][0]["error"],
+        "Failed to build the subagent: panic: builder exploded"
+    );
+    let out = delegate_task(r#"{"goal": "g", "background": true}"#, &parent, &ctx);
+    assert_eq!(
+        common::error_of(&out),
+        "Failed to build the subagent: panic: builder exploded"
+    );
+}
