@@ -194,10 +194,23 @@ pub fn build_process_event_source(
     origins: &dyn OriginStore,
     platforms: &PlatformRegistry,
 ) -> Result<SessionSource, Unroutable> {
-    let session_key = event.session_key().unwrap_or("");
     let empty = Routing::default();
     let routing = event_routing(event).unwrap_or(&empty);
+    resolve_source(
+        event.session_key().unwrap_or(""),
+        routing,
+        origins,
+        platforms,
+    )
+}
 
+/// [`build_process_event_source`] from an event's parts.
+pub(crate) fn resolve_source(
+    session_key: &str,
+    routing: &Routing,
+    origins: &dyn OriginStore,
+    platforms: &PlatformRegistry,
+) -> Result<SessionSource, Unroutable> {
     let origin = if session_key.is_empty() {
         None
     } else {
