@@ -1,4 +1,93 @@
-//! Gateway routing (guide written with the router).
+//! Chat routing for background delegation: platforms, session keys, routing enrichment,
+//! the gateway formatter, the watch drain and the delivery router.
+//!
+//! A gateway serves many chats (Telegram DMs and topics, Discord threads, Slack
+//! channels, …) with one agent process. When a background subagent finishes, its
+//! `async_delegation` completion lands on the shared
+//! [`CompletionQueue`](process_registry::CompletionQueue) carrying the *session key* of
+//! the chat that dispatched it. This crate brings it back there as a new turn.
+//!
+//! # Guide
+//!
+//! - **Platforms.** [`Platform`] has the built-in platforms as variants; plugins add
+//!   others at run time in a [`PlatformRegistry`] (a cloneable handle;
+//!   [`PlatformRegistry::global`] is a process-wide default). Names parse trimmed and
+//!   case-insensitively; an unknown name is [`GatewayError::UnknownPlatform`].
+//! - **Session keys.** [`SessionKey::build`] turns a [`SessionSource`] into
+//!   `agent:main:telegram:dm:12345:678`-style keys ([`SessionKeyOptions`]: per-user group
+//!   sessions on by default, per-user thread sessions off, a profile namespace);
+//!   [`SessionKey::parse`] reads the route back (the thread id only from `dm` and
+//!   `thread` keys).
+//! - **Enrichment.** [`enrich_async_delegation_routing`] adds `platform`, `chat_type`,
+//!   `chat_id` (and `thread_id`) to a completion from its key; CLI-origin events (key
+//!   `""`) stay unrouted.
+//! - **Event source.** [`build_process_event_source`] picks the [`SessionSource`] to
+//!   deliver to: a known origin ([`OriginStore`], e.g. [`InMemoryOriginStore`]), else the
+//!   event's routing fields, else its parsed key — or an [`Unroutable`] reason.
+//! - **Formatter and watch drain.** [`format_gateway_process_notification`] renders the
+//!   text of watch events and completions (`None` for process completions);
+//!   [`drain_gateway_watch_events`] takes the watch events off the queue and leaves the
+//!   async completions there.
+//! - **Delivery router.** [`DeliveryRouter`] runs a named `gateway-delivery` thread that
+//!   drains completions, waits for busy sessions ([`DeliveryRouter::begin_turn`] /
+//!   [`end_turn`](DeliveryRouter::end_turn) / [`turn`](DeliveryRouter::turn)), hands each
+//!   to the [`PlatformAdapter`] of its platform, keeps what it cannot deliver in a
+//!   [`DeadLetterStore`], leaves CLI-origin events on the queue, and on
+//!   [`stop`](DeliveryRouter::stop) puts back everything it still holds.
+//!
+//! Everything is a value passed in: a queue, a registry, an origin store. The process-wide
+//! defaults ([`PlatformRegistry::global`], [`DeliveryRouter::builder_for_global_queue`])
+//! are conveniences at the top of a program.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::mpsc;
+//! use std::time::Duration;
+//!
+//! use gateway::{
+//!     DeliveryRouter, InternalMessage, Platform, SessionKey, SessionKeyOptions, SessionSource,
+//! };
+//! use process_registry::{AsyncDelegationEvent, CompletionQueue};
+//!
+//! // A Telegram topic dispatches a background task; its session key goes with it.
+//! let source = SessionSource::new(Platform::Telegram, "12345").with_thread_id("678");
+//! let session_key = SessionKey::build(&source, &SessionKeyOptions::default());
+//! assert_eq!(session_key.as_str(), "agent:main:telegram:dm:12345:678");
+//!
+//! // The gateway's delivery loop, with a Telegram adapter that forwards new turns.
+//! let queue = CompletionQueue::new();
+//! let (turns, new_turns) = mpsc::channel::<InternalMessage>();
+//! let turns = std::sync::Mutex::new(turns);
+//! let router = DeliveryRouter::builder(queue.clone())
+//!     .adapter(Platform::Telegram, move |message: &InternalMessage| {
+//!         turns.lock().map_err(|_| "poisoned")?.send(message.clone())?;
+//!         Ok(())
+//!     })
+//!     .start()?;
+//!
+//! // The user is mid-turn when the subagent finishes: the completion waits.
+//! let turn = router.turn(session_key.as_str());
+//! queue.put(AsyncDelegationEvent {
+//!     delegation_id: "deleg_1a2b3c4d".into(),
+//!     session_key: session_key.to_string(),
+//!     goal: "Investigate flaky test".into(),
+//!     status: Some("completed".into()),
+//!     summary: Some("Found the bug in test_foo".into()),
+//!     ..AsyncDelegationEvent::default()
+//! });
+//! assert!(new_turns.recv_timeout(Duration::from_millis(50)).is_err());
+//!
+//! // The turn ends: the completion arrives as a new turn in the same chat and topic.
+//! turn.end();
+//! let message = new_turns.recv_timeout(Duration::from_secs(30))?;
+//! assert_eq!(message.source.chat_id, "12345");
+//! assert_eq!(message.source.thread_id.as_deref(), Some("678"));
+//! assert!(message.text.contains("Found the bug in test_foo"));
+//!
+//! router.stop();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod dead_letter;
 mod error;

@@ -1,0 +1,112 @@
+//! The paths a gateway pays for: session keys, enrichment + formatting of a completion,
+//! and router throughput to a no-op adapter.
+#![allow(missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use gateway::{
+    enrich_event_routing, format_gateway_process_notification, DeliveryRouter, InternalMessage,
+    Platform, SessionKey, SessionKeyOptions, SessionSource,
+};
+use process_registry::{AsyncDelegationEvent, CompletionQueue, Event};
+use serde_json::json;
+
+fn seed_event() -> Event {
+    Event::from_value(json!({
+        "type": "async_delegation",
+        "delegation_id": "deleg_x1",
+        "session_key": "agent:main:telegram:dm:12345:678",
+        "goal": "Investigate flaky test",
+        "context": "repo /tmp/p",
+        "toolsets": ["terminal"],
+        "role": "leaf",
+        "model": "m",
+        "status": "completed",
+        "summary": "Found the bug in test_foo",
+        "api_calls": 4,
+        "duration_seconds": 12.0,
+        "dispatched_at": 1000.0,
+        "completed_at": 1012.0,
+    }))
+    .unwrap()
+}
+
+fn session_keys(c: &mut Criterion) {
+    let options = SessionKeyOptions::default();
+    let dm = SessionSource::new(Platform::Telegram, "12345").with_thread_id("678");
+    let group = SessionSource::new(Platform::Slack, "C024BE91L")
+        .with_chat_type("group")
+        .with_user_id("U1")
+        .with_user_id_alt("W42");
+    let mut group_bench = c.benchmark_group("session_key");
+    group_bench.bench_function("build+parse dm thread", |b| {
+        b.iter(|| {
+            let key = SessionKey::build(black_box(&dm), &options);
+            SessionKey::parse(key.as_str()).unwrap()
+        })
+    });
+    group_bench.bench_function("build+parse group per-user", |b| {
+        b.iter(|| {
+            let key = SessionKey::build(black_box(&group), &options);
+            SessionKey::parse(key.as_str()).unwrap()
+        })
+    });
+    group_bench.finish();
+}
+
+fn enrich_and_format(c: &mut Criterion) {
+    let event = seed_event();
+    c.bench_function("enrich+format seed event", |b| {
+        b.iter_batched(
+            || event.clone(),
+            |mut event| {
+                enrich_event_routing(&mut event);
+                format_gateway_process_notification(&event).unwrap()
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+fn router_throughput(c: &mut Criterion) {
+    const BATCH: usize = 1_000;
+    let queue = CompletionQueue::new();
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, |message: &InternalMessage| {
+            black_box(message);
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let events: Vec<AsyncDelegationEvent> = (0..BATCH)
+        .map(|n| match seed_event() {
+            Event::AsyncDelegation(mut e) => {
+                e.session_key = format!("agent:main:telegram:dm:{}:{}", n % 50, n % 7);
+                e
+            }
+            _ => unreachable!(),
+        })
+        .collect();
+    let mut group = c.benchmark_group("router");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.measurement_time(Duration::from_secs(5));
+    group.bench_function("deliver 1000 completions to a no-op adapter", |b| {
+        b.iter(|| {
+            let target = router.stats().delivered + BATCH as u64;
+            for event in &events {
+                queue.put(event.clone());
+            }
+            while router.stats().delivered < target {
+                std::thread::yield_now();
+            }
+        })
+    });
+    group.finish();
+    router.stop();
+}
+
+criterion_group!(benches, session_keys, enrich_and_format, router_throughput);
+criterion_main!(benches);
