@@ -523,7 +523,7 @@ mod tests {
     }
 
     fn id() -> impl Strategy<Value = String> {
-        "[A-Za-z0-9_.@+-]{1,12}"
+        "[^:]{1,12}"
     }
 
     fn platform() -> impl Strategy<Value = Platform> {
@@ -541,6 +541,18 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn parse_never_panics_and_agrees_with_the_parts(key in "[a-z:]{0,30}|agent:[^:]{0,6}:[^:]{0,6}:[^:]{0,6}:.{0,12}") {
+            if let Ok(parsed) = SessionKey::parse(&key) {
+                let parts: Vec<&str> = key.split(':').collect();
+                prop_assert!(parts.len() >= 5);
+                prop_assert_eq!(parts[0], "agent");
+                prop_assert_eq!(parts[2], parsed.platform.as_str());
+                prop_assert_eq!(parts[3], parsed.chat_type.as_str());
+                prop_assert_eq!(parts[4], parsed.chat_id.as_str());
+            }
+        }
+
         #[test]
         fn built_keys_parse_back(
             platform in platform(),
