@@ -275,7 +275,8 @@ impl DeliveryRouterBuilder {
 ///   `tracing` warning. Nothing is dropped.
 /// - Anything else — CLI-origin completions (session key `""`), watch events, process
 ///   completions, unknown events — is **not owned**: it is put back at the tail of the
-///   queue for the CLI drain or the gateway's watch drain. After a pass that only put
+///   queue for the CLI drain or the gateway's watch drain (so their order relative to
+///   events that arrived meanwhile may rotate). After a pass that only put
 ///   events back, the router pauses for [`requeue_backoff`](DeliveryRouterBuilder::requeue_backoff)
 ///   so it never spins on events that are not its own.
 ///
@@ -553,7 +554,14 @@ impl Worker {
     }
 
     fn run(mut self) {
-        while !self.stopping() {
+        loop {
+            // Wake-ups that arrived while the router was busy are stale: this pass looks
+            // at everything anyway. `stop` raises its flag before waking, so a consumed
+            // stop wake-up is still seen here.
+            while self.wake_rx.try_recv().is_ok() {}
+            if self.stopping() {
+                break;
+            }
             let mut progressed = self.flush_idle_sessions();
             if self.stopping() {
                 break;
