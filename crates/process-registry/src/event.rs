@@ -29,6 +29,9 @@ pub type JsonObject = Map<String, Value>;
 /// assert_eq!(serde_json::to_string(&future)?, r#"{"type":"from_the_future","x":1}"#);
 /// # Ok::<(), serde_json::Error>(())
 /// ```
+// The variants stay unboxed: crates above construct and match them directly, and an
+// event is moved a handful of times in its life (put, take, format), so the size is cheap.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// `async_delegation`: a background subagent (or a fan-out batch) finished.

@@ -3,6 +3,7 @@
 //! (Guide to be written with the formatter.)
 
 mod event;
+mod format;
 mod queue;
 mod registry;
 
@@ -10,5 +11,6 @@ pub use event::{
     json_kind, AsyncDelegationEvent, BatchTaskResult, Event, JsonObject, ProcessCompletion,
     Routing, WatchDisabled, WatchMatch, WatchOverflow,
 };
+pub use format::{format_process_notification, format_process_notification_in};
 pub use queue::CompletionQueue;
 pub use registry::{global, ProcessRegistry};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::Event;
 
@@ -56,18 +56,13 @@ impl CompletionQueue {
 
     /// Takes the event at the head, or `None` at once when the queue is empty.
     pub fn try_take(&self) -> Option<Event> {
-        match self.receiver.try_recv() {
-            Ok(event) => Some(event),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        // `Disconnected` cannot happen while `self` holds a sender.
+        self.receiver.try_recv().ok()
     }
 
     /// Takes the event at the head, waiting up to `timeout` for one to arrive.
     pub fn take_timeout(&self, timeout: Duration) -> Option<Event> {
-        match self.receiver.recv_timeout(timeout) {
-            Ok(event) => Some(event),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.receiver.recv_timeout(timeout).ok()
     }
 
     /// Number of events waiting.
