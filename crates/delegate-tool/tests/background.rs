@@ -11,6 +11,7 @@ use common::{context, error_of, parse, take_delegation, wait_until, FakeBackend,
 use delegate_tool::{
     delegate_task, DelegationConfig, Parent, ParentAgent, ASYNC_CANCEL_REASON, BACKGROUND_NOTE,
 };
+use process_registry::{format_process_notification, Event};
 
 fn sess_parent() -> Parent {
     Parent::new(0).with_session_id("sess")
@@ -49,7 +50,15 @@ fn test_delegate_task_background_routes_async_and_does_not_block() {
     assert_eq!(event.goal, "the real task");
     assert_eq!(event.context.as_deref(), Some("ctx"));
     assert_eq!(event.toolsets, Some(vec!["web".to_owned()]));
-    // FORMATTER: rendered with process_registry::format_process_notification once it lands.
+    let text = format_process_notification(&Event::AsyncDelegation(event))
+        .expect("an async delegation renders");
+    assert!(
+        text.contains("the real task") && text.contains("ctx"),
+        "{text}"
+    );
+    assert!(text.contains("Original goal: the real task"), "{text}");
+    assert!(text.contains("Context you provided: ctx"), "{text}");
+    assert!(text.contains("done: the real task"), "{text}");
 }
 
 #[test]
