@@ -101,7 +101,7 @@ mod watch;
 
 pub use dead_letter::{DeadLetter, DeadLetterStore};
 pub use error::{GatewayError, Unroutable};
-pub use format::format_gateway_process_notification;
+pub use format::{format_gateway_process_notification, format_gateway_process_notification_in};
 pub use platform::{CustomPlatform, Platform, PlatformRegistry};
 pub use router::{
     AdapterError, DeliveryRouter, DeliveryRouterBuilder, InternalMessage, NotificationFormatter,

@@ -183,8 +183,10 @@ impl DeliveryRouterBuilder {
     }
 
     /// Render completions with `formatter` instead of
-    /// [`format_gateway_process_notification`] (for example the deterministic,
-    /// time-zone-pinned renderer of `process-registry` in tests).
+    /// [`format_gateway_process_notification`] — for example
+    /// [`format_gateway_process_notification_in`](crate::format_gateway_process_notification_in)
+    /// with a pinned time zone. Called on the router thread, holding no lock; returning
+    /// `None` sends the completion to the dead-letter store.
     pub fn formatter(
         mut self,
         formatter: impl Fn(&Event) -> Option<String> + Send + Sync + 'static,

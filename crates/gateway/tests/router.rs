@@ -550,3 +550,42 @@ fn origins_custom_platforms_and_requeued_dead_letters() {
     drop(router);
     assert!(queue.is_empty());
 }
+
+#[test]
+fn pluggable_formatter_and_nothing_to_deliver() {
+    use gateway::format_gateway_process_notification_in;
+    use jiff::{tz::TimeZone, Timestamp};
+
+    let queue = CompletionQueue::new();
+    let inbox: Inbox = Arc::default();
+    let router = DeliveryRouter::builder(queue.clone())
+        .formatter(|event: &Event| match event {
+            Event::AsyncDelegation(e) if e.goal == "silent" => None,
+            _ => {
+                format_gateway_process_notification_in(event, &TimeZone::UTC, Timestamp::UNIX_EPOCH)
+            }
+        })
+        .adapter(Platform::Telegram, recorder(&inbox))
+        .start()
+        .unwrap();
+    let mut silent = completion("agent:main:telegram:dm:1", 1);
+    silent.goal = "silent".into();
+    queue.put(silent);
+    queue.put(completion("agent:main:telegram:dm:1", 2));
+    wait_until("one delivery and one dead letter", || {
+        let stats = router.stats();
+        stats.delivered == 1 && stats.dead_lettered == 1
+    });
+    assert_eq!(
+        router.dead_letters().snapshot()[0].reason,
+        Unroutable::NothingToDeliver {
+            event_type: "async_delegation".into()
+        }
+    );
+    let text = inbox.lock().unwrap()[0].text.clone();
+    assert!(
+        text.contains("\nDispatched: 1970-01-01 00:16:40 (12s ago)\n"),
+        "{text}"
+    );
+    router.stop();
+}
