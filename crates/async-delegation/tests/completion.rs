@@ -385,3 +385,66 @@ fn an_error_whose_display_panics_still_completes() {
     assert_eq!(event.error.as_deref(), Some("panic: display exploded"));
     assert_eq!(engine.active_count(), 0);
 }
+
+#[test]
+fn test_rich_reinjection_block_is_self_contained() {
+    let (queue, engine) = engine();
+    let outcome = engine.dispatch(
+        DelegationSpec::new("Compute the meaning of life")
+            .with_context("User is a philosopher. Respond tersely.")
+            .with_toolsets(["web"])
+            .with_role("leaf")
+            .with_model("test-model"),
+        || {
+            Ok(DelegationResult {
+                status: Some("completed".into()),
+                summary: Some("The answer is 42.".into()),
+                api_calls: Some(7),
+                duration_seconds: Some(3.5),
+                model: Some("test-model".into()),
+                ..DelegationResult::default()
+            })
+        },
+        None,
+        3,
+    );
+    let event = Event::AsyncDelegation(take_delegation(&queue));
+    let text = process_registry::format_process_notification(&event).expect("a block");
+    let id = outcome.delegation_id().unwrap();
+    for needle in [
+        format!("[ASYNC DELEGATION COMPLETE — {id}]\n"),
+        "Original goal: Compute the meaning of life\n".to_owned(),
+        "Context you provided: User is a philosopher. Respond tersely.\n".to_owned(),
+        "Toolsets: web\n".to_owned(),
+        "Role: leaf   Model: test-model\n".to_owned(),
+        "Status: completed   API calls: 7   Duration: 3.5s\n".to_owned(),
+        "Dispatched: ".to_owned(),
+    ] {
+        assert!(text.contains(&needle), "missing {needle:?} in:\n{text}");
+    }
+    assert!(
+        text.ends_with("--- RESULT ---\nThe answer is 42."),
+        "{text}"
+    );
+}
+
+#[test]
+fn crashed_runner_block_reads_as_a_failure() {
+    let (queue, engine) = engine();
+    engine.dispatch(
+        DelegationSpec::new("risky"),
+        || panic!("subagent exploded"),
+        None,
+        3,
+    );
+    let event = Event::AsyncDelegation(take_delegation(&queue));
+    let text = process_registry::format_process_notification(&event).expect("a block");
+    assert!(text.contains("Status: error   "), "{text}");
+    assert!(
+        text.ends_with(
+            "--- RESULT ---\nThe subagent did not complete successfully (status=error).\n\
+             panic: subagent exploded"
+        ),
+        "{text}"
+    );
+}
