@@ -41,6 +41,9 @@
 //!
 //! # Example
 //!
+//! (`cargo run --example gateway_router -p gateway` runs a larger one: three platforms,
+//! a busy session, a CLI-origin and an unroutable completion.)
+//!
 //! ```
 //! use std::sync::mpsc;
 //! use std::time::Duration;
