@@ -135,7 +135,11 @@ impl Event {
         })
     }
 
-    /// The event as a JSON value, `"type"` first.
+    /// The event as a JSON value (a [`Value::Object`] holding `"type"` and every field).
+    ///
+    /// A `Value` object keeps its keys sorted; serializing the event itself (for example
+    /// with `serde_json::to_string`) writes `"type"` first and then the fields in their
+    /// wire order.
     pub fn to_value(&self) -> Value {
         fn tagged<T: Serialize>(tag: &str, body: &T) -> Value {
             let mut object = JsonObject::new();
@@ -159,9 +163,35 @@ impl Event {
     }
 }
 
+/// An event body behind its `"type"` tag, serialized straight to the output: `"type"`
+/// first, then the fields in declaration order (the reference's order), with no
+/// intermediate `Value`.
+#[derive(Serialize)]
+struct Tagged<'a, T> {
+    #[serde(rename = "type")]
+    tag: &'a str,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.to_value().serialize(serializer)
+        fn tagged<S: Serializer, T: Serialize>(
+            serializer: S,
+            tag: &str,
+            body: &T,
+        ) -> Result<S::Ok, S::Error> {
+            Tagged { tag, body }.serialize(serializer)
+        }
+        match self {
+            Event::AsyncDelegation(e) => tagged(serializer, AsyncDelegationEvent::TYPE, e),
+            Event::Completion(e) => tagged(serializer, ProcessCompletion::TYPE, e),
+            Event::WatchMatch(e) => tagged(serializer, WatchMatch::TYPE, e),
+            Event::WatchDisabled(e) => tagged(serializer, WatchDisabled::TYPE, e),
+            Event::WatchOverflowTripped(e) => tagged(serializer, WatchOverflow::TRIPPED, e),
+            Event::WatchOverflowReleased(e) => tagged(serializer, WatchOverflow::RELEASED, e),
+            Event::Other(object) => object.serialize(serializer),
+        }
     }
 }
 
@@ -254,13 +284,13 @@ impl Routing {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AsyncDelegationEvent {
     /// `deleg_` + 8 lowercase hex digits.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub delegation_id: String,
     /// The dispatching gateway session key; `""` means CLI origin (unrouted).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub session_key: String,
     /// The task's goal, verbatim.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub goal: String,
     /// Context the parent gave the subagent.
     #[serde(default)]
@@ -303,7 +333,11 @@ pub struct AsyncDelegationEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<bool>,
     /// `true` for a fan-out batch.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_false"
+    )]
     pub is_batch: bool,
     /// Batch only: the goal of every task, by task index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -331,7 +365,7 @@ impl AsyncDelegationEvent {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BatchTaskResult {
     /// Zero-based index of the task in the batch.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub task_index: u64,
     /// The task's own goal, used when the batch's `goals` has no entry for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -480,6 +514,16 @@ impl WatchOverflow {
     pub const TRIPPED: &'static str = "watch_overflow_tripped";
     /// The wire tag of [`Event::WatchOverflowReleased`].
     pub const RELEASED: &'static str = "watch_overflow_released";
+}
+
+/// Reads `null` like an absent field: a Python producer writes `None` where this crate
+/// has a plain value with a default.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 fn is_false(value: &bool) -> bool {
