@@ -29,10 +29,10 @@ use delegate_tool::{
     DelegationConfig, Parent, ParentAgent,
 };
 use gateway::{
-    format_gateway_process_notification, AdapterError, DeliveryRouter, InMemoryOriginStore,
-    InternalMessage, Platform, PlatformAdapter, SessionKey, SessionKeyOptions, SessionSource,
+    AdapterError, DeliveryRouter, InMemoryOriginStore, InternalMessage, Platform, PlatformAdapter,
+    SessionKey, SessionKeyOptions, SessionSource,
 };
-use process_registry::{CompletionQueue, Event};
+use process_registry::{format_process_notification, CompletionQueue, Event};
 use serde_json::{json, Value};
 
 type DemoResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
@@ -226,7 +226,7 @@ fn main() -> DemoResult<()> {
             place: "CLI drain (unrouted)".to_owned(),
         });
     }
-    let text = format_gateway_process_notification(&cli_event).unwrap_or_default();
+    let text = format_process_notification(&cli_event).unwrap_or_default();
     println!("  cli loop took its completion off the queue; new CLI turn:");
     print_block(&text);
 
@@ -501,10 +501,14 @@ impl ChildAgent for RepoChild {
             Job::WordCount => DelegationResult::completed(word_counts(&self.root)?),
             Job::Manifest => DelegationResult::completed(manifest_summary(&self.root)?),
         };
-        result.model = Some("repo-reader".to_owned());
         result.api_calls = Some(0);
-        result.duration_seconds = Some((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
+        result.duration_seconds =
+            Some((started.elapsed().as_secs_f64() * 10_000.0).round() / 10_000.0);
         Ok(result)
+    }
+
+    fn model(&self) -> Option<String> {
+        Some("repo-reader".to_owned())
     }
 
     fn interrupt(&self, reason: &str) {
