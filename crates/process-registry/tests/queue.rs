@@ -1,0 +1,251 @@
+//! The completion queue contract (SPEC §3): FIFO, put never blocks or drops, non-blocking
+//! take, take with timeout, len/is_empty, drain, put-back to the tail — and many
+//! producers with many consumers, every event taken exactly once, in order per producer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use process_registry::{
+    CompletionQueue, Event, JsonObject, ProcessRegistry, WatchMatch, WatchOverflow,
+};
+use serde_json::json;
+
+fn numbered(n: u64) -> Event {
+    Event::WatchMatch(WatchMatch {
+        suppressed: Some(n),
+        ..Default::default()
+    })
+}
+
+fn number(event: &Event) -> u64 {
+    match event {
+        Event::WatchMatch(e) => e.suppressed.unwrap(),
+        other => panic!("unexpected event {other:?}"),
+    }
+}
+
+#[test]
+fn fifo_with_len_and_is_empty() {
+    let queue = CompletionQueue::new();
+    assert!(queue.is_empty());
+    assert_eq!(queue.len(), 0);
+    for n in 0..5 {
+        queue.put(numbered(n));
+    }
+    assert!(!queue.is_empty());
+    assert_eq!(queue.len(), 5);
+    let taken: Vec<u64> = std::iter::from_fn(|| queue.try_take())
+        .map(|e| number(&e))
+        .collect();
+    assert_eq!(taken, [0, 1, 2, 3, 4]);
+    assert!(queue.is_empty());
+    assert_eq!(queue.try_take(), None);
+}
+
+#[test]
+fn put_accepts_every_event_struct() {
+    let queue = CompletionQueue::new();
+    queue.put(WatchMatch::default());
+    queue.put(Event::WatchOverflowTripped(WatchOverflow::default()));
+    queue.put(process_registry::ProcessCompletion::default());
+    queue.put(process_registry::WatchDisabled::default());
+    queue.put(process_registry::AsyncDelegationEvent::default());
+    let types: Vec<String> = queue
+        .drain()
+        .iter()
+        .map(|e| e.type_name().to_owned())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "watch_match",
+            "watch_overflow_tripped",
+            "completion",
+            "watch_disabled",
+            "async_delegation"
+        ]
+    );
+}
+
+#[test]
+fn put_back_goes_to_the_tail() {
+    let queue = CompletionQueue::new();
+    for n in 0..3 {
+        queue.put(numbered(n));
+    }
+    let head = queue.try_take().unwrap();
+    queue.put(head);
+    let order: Vec<u64> = queue.drain().iter().map(number).collect();
+    assert_eq!(order, [1, 2, 0]);
+}
+
+#[test]
+fn drain_takes_what_was_waiting_and_ends_even_with_put_backs() {
+    let queue = CompletionQueue::new();
+    for n in 0..4 {
+        queue.put(numbered(n));
+    }
+    // A consumer that puts every event back while draining still terminates.
+    let drained = queue.drain();
+    for event in &drained {
+        queue.put(event.clone());
+    }
+    assert_eq!(drained.iter().map(number).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_eq!(queue.len(), 4);
+    assert_eq!(queue.drain().len(), 4);
+    assert!(queue.drain().is_empty());
+}
+
+#[test]
+fn take_timeout_returns_none_when_nothing_arrives() {
+    let queue = CompletionQueue::new();
+    assert_eq!(queue.take_timeout(Duration::from_millis(5)), None);
+    queue.put(numbered(9));
+    assert_eq!(
+        queue.take_timeout(Duration::ZERO).map(|e| number(&e)),
+        Some(9)
+    );
+}
+
+#[test]
+fn take_timeout_wakes_for_an_event_put_later() {
+    let queue = CompletionQueue::new();
+    let producer = queue.clone();
+    let handle = thread::Builder::new()
+        .name("late-producer".into())
+        .spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            producer.put(numbered(1));
+        })
+        .unwrap();
+    let event = queue.take_timeout(Duration::from_secs(10));
+    handle.join().unwrap();
+    assert_eq!(event.map(|e| number(&e)), Some(1));
+}
+
+#[test]
+fn clones_and_registries_share_one_queue() {
+    let queue = CompletionQueue::new();
+    let clone = queue.clone();
+    assert!(queue.same_queue(&clone));
+    assert!(!queue.same_queue(&CompletionQueue::new()));
+    clone.put(numbered(5));
+    assert_eq!(queue.len(), 1);
+
+    let registry = ProcessRegistry::with_queue(queue.clone());
+    assert!(registry.completion_queue().same_queue(&queue));
+    let other = ProcessRegistry::new();
+    assert!(!other.completion_queue().same_queue(&queue));
+    assert!(other.completion_queue().is_empty());
+    assert!(registry.clone().completion_queue().same_queue(&queue));
+}
+
+const PRODUCERS: u64 = 8;
+const PER_PRODUCER: u64 = 10_000;
+const CONSUMERS: usize = 3;
+
+fn tagged(producer: u64, seq: u64) -> Event {
+    let mut extra = JsonObject::new();
+    extra.insert("producer".into(), json!(producer));
+    extra.insert("seq".into(), json!(seq));
+    Event::WatchMatch(WatchMatch {
+        extra,
+        ..Default::default()
+    })
+}
+
+fn tag(event: &Event) -> (u64, u64) {
+    let Event::WatchMatch(e) = event else {
+        panic!("unexpected event {event:?}");
+    };
+    (
+        e.extra["producer"].as_u64().unwrap(),
+        e.extra["seq"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn many_producers_many_consumers_take_each_event_once_in_producer_order() {
+    let queue = CompletionQueue::new();
+    let producers_done = Arc::new(AtomicBool::new(false));
+
+    let consumers: Vec<_> = (0..CONSUMERS)
+        .map(|c| {
+            let queue = queue.clone();
+            let producers_done = Arc::clone(&producers_done);
+            thread::Builder::new()
+                .name(format!("queue-test-consumer-{c}"))
+                .spawn(move || {
+                    let mut taken = Vec::new();
+                    loop {
+                        // Check the flag before taking: if it was set and the take then
+                        // finds nothing, every event has been taken.
+                        let done = producers_done.load(Ordering::Acquire);
+                        match queue.take_timeout(Duration::from_millis(5)) {
+                            Some(event) => taken.push(tag(&event)),
+                            None if done => break,
+                            None => {}
+                        }
+                        // Exercise the other take forms too.
+                        if let Some(event) = queue.try_take() {
+                            taken.push(tag(&event));
+                        }
+                        if taken.len() % 64 == 0 {
+                            taken.extend(queue.drain().iter().map(tag));
+                        }
+                    }
+                    taken
+                })
+                .unwrap()
+        })
+        .collect();
+
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let queue = queue.clone();
+            thread::Builder::new()
+                .name(format!("queue-test-producer-{p}"))
+                .spawn(move || {
+                    for seq in 0..PER_PRODUCER {
+                        queue.put(tagged(p, seq));
+                    }
+                })
+                .unwrap()
+        })
+        .collect();
+    for producer in producers {
+        producer.join().unwrap();
+    }
+    producers_done.store(true, Ordering::Release);
+
+    let per_consumer: Vec<Vec<(u64, u64)>> =
+        consumers.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(queue.is_empty());
+
+    // FIFO per producer: each consumer sees any one producer's events in sequence order.
+    for taken in &per_consumer {
+        let mut last: HashMap<u64, u64> = HashMap::new();
+        for &(producer, seq) in taken {
+            if let Some(previous) = last.insert(producer, seq) {
+                assert!(
+                    previous < seq,
+                    "producer {producer}: {seq} after {previous}"
+                );
+            }
+        }
+    }
+
+    // Exactly once: every (producer, seq) appears once over all consumers.
+    let mut all: Vec<(u64, u64)> = per_consumer.into_iter().flatten().collect();
+    assert_eq!(all.len() as u64, PRODUCERS * PER_PRODUCER);
+    all.sort_unstable();
+    let expected: Vec<(u64, u64)> = (0..PRODUCERS)
+        .flat_map(|p| (0..PER_PRODUCER).map(move |s| (p, s)))
+        .collect();
+    assert_eq!(all, expected);
+}
