@@ -560,3 +560,15 @@ fn serialized_text_is_in_the_reference_field_order() {
         r#"{"type":"watch_overflow_released","message":"m","suppressed":1}"#
     );
 }
+
+#[test]
+fn floats_from_text_are_exact() {
+    // Needs serde_json's `float_roundtrip`: without it this value parses one ULP off.
+    let text = r#"{"type":"from_the_future","x":-1.2135660175827595e-275,"y":0.30000000000000004}"#;
+    let event: Event = serde_json::from_str(text).unwrap();
+    assert_eq!(serde_json::to_string(&event).unwrap(), text);
+    let Event::Other(object) = event else {
+        panic!("not kept verbatim");
+    };
+    assert_eq!(object["x"].as_f64(), Some(-1.2135660175827595e-275));
+}
