@@ -477,16 +477,17 @@ impl ChildBackend for RepoBackend {
 }
 
 impl ChildAgent for RepoChild {
-    fn run(&self, _task: &ChildTask) -> Result<DelegationResult, RunnerError> {
+    fn run(&self, task: &ChildTask) -> Result<DelegationResult, RunnerError> {
         self.start_line.wait();
         let started = Instant::now();
         let mut result = match self.job {
-            Job::RustSummary => DelegationResult::completed(rust_summary(
-                &self.root,
-                "crates/async-delegation/src",
-            )?),
+            Job::RustSummary => {
+                let dir = task_path(task).unwrap_or("crates");
+                DelegationResult::completed(rust_summary(&self.root, dir)?)
+            }
             Job::IndexDocsThenCrash => {
-                let headings = markdown_files(&self.root.join("docs"))?
+                let dir = self.root.join(task_path(task).unwrap_or("docs"));
+                let headings = markdown_files(&dir)?
                     .iter()
                     .map(|file| {
                         Ok(fs::read_to_string(file)?
@@ -498,7 +499,10 @@ impl ChildAgent for RepoChild {
                 panic!("subagent exploded after indexing {headings} headings (the demo's deliberate crash)");
             }
             Job::WatchTodos => self.watch_todos()?,
-            Job::WordCount => DelegationResult::completed(word_counts(&self.root)?),
+            Job::WordCount => {
+                let dir = task_path(task).unwrap_or("docs");
+                DelegationResult::completed(word_counts(&self.root, dir)?)
+            }
             Job::Manifest => DelegationResult::completed(manifest_summary(&self.root)?),
         };
         result.api_calls = Some(0);
@@ -609,16 +613,28 @@ fn rust_summary(root: &Path, dir: &str) -> DemoResult<String> {
     ))
 }
 
-/// Lines and words of every Markdown file in `docs/`.
-fn word_counts(root: &Path) -> DemoResult<String> {
+/// The repository-relative directory a task names in its context (`path: DIR.`): never
+/// absolute and never climbing out of the repository.
+fn task_path(task: &ChildTask) -> Option<&str> {
+    let rest = task.context.as_deref()?.strip_prefix("path: ")?;
+    let dir = rest.split(['.', ' ']).next()?;
+    let inside = !dir.is_empty()
+        && Path::new(dir)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    inside.then_some(dir)
+}
+
+/// Lines and words of every Markdown file in `dir`.
+fn word_counts(root: &Path, dir: &str) -> DemoResult<String> {
     let mut report = Vec::new();
     let mut total = 0;
-    for file in markdown_files(&root.join("docs"))? {
+    for file in markdown_files(&root.join(dir))? {
         let text = fs::read_to_string(&file)?;
         let words = text.split_whitespace().count();
         total += words;
         report.push(format!(
-            "docs/{}: {} lines, {words} words",
+            "{dir}/{}: {} lines, {words} words",
             file_name(&file),
             text.lines().count()
         ));
