@@ -301,3 +301,41 @@ fn a_crashed_subagent_reaches_its_chat_and_an_undeliverable_one_is_a_dead_letter
     assert_eq!(event.delegation_id, stranded);
     router.stop();
 }
+
+#[test]
+fn watch_events_and_completions_share_the_queue_without_stealing_each_others() {
+    let world = world(instant_backend());
+    let (telegram, inbox) = fake_adapter();
+    let router = DeliveryRouter::builder(world.queue.clone())
+        .adapter(Platform::Telegram, telegram)
+        .start()
+        .unwrap();
+    let watch = Event::from_value(json!({
+        "type": "watch_match", "session_id": "proc_1", "command": "pytest",
+        "pattern": "READY", "output": "READY", "platform": "telegram", "chat_id": "12345",
+    }))
+    .unwrap();
+    world.queue.put(watch.clone());
+    let routed = delegate(&world, &key_of(&telegram_topic()), "routed one");
+    let cli = delegate(&world, "", "cli one");
+
+    // The gateway's watch drain gets the watch event (the router puts it back whenever
+    // it takes it), and the router delivers the routed completion.
+    let mut watches = Vec::new();
+    assert!(wait_until(|| {
+        watches.extend(gateway::drain_gateway_watch_events(&world.queue));
+        !watches.is_empty()
+    }));
+    assert_eq!(watches, vec![watch]);
+    let message = inbox.recv_timeout(HANG_GUARD).unwrap();
+    assert_eq!(delegation_id(&message), routed);
+
+    // The CLI's completion is still there for the CLI, whichever drain saw it.
+    router.stop();
+    let left = world.queue.drain();
+    assert_eq!(left.len(), 1, "{left:?}");
+    let Event::AsyncDelegation(event) = &left[0] else {
+        panic!("{left:?}")
+    };
+    assert_eq!(event.delegation_id, cli);
+}
