@@ -19,6 +19,10 @@ pub type JsonObject = Map<String, Value>;
 /// this crate does not know deserializes to [`Event::Other`] and serializes back
 /// unchanged.
 ///
+/// Serializing writes `"type"` first, then the struct's fields in the reference's order,
+/// then its `extra` fields. Parsing moves `"type"` out of the object, so `extra` never
+/// holds it; code that fills `extra` by hand must not add a `"type"` key either.
+///
 /// ```
 /// use process_registry::Event;
 ///
