@@ -154,7 +154,10 @@ fn main() -> DemoResult<()> {
         "background": true,
     });
     let refused = discord_agent.delegate(&tool, word_count_args.clone())?;
-    let refusal = refused.error.clone().unwrap_or_default();
+    let refusal = refused
+        .error
+        .clone()
+        .ok_or("the engine accepted a fourth subagent at capacity 3")?;
     println!(
         "  the engine is full ({} running): the call is refused, not queued. Exact text:",
         engine.active_count()
@@ -165,14 +168,13 @@ fn main() -> DemoResult<()> {
     // ---- The Telegram subagents run; ada's turn is still going.
     step("telegram's subagents run while its agent is still answering ada");
     start_line.open();
-    let held = wait_until(|| router.stats().pending == 2);
+    if !wait_until(|| router.stats().pending == 2) {
+        return Err("the telegram completions did not reach the gateway".into());
+    }
     println!(
         "  {} completions for telegram are held by the gateway: nothing is spliced into the running turn",
         router.stats().pending
     );
-    if !held {
-        return Err("the telegram completions did not arrive".into());
-    }
     println!("  agent -> ada: \"On it: two background subagents are reading the repo. Ask me anything meanwhile.\"");
     println!("  (ada's turn ends)");
     telegram_turn.end();
