@@ -349,18 +349,19 @@ impl PlatformAdapter for TerminalAdapter {
     }
 }
 
-/// The CLI loop: takes events off the shared queue, keeps the CLI-origin completion and
-/// puts everything else back for its owner (the gateway).
+/// The CLI loop: while its parent is idle it takes the CLI-origin completions off the
+/// shared queue and leaves every other event for its owner (the gateway).
 fn cli_drain(queue: &CompletionQueue) -> DemoResult<Event> {
     let deadline = Instant::now() + HANG_GUARD;
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match queue.take_timeout(left) {
-            Some(event) if event.is_async_delegation() && event.session_key() == Some("") => {
-                return Ok(event);
-            }
-            Some(other) => queue.put(other),
-            None => break,
+    while Instant::now() < deadline {
+        let mut taken = queue.take_where(Event::is_cli_completion).into_iter();
+        if let Some(event) = taken.next() {
+            // The demo's CLI dispatched one delegation; anything more waits for a later turn.
+            taken.for_each(|later| queue.put(later));
+            return Ok(event);
         }
+        // An idle CLI polls between prompts; the demo has nothing else to do meanwhile.
+        std::thread::sleep(Duration::from_millis(5));
     }
     Err("the CLI completion never arrived".into())
 }

@@ -87,6 +87,12 @@ impl Event {
         matches!(self, Event::AsyncDelegation(_))
     }
 
+    /// `true` for an `async_delegation` event dispatched from a CLI session (empty
+    /// `session_key`): no gateway routes it; the CLI loop that drives the parent drains it.
+    pub fn is_cli_completion(&self) -> bool {
+        matches!(self, Event::AsyncDelegation(event) if event.session_key.is_empty())
+    }
+
     /// `true` for the watch events (`watch_match`, `watch_disabled` and both overflow
     /// events) that a gateway delivers from its watch drain.
     pub fn is_watch_event(&self) -> bool {

@@ -10,7 +10,9 @@
 //! [`CompletionQueue`] is one unbounded FIFO shared by every producer and consumer, a
 //! cheap cloneable handle that is safe from any thread. `put` never blocks and never
 //! drops; consumers use `try_take` (never blocks), `take_timeout`, or `drain` (everything
-//! waiting right now), and may `put` an event back: it goes to the tail. A
+//! waiting right now) or `take_where` (the waiting events a consumer owns, e.g. a CLI
+//! loop's [`Event::is_cli_completion`] ones, leaving the rest in order), and may `put` an
+//! event back: it goes to the tail. A
 //! [`ProcessRegistry`] bundles the queue; [`global()`] is a lazily created process-wide
 //! default for programs that want exactly one. Components take an explicit queue or
 //! registry, so tests and embedders never need the global.

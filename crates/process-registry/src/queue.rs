@@ -92,6 +92,34 @@ impl CompletionQueue {
         events
     }
 
+    /// Takes every waiting event for which `wanted` is true, in FIFO order, and puts the
+    /// others back at the tail, in their order.
+    ///
+    /// Like [`drain`](CompletionQueue::drain) it looks only at what was waiting when the
+    /// call began, so it never blocks and always ends. This is how a consumer that owns
+    /// only some events shares the queue with others, e.g. a CLI loop taking its
+    /// completions while the parent is idle:
+    ///
+    /// ```
+    /// use process_registry::{AsyncDelegationEvent, CompletionQueue, Event, WatchOverflow};
+    ///
+    /// let queue = CompletionQueue::new();
+    /// queue.put(Event::WatchOverflowTripped(WatchOverflow::default()));
+    /// queue.put(AsyncDelegationEvent { delegation_id: "deleg_0000000a".into(), ..Default::default() });
+    ///
+    /// let mine = queue.take_where(Event::is_cli_completion);
+    /// assert_eq!(mine.len(), 1);
+    /// assert_eq!(queue.len(), 1); // the watch event stays for its owner
+    /// ```
+    pub fn take_where(&self, mut wanted: impl FnMut(&Event) -> bool) -> Vec<Event> {
+        let (taken, others): (Vec<Event>, Vec<Event>) =
+            self.drain().into_iter().partition(|event| wanted(event));
+        for event in others {
+            self.put(event);
+        }
+        taken
+    }
+
     /// `true` when both handles refer to the same queue.
     pub fn same_queue(&self, other: &CompletionQueue) -> bool {
         self.sender.same_channel(&other.sender)

@@ -11,7 +11,8 @@ use std::thread;
 use std::time::Duration;
 
 use process_registry::{
-    CompletionQueue, Event, JsonObject, ProcessRegistry, WatchMatch, WatchOverflow,
+    AsyncDelegationEvent, CompletionQueue, Event, JsonObject, ProcessRegistry, WatchMatch,
+    WatchOverflow,
 };
 use serde_json::json;
 
@@ -99,6 +100,43 @@ fn drain_takes_what_was_waiting_and_ends_even_with_put_backs() {
     assert_eq!(queue.len(), 4);
     assert_eq!(queue.drain().len(), 4);
     assert!(queue.drain().is_empty());
+}
+
+#[test]
+fn take_where_takes_the_wanted_in_order_and_puts_the_rest_back_in_order() {
+    let queue = CompletionQueue::new();
+    for n in 0..6 {
+        queue.put(numbered(n));
+    }
+    let even = queue.take_where(|event| number(event).is_multiple_of(2));
+    assert_eq!(even.iter().map(number).collect::<Vec<_>>(), [0, 2, 4]);
+    assert_eq!(
+        queue.drain().iter().map(number).collect::<Vec<_>>(),
+        [1, 3, 5]
+    );
+    assert!(queue.take_where(|_| true).is_empty());
+}
+
+#[test]
+fn take_where_cli_completions_leaves_routed_and_other_events() {
+    let queue = CompletionQueue::new();
+    let routed = AsyncDelegationEvent {
+        delegation_id: "deleg_00000001".into(),
+        session_key: "agent:main:telegram:dm:1".into(),
+        ..Default::default()
+    };
+    let cli = AsyncDelegationEvent {
+        delegation_id: "deleg_00000002".into(),
+        ..Default::default()
+    };
+    queue.put(routed.clone());
+    queue.put(numbered(7));
+    queue.put(cli.clone());
+    assert_eq!(
+        queue.take_where(Event::is_cli_completion),
+        [Event::AsyncDelegation(cli)]
+    );
+    assert_eq!(queue.drain(), [Event::AsyncDelegation(routed), numbered(7)]);
 }
 
 #[test]
