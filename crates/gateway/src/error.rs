@@ -81,6 +81,21 @@ pub enum Unroutable {
         /// The panic payload, when it was a string.
         message: String,
     },
+    /// The completion formatter panicked; the router caught it and carried on.
+    #[error("the completion formatter panicked: {message}")]
+    FormatterPanicked {
+        /// The panic payload, when it was a string.
+        message: String,
+    },
+    /// The origin store panicked while looking the session up; the router caught it and
+    /// carried on.
+    #[error("the origin store panicked for session key {session_key:?}: {message}")]
+    OriginStorePanicked {
+        /// The completion's session key.
+        session_key: String,
+        /// The panic payload, when it was a string.
+        message: String,
+    },
     /// The gateway formatter renders nothing for this event type.
     #[error("the gateway renders no text for {event_type:?} events")]
     NothingToDeliver {

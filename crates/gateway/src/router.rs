@@ -272,7 +272,8 @@ impl DeliveryRouterBuilder {
 ///   mid-turn ([`begin_turn`](DeliveryRouter::begin_turn)), held until the turn ends.
 ///   Completions of one session are delivered in queue order; a held completion is
 ///   never delivered during the turn that held it.
-/// - Every failure — no route, unknown platform, no adapter, adapter error or panic —
+/// - Every failure — no route, unknown platform, no adapter, adapter error or panic,
+///   a panic in the formatter or the origin store —
 ///   puts the event in the [`DeadLetterStore`] with its [`Unroutable`] reason and logs a
 ///   `tracing` warning. Nothing is dropped.
 /// - Anything else — CLI-origin completions (session key `""`), watch events, process
@@ -524,6 +525,17 @@ impl Drop for TurnGuard {
     }
 }
 
+/// The text of a caught panic; the payload is dropped inside a fence of its own.
+fn take_panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".to_owned());
+    drop(catch_unwind(AssertUnwindSafe(move || drop(payload))));
+    message
+}
+
 /// A completion taken off the queue and routed, waiting for its session.
 struct Held {
     seq: u64,
@@ -611,17 +623,30 @@ impl Worker {
     /// Enriches, routes and delivers (or holds) one owned completion.
     fn accept(&mut self, mut event: AsyncDelegationEvent) {
         enrich_async_delegation_routing(&mut event);
-        let routed = resolve_source(
-            &event.session_key,
-            &event.routing,
-            self.origins.as_ref(),
-            &self.platforms,
-        );
+        // The origin store is user code: a panic in it costs this completion only.
+        let routed = catch_unwind(AssertUnwindSafe(|| {
+            resolve_source(
+                &event.session_key,
+                &event.routing,
+                self.origins.as_ref(),
+                &self.platforms,
+            )
+        }));
         let session_key = event.session_key.clone();
         let event = Event::AsyncDelegation(event);
         let source = match routed {
-            Ok(source) => source,
-            Err(reason) => return self.dead_letter(event, reason),
+            Ok(Ok(source)) => source,
+            Ok(Err(reason)) => return self.dead_letter(event, reason),
+            Err(payload) => {
+                let message = take_panic_message(payload);
+                return self.dead_letter(
+                    event,
+                    Unroutable::OriginStorePanicked {
+                        session_key,
+                        message,
+                    },
+                );
+            }
         };
         let held = Held {
             seq: self.seq,
@@ -686,9 +711,17 @@ impl Worker {
             event,
             ..
         } = held;
-        let Some(text) = (self.formatter)(&event) else {
-            let event_type = event.type_name().to_owned();
-            return self.dead_letter(event, Unroutable::NothingToDeliver { event_type });
+        // The formatter is user code: a panic in it costs this completion only.
+        let text = match catch_unwind(AssertUnwindSafe(|| (self.formatter)(&event))) {
+            Ok(Some(text)) => text,
+            Ok(None) => {
+                let event_type = event.type_name().to_owned();
+                return self.dead_letter(event, Unroutable::NothingToDeliver { event_type });
+            }
+            Err(payload) => {
+                let message = take_panic_message(payload);
+                return self.dead_letter(event, Unroutable::FormatterPanicked { message });
+            }
         };
         let adapter = self
             .shared
@@ -729,12 +762,7 @@ impl Worker {
                 },
             ),
             Err(payload) => {
-                let message_text = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a non-string panic payload".to_owned());
-                drop(catch_unwind(AssertUnwindSafe(move || drop(payload))));
+                let message_text = take_panic_message(payload);
                 self.dead_letter(
                     message.event,
                     Unroutable::AdapterPanicked {

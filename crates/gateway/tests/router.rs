@@ -589,3 +589,67 @@ fn pluggable_formatter_and_nothing_to_deliver() {
     );
     router.stop();
 }
+
+/// The formatter and the origin store are user callbacks run on the router thread: a
+/// panic in one must cost only its own completion (to the dead-letter store), never the
+/// thread, the completions after it or those held for busy sessions.
+#[test]
+fn panicking_formatter_or_origin_store_costs_only_that_completion() {
+    struct PanickyOrigins;
+    impl gateway::OriginStore for PanickyOrigins {
+        fn origin(&self, session_key: &str) -> Option<SessionSource> {
+            assert!(!session_key.ends_with(":dm:2"), "origin store bug");
+            None
+        }
+    }
+    let queue = CompletionQueue::new();
+    let inbox: Inbox = Arc::default();
+    let router = DeliveryRouter::builder(queue.clone())
+        .origins(PanickyOrigins)
+        .formatter(|event: &Event| match event {
+            Event::AsyncDelegation(e) if e.goal == "boom" => panic!("formatter bug"),
+            _ => gateway::format_gateway_process_notification(event),
+        })
+        .adapter(Platform::Telegram, recorder(&inbox))
+        .start()
+        .unwrap();
+    // Held for a busy session, so the thread's death would also cost this one.
+    router.begin_turn("agent:main:telegram:dm:3");
+    queue.put(completion("agent:main:telegram:dm:3", 3));
+    wait_until("the held completion", || router.stats().pending == 1);
+    let mut boom = completion("agent:main:telegram:dm:1", 1);
+    boom.goal = "boom".into();
+    queue.put(boom);
+    queue.put(completion("agent:main:telegram:dm:2", 2));
+    queue.put(completion("agent:main:telegram:dm:1", 4));
+    wait_until("two dead letters and one delivery", || {
+        let stats = router.stats();
+        stats.delivered == 1 && stats.dead_lettered == 2
+    });
+    let reasons: Vec<String> = router
+        .dead_letters()
+        .snapshot()
+        .iter()
+        .map(|letter| letter.reason.to_string())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "the completion formatter panicked: formatter bug",
+            "the origin store panicked for session key \"agent:main:telegram:dm:2\": origin store bug",
+        ]
+    );
+    router.end_turn("agent:main:telegram:dm:3");
+    wait_until("the held completion after the turn", || {
+        router.stats().delivered == 2
+    });
+    let delivered: Vec<String> = inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| d.delegation_id.clone())
+        .collect();
+    assert_eq!(delivered, ["deleg_00000004", "deleg_00000003"]);
+    router.stop();
+    assert!(queue.is_empty());
+}
