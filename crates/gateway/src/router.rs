@@ -742,8 +742,12 @@ impl Worker {
             event,
         };
         // No lock is held here: the adapter is a user callback.
-        let outcome = catch_unwind(AssertUnwindSafe(|| adapter.deliver(&message)));
-        drop(adapter);
+        // The error's `Display` and drop are user code too: inside the fence. So is the
+        // adapter's drop, when it was replaced or removed during the call.
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            adapter.deliver(&message).map_err(|error| error.to_string())
+        }));
+        drop(catch_unwind(AssertUnwindSafe(move || drop(adapter))));
         let platform = message.source.platform.clone();
         match outcome {
             Ok(Ok(())) => {
@@ -754,13 +758,9 @@ impl Worker {
                     "delivered an async-delegation completion"
                 );
             }
-            Ok(Err(error)) => self.dead_letter(
-                message.event,
-                Unroutable::AdapterFailed {
-                    platform,
-                    error: error.to_string(),
-                },
-            ),
+            Ok(Err(error)) => {
+                self.dead_letter(message.event, Unroutable::AdapterFailed { platform, error })
+            }
             Err(payload) => {
                 let message_text = take_panic_message(payload);
                 self.dead_letter(

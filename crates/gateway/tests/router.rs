@@ -653,3 +653,46 @@ fn panicking_formatter_or_origin_store_costs_only_that_completion() {
     router.stop();
     assert!(queue.is_empty());
 }
+
+/// An adapter error's `Display` is user code: a panic in it is an adapter panic, not
+/// the end of the delivery thread.
+#[test]
+fn adapter_error_whose_display_panics_is_dead_lettered() {
+    #[derive(Debug)]
+    struct BadError;
+    impl std::fmt::Display for BadError {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            panic!("display bug")
+        }
+    }
+    impl std::error::Error for BadError {}
+    let queue = CompletionQueue::new();
+    let inbox: Inbox = Arc::default();
+    let record = recorder(&inbox);
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(
+            Platform::Telegram,
+            move |message: &InternalMessage| match &message.event {
+                Event::AsyncDelegation(e) if e.delegation_id == "deleg_00000001" => {
+                    Err(Box::new(BadError) as AdapterError)
+                }
+                _ => record(message),
+            },
+        )
+        .start()
+        .unwrap();
+    queue.put(completion("agent:main:telegram:dm:1", 1));
+    queue.put(completion("agent:main:telegram:dm:1", 2));
+    wait_until("one dead letter and one delivery", || {
+        let stats = router.stats();
+        stats.delivered == 1 && stats.dead_lettered == 1
+    });
+    assert_eq!(
+        router.dead_letters().snapshot()[0].reason,
+        Unroutable::AdapterPanicked {
+            platform: Platform::Telegram,
+            message: "display bug".into()
+        }
+    );
+    router.stop();
+}
