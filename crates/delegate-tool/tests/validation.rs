@@ -91,7 +91,22 @@ fn depth_limit_text() {
         deeper,
         &Parent::new(4),
     );
-    assert!(text.starts_with("Delegation depth limit reached (depth=4, max_spawn_depth=3)."));
+    assert_eq!(
+        text,
+        "Delegation depth limit reached (depth=4, max_spawn_depth=3). Raise delegation.max_spawn_depth in config.yaml if deeper nesting is required (no hard ceiling, but each level multiplies API cost)."
+    );
+}
+
+#[test]
+fn background_batch_as_json_string_is_checked_before_depth() {
+    let args = json!({"tasks": r#"[{"goal": "a"}, {"goal": "b"}]"#, "background": true});
+    let text = refuse_with(
+        &args.to_string(),
+        FakeBackend::instant(),
+        DelegationConfig::default(),
+        &Parent::new(5),
+    );
+    assert_eq!(text, BACKGROUND_BATCH);
 }
 
 #[test]
@@ -213,9 +228,9 @@ fn too_many_tasks_in_a_json_string_and_before_task_checks() {
         config,
         &Parent::new(0),
     );
-    assert!(
-        text.starts_with("Too many tasks: 2 provided, but max_concurrent_children is 1."),
-        "{text}"
+    assert_eq!(
+        text,
+        "Too many tasks: 2 provided, but max_concurrent_children is 1. Either reduce the task count, split into multiple delegate_task calls, or increase delegation.max_concurrent_children in config.yaml."
     );
 }
 
