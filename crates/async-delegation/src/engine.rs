@@ -10,8 +10,8 @@ use serde_json::Number;
 
 use crate::pool::{IdleSignal, WorkerPool, DEFAULT_KEEP_ALIVE};
 use crate::{
-    DelegationRecord, DelegationResult, DelegationSpec, DispatchError, DispatchOutcome,
-    InterruptHook, RunnerError, MAX_RETAINED_COMPLETED,
+    panic_message, DelegationRecord, DelegationResult, DelegationSpec, DispatchError,
+    DispatchOutcome, InterruptHook, RunnerError, MAX_RETAINED_COMPLETED,
 };
 
 /// Runs subagents in the background and reports each one's end on a completion queue.
@@ -292,10 +292,8 @@ impl Inner {
         }));
         let completed_at = unix_now();
         let result = outcome.unwrap_or_else(|payload| {
-            let message = panic_message(payload.as_ref());
-            // A payload whose drop panics must not cost the completion.
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
-            failure(format!("panic: {message}"))
+            // `panic_message` also fences the payload's drop: it must not cost the completion.
+            failure(format!("panic: {}", panic_message(payload)))
         });
         let event = completion_event(delegation_id, spec, result, dispatched_at, completed_at);
         // Whoever reacts to this event may dispatch again at once: let it find this
@@ -388,7 +386,7 @@ fn call_hooks(hooks: Vec<InterruptHook>, reason: &str) -> usize {
                 Ok(()) => true,
                 Err(payload) => {
                     tracing::warn!(
-                        panic = %panic_message(payload.as_ref()),
+                        panic = %panic_message(payload),
                         "async delegation interrupt hook panicked"
                     );
                     false
@@ -396,16 +394,6 @@ fn call_hooks(hooks: Vec<InterruptHook>, reason: &str) -> usize {
             },
         )
         .count()
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(text) = payload.downcast_ref::<&str>() {
-        (*text).to_owned()
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "runner panicked with a non-string payload".to_owned()
-    }
 }
 
 fn new_delegation_id() -> String {

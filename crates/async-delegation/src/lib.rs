@@ -79,6 +79,7 @@
 mod engine;
 mod error;
 mod global;
+mod panic;
 mod pool;
 mod types;
 
@@ -87,6 +88,7 @@ pub use error::DispatchError;
 pub use global::{
     active_count, dispatch_async_delegation, global, interrupt_all, list_async_delegations,
 };
+pub use panic::panic_message;
 pub use types::{
     DelegationRecord, DelegationResult, DelegationSpec, DispatchOutcome, InterruptHook,
     RunnerError, DEFAULT_MAX_ASYNC_CHILDREN, MAX_RETAINED_COMPLETED,

@@ -1,13 +1,13 @@
 //! `delegate_task`: validation, then synchronous runs or a background dispatch.
 
-use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
 use async_delegation::{
-    DelegationEngine, DelegationResult, DelegationSpec, DispatchOutcome, InterruptHook, RunnerError,
+    panic_message, DelegationEngine, DelegationResult, DelegationSpec, DispatchOutcome,
+    InterruptHook, RunnerError,
 };
 use serde_json::{json, Value};
 
@@ -243,7 +243,7 @@ fn run_sync<B: ChildBackend>(
                     // run_sync_child catches every panic of the child and the parent;
                     // should anything else panic, report it rather than propagate.
                     Err(payload) => {
-                        let text = format!("panic: {}", panic_message(payload.as_ref()));
+                        let text = format!("panic: {}", panic_message(payload));
                         error_result(task.task_index, text, 0.0)
                     }
                 };
@@ -282,7 +282,7 @@ fn run_sync_child(
 fn finish_child(child: &Arc<dyn ChildAgent>, parent: &dyn ParentAgent) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(|| parent.unregister_child(child))) {
         tracing::warn!(
-            panic = %panic_message(payload.as_ref()),
+            panic = %panic_message(payload),
             "unregistering a subagent from its parent panicked"
         );
     }
@@ -294,7 +294,7 @@ fn finish_child(child: &Arc<dyn ChildAgent>, parent: &dyn ParentAgent) {
 fn guarded<T>(call: impl FnOnce() -> Result<T, BackendError>) -> Result<T, BackendError> {
     match catch_unwind(AssertUnwindSafe(call)) {
         Ok(result) => result,
-        Err(payload) => Err(format!("panic: {}", panic_message(payload.as_ref())).into()),
+        Err(payload) => Err(format!("panic: {}", panic_message(payload)).into()),
     }
 }
 
@@ -302,7 +302,7 @@ fn guarded<T>(call: impl FnOnce() -> Result<T, BackendError>) -> Result<T, Backe
 fn run_child(child: &dyn ChildAgent, task: &ChildTask) -> Result<DelegationResult, RunnerError> {
     match catch_unwind(AssertUnwindSafe(|| child.run(task))) {
         Ok(outcome) => outcome,
-        Err(payload) => Err(format!("panic: {}", panic_message(payload.as_ref())).into()),
+        Err(payload) => Err(format!("panic: {}", panic_message(payload)).into()),
     }
 }
 
@@ -310,7 +310,7 @@ fn run_child(child: &dyn ChildAgent, task: &ChildTask) -> Result<DelegationResul
 fn close_child(child: &dyn ChildAgent) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(|| child.close())) {
         tracing::warn!(
-            panic = %panic_message(payload.as_ref()),
+            panic = %panic_message(payload),
             "subagent close panicked"
         );
     }
@@ -349,14 +349,4 @@ fn error_result(task_index: usize, error: String, measured: f64) -> Value {
 
 fn round2(seconds: f64) -> f64 {
     (seconds * 100.0).round() / 100.0
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic payload".to_owned()
-    }
 }

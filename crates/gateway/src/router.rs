@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use async_delegation::panic_message;
 use crossbeam_channel::{Receiver, Sender};
 use process_registry::{AsyncDelegationEvent, CompletionQueue, Event};
 
@@ -525,17 +526,6 @@ impl Drop for TurnGuard {
     }
 }
 
-/// The text of a caught panic; the payload is dropped inside a fence of its own.
-fn take_panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    let message = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic payload".to_owned());
-    drop(catch_unwind(AssertUnwindSafe(move || drop(payload))));
-    message
-}
-
 /// A completion taken off the queue and routed, waiting for its session.
 struct Held {
     seq: u64,
@@ -638,7 +628,7 @@ impl Worker {
             Ok(Ok(source)) => source,
             Ok(Err(reason)) => return self.dead_letter(event, reason),
             Err(payload) => {
-                let message = take_panic_message(payload);
+                let message = panic_message(payload);
                 return self.dead_letter(
                     event,
                     Unroutable::OriginStorePanicked {
@@ -719,7 +709,7 @@ impl Worker {
                 return self.dead_letter(event, Unroutable::NothingToDeliver { event_type });
             }
             Err(payload) => {
-                let message = take_panic_message(payload);
+                let message = panic_message(payload);
                 return self.dead_letter(event, Unroutable::FormatterPanicked { message });
             }
         };
@@ -762,7 +752,7 @@ impl Worker {
                 self.dead_letter(message.event, Unroutable::AdapterFailed { platform, error })
             }
             Err(payload) => {
-                let message_text = take_panic_message(payload);
+                let message_text = panic_message(payload);
                 self.dead_letter(
                     message.event,
                     Unroutable::AdapterPanicked {
