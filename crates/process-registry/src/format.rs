@@ -313,13 +313,7 @@ fn single_block(out: &mut String, e: &AsyncDelegationEvent, dispatched: Option<&
     out.push_str("\n--- RESULT ---\n");
 
     match summary {
-        Some(summary) if is_success(status) => {
-            if truncated {
-                out.push_str(TRUNCATED_SUMMARY);
-                out.push('\n');
-            }
-            out.push_str(summary);
-        }
+        Some(summary) if is_success(status) => write_success_body(out, summary, truncated),
         _ => {
             if status == "interrupted" {
                 out.push_str("The subagent was interrupted before completing");
@@ -433,13 +427,7 @@ fn batch_task(out: &mut String, r: &BatchTaskResult, goals: &[String], n: usize)
     out.push_str(") ---\n");
 
     match summary {
-        Some(summary) if is_success(status) => {
-            if truncated {
-                out.push_str(TRUNCATED_SUMMARY);
-                out.push('\n');
-            }
-            out.push_str(summary);
-        }
+        Some(summary) if is_success(status) => write_success_body(out, summary, truncated),
         Some(summary) => {
             if let Some(error) = error {
                 out.push('(');
@@ -567,6 +555,16 @@ pub(crate) fn write_float(out: &mut String, value: f64) {
         out.push('0');
     }
     out.push_str(digits);
+}
+
+/// The body of a successful task: its summary, after the TRUNCATED warning when the
+/// subagent hit its iteration cap (single and batch blocks alike).
+fn write_success_body(out: &mut String, summary: &str, truncated: bool) {
+    if truncated {
+        out.push_str(TRUNCATED_SUMMARY);
+        out.push('\n');
+    }
+    out.push_str(summary);
 }
 
 #[cfg(test)]
