@@ -123,7 +123,7 @@ fn every_dispatched_delegation_is_delivered_once_to_the_session_that_dispatched_
         delivered
             .entry(event.session_key.clone())
             .or_default()
-            .push(event.delegation_id.clone());
+            .push(event.delegation_id.clone().unwrap());
     }
     assert!(wait_until(|| router.stats().put_back >= PER_SESSION as u64));
     let stats = router.stop();
@@ -151,7 +151,7 @@ fn every_dispatched_delegation_is_delivered_once_to_the_session_that_dispatched_
         .into_iter()
         .map(|event| match event {
             Event::AsyncDelegation(e) if e.session_key.is_empty() && e.routing.is_empty() => {
-                e.delegation_id
+                e.delegation_id.unwrap()
             }
             other => panic!("unexpected event left on the queue: {other:?}"),
         })

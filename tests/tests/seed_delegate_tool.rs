@@ -52,8 +52,8 @@ fn test_delegate_task_background_routes_async_and_does_not_block() {
     gate.open();
     let event = take_delegation(&queue).expect("a completion");
     assert_eq!(
-        event.delegation_id,
-        parsed["delegation_id"].as_str().unwrap()
+        event.delegation_id.as_deref(),
+        parsed["delegation_id"].as_str()
     );
     assert_eq!(event.summary.as_deref(), Some("done: the real task"));
     let text = format_process_notification(&Event::AsyncDelegation(event)).expect("a block");

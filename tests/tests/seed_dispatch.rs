@@ -50,7 +50,7 @@ fn test_dispatch_returns_immediately_without_blocking() {
 
     gate.open();
     let event = take_delegation(&queue).expect("a completion");
-    assert_eq!(Some(event.delegation_id.as_str()), outcome.delegation_id());
+    assert_eq!(event.delegation_id.as_deref(), outcome.delegation_id());
     assert_eq!(event.summary.as_deref(), Some("done"));
 }
 
@@ -239,5 +239,8 @@ fn test_concurrent_dispatch_respects_capacity() {
         .iter()
         .find_map(DispatchOutcome::delegation_id)
         .unwrap();
-    assert_eq!(take_delegation(&queue).unwrap().delegation_id, winner);
+    assert_eq!(
+        take_delegation(&queue).unwrap().delegation_id.as_deref(),
+        Some(winner)
+    );
 }

@@ -38,7 +38,10 @@ fn completion_from(session_key: &str, goal: &str) -> AsyncDelegationEvent {
         serde_json::from_str(&delegate_task(&args.to_string(), &parent, &ctx)).unwrap();
     assert_eq!(out["status"], "dispatched", "{out}");
     let event = take_delegation(&queue).expect("a completion");
-    assert_eq!(event.delegation_id, out["delegation_id"].as_str().unwrap());
+    assert_eq!(
+        event.delegation_id.as_deref(),
+        out["delegation_id"].as_str()
+    );
     event
 }
 

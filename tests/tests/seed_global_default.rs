@@ -35,7 +35,7 @@ fn test_completion_event_lands_on_shared_queue_with_session_key() {
     let event = take_delegation(queue).expect("a completion on the shared queue");
     assert_eq!(event.summary.as_deref(), Some("the result"));
     assert_eq!(event.session_key, "agent:main:cli:dm:local");
-    assert_eq!(event.delegation_id, outcome.delegation_id().unwrap());
+    assert_eq!(event.delegation_id.as_deref(), outcome.delegation_id());
     assert_eq!(event.goal, "compute X");
     assert_eq!(event.context.as_deref(), Some("some context"));
     assert_eq!(

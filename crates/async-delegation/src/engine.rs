@@ -5,8 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use process_registry::{AsyncDelegationEvent, CompletionQueue};
-use serde_json::Number;
+use process_registry::{AsyncDelegationEvent, CompletionQueue, WireNumber};
 
 use crate::pool::{IdleSignal, WorkerPool, DEFAULT_KEEP_ALIVE};
 use crate::{
@@ -150,37 +149,47 @@ impl DelegationEngine {
         };
         // Capacity check, id draw and insert are one critical section: two racing
         // dispatches for the last slot cannot both see it free.
-        let delegation_id = {
+        let mut interrupt = interrupt;
+        let admitted = {
             let mut state = self.inner.lock_state();
             if state.running.len() >= max_async_children {
-                return Err(DispatchError::CapacityReached {
-                    max: max_async_children,
-                });
+                None
+            } else {
+                let delegation_id = loop {
+                    let candidate = new_delegation_id();
+                    if !state.running.contains_key(&candidate)
+                        && !state
+                            .completed
+                            .iter()
+                            .any(|done| done.delegation_id == candidate)
+                    {
+                        break candidate;
+                    }
+                };
+                let seq = state.next_seq;
+                state.next_seq += 1;
+                let mut record = record;
+                record.delegation_id = delegation_id.clone();
+                state.running.insert(
+                    delegation_id.clone(),
+                    Running {
+                        seq,
+                        record,
+                        interrupt: interrupt.take(),
+                    },
+                );
+                Some(delegation_id)
             }
-            let delegation_id = loop {
-                let candidate = new_delegation_id();
-                if !state.running.contains_key(&candidate)
-                    && !state
-                        .completed
-                        .iter()
-                        .any(|done| done.delegation_id == candidate)
-                {
-                    break candidate;
-                }
-            };
-            let seq = state.next_seq;
-            state.next_seq += 1;
-            let mut record = record;
-            record.delegation_id = delegation_id.clone();
-            state.running.insert(
-                delegation_id.clone(),
-                Running {
-                    seq,
-                    record,
-                    interrupt,
-                },
-            );
-            delegation_id
+        };
+        let Some(delegation_id) = admitted else {
+            // The runner and the hook are the caller's code; their drop runs after the
+            // lock is released and cannot make a refusal a panic.
+            // One at a time: a panic in one drop must not unwind through the other's.
+            drop_fenced(runner);
+            drop_fenced(interrupt);
+            return Err(DispatchError::CapacityReached {
+                max: max_async_children,
+            });
         };
 
         let inner = Arc::clone(&self.inner);
@@ -188,11 +197,19 @@ impl DelegationEngine {
         let job = Box::new(move |idle: IdleSignal| {
             inner.run(id, spec, dispatched_at, runner, idle);
         });
-        if let Err(error) = self.inner.pool.execute(job) {
+        // A refused thread drops the job (the caller's runner) on this thread: fenced.
+        let started = catch_unwind(AssertUnwindSafe(|| self.inner.pool.execute(job)))
+            .unwrap_or_else(|payload| {
+                Err(std::io::Error::other(format!(
+                    "dropping the refused runner panicked: {}",
+                    panic_message(payload)
+                )))
+            });
+        if let Err(error) = started {
             // Not accepted after all: the runner was never started, so no event. The
             // removed record (and its hook) is dropped after the lock is released.
             let removed = self.inner.lock_state().running.remove(&delegation_id);
-            drop(removed);
+            drop_fenced(removed);
             tracing::warn!(%error, "async delegation worker could not be started");
             return Err(DispatchError::WorkerUnavailable(error));
         }
@@ -295,17 +312,17 @@ impl Inner {
             // `panic_message` also fences the payload's drop: it must not cost the completion.
             failure(format!("panic: {}", panic_message(payload)))
         });
-        let event = completion_event(delegation_id, spec, result, dispatched_at, completed_at);
+        let event = completion_event(&delegation_id, spec, result, dispatched_at, completed_at);
         // Whoever reacts to this event may dispatch again at once: let it find this
         // worker idle rather than start a thread.
         idle.fire();
-        self.publish(event);
+        self.publish(&delegation_id, completed_at, event);
     }
 
     /// Frees the slot, records the completion and puts the event on the queue, in one
     /// critical section: nobody holding the state lock can see one without the others.
     /// `put` is a non-blocking channel send, never user code.
-    fn publish(&self, event: AsyncDelegationEvent) {
+    fn publish(&self, delegation_id: &str, completed_at: f64, event: AsyncDelegationEvent) {
         let hook = {
             let mut state = self.lock_state();
             let mut hook = None;
@@ -313,7 +330,7 @@ impl Inner {
                 mut record,
                 interrupt,
                 ..
-            }) = state.running.remove(&event.delegation_id)
+            }) = state.running.remove(delegation_id)
             {
                 hook = interrupt;
                 record.status = event
@@ -321,7 +338,7 @@ impl Inner {
                     .clone()
                     .unwrap_or_else(|| "completed".to_owned());
                 record.model = event.model.clone();
-                record.completed_at = event.completed_at;
+                record.completed_at = Some(completed_at);
                 state.completed.push_back(record);
                 while state.completed.len() > MAX_RETAINED_COMPLETED {
                     state.completed.pop_front();
@@ -331,7 +348,7 @@ impl Inner {
             hook
         };
         // Dropping the interrupt hook runs user code (its captures): never under the lock.
-        drop(hook);
+        drop_fenced(hook);
     }
 }
 
@@ -346,32 +363,43 @@ fn failure(error: String) -> DelegationResult {
 
 /// Builds the wire event: the dispatch-time spec verbatim plus the outcome.
 fn completion_event(
-    delegation_id: String,
+    delegation_id: &str,
     spec: DelegationSpec,
     result: DelegationResult,
     dispatched_at: f64,
     completed_at: f64,
 ) -> AsyncDelegationEvent {
-    let duration = match result.duration_seconds {
+    // A duration with no JSON form (NaN, infinite) is replaced by the measured one.
+    let duration = match result
+        .duration_seconds
+        .filter(|seconds| seconds.is_finite())
+    {
         Some(seconds) => seconds,
         None => round_2((completed_at - dispatched_at).max(0.0)),
     };
     AsyncDelegationEvent {
-        delegation_id,
+        delegation_id: Some(delegation_id.to_owned()),
         session_key: spec.session_key,
         goal: spec.goal,
         context: spec.context,
         toolsets: spec.toolsets,
         role: spec.role,
         model: result.model.or(spec.model),
-        status: Some(result.status.unwrap_or_else(|| "completed".to_owned())),
+        // Unset or empty means completed; consumers of the Python harness never see an
+        // empty status.
+        status: Some(
+            result
+                .status
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "completed".to_owned()),
+        ),
         summary: result.summary,
         error: result.error,
-        api_calls: result.api_calls.map(Number::from),
-        // A non-finite duration has no JSON form: leave it out rather than lie.
-        duration_seconds: Number::from_f64(duration),
-        dispatched_at: Some(dispatched_at),
-        completed_at: Some(completed_at),
+        // Always a number: a Python consumer's formatter prints `None` for a null.
+        api_calls: Some(WireNumber::from(result.api_calls.unwrap_or(0))),
+        duration_seconds: WireNumber::from_f64(duration),
+        dispatched_at: WireNumber::from_f64(dispatched_at),
+        completed_at: WireNumber::from_f64(completed_at),
         exit_reason: result.exit_reason,
         truncated: result.truncated,
         ..AsyncDelegationEvent::default()
@@ -393,7 +421,21 @@ fn call_hooks(hooks: Vec<InterruptHook>, reason: &str) -> usize {
                 }
             },
         )
+        // This copy may be the last one (the delegation finished meanwhile): dropping it
+        // runs the captured state's `Drop`, user code that must not unwind into the caller.
+        .map(drop_fenced)
         .count()
+}
+
+/// Drops a value that owns user code (a runner, a hook) so that a panicking `Drop` is
+/// logged instead of unwinding into the caller.
+fn drop_fenced<T>(value: T) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+        tracing::warn!(
+            panic = %panic_message(payload),
+            "dropping an async delegation's runner or interrupt hook panicked"
+        );
+    }
 }
 
 fn new_delegation_id() -> String {

@@ -68,7 +68,7 @@
 //! let Some(Event::AsyncDelegation(event)) = queue.take_timeout(Duration::from_secs(10)) else {
 //!     return Err("no completion".into());
 //! };
-//! assert_eq!(event.delegation_id, id);
+//! assert_eq!(event.delegation_id.as_deref(), Some(id.as_ref()));
 //! assert_eq!(event.status.as_deref(), Some("completed"));
 //! assert_eq!(event.summary.as_deref(), Some("The answer is 42."));
 //! assert_eq!(event.session_key, "agent:main:telegram:dm:12345");

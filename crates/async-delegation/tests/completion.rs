@@ -8,8 +8,9 @@ use async_delegation::{
     DelegationEngine, DelegationResult, DelegationSpec, MAX_RETAINED_COMPLETED,
 };
 use common::{gate, take_delegation, take_delegations, wait};
+use process_registry::WireNumber;
 use process_registry::{AsyncDelegationEvent, CompletionQueue, Event};
-use serde_json::{json, Number, Value};
+use serde_json::{json, Value};
 
 fn engine() -> (CompletionQueue, DelegationEngine) {
     let queue = CompletionQueue::new();
@@ -48,7 +49,7 @@ fn completion_event_restates_spec_and_carries_the_outcome() {
     );
     let event = take_delegation(&queue);
     let expected = AsyncDelegationEvent {
-        delegation_id: outcome.delegation_id().unwrap().to_owned(),
+        delegation_id: Some(outcome.delegation_id().unwrap().to_owned()),
         session_key: "agent:main:telegram:dm:12345:678".into(),
         goal: "compute X".into(),
         context: Some("some context".into()),
@@ -58,16 +59,19 @@ fn completion_event_restates_spec_and_carries_the_outcome() {
         status: Some("completed".into()),
         summary: Some("the result".into()),
         error: None,
-        api_calls: Some(Number::from(3)),
-        duration_seconds: Number::from_f64(2.0),
-        dispatched_at: event.dispatched_at,
-        completed_at: event.completed_at,
+        api_calls: Some(WireNumber::from(3)),
+        duration_seconds: WireNumber::from_f64(2.0),
+        dispatched_at: event.dispatched_at.clone(),
+        completed_at: event.completed_at.clone(),
         exit_reason: Some("max_iterations".into()),
         truncated: Some(true),
         ..AsyncDelegationEvent::default()
     };
     assert_eq!(event, expected);
-    let (dispatched, completed) = (event.dispatched_at.unwrap(), event.completed_at.unwrap());
+    let (dispatched, completed) = (
+        event.dispatched_at.as_ref().unwrap().as_f64(),
+        event.completed_at.as_ref().unwrap().as_f64(),
+    );
     assert!(dispatched > 1.6e9 && completed >= dispatched);
 
     // On the wire: exactly the §2 fields, with the reference's names.
@@ -120,9 +124,12 @@ fn unset_outcome_fields_fall_back_to_spec_and_measured_time() {
     assert_eq!(event.context, None);
     assert_eq!(event.toolsets, None);
     assert_eq!(event.role, None);
-    assert_eq!(event.api_calls, None);
-    let measured = round_2(event.completed_at.unwrap() - event.dispatched_at.unwrap());
-    assert_eq!(event.duration_seconds, Number::from_f64(measured));
+    assert_eq!(event.api_calls, Some(WireNumber::from(0)), "never null");
+    let measured = round_2(
+        event.completed_at.as_ref().unwrap().as_f64()
+            - event.dispatched_at.as_ref().unwrap().as_f64(),
+    );
+    assert_eq!(event.duration_seconds, WireNumber::from_f64(measured));
 
     // With no model anywhere the event says so (null), never invents one.
     engine.dispatch(
@@ -149,7 +156,7 @@ fn test_crashed_runner_produces_error_completion() {
     );
     assert!(panicked.is_dispatched());
     let event = take_delegation(&queue);
-    assert_eq!(Some(event.delegation_id.as_str()), panicked.delegation_id());
+    assert_eq!(event.delegation_id.as_deref(), panicked.delegation_id());
     assert_eq!(event.status.as_deref(), Some("error"));
     assert_eq!(event.error.as_deref(), Some("panic: subagent exploded"));
     assert_eq!(event.goal, "risky");
@@ -181,7 +188,7 @@ fn test_crashed_runner_produces_error_completion() {
         "the engine is fully usable after a panic"
     );
     let event = take_delegation(&queue);
-    assert_eq!(Some(event.delegation_id.as_str()), failed.delegation_id());
+    assert_eq!(event.delegation_id.as_deref(), failed.delegation_id());
     assert_eq!(event.status.as_deref(), Some("error"));
     assert_eq!(event.error.as_deref(), Some("subagent exploded"));
 
@@ -212,10 +219,13 @@ fn slot_is_free_and_record_complete_when_the_event_is_taken() {
         );
         assert!(outcome.is_dispatched(), "round {i}: {outcome:?}");
         let event = take_delegation(&queue);
-        assert_eq!(Some(event.delegation_id.as_str()), outcome.delegation_id());
+        assert_eq!(event.delegation_id.as_deref(), outcome.delegation_id());
         let newest = engine.list().pop().unwrap();
-        assert_eq!(newest.delegation_id, event.delegation_id);
-        assert_eq!(newest.completed_at, event.completed_at);
+        assert_eq!(Some(&newest.delegation_id), event.delegation_id.as_ref());
+        assert_eq!(
+            newest.completed_at,
+            event.completed_at.as_ref().map(WireNumber::as_f64)
+        );
         last = Some(event.delegation_id);
     }
     assert!(last.is_some());
@@ -282,7 +292,7 @@ fn test_completed_records_pruned_to_cap() {
     // completion order (the queue receives events in that same order).
     let newest: Vec<_> = events[n - MAX_RETAINED_COMPLETED..]
         .iter()
-        .map(|e| e.delegation_id.clone())
+        .map(|e| e.delegation_id.clone().unwrap())
         .collect();
     let kept: Vec<_> = listed.iter().map(|r| r.delegation_id.clone()).collect();
     assert_eq!(kept, newest);
@@ -359,7 +369,10 @@ fn records_carry_the_spec_but_never_the_hook() {
     let record = engine.list().remove(0);
     assert_eq!(record.status, "completed");
     assert_eq!(record.model.as_deref(), Some("m2"));
-    assert_eq!(record.completed_at, event.completed_at);
+    assert_eq!(
+        record.completed_at,
+        event.completed_at.as_ref().map(WireNumber::as_f64)
+    );
 }
 
 #[test]

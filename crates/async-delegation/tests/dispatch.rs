@@ -57,7 +57,7 @@ fn test_dispatch_returns_immediately_without_blocking() {
 
     drop(open);
     let event = take_delegation(&queue);
-    assert_eq!(event.delegation_id, id);
+    assert_eq!(event.delegation_id.as_deref(), Some(id.as_ref()));
     assert_eq!(event.summary.as_deref(), Some("done"));
     assert_eq!(engine.active_count(), 0);
 }
@@ -214,7 +214,10 @@ fn ids_are_well_formed_and_unique() {
     assert_eq!(engine.active_count(), n);
     drop(open);
     let events = common::take_delegations(&queue, n);
-    let seen: HashSet<_> = events.into_iter().map(|e| e.delegation_id).collect();
+    let seen: HashSet<_> = events
+        .into_iter()
+        .map(|e| e.delegation_id.unwrap())
+        .collect();
     assert_eq!(seen, ids);
 }
 
@@ -255,7 +258,10 @@ fn test_concurrent_dispatch_respects_capacity() {
         let loser = outcomes.iter().find_map(|o| o.error()).unwrap();
         assert_eq!(loser, capacity_text(1));
         drop(open);
-        assert_eq!(take_delegation(&queue).delegation_id, winner);
+        assert_eq!(
+            take_delegation(&queue).delegation_id.as_deref(),
+            Some(winner)
+        );
     }
     assert!(queue.is_empty());
     assert_eq!(engine.active_count(), 0);

@@ -54,15 +54,18 @@ fn test_completion_event_lands_on_shared_queue_with_session_key() {
     assert_eq!(wire["type"], "async_delegation");
     assert_eq!(event.summary.as_deref(), Some("the result"));
     assert_eq!(event.session_key, "agent:main:cli:dm:local");
-    assert_eq!(Some(event.delegation_id.as_str()), outcome.delegation_id());
+    assert_eq!(event.delegation_id.as_deref(), outcome.delegation_id());
     assert_eq!(
         event.toolsets,
         Some(vec!["web".to_owned(), "file".to_owned()])
     );
     assert_eq!(active_count(), 0);
-    assert!(list_async_delegations()
-        .iter()
-        .any(|r| r.delegation_id == event.delegation_id && r.status == "completed"));
+    assert!(
+        list_async_delegations()
+            .iter()
+            .any(|r| Some(&r.delegation_id) == event.delegation_id.as_ref()
+                && r.status == "completed")
+    );
 }
 
 #[test]

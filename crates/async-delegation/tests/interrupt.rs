@@ -53,7 +53,7 @@ fn test_interrupt_all_signals_running_children() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     // The child still emits its completion after the interrupt.
     let event = take_delegation(&queue);
-    assert_eq!(Some(event.delegation_id.as_str()), outcome.delegation_id());
+    assert_eq!(event.delegation_id.as_deref(), outcome.delegation_id());
     assert_eq!(event.status.as_deref(), Some("interrupted"));
     assert_eq!(event.error.as_deref(), Some("test"));
     assert_eq!(engine.active_count(), 0);
@@ -179,7 +179,7 @@ fn interrupt_one_by_id_and_all_of_one_session() {
     assert!(!engine.interrupt("deleg_00000000", "unknown id"));
     assert!(engine.interrupt(&ids[2], "just this one"));
     let event = take_delegation(&queue);
-    assert_eq!(event.delegation_id, ids[2]);
+    assert_eq!(event.delegation_id.as_deref(), Some(ids[2].as_ref()));
     assert_eq!(event.error.as_deref(), Some("just this one"));
     assert!(!engine.interrupt(&ids[2], "already finished"));
     assert_eq!(engine.active_count(), 0);
@@ -210,4 +210,88 @@ fn a_hook_is_dropped_outside_the_engine_lock() {
     );
     assert_eq!(take_delegation(&queue).summary.as_deref(), Some("ok"));
     assert_eq!(dropped.recv_timeout(HANG_GUARD).unwrap(), 0);
+}
+
+/// Panics when dropped: user state captured by a hook.
+struct DropBomb;
+
+impl Drop for DropBomb {
+    fn drop(&mut self) {
+        panic!("hook state exploded on drop");
+    }
+}
+
+/// A hook that lets its delegation finish and waits until the engine has published it,
+/// so the interrupting caller holds the last reference to the hook — whose captured
+/// state panics when dropped.
+fn last_reference_hook(queue: &CompletionQueue, release: Sender<String>) -> InterruptHook {
+    let queue = queue.clone();
+    let bomb = DropBomb;
+    Arc::new(move |_reason: &str| {
+        let _keep = &bomb;
+        let _ = release.send(String::new());
+        let deadline = std::time::Instant::now() + HANG_GUARD;
+        while queue.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        // The worker drops its reference just after publishing, outside the lock.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    })
+}
+
+#[test]
+fn a_hook_whose_state_panics_on_drop_never_takes_the_interrupting_caller_down() {
+    type Interrupt = fn(&DelegationEngine, &str) -> usize;
+    let ways: [(&str, Interrupt); 3] = [
+        ("interrupt_all", |engine, _| engine.interrupt_all("stop")),
+        ("interrupt", |engine, id| {
+            usize::from(engine.interrupt(id, "stop"))
+        }),
+        ("interrupt_session", |engine, _| {
+            engine.interrupt_session("agent:main:telegram:dm:7", "stop")
+        }),
+    ];
+    for (name, interrupt) in ways {
+        let (queue, engine) = engine();
+        let (runner, _hook, release) = interruptible();
+        let hook = last_reference_hook(&queue, release);
+        let id = engine
+            .try_dispatch(
+                DelegationSpec::new("g").with_session_key("agent:main:telegram:dm:7"),
+                runner,
+                Some(hook),
+                3,
+            )
+            .unwrap();
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| interrupt(&engine, &id)));
+        assert_eq!(outcome.ok(), Some(1), "{name}: the hook ran and returned");
+        let event = take_delegation(&queue);
+        assert_eq!(event.delegation_id.as_deref(), Some(id.as_str()), "{name}");
+        assert_eq!(engine.active_count(), 0, "{name}");
+    }
+}
+
+#[test]
+fn a_refused_dispatch_whose_runner_and_hook_panic_on_drop_is_still_just_refused() {
+    let (queue, engine) = engine();
+    let bomb = DropBomb;
+    let hook_bomb = DropBomb;
+    let hook: InterruptHook = Arc::new(move |_: &str| {
+        let _keep = &hook_bomb;
+    });
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        engine.dispatch(
+            DelegationSpec::new("g"),
+            move || {
+                let _keep = &bomb;
+                Ok(DelegationResult::default())
+            },
+            Some(hook),
+            0,
+        )
+    }));
+    let outcome = outcome.expect("no panic escapes dispatch");
+    assert!(!outcome.is_dispatched());
+    assert!(queue.is_empty());
 }

@@ -151,7 +151,7 @@ fn stress_exactly_one_completion_per_accepted_dispatch() {
     for _ in 0..total {
         let event = take_delegation(&queue);
         let kinds = expected
-            .get_mut(&event.delegation_id)
+            .get_mut(event.delegation_id.as_deref().unwrap())
             .unwrap_or_else(|| panic!("event for an id never accepted: {event:?}"));
         let status = event.status.as_deref().unwrap();
         let error = event.error.as_deref().unwrap_or("");

@@ -43,8 +43,8 @@ fn test_delegate_task_background_routes_async_and_does_not_block() {
     gate.open();
     let event = take_delegation(&queue);
     assert_eq!(
-        event.delegation_id,
-        parsed["delegation_id"].as_str().unwrap()
+        event.delegation_id.as_deref(),
+        parsed["delegation_id"].as_str()
     );
     assert_eq!(event.summary.as_deref(), Some("done: the real task"));
     assert_eq!(event.goal, "the real task");

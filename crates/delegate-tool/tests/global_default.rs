@@ -19,7 +19,7 @@ fn global_engine_context_dispatches_on_the_default_queue() {
     let Some(Event::AsyncDelegation(event)) = queue.take_timeout(HANG_GUARD) else {
         panic!("no completion on the global queue");
     };
-    assert_eq!(event.delegation_id, id);
+    assert_eq!(event.delegation_id.as_deref(), Some(id.as_ref()));
     assert_eq!(event.session_key, "agent:main:slack:group:c1");
     assert_eq!(event.summary.as_deref(), Some("done: global"));
 }

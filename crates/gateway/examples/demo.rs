@@ -223,7 +223,7 @@ fn main() -> DemoResult<()> {
     let cli_event = cli_drain(&queue)?;
     if let Event::AsyncDelegation(event) = &cli_event {
         ledger.delivered(Delivery {
-            delegation_id: event.delegation_id.clone(),
+            delegation_id: event.delegation_id.clone().unwrap_or_default(),
             status: event.status.clone().unwrap_or_default(),
             place: "CLI drain (unrouted)".to_owned(),
         });
@@ -332,7 +332,7 @@ impl PlatformAdapter for TerminalAdapter {
         }
         let (delegation_id, status) = match &message.event {
             Event::AsyncDelegation(event) => (
-                event.delegation_id.clone(),
+                event.delegation_id.clone().unwrap_or_default(),
                 event.status.clone().unwrap_or_default(),
             ),
             other => (other.type_name().to_owned(), String::new()),

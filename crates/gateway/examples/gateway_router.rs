@@ -15,15 +15,15 @@ use process_registry::{AsyncDelegationEvent, CompletionQueue, Event};
 
 fn completion(id: u32, session_key: &str, goal: &str, summary: &str) -> AsyncDelegationEvent {
     AsyncDelegationEvent {
-        delegation_id: format!("deleg_{id:08x}"),
+        delegation_id: Some(format!("deleg_{id:08x}")),
         session_key: session_key.to_owned(),
         goal: goal.to_owned(),
         status: Some("completed".into()),
         summary: Some(summary.to_owned()),
         api_calls: Some(3.into()),
-        duration_seconds: serde_json::Number::from_f64(74.5),
-        dispatched_at: Some(1_700_000_000.0),
-        completed_at: Some(1_700_000_075.0),
+        duration_seconds: process_registry::WireNumber::from_f64(74.5),
+        dispatched_at: process_registry::WireNumber::from_f64(1_700_000_000.0),
+        completed_at: process_registry::WireNumber::from_f64(1_700_000_075.0),
         ..AsyncDelegationEvent::default()
     }
 }
@@ -130,7 +130,11 @@ fn left_for_cli(queue: &CompletionQueue) -> Vec<String> {
         .drain()
         .into_iter()
         .map(|event| match event {
-            Event::AsyncDelegation(e) => format!("{} ({:?})", e.delegation_id, e.goal),
+            Event::AsyncDelegation(e) => format!(
+                "{} ({:?})",
+                e.delegation_id.as_deref().unwrap_or("unknown"),
+                e.goal
+            ),
             other => other.type_name().to_owned(),
         })
         .collect()

@@ -142,7 +142,7 @@ mod tests {
     fn async_delegation_renders_the_full_block() {
         // The seed's `_make_async_evt` values.
         let event = Event::from(AsyncDelegationEvent {
-            delegation_id: "deleg_x1".into(),
+            delegation_id: Some("deleg_x1".into()),
             session_key: "agent:main:telegram:dm:12345:678".into(),
             goal: "Investigate flaky test".into(),
             context: Some("repo /tmp/p".into()),
@@ -152,9 +152,9 @@ mod tests {
             status: Some("completed".into()),
             summary: Some("Found the bug in test_foo".into()),
             api_calls: Some(4.into()),
-            duration_seconds: serde_json::Number::from_f64(12.0),
-            dispatched_at: Some(1000.0),
-            completed_at: Some(1012.0),
+            duration_seconds: process_registry::WireNumber::from_f64(12.0),
+            dispatched_at: process_registry::WireNumber::from_f64(1000.0),
+            completed_at: process_registry::WireNumber::from_f64(1012.0),
             ..AsyncDelegationEvent::default()
         });
         assert_eq!(

@@ -72,7 +72,7 @@
 //! // The user is mid-turn when the subagent finishes: the completion waits.
 //! let turn = router.turn(session_key.as_str());
 //! queue.put(AsyncDelegationEvent {
-//!     delegation_id: "deleg_1a2b3c4d".into(),
+//!     delegation_id: Some("deleg_1a2b3c4d".into()),
 //!     session_key: session_key.to_string(),
 //!     goal: "Investigate flaky test".into(),
 //!     status: Some("completed".into()),

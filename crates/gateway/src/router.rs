@@ -326,7 +326,7 @@ impl DeliveryRouterBuilder {
 ///     .start()?;
 ///
 /// queue.put(AsyncDelegationEvent {
-///     delegation_id: "deleg_0000beef".into(),
+///     delegation_id: Some("deleg_0000beef".into()),
 ///     session_key: "agent:main:telegram:dm:12345:678".into(),
 ///     goal: "Investigate flaky test".into(),
 ///     status: Some("completed".into()),

@@ -269,7 +269,7 @@ mod tests {
 
     fn async_event(session_key: &str) -> AsyncDelegationEvent {
         AsyncDelegationEvent {
-            delegation_id: "deleg_0000abcd".into(),
+            delegation_id: Some("deleg_0000abcd".into()),
             session_key: session_key.into(),
             goal: "g".into(),
             ..AsyncDelegationEvent::default()

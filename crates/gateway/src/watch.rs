@@ -52,7 +52,7 @@ mod tests {
 
     fn deleg(n: u32) -> Event {
         AsyncDelegationEvent {
-            delegation_id: format!("deleg_{n:08x}"),
+            delegation_id: Some(format!("deleg_{n:08x}")),
             ..AsyncDelegationEvent::default()
         }
         .into()

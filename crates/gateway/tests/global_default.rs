@@ -37,7 +37,7 @@ fn global_platform_registry_and_router_on_the_global_queue() {
     process_registry::global()
         .completion_queue()
         .put(AsyncDelegationEvent {
-            delegation_id: "deleg_00000001".into(),
+            delegation_id: Some("deleg_00000001".into()),
             session_key: "agent:main:zulip:stream:general:u1".into(),
             ..AsyncDelegationEvent::default()
         });

@@ -54,7 +54,7 @@ fn recorder(inbox: &Inbox) -> impl Fn(&InternalMessage) -> Result<(), AdapterErr
             chat_id: message.source.chat_id.clone(),
             thread_id: message.source.thread_id.clone(),
             session_key: message.session_key.to_string(),
-            delegation_id: event.delegation_id.clone(),
+            delegation_id: event.delegation_id.clone().unwrap(),
             text: message.text.clone(),
             reply_to: message.reply_to_message_id.clone(),
             thread_name: std::thread::current().name().map(str::to_owned),
@@ -65,13 +65,13 @@ fn recorder(inbox: &Inbox) -> impl Fn(&InternalMessage) -> Result<(), AdapterErr
 
 fn completion(session_key: &str, n: usize) -> AsyncDelegationEvent {
     AsyncDelegationEvent {
-        delegation_id: format!("deleg_{n:08x}"),
+        delegation_id: Some(format!("deleg_{n:08x}")),
         session_key: session_key.to_owned(),
         goal: format!("task {n}"),
         status: Some("completed".into()),
         summary: Some(format!("result {n}")),
-        dispatched_at: Some(1000.0),
-        completed_at: Some(1012.0),
+        dispatched_at: process_registry::WireNumber::from_f64(1000.0),
+        completed_at: process_registry::WireNumber::from_f64(1012.0),
         ..AsyncDelegationEvent::default()
     }
 }
@@ -80,7 +80,7 @@ fn ids(events: &[Event]) -> Vec<String> {
     events
         .iter()
         .map(|e| match e {
-            Event::AsyncDelegation(e) => e.delegation_id.clone(),
+            Event::AsyncDelegation(e) => e.delegation_id.clone().unwrap(),
             other => other.type_name().to_owned(),
         })
         .collect()
@@ -191,7 +191,7 @@ fn router_delivers_hundreds_of_completions_to_their_own_chats() {
             expected_order
                 .entry(session.key.clone())
                 .or_default()
-                .push(event.delegation_id.clone());
+                .push(event.delegation_id.clone().unwrap());
             per_producer
                 .entry(session.platform.to_string())
                 .or_default()
@@ -673,7 +673,9 @@ fn adapter_error_whose_display_panics_is_dead_lettered() {
         .adapter(
             Platform::Telegram,
             move |message: &InternalMessage| match &message.event {
-                Event::AsyncDelegation(e) if e.delegation_id == "deleg_00000001" => {
+                Event::AsyncDelegation(e)
+                    if e.delegation_id.as_deref() == Some("deleg_00000001") =>
+                {
                     Err(Box::new(BadError) as AdapterError)
                 }
                 _ => record(message),

@@ -1,16 +1,17 @@
 //! The notification formatter: the exact text that re-enters a conversation.
 //!
-//! Every literal here is part of the contract (SPEC §3): an LLM reads it, and the
-//! reference implementation produces the same bytes. Texts are built into one `String`
-//! with `push_str`/`write!` because formatting runs for every completion a parent sees.
+//! Every literal here is part of the contract: an LLM reads it (prompts are tuned on these
+//! exact bytes), and the Python harness this workspace reimplements produces the same
+//! text. Texts are built into one `String` with `push_str`/`write!` because formatting runs
+//! for every completion a parent sees.
 
 use std::fmt::Write as _;
 
+use crate::{
+    AsyncDelegationEvent, BatchTaskResult, Event, ProcessCompletion, WatchMatch, WireNumber,
+};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
-use serde_json::Number;
-
-use crate::event::{AsyncDelegationEvent, BatchTaskResult, Event, ProcessCompletion, WatchMatch};
 
 const SINGLE_INTRO: &str = "A background subagent you dispatched earlier has finished. You may have moved on since dispatching it; the full task source is below so you can act on the result or re-dispatch if things have changed.";
 const TRUNCATED_STATUS: &str = " [TRUNCATED: hit max_iterations — work may be incomplete]";
@@ -54,12 +55,12 @@ pub fn format_process_notification(event: &Event) -> Option<String> {
 /// use process_registry::{format_process_notification_in, AsyncDelegationEvent, Event};
 ///
 /// let event = Event::AsyncDelegation(AsyncDelegationEvent {
-///     delegation_id: "deleg_0badcafe".into(),
+///     delegation_id: Some("deleg_0badcafe".into()),
 ///     goal: "Summarise the report".into(),
 ///     status: Some("completed".into()),
 ///     summary: Some("Three findings.".into()),
-///     dispatched_at: Some(1_700_000_000.0),
-///     completed_at: Some(1_700_000_045.0),
+///     dispatched_at: Some(1_700_000_000.into()),
+///     completed_at: Some(1_700_000_045.into()),
 ///     ..Default::default()
 /// });
 /// let text = format_process_notification_in(&event, &TimeZone::UTC, Timestamp::UNIX_EPOCH)
@@ -89,7 +90,7 @@ fn render(event: &Event, clock: impl FnOnce() -> (TimeZone, Timestamp)) -> Optio
         Event::AsyncDelegation(e) => {
             let mut out = String::with_capacity(estimate_len(e));
             let dispatched = DispatchedLine::new(e, clock);
-            if e.is_batch {
+            if e.renders_as_batch() {
                 batch_block(&mut out, e, dispatched.as_ref());
             } else {
                 single_block(&mut out, e, dispatched.as_ref());
@@ -141,7 +142,7 @@ fn process_completion(e: &ProcessCompletion) -> String {
     let command = e.command.as_deref().unwrap_or("unknown");
     let output = e.output.as_deref().unwrap_or("");
     let exit_code = e.exit_code.as_ref();
-    let exit_value = exit_code.and_then(Number::as_f64);
+    let exit_value = exit_code.map(WireNumber::as_f64);
     let mut out = String::with_capacity(140 + session_id.len() + command.len() + output.len());
     out.push_str("[IMPORTANT: Background process ");
     out.push_str(session_id);
@@ -185,16 +186,15 @@ impl DispatchedLine {
         e: &AsyncDelegationEvent,
         clock: impl FnOnce() -> (TimeZone, Timestamp),
     ) -> Option<DispatchedLine> {
-        // The reference tests `if dispatched_at:`, so 0 counts as "unknown".
-        let dispatched_at = e.dispatched_at.filter(|t| *t != 0.0 && t.is_finite())?;
+        let dispatched_at = usable_time(e.dispatched_at.as_ref())?;
         let second = whole_second(dispatched_at)?;
         let timestamp = Timestamp::from_second(second).ok()?;
         let (time_zone, now) = clock();
-        let end = match e.completed_at.filter(|t| *t != 0.0 && t.is_finite()) {
+        let end = match usable_time(e.completed_at.as_ref()) {
             Some(completed_at) => completed_at,
             None => now.as_second() as f64 + f64::from(now.subsec_nanosecond()) / 1e9,
         };
-        // `int(end - start)` in the reference: truncation toward zero. A completion that
+        // `int(end - start)` in the Python harness: truncation toward zero. A completion that
         // appears to precede its dispatch (clock skew) reads `0s`, never a negative age.
         let age_seconds = (end - dispatched_at).max(0.0) as i64;
         Some(DispatchedLine {
@@ -291,7 +291,7 @@ fn single_block(out: &mut String, e: &AsyncDelegationEvent, dispatched: Option<&
     let error = non_empty(e.error.as_deref());
 
     out.push_str("[ASYNC DELEGATION COMPLETE — ");
-    out.push_str(&e.delegation_id);
+    out.push_str(delegation_id(e));
     out.push_str("]\n");
     out.push_str(SINGLE_INTRO);
     out.push_str("\n\n");
@@ -351,7 +351,7 @@ fn batch_block(out: &mut String, e: &AsyncDelegationEvent, dispatched: Option<&D
     };
 
     out.push_str("[ASYNC DELEGATION BATCH COMPLETE — ");
-    out.push_str(&e.delegation_id);
+    out.push_str(delegation_id(e));
     let _ = write!(
         out,
         "]\nA background fan-out of {n} subagent(s) you dispatched earlier has finished. All ran in parallel and waited on each other; their consolidated results are below. You may have moved on since dispatching — act on these or re-dispatch if things have changed.\n\n"
@@ -412,7 +412,7 @@ fn batch_task(out: &mut String, r: &BatchTaskResult, goals: &[String], n: usize)
     }
     out.push_str("  (status=");
     out.push_str(status);
-    if let Some(api_calls) = r.api_calls.as_ref().filter(|k| k.as_f64() != Some(0.0)) {
+    if let Some(api_calls) = r.api_calls.as_ref().filter(|k| !k.is_zero()) {
         out.push_str(", api_calls=");
         write_number(out, api_calls);
     }
@@ -468,7 +468,7 @@ fn estimate_len(e: &AsyncDelegationEvent) -> usize {
         .toolsets
         .as_deref()
         .map_or(0, |t| t.iter().map(|s| s.len() + 2).sum());
-    640 + e.delegation_id.len()
+    640 + delegation_id(e).len()
         + e.goal.len()
         + len(&e.context)
         + len(&e.summary)
@@ -495,66 +495,30 @@ fn non_empty(value: Option<&str>) -> Option<&str> {
     value.filter(|s| !s.is_empty())
 }
 
-fn write_number_or_unknown(out: &mut String, number: Option<&Number>) {
+fn write_number_or_unknown(out: &mut String, number: Option<&WireNumber>) {
     match number {
         Some(n) => write_number(out, n),
         None => out.push('?'),
     }
 }
 
-/// Writes a wire number the way the reference prints it: an integer as an integer, a
-/// float as Python's `repr` does (see [`write_float`]).
-pub(crate) fn write_number(out: &mut String, number: &Number) {
-    if let Some(i) = number.as_i64() {
-        let _ = write!(out, "{i}");
-    } else if let Some(u) = number.as_u64() {
-        let _ = write!(out, "{u}");
-    } else if let Some(f) = number.as_f64() {
-        write_float(out, f);
-    }
+/// Writes a wire number as it came: an integer as its digits, a float as Python's
+/// `repr` prints it (see [`WireNumber`]'s `Display`).
+fn write_number(out: &mut String, number: &WireNumber) {
+    let _ = write!(out, "{number}");
 }
 
-/// Python's `repr(float)`: the shortest digits that round-trip, with `.0` on whole
-/// values (`12.0`), and scientific notation with a signed two-digit exponent when the
-/// value is `>= 1e16` or `< 1e-4` in magnitude (`1e+16`, `1.5e-05`).
-pub(crate) fn write_float(out: &mut String, value: f64) {
-    if !value.is_finite() {
-        // Not reachable from JSON (serde_json rejects NaN and infinities); Python's repr.
-        out.push_str(if value.is_nan() {
-            "nan"
-        } else if value > 0.0 {
-            "inf"
-        } else {
-            "-inf"
-        });
-        return;
-    }
-    let magnitude = value.abs();
-    if magnitude == 0.0 || (1e-4..1e16).contains(&magnitude) {
-        // Rust's `Display` for f64 prints the shortest round-trip digits, never an
-        // exponent; only the `.0` of whole values is missing.
-        let start = out.len();
-        let _ = write!(out, "{value}");
-        if !out[start..].contains('.') {
-            out.push_str(".0");
-        }
-        return;
-    }
-    // `{:e}` gives the same shortest digits as `1.5e-5`; Python writes `1.5e-05`.
-    let mut scientific = String::with_capacity(24);
-    let _ = write!(scientific, "{value:e}");
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
-    out.push_str(mantissa);
-    out.push('e');
-    let (sign, digits) = match exponent.strip_prefix('-') {
-        Some(digits) => ('-', digits),
-        None => ('+', exponent),
-    };
-    out.push(sign);
-    if digits.len() < 2 {
-        out.push('0');
-    }
-    out.push_str(digits);
+/// The title's id: `unknown` when the producer sent none, else the id as it is (even
+/// empty).
+fn delegation_id(e: &AsyncDelegationEvent) -> &str {
+    e.delegation_id.as_deref().unwrap_or("unknown")
+}
+
+/// A time the `Dispatched:` line can use: present, non-zero and finite (the Python
+/// harness tests `if dispatched_at:`, so `0` counts as unknown).
+fn usable_time(time: Option<&WireNumber>) -> Option<f64> {
+    time.map(WireNumber::as_f64)
+        .filter(|t| *t != 0.0 && t.is_finite())
 }
 
 /// The body of a successful task: its summary, after the TRUNCATED warning when the
@@ -570,50 +534,6 @@ fn write_success_body(out: &mut String, summary: &str, truncated: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn float(value: f64) -> String {
-        let mut out = String::new();
-        write_float(&mut out, value);
-        out
-    }
-
-    #[test]
-    fn floats_print_like_python_repr() {
-        let cases = [
-            (12.0, "12.0"),
-            (3.5, "3.5"),
-            (0.25, "0.25"),
-            (0.0, "0.0"),
-            (-0.0, "-0.0"),
-            (-15.0, "-15.0"),
-            (0.1 + 0.2, "0.30000000000000004"),
-            (1e-4, "0.0001"),
-            (1.5e-5, "1.5e-05"),
-            (9999999999999998.0, "9999999999999998.0"),
-            (1e16, "1e+16"),
-            (1.2345678901234568e17, "1.2345678901234568e+17"),
-            (-2.5e-300, "-2.5e-300"),
-            (1e100, "1e+100"),
-        ];
-        for (value, expected) in cases {
-            assert_eq!(float(value), expected, "{value:?}");
-        }
-    }
-
-    #[test]
-    fn numbers_keep_int_versus_float() {
-        let mut out = String::new();
-        for n in [
-            Number::from(17),
-            Number::from(-15),
-            Number::from(u64::MAX),
-            Number::from_f64(17.0).unwrap(),
-        ] {
-            write_number(&mut out, &n);
-            out.push(' ');
-        }
-        assert_eq!(out, "17 -15 18446744073709551615 17.0 ");
-    }
 
     #[test]
     fn ages_follow_the_three_ranges() {

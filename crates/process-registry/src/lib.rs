@@ -70,13 +70,17 @@
 
 mod event;
 mod format;
+mod number;
 mod queue;
+mod raw;
 mod registry;
 
 pub use event::{
-    json_kind, AsyncDelegationEvent, BatchTaskResult, Event, JsonObject, ProcessCompletion,
-    Routing, WatchDisabled, WatchMatch, WatchOverflow,
+    json_kind, AsyncDelegationEvent, BatchTaskResult, Event, ProcessCompletion, Routing,
+    WatchDisabled, WatchMatch, WatchOverflow,
 };
 pub use format::{format_process_notification, format_process_notification_in};
+pub use number::{ParseWireNumberError, WireNumber};
 pub use queue::CompletionQueue;
+pub use raw::{ExtraFields, UnknownEvent};
 pub use registry::{global, ProcessRegistry};

@@ -105,17 +105,32 @@ impl CompletionQueue {
     ///
     /// let queue = CompletionQueue::new();
     /// queue.put(Event::WatchOverflowTripped(WatchOverflow::default()));
-    /// queue.put(AsyncDelegationEvent { delegation_id: "deleg_0000000a".into(), ..Default::default() });
+    /// queue.put(AsyncDelegationEvent { delegation_id: Some("deleg_0000000a".into()), ..Default::default() });
     ///
     /// let mine = queue.take_where(Event::is_cli_completion);
     /// assert_eq!(mine.len(), 1);
     /// assert_eq!(queue.len(), 1); // the watch event stays for its owner
     /// ```
+    ///
+    /// `wanted` is the caller's code: should it panic, every event the call took off the
+    /// queue is put back at the tail, in order, before the panic goes on to the caller —
+    /// no event is ever lost to it.
     pub fn take_where(&self, mut wanted: impl FnMut(&Event) -> bool) -> Vec<Event> {
-        let (taken, others): (Vec<Event>, Vec<Event>) =
-            self.drain().into_iter().partition(|event| wanted(event));
-        for event in others {
-            self.put(event);
+        // Every decision is made while the events are still owned by the guard, whose
+        // drop (also while unwinding) puts them all back.
+        let guard = PutBackOnDrop {
+            queue: self,
+            events: self.drain(),
+        };
+        let decisions: Vec<bool> = guard.events.iter().map(&mut wanted).collect();
+        let events = guard.disarm();
+        let mut taken = Vec::with_capacity(decisions.iter().filter(|&&d| d).count());
+        for (event, mine) in events.into_iter().zip(decisions) {
+            if mine {
+                taken.push(event);
+            } else {
+                self.put(event);
+            }
         }
         taken
     }
@@ -123,5 +138,26 @@ impl CompletionQueue {
     /// `true` when both handles refer to the same queue.
     pub fn same_queue(&self, other: &CompletionQueue) -> bool {
         self.sender.same_channel(&other.sender)
+    }
+}
+
+/// Events taken off a queue that go back on it, in order, unless the holder keeps them.
+struct PutBackOnDrop<'a> {
+    queue: &'a CompletionQueue,
+    events: Vec<Event>,
+}
+
+impl PutBackOnDrop<'_> {
+    /// The events, no longer put back.
+    fn disarm(mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+}
+
+impl Drop for PutBackOnDrop<'_> {
+    fn drop(&mut self) {
+        for event in self.events.drain(..) {
+            self.queue.put(event);
+        }
     }
 }

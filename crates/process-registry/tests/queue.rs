@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use process_registry::{
-    AsyncDelegationEvent, CompletionQueue, Event, JsonObject, ProcessRegistry, WatchMatch,
+    AsyncDelegationEvent, CompletionQueue, Event, ExtraFields, ProcessRegistry, WatchMatch,
     WatchOverflow,
 };
 use serde_json::json;
@@ -121,12 +121,12 @@ fn take_where_takes_the_wanted_in_order_and_puts_the_rest_back_in_order() {
 fn take_where_cli_completions_leaves_routed_and_other_events() {
     let queue = CompletionQueue::new();
     let routed = AsyncDelegationEvent {
-        delegation_id: "deleg_00000001".into(),
+        delegation_id: Some("deleg_00000001".into()),
         session_key: "agent:main:telegram:dm:1".into(),
         ..Default::default()
     };
     let cli = AsyncDelegationEvent {
-        delegation_id: "deleg_00000002".into(),
+        delegation_id: Some("deleg_00000002".into()),
         ..Default::default()
     };
     queue.put(routed.clone());
@@ -188,9 +188,9 @@ const PER_PRODUCER: u64 = 10_000;
 const CONSUMERS: usize = 3;
 
 fn tagged(producer: u64, seq: u64) -> Event {
-    let mut extra = JsonObject::new();
-    extra.insert("producer".into(), json!(producer));
-    extra.insert("seq".into(), json!(seq));
+    let mut extra = ExtraFields::new();
+    extra.insert("producer", json!(producer));
+    extra.insert("seq", json!(seq));
     Event::WatchMatch(WatchMatch {
         extra,
         ..Default::default()
@@ -202,8 +202,8 @@ fn tag(event: &Event) -> (u64, u64) {
         panic!("unexpected event {event:?}");
     };
     (
-        e.extra["producer"].as_u64().unwrap(),
-        e.extra["seq"].as_u64().unwrap(),
+        e.extra.value("producer").unwrap().as_u64().unwrap(),
+        e.extra.value("seq").unwrap().as_u64().unwrap(),
     )
 }
 

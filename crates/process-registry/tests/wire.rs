@@ -4,28 +4,36 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use process_registry::{
-    AsyncDelegationEvent, BatchTaskResult, Event, JsonObject, ProcessCompletion, Routing,
-    WatchDisabled, WatchMatch, WatchOverflow,
+    AsyncDelegationEvent, BatchTaskResult, Event, ExtraFields, ProcessCompletion, Routing,
+    UnknownEvent, WatchDisabled, WatchMatch, WatchOverflow, WireNumber,
 };
-use serde_json::{json, Number, Value};
+use serde_json::{json, Value};
 
 fn s(text: &str) -> Option<String> {
     Some(text.to_owned())
 }
 
-fn int(n: i64) -> Option<Number> {
-    Some(Number::from(n))
+fn int(n: i64) -> Option<WireNumber> {
+    Some(WireNumber::from(n))
 }
 
-fn float(x: f64) -> Option<Number> {
-    Number::from_f64(x)
+fn float(x: f64) -> Option<WireNumber> {
+    WireNumber::from_f64(x)
 }
 
-fn object(value: Value) -> JsonObject {
-    match value {
-        Value::Object(object) => object,
-        other => panic!("not an object: {other}"),
+fn extra(value: Value) -> ExtraFields {
+    let Value::Object(object) = value else {
+        panic!("not an object: {value}");
+    };
+    let mut extra = ExtraFields::new();
+    for (key, value) in object {
+        extra.insert(key, value);
     }
+    extra
+}
+
+fn unknown(value: Value) -> UnknownEvent {
+    UnknownEvent::from_value(value).unwrap()
 }
 
 /// Serializes, checks the whole JSON object, parses it back and checks the event.
@@ -53,7 +61,7 @@ fn assert_round_trip(wire: Value) {
 
 fn single_delegation() -> AsyncDelegationEvent {
     AsyncDelegationEvent {
-        delegation_id: "deleg_0a1b2c3d".into(),
+        delegation_id: Some("deleg_0a1b2c3d".into()),
         session_key: "agent:main:telegram:dm:12345:678".into(),
         goal: "Investigate flaky test".into(),
         context: s("repo /tmp/p"),
@@ -65,8 +73,8 @@ fn single_delegation() -> AsyncDelegationEvent {
         error: None,
         api_calls: int(4),
         duration_seconds: float(12.0),
-        dispatched_at: Some(1000.0),
-        completed_at: Some(1012.5),
+        dispatched_at: float(1000.0),
+        completed_at: float(1012.5),
         exit_reason: s("completed"),
         ..Default::default()
     }
@@ -119,7 +127,7 @@ fn async_delegation_enriched_golden() {
 #[test]
 fn async_delegation_batch_golden() {
     let event = AsyncDelegationEvent {
-        delegation_id: "deleg_ba7c0001".into(),
+        delegation_id: Some("deleg_ba7c0001".into()),
         session_key: String::new(),
         goal: "Fix lint; Run tests".into(),
         role: s("leaf"),
@@ -127,8 +135,8 @@ fn async_delegation_batch_golden() {
         status: s("completed"),
         api_calls: int(5),
         duration_seconds: float(7.25),
-        dispatched_at: Some(1000.0),
-        completed_at: Some(1007.25),
+        dispatched_at: float(1000.0),
+        completed_at: float(1007.25),
         is_batch: true,
         goals: Some(vec!["Fix lint".into(), "Run tests".into()]),
         results: Some(vec![
@@ -316,7 +324,7 @@ fn unknown_types_round_trip_unchanged() {
         "float": 0.1,
     });
     let event = Event::from_value(wire.clone()).unwrap();
-    assert_eq!(event, Event::Other(object(wire.clone())));
+    assert_eq!(event, Event::Other(unknown(wire.clone())));
     assert_eq!(event.type_name(), "from_the_future");
     assert_round_trip(wire);
     // A non-string tag is not a type this crate knows: kept verbatim, never an error.
@@ -414,17 +422,20 @@ fn flatten_keeps_unknown_fields_and_splits_routing_from_extra() {
     );
     // Routing fields go to `routing` only, never also to `extra`.
     assert_eq!(
+        event.extra.keys().collect::<Vec<_>>(),
+        ["nested", "producer", "ratio", "seq", "whole"],
+        "in the order they came (a `Value` object sorts its keys)"
+    );
+    // Numbers keep int versus float, as their exact text.
+    let text = |key: &str| event.extra.get(key).unwrap().get().to_owned();
+    assert_eq!(text("seq"), "17");
+    assert_eq!(text("whole"), "2.0");
+    assert_eq!(text("nested"), r#"{"k":[1,1.0]}"#);
+    assert_eq!(
         event.extra,
-        object(json!({
+        extra(json!({
             "producer": 3, "seq": 17, "ratio": 0.5, "whole": 2.0, "nested": {"k": [1, 1.0]},
         }))
-    );
-    // Numbers keep int versus float through the flattened map.
-    assert!(event.extra["seq"].is_u64());
-    assert!(event.extra["whole"].is_f64());
-    assert_eq!(
-        serde_json::to_string(&event.extra["nested"]).unwrap(),
-        r#"{"k":[1,1.0]}"#
     );
     assert_round_trip(wire);
 }
@@ -470,8 +481,8 @@ fn numbers_keep_int_versus_float() {
     let Event::AsyncDelegation(event) = Event::from_value(wire.clone()).unwrap() else {
         panic!("not an async_delegation");
     };
-    assert!(event.api_calls.as_ref().unwrap().is_f64());
-    assert!(event.duration_seconds.as_ref().unwrap().is_u64());
+    assert!(!event.api_calls.as_ref().unwrap().is_integer());
+    assert!(event.duration_seconds.as_ref().unwrap().is_integer());
     let text = serde_json::to_string(&Event::AsyncDelegation(event)).unwrap();
     assert!(text.contains(r#""api_calls":3.0"#), "{text}");
     assert!(text.contains(r#""duration_seconds":17,"#), "{text}");
@@ -529,16 +540,18 @@ fn accessors() {
     let overflow = Event::WatchOverflowReleased(WatchOverflow::default());
     assert_eq!(overflow.session_key(), None);
     assert!(overflow.is_watch_event());
-    let other = Event::Other(object(json!({"type": "x", "session_key": "sk"})));
+    let other = Event::Other(unknown(json!({"type": "x", "session_key": "sk"})));
     assert_eq!(other.session_key(), Some("sk"));
-    assert_eq!(Event::Other(JsonObject::new()).type_name(), "");
+    assert_eq!(Event::Other(unknown(json!({}))).type_name(), "");
+    assert_eq!(Event::Other(unknown(json!({"type": 3}))).type_name(), "");
+    assert!(UnknownEvent::from_value(json!([])).is_err());
 }
 
 #[test]
 fn serialized_text_is_in_the_reference_field_order() {
     let mut event = single_delegation();
     event.routing.platform = s("telegram");
-    event.extra.insert("zz_extra".into(), json!(1));
+    event.extra.insert("zz_extra", json!(1));
     assert_eq!(
         serde_json::to_string(&Event::AsyncDelegation(event)).unwrap(),
         concat!(
@@ -563,12 +576,19 @@ fn serialized_text_is_in_the_reference_field_order() {
 
 #[test]
 fn floats_from_text_are_exact() {
-    // Needs serde_json's `float_roundtrip`: without it this value parses one ULP off.
+    // Unknown events keep their text; known fields parse floats correctly rounded (the
+    // default serde_json parser can be one ULP off on long inputs like the first one).
     let text = r#"{"type":"from_the_future","x":-1.2135660175827595e-275,"y":0.30000000000000004}"#;
     let event: Event = serde_json::from_str(text).unwrap();
     assert_eq!(serde_json::to_string(&event).unwrap(), text);
     let Event::Other(object) = event else {
         panic!("not kept verbatim");
     };
-    assert_eq!(object["x"].as_f64(), Some(-1.2135660175827595e-275));
+    assert_eq!(
+        object.get("x").unwrap().as_f64(),
+        Some(-1.2135660175827595e-275)
+    );
+    let completion = r#"{"type":"completion","session_id":null,"session_key":null,"command":null,"exit_code":-1.2135660175827595e-275,"completion_reason":null,"termination_source":null,"output":null}"#;
+    let event: Event = serde_json::from_str(completion).unwrap();
+    assert_eq!(serde_json::to_string(&event).unwrap(), completion);
 }

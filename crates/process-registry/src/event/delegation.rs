@@ -1,0 +1,209 @@
+//! `async_delegation` events: a background subagent (or fan-out) finished.
+
+use serde::Serialize;
+
+use super::{deserialize_from_fields, is_false};
+use crate::raw::Fields;
+use crate::{ExtraFields, WireNumber};
+
+/// Where an event should be delivered, as a gateway knows it.
+///
+/// An `async_delegation` event gains `platform`, `chat_type`, `chat_id` and maybe
+/// `thread_id` when a gateway enriches it from its session key; watch events carry the
+/// chat and user they came from. Absent fields are omitted on the wire.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Routing {
+    /// Platform name, e.g. `telegram`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Chat type: `dm`, `group`, `channel`, `thread`, …
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_type: Option<String>,
+    /// The chat's id on its platform.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<String>,
+    /// The user who started the work.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// That user's display name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    /// Thread (topic) inside the chat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    /// The message to reply to, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+}
+
+impl Routing {
+    /// `true` when no routing field is set.
+    pub fn is_empty(&self) -> bool {
+        self == &Routing::default()
+    }
+
+    /// Takes the routing members out of an object's fields.
+    pub(crate) fn take_from(f: &mut Fields) -> Result<Routing, serde_json::Error> {
+        Ok(Routing {
+            platform: f.take("platform")?,
+            chat_type: f.take("chat_type")?,
+            chat_id: f.take("chat_id")?,
+            user_id: f.take("user_id")?,
+            user_name: f.take("user_name")?,
+            thread_id: f.take("thread_id")?,
+            message_id: f.take("message_id")?,
+        })
+    }
+
+    fn from_fields(mut f: Fields) -> Result<Routing, serde_json::Error> {
+        Routing::take_from(&mut f)
+    }
+}
+
+/// `async_delegation`: a background subagent finished (single task), or a background
+/// fan-out finished (a batch: `is_batch: true` or a `results` list, with `goals` and
+/// per-task `results`).
+///
+/// The dispatch-time spec (`goal`, `context`, `toolsets`, `role`, `model`,
+/// `session_key`) is restated so the text built from this event is self-contained.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AsyncDelegationEvent {
+    /// `deleg_` + 8 lowercase hex digits. `None` when the producer sent none (absent or
+    /// `null`, written back as `null` and rendered `unknown`); an empty string is kept
+    /// as it is.
+    pub delegation_id: Option<String>,
+    /// The dispatching gateway session key; `""` means CLI origin (unrouted).
+    pub session_key: String,
+    /// The task's goal, verbatim.
+    pub goal: String,
+    /// Context the parent gave the subagent.
+    pub context: Option<String>,
+    /// Toolsets the subagent had.
+    pub toolsets: Option<Vec<String>>,
+    /// `leaf` or `orchestrator`.
+    pub role: Option<String>,
+    /// The model that ran the task.
+    pub model: Option<String>,
+    /// Open string: `completed`, `success`, `error`, `failed`, `interrupted`, `timeout`,
+    /// `stalled`, `unknown`, `cancelled`, …
+    pub status: Option<String>,
+    /// What the subagent reported.
+    pub summary: Option<String>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// Model API calls the subagent made (an integer on the wire).
+    pub api_calls: Option<WireNumber>,
+    /// Run time in seconds, printed exactly as it came on the wire.
+    pub duration_seconds: Option<WireNumber>,
+    /// Unix seconds when the delegation was dispatched.
+    pub dispatched_at: Option<WireNumber>,
+    /// Unix seconds when it completed.
+    pub completed_at: Option<WireNumber>,
+    /// Why the subagent loop stopped, e.g. `completed` or `max_iterations`.
+    pub exit_reason: Option<String>,
+    /// Set by producers that know the summary was cut short.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
+    /// `true` for a fan-out batch.
+    #[serde(skip_serializing_if = "is_false")]
+    pub is_batch: bool,
+    /// Batch only: the goal of every task, by task index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goals: Option<Vec<String>>,
+    /// Batch only: one result per task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results: Option<Vec<BatchTaskResult>>,
+    /// Batch only: wall time of the whole fan-out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_duration_seconds: Option<WireNumber>,
+    /// Filled in by gateway enrichment.
+    #[serde(flatten)]
+    pub routing: Routing,
+    /// Fields this crate does not know, kept for the round trip.
+    #[serde(flatten)]
+    pub extra: ExtraFields,
+}
+
+impl AsyncDelegationEvent {
+    /// The wire tag.
+    pub const TYPE: &'static str = "async_delegation";
+
+    /// `true` when the event renders as a batch: `is_batch` is set, or it carries a
+    /// `results` list (even an empty one).
+    pub fn renders_as_batch(&self) -> bool {
+        self.is_batch || self.results.is_some()
+    }
+
+    pub(crate) fn from_fields(mut f: Fields) -> Result<Self, serde_json::Error> {
+        Ok(AsyncDelegationEvent {
+            delegation_id: f.take("delegation_id")?,
+            session_key: f.take("session_key")?.unwrap_or_default(),
+            goal: f.take("goal")?.unwrap_or_default(),
+            context: f.take("context")?,
+            toolsets: f.take("toolsets")?,
+            role: f.take("role")?,
+            model: f.take("model")?,
+            status: f.take("status")?,
+            summary: f.take("summary")?,
+            error: f.take("error")?,
+            api_calls: f.take("api_calls")?,
+            duration_seconds: f.take("duration_seconds")?,
+            dispatched_at: f.take("dispatched_at")?,
+            completed_at: f.take("completed_at")?,
+            exit_reason: f.take("exit_reason")?,
+            truncated: f.take("truncated")?,
+            is_batch: f.take("is_batch")?.unwrap_or_default(),
+            goals: f.take("goals")?,
+            results: f.take("results")?,
+            total_duration_seconds: f.take("total_duration_seconds")?,
+            routing: Routing::take_from(&mut f)?,
+            extra: f.into_extra(),
+        })
+    }
+}
+
+/// One task's outcome inside a batch [`AsyncDelegationEvent`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BatchTaskResult {
+    /// Zero-based index of the task in the batch.
+    pub task_index: u64,
+    /// The task's own goal, used when the batch's `goals` has no entry for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goal: Option<String>,
+    /// Outcome, as for a single delegation.
+    pub status: Option<String>,
+    /// What the subagent reported.
+    pub summary: Option<String>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// Model API calls.
+    pub api_calls: Option<WireNumber>,
+    /// Run time in seconds.
+    pub duration_seconds: Option<WireNumber>,
+    /// Why the subagent loop stopped.
+    pub exit_reason: Option<String>,
+    /// The task hit its iteration cap.
+    pub truncated: Option<bool>,
+    /// Fields this crate does not know, kept for the round trip.
+    #[serde(flatten)]
+    pub extra: ExtraFields,
+}
+
+impl BatchTaskResult {
+    fn from_fields(mut f: Fields) -> Result<Self, serde_json::Error> {
+        Ok(BatchTaskResult {
+            task_index: f.take("task_index")?.unwrap_or_default(),
+            goal: f.take("goal")?,
+            status: f.take("status")?,
+            summary: f.take("summary")?,
+            error: f.take("error")?,
+            api_calls: f.take("api_calls")?,
+            duration_seconds: f.take("duration_seconds")?,
+            exit_reason: f.take("exit_reason")?,
+            truncated: f.take("truncated")?,
+            extra: f.into_extra(),
+        })
+    }
+}
+
+deserialize_from_fields!(Routing, AsyncDelegationEvent, BatchTaskResult);

@@ -1,0 +1,405 @@
+//! `WireNumber`: a JSON number that survives the wire the way a Python producer meant it.
+
+use std::fmt::{self, Write as _};
+use std::str::FromStr;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+/// A JSON number from an event, kept so that it round-trips and prints as it came.
+///
+/// Python's `json` reads an integer of any size exactly and a float as a double; so does
+/// this type. An integer stays an integer (`17` is not `17.0`), an integer beyond 64 bits
+/// keeps every digit (`18446744073709551616` does not become `1.8446744073709552e+19`),
+/// and a float is the double the text denotes.
+///
+/// `Display` is how the notification formatter prints it: an integer as its digits, a
+/// float like Python's `repr` — the shortest digits that round-trip, with `.0` on whole
+/// values (`12.0`) and a signed two-digit exponent outside `[1e-4, 1e16)` (`1e+16`,
+/// `1.5e-05`).
+///
+/// Integers beyond 64 bits keep their digits when the event is read with `serde_json`
+/// (from text, bytes, a reader or a `serde_json::Value`); a `serde_json::Value` itself can
+/// only hold them as floats.
+///
+/// ```
+/// use process_registry::WireNumber;
+///
+/// let big: WireNumber = "18446744073709551616".parse()?;
+/// assert_eq!(big.to_string(), "18446744073709551616");
+/// assert_eq!(serde_json::to_string(&big)?, "18446744073709551616");
+/// assert_eq!(WireNumber::from(17_u64).to_string(), "17");
+/// assert_eq!(WireNumber::from_f64(12.0).map(|n| n.to_string()).as_deref(), Some("12.0"));
+/// assert_eq!(WireNumber::from_f64(1.5e-5).map(|n| n.to_string()).as_deref(), Some("1.5e-05"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireNumber(Repr);
+
+#[derive(Debug, Clone, PartialEq)]
+enum Repr {
+    PosInt(u64),
+    NegInt(i64),
+    Float(f64),
+    /// An integer outside the 64-bit range: its canonical decimal digits (an optional
+    /// `-`, no leading zeros).
+    BigInt(Box<str>),
+}
+
+/// Why a text is not a JSON number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a JSON number: {text:?}")]
+pub struct ParseWireNumberError {
+    text: String,
+}
+
+impl WireNumber {
+    /// A float, or `None` when it is not finite (JSON has no NaN or infinities).
+    pub fn from_f64(value: f64) -> Option<WireNumber> {
+        value.is_finite().then_some(WireNumber(Repr::Float(value)))
+    }
+
+    /// `true` for an integer (of any size), `false` for a float.
+    pub fn is_integer(&self) -> bool {
+        !matches!(self.0, Repr::Float(_))
+    }
+
+    /// The value as a `u64`, when it is an integer in range.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self.0 {
+            Repr::PosInt(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The value as an `i64`, when it is an integer in range.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self.0 {
+            Repr::PosInt(n) => i64::try_from(n).ok(),
+            Repr::NegInt(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The value as an `f64`: exact for floats, the nearest double for integers.
+    pub fn as_f64(&self) -> f64 {
+        match &self.0 {
+            Repr::PosInt(n) => *n as f64,
+            Repr::NegInt(n) => *n as f64,
+            Repr::Float(f) => *f,
+            // Canonical digits always parse; an absurdly long one saturates to ±inf.
+            Repr::BigInt(digits) => digits.parse().unwrap_or(f64::NAN),
+        }
+    }
+
+    /// `true` when the value is zero (`0`, `-0`, `0.0`).
+    pub fn is_zero(&self) -> bool {
+        match self.0 {
+            Repr::PosInt(n) => n == 0,
+            Repr::NegInt(n) => n == 0,
+            Repr::Float(f) => f == 0.0,
+            Repr::BigInt(_) => false,
+        }
+    }
+
+    /// Reads the text of one JSON number.
+    fn parse_json(text: &str) -> Option<WireNumber> {
+        if !is_json_number(text) {
+            return None;
+        }
+        let integer = !text.contains(['.', 'e', 'E']);
+        if integer {
+            if let Ok(n) = text.parse::<u64>() {
+                return Some(WireNumber(Repr::PosInt(n)));
+            }
+            if let Ok(n) = text.parse::<i64>() {
+                return Some(WireNumber(if n == 0 {
+                    // `-0` is an integer zero; keep it an integer.
+                    Repr::PosInt(0)
+                } else {
+                    Repr::NegInt(n)
+                }));
+            }
+            return Some(WireNumber(Repr::BigInt(text.into())));
+        }
+        // `f64::from_str` is correctly rounded. Out-of-range floats (`1e400`) become
+        // infinite; Python reads them as `inf`, JSON cannot write them: refuse.
+        text.parse::<f64>().ok().and_then(WireNumber::from_f64)
+    }
+}
+
+/// The JSON number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+fn is_json_number(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < bytes.len() && bytes[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i - start
+    };
+    if bytes.first() == Some(&b'-') {
+        i += 1;
+    }
+    match bytes.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if bytes.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if matches!(bytes.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(bytes.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == bytes.len()
+}
+
+impl FromStr for WireNumber {
+    type Err = ParseWireNumberError;
+
+    /// Parses one JSON number (`17`, `-3`, `18446744073709551616`, `2.5e-3`).
+    fn from_str(text: &str) -> Result<WireNumber, ParseWireNumberError> {
+        WireNumber::parse_json(text).ok_or_else(|| ParseWireNumberError {
+            text: text.to_owned(),
+        })
+    }
+}
+
+macro_rules! from_unsigned {
+    ($($t:ty),*) => {$(
+        impl From<$t> for WireNumber {
+            fn from(n: $t) -> Self {
+                WireNumber(Repr::PosInt(n as u64))
+            }
+        }
+    )*};
+}
+macro_rules! from_signed {
+    ($($t:ty),*) => {$(
+        impl From<$t> for WireNumber {
+            fn from(n: $t) -> Self {
+                match u64::try_from(n) {
+                    Ok(n) => WireNumber(Repr::PosInt(n)),
+                    Err(_) => WireNumber(Repr::NegInt(n as i64)),
+                }
+            }
+        }
+    )*};
+}
+from_unsigned!(u8, u16, u32, u64, usize);
+from_signed!(i8, i16, i32, i64, isize);
+
+impl fmt::Display for WireNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Repr::PosInt(n) => write!(f, "{n}"),
+            Repr::NegInt(n) => write!(f, "{n}"),
+            Repr::BigInt(digits) => f.write_str(digits),
+            Repr::Float(value) => write_python_float(f, *value),
+        }
+    }
+}
+
+/// Python's `repr(float)`.
+fn write_python_float(out: &mut impl fmt::Write, value: f64) -> fmt::Result {
+    let magnitude = value.abs();
+    if magnitude == 0.0 || (1e-4..1e16).contains(&magnitude) {
+        // Rust's `Display` for f64 prints the shortest round-trip digits, never an
+        // exponent; only the `.0` of whole values is missing.
+        let mut digits = stack_text::StackText::new();
+        write!(digits, "{value}")?;
+        out.write_str(digits.as_str())?;
+        if !digits.as_str().contains('.') {
+            out.write_str(".0")?;
+        }
+        return Ok(());
+    }
+    // `{:e}` gives the same shortest digits as `1.5e-5`; Python writes `1.5e-05`.
+    let mut scientific = stack_text::StackText::new();
+    write!(scientific, "{value:e}")?;
+    let text = scientific.as_str();
+    let (mantissa, exponent) = text.split_once('e').unwrap_or((text, "0"));
+    let (sign, digits) = match exponent.strip_prefix('-') {
+        Some(digits) => ('-', digits),
+        None => ('+', exponent),
+    };
+    out.write_str(mantissa)?;
+    out.write_char('e')?;
+    out.write_char(sign)?;
+    if digits.len() < 2 {
+        out.write_char('0')?;
+    }
+    out.write_str(digits)
+}
+
+/// A fixed stack buffer for one float's text, so printing allocates nothing.
+mod stack_text {
+    use std::fmt;
+
+    /// Room for the longest `f64` text Rust prints (`-1.7976931348623157e308`, or 17
+    /// significant digits with up to 4 leading zeros and a sign in plain form).
+    pub(super) struct StackText {
+        bytes: [u8; 40],
+        len: usize,
+    }
+
+    impl StackText {
+        pub(super) fn new() -> Self {
+            StackText {
+                bytes: [0; 40],
+                len: 0,
+            }
+        }
+
+        pub(super) fn as_str(&self) -> &str {
+            // Only whole `&str`s are ever written.
+            std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+        }
+    }
+
+    impl fmt::Write for StackText {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let end = self.len + s.len();
+            let slot = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+            slot.copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+}
+
+impl Serialize for WireNumber {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Repr::PosInt(n) => serializer.serialize_u64(*n),
+            Repr::NegInt(n) => serializer.serialize_i64(*n),
+            Repr::Float(f) => serializer.serialize_f64(*f),
+            Repr::BigInt(digits) => {
+                // serde_json writes a raw value's text verbatim: every digit survives.
+                let raw =
+                    RawValue::from_string(digits.to_string()).map_err(serde::ser::Error::custom)?;
+                raw.serialize(serializer)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WireNumber {
+    /// Reads the number's text as it stands in the JSON (so no digit is lost), from any
+    /// `serde_json` deserializer.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        WireNumber::parse_json(raw.get()).ok_or_else(|| {
+            D::Error::custom(format_args!(
+                "invalid type: {}, expected a number",
+                raw.get()
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(text: &str) -> String {
+        text.parse::<WireNumber>().unwrap().to_string()
+    }
+
+    #[test]
+    fn floats_print_like_python_repr() {
+        let cases = [
+            (12.0, "12.0"),
+            (3.5, "3.5"),
+            (0.25, "0.25"),
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (-15.0, "-15.0"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (1e-4, "0.0001"),
+            (1.5e-5, "1.5e-05"),
+            (9999999999999998.0, "9999999999999998.0"),
+            (1e16, "1e+16"),
+            (1.2345678901234568e17, "1.2345678901234568e+17"),
+            (-2.5e-300, "-2.5e-300"),
+            (1e100, "1e+100"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (f64::MIN_POSITIVE, "2.2250738585072014e-308"),
+            (-1.2345678901234568e-5, "-1.2345678901234568e-05"),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(
+                WireNumber::from_f64(value).unwrap().to_string(),
+                expected,
+                "{value:?}"
+            );
+        }
+        assert_eq!(WireNumber::from_f64(f64::NAN), None);
+        assert_eq!(WireNumber::from_f64(f64::INFINITY), None);
+    }
+
+    #[test]
+    fn integers_keep_their_digits_and_kind() {
+        assert_eq!(shown("17"), "17");
+        assert_eq!(shown("-15"), "-15");
+        assert_eq!(shown("-0"), "0");
+        assert_eq!(shown("18446744073709551615"), "18446744073709551615");
+        assert_eq!(shown("18446744073709551616"), "18446744073709551616");
+        assert_eq!(shown("-9223372036854775809"), "-9223372036854775809");
+        assert_eq!(shown("17.0"), "17.0");
+        assert_eq!(shown("1E2"), "100.0");
+        let big: WireNumber = "18446744073709551616".parse().unwrap();
+        assert!(big.is_integer());
+        assert_eq!(big.as_u64(), None);
+        assert_eq!(big.as_f64(), 18446744073709551616.0);
+        assert!(!"1.0".parse::<WireNumber>().unwrap().is_integer());
+    }
+
+    #[test]
+    fn only_json_numbers_parse() {
+        for bad in [
+            "", "-", "01", "1.", ".5", "1e", "1e+", "+1", "NaN", "inf", "1 ", "0x1", "1e400",
+        ] {
+            assert!(bad.parse::<WireNumber>().is_err(), "{bad:?}");
+        }
+        for good in [
+            "0",
+            "-0.0",
+            "1e-7",
+            "2.5E+3",
+            "123456789012345678901234567890",
+        ] {
+            assert!(good.parse::<WireNumber>().is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn serde_keeps_big_integers_through_text_and_rejects_non_numbers() {
+        let n: WireNumber = serde_json::from_str("123456789012345678901234567890").unwrap();
+        assert_eq!(
+            serde_json::to_string(&n).unwrap(),
+            "123456789012345678901234567890"
+        );
+        let n: WireNumber = serde_json::from_str("12.0").unwrap();
+        assert_eq!(serde_json::to_string(&n).unwrap(), "12.0");
+        let err = serde_json::from_str::<WireNumber>(r#""seven""#).unwrap_err();
+        assert!(err.to_string().contains("expected a number"), "{err}");
+        // From a `Value` (which holds at most 64-bit integers) it still works.
+        let n: WireNumber = serde_json::from_value(serde_json::json!(42)).unwrap();
+        assert_eq!(n, WireNumber::from(42_u8));
+    }
+}
