@@ -206,7 +206,7 @@ impl ScriptedBackend {
         })
     }
 
-    /// Registers each built child in its parent's active children, as the reference's
+    /// Registers each built child in its parent's active children, as the Python harness's
     /// builder did (the tool must detach background children again).
     pub fn registering_on_build(mut self) -> Self {
         self.register_on_build = true;
@@ -251,7 +251,7 @@ impl ChildBackend for ScriptedBackend {
     }
 }
 
-/// The async-delegation event of the seed's gateway tests (`_make_async_evt`).
+/// The async-delegation event of the Python harness's gateway tests (`_make_async_evt`).
 pub fn make_async_event() -> AsyncDelegationEvent {
     let value = serde_json::json!({
         "type": "async_delegation",

@@ -1,6 +1,7 @@
-//! The seed's completion contract across the real crates: every dispatched delegation
-//! yields exactly one `async_delegation` event whose rendering is self-contained —
-//! whether the runner returns, panics or is interrupted — and retention stays capped.
+//! The completion contract of the Python harness's test file, across the real crates: every
+//! dispatched delegation yields exactly one `async_delegation` event whose rendering is
+//! self-contained — whether the runner returns, panics or is interrupted — and retention
+//! stays capped.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,7 @@
-//! The seed's `delegate_task(background=true)` contract across the real crates: the tool
-//! returns a handle at once, the child runs on the engine and its completion lands on the
-//! queue; batches are refused; the child is detached from its parent.
+//! The `delegate_task(background=true)` contract of the Python harness's test file, across
+//! the real crates: the tool returns a handle at once, the child runs on the engine and its
+//! completion lands on the queue; batches are refused; the child is detached from its
+//! parent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use async_delegation::DelegationEngine;
@@ -69,7 +70,7 @@ fn test_delegate_task_background_rejects_batch() {
     let parent = sess_parent();
     for args in [
         r#"{"tasks": [{"goal": "a"}, {"goal": "b"}], "background": true}"#,
-        // Also when the batch comes as a JSON string (SPEC §7).
+        // Also when the batch comes as a JSON string (a deliberate difference: the harness only caught a list).
         r#"{"tasks": "[{\"goal\": \"a\"}, {\"goal\": \"b\"}]", "background": true}"#,
     ] {
         let parsed = parse(&delegate_task(args, &parent, &ctx));

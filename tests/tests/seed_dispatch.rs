@@ -1,5 +1,6 @@
-//! The seed's dispatch contract across the real crates: dispatch answers at once, runs
-//! the runner on a named detached worker, and enforces capacity atomically.
+//! The dispatch contract of the Python harness's test file, across the real crates:
+//! dispatch answers at once, runs the runner on a named detached worker, and enforces
+//! capacity atomically.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Read;

@@ -1,7 +1,7 @@
-//! The seed's gateway contract across the real crates: completions produced by the real
-//! engine (through `delegate_task`) are enriched from their session key, rendered by the
-//! gateway formatter, left on the queue by the watch drain, turned into a routable source
-//! — and left unrouted when they come from the CLI.
+//! The gateway contract of the Python harness's test file, across the real crates:
+//! completions produced by the real engine (through `delegate_task`) are enriched from
+//! their session key, rendered by the gateway formatter, left on the queue by the watch
+//! drain, turned into a routable source — and left unrouted when they come from the CLI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use async_delegation::{DelegationEngine, DelegationResult};

@@ -1,6 +1,6 @@
-//! The seed's one test about the process-wide defaults: a delegation dispatched with the
-//! convenience function lands on *the* shared completion queue. Its own binary, so no
-//! other test touches the globals.
+//! From the Python harness's test file: one test about the process-wide defaults: a
+//! delegation dispatched with the convenience function lands on *the* shared completion
+//! queue. Its own binary, so no other test touches the globals.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use async_delegation::{dispatch_async_delegation, DelegationResult, DelegationSpec};

@@ -69,7 +69,11 @@ fn every_event_example_round_trips_as_the_type_its_heading_names() {
         if let Event::Other(_) = event {
             // The doc promises byte for byte: the block's own text comes back.
             let from_text: Event = serde_json::from_str(body.trim()).unwrap();
-            assert_eq!(serde_json::to_string(&from_text).unwrap(), body.trim(), "{heading}");
+            assert_eq!(
+                serde_json::to_string(&from_text).unwrap(),
+                body.trim(),
+                "{heading}"
+            );
             assert!(
                 heading.contains("unknown"),
                 "{heading}: an unknown type under a known heading"

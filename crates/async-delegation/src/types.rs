@@ -108,7 +108,7 @@ impl DelegationSpec {
 /// `status` means `completed`, unset `model` means the spec's, unset `duration_seconds`
 /// means the wall time the engine measured.
 ///
-/// Deserializes from the reference's result objects (`{"status": …, "summary": …}`),
+/// Deserializes from the Python harness's result objects (`{"status": …, "summary": …}`),
 /// ignoring fields it does not know.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -74,7 +74,7 @@ fn completion_event_restates_spec_and_carries_the_outcome() {
     );
     assert!(dispatched > 1.6e9 && completed >= dispatched);
 
-    // On the wire: exactly the §2 fields, with the reference's names.
+    // On the wire: exactly the single-task fields, with their wire names.
     let wire = Event::AsyncDelegation(event).to_value();
     let Value::Object(fields) = &wire else {
         panic!("not an object")

@@ -19,8 +19,9 @@
 //!
 //! # Events
 //!
-//! [`Event`] is the wire format, a JSON object tagged by `"type"` whose field names are the
-//! reference implementation's, so Rust and Python components can share events:
+//! [`Event`] is the wire format, a JSON object tagged by `"type"` whose field names are those
+//! of the Python agent harness this workspace reimplements, so Rust and Python components
+//! can share events:
 //! [`AsyncDelegationEvent`] (single task or batch, with [`BatchTaskResult`]s),
 //! [`ProcessCompletion`] (also what an untyped object is), [`WatchMatch`],
 //! [`WatchDisabled`] and [`WatchOverflow`]. Fields this crate does not know are kept in
@@ -30,7 +31,7 @@
 //! # The formatter
 //!
 //! [`format_process_notification`] renders the exact text that re-enters the
-//! conversation (SPEC §3), or `None` for an unknown event. It reads the system time zone
+//! conversation, or `None` for an unknown event. It reads the system time zone
 //! and the clock; [`format_process_notification_in`] takes both as arguments and is a
 //! pure function of its inputs.
 //!

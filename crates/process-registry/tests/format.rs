@@ -1,4 +1,4 @@
-//! Every text of SPEC §3, pinned by exact equality on the whole rendered string.
+//! Every text the formatter renders, pinned by exact equality on the whole rendered string.
 //!
 //! Events are built from wire JSON (as a Python producer would send them) and rendered
 //! with an explicit time zone and "now", so the output is deterministic.
@@ -29,7 +29,7 @@ fn render(value: Value) -> String {
     render_in(value, &TimeZone::UTC)
 }
 
-/// The seed's gateway fixture `_make_async_evt`, with overrides.
+/// The Python harness's gateway test fixture `_make_async_evt`, with overrides.
 fn make_async_evt(overrides: Value) -> Value {
     let mut evt = json!({
         "type": "async_delegation",
@@ -260,7 +260,7 @@ fn single_truncated_flag() {
 
 #[test]
 fn single_truncated_failure_marks_only_the_status_line() {
-    // The TRUNCATED summary line belongs to the success body only (SPEC §3).
+    // The TRUNCATED summary line belongs to the success body only.
     let text = render(make_async_evt(json!({
         "status": "failed",
         "error": "boom",
@@ -421,7 +421,7 @@ fn dispatched_age_without_completed_at_uses_now() {
 
 #[test]
 fn dispatched_line_only_when_dispatched_at_is_known() {
-    // The reference tests `if dispatched_at:`, so 0 is "unknown" as well as null.
+    // The Python harness tests `if dispatched_at:`, so 0 is "unknown" as well as null.
     for dispatched_at in [json!(null), json!(0.0)] {
         let text = render(make_async_evt(json!({"dispatched_at": dispatched_at})));
         let expected = format!(

@@ -1,4 +1,4 @@
-//! The completion queue contract (SPEC §3): FIFO, put never blocks or drops, non-blocking
+//! The completion queue contract: FIFO, put never blocks or drops, non-blocking
 //! take, take with timeout, len/is_empty, drain, put-back to the tail — and many
 //! producers with many consumers, every event taken exactly once, in order per producer.
 

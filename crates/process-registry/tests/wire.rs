@@ -548,7 +548,7 @@ fn accessors() {
 }
 
 #[test]
-fn serialized_text_is_in_the_reference_field_order() {
+fn serialized_text_is_in_the_wire_field_order() {
     let mut event = single_delegation();
     event.routing.platform = s("telegram");
     event.extra.insert("zz_extra", json!(1));

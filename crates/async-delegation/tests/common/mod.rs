@@ -10,7 +10,7 @@ use process_registry::{AsyncDelegationEvent, CompletionQueue, Event};
 /// Only a guard against hangs: no test relies on anything taking this long.
 pub(crate) const HANG_GUARD: Duration = Duration::from_secs(20);
 
-/// The exact capacity text of SPEC §4.
+/// The exact capacity text.
 pub(crate) fn capacity_text(max: usize) -> String {
     format!(
         "Async delegation capacity reached ({max} running). Wait for one to finish (its \
