@@ -17,7 +17,10 @@
 //!   `agent:main:telegram:dm:12345:678`-style keys ([`SessionKeyOptions`]: per-user group
 //!   sessions on by default, per-user thread sessions off, a profile namespace);
 //!   [`SessionKey::parse`] reads the route back (the thread id only from `dm` and
-//!   `thread` keys).
+//!   `thread` keys). Ids may contain the `:` separator (Matrix rooms such as
+//!   `!abc:matrix.org`): each segment is written with `:` as `%3A` and `%` as `%25`, and
+//!   parsing decodes just those, so every id comes back unchanged and a key without them
+//!   parses as a plain split on `:`.
 //! - **Enrichment.** [`enrich_async_delegation_routing`] adds `platform`, `chat_type`,
 //!   `chat_id` (and `thread_id`) to a completion from its key; CLI-origin events (key
 //!   `""`) stay unrouted.
