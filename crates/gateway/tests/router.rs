@@ -696,3 +696,52 @@ fn adapter_error_whose_display_panics_is_dead_lettered() {
     );
     router.stop();
 }
+
+/// A platform name that lowercases to a built-in's (here with a KELVIN SIGN, which
+/// lowercases to `k`) is that built-in everywhere: registering it makes no look-alike
+/// custom platform, and its completions reach the built-in's adapter.
+#[test]
+fn a_unicode_spelling_of_a_builtin_reaches_the_builtin_adapter() {
+    let kelvin_webhook = "WEBHOO\u{212A}";
+    let platforms = PlatformRegistry::new();
+    assert_eq!(platforms.register(kelvin_webhook), Ok(Platform::Webhook));
+    let queue = CompletionQueue::new();
+    let inbox: Inbox = Arc::default();
+    let router = DeliveryRouter::builder(queue.clone())
+        .platforms(platforms)
+        .adapter(Platform::Webhook, recorder(&inbox))
+        .start()
+        .unwrap();
+    queue.put(completion(
+        &format!("agent:main:{kelvin_webhook}:dm:hook-1"),
+        1,
+    ));
+    let mut by_event = completion("agent:main:webhook:dm:hook-2", 2);
+    by_event.routing.platform = Some(format!(" {kelvin_webhook} "));
+    queue.put(by_event);
+    wait_until("two deliveries, or a dead letter", || {
+        let stats = router.stats();
+        stats.delivered + stats.dead_lettered == 2
+    });
+    let reasons: Vec<String> = router
+        .dead_letters()
+        .snapshot()
+        .iter()
+        .map(|letter| letter.reason.to_string())
+        .collect();
+    assert_eq!(reasons, Vec::<String>::new());
+    assert_eq!(router.stop().delivered, 2);
+    let chats: Vec<(Platform, String)> = inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| (d.platform.clone(), d.chat_id.clone()))
+        .collect();
+    assert_eq!(
+        chats,
+        [
+            (Platform::Webhook, "hook-1".to_owned()),
+            (Platform::Webhook, "hook-2".to_owned())
+        ]
+    );
+}
