@@ -35,7 +35,8 @@
 //!   async completions there.
 //! - **Delivery router.** [`DeliveryRouter`] runs a named `gateway-delivery` thread that
 //!   drains completions, waits for busy sessions ([`DeliveryRouter::begin_turn`] /
-//!   [`end_turn`](DeliveryRouter::end_turn) / [`turn`](DeliveryRouter::turn)), hands each
+//!   [`end_turn`](DeliveryRouter::end_turn) / [`turn`](DeliveryRouter::turn); turns are
+//!   counted, so a session stays busy until the last of its open turns ends), hands each
 //!   to the [`PlatformAdapter`] of its platform, keeps what it cannot deliver in a
 //!   [`DeadLetterStore`], leaves CLI-origin events on the queue, and on
 //!   [`stop`](DeliveryRouter::stop) puts back everything it still holds.

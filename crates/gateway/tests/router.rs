@@ -745,3 +745,85 @@ fn a_unicode_spelling_of_a_builtin_reaches_the_builtin_adapter() {
         ]
     );
 }
+
+/// A channel-backed adapter: each delivery arrives as a message, so a test waits for
+/// an event instead of sleeping.
+fn channel_adapter() -> (
+    impl Fn(&InternalMessage) -> Result<(), AdapterError>,
+    std::sync::mpsc::Receiver<InternalMessage>,
+) {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let adapter = move |message: &InternalMessage| -> Result<(), AdapterError> {
+        sender.send(message.clone())?;
+        Ok(())
+    };
+    (adapter, receiver)
+}
+
+/// Long enough that a completion wrongly released into a running turn would have
+/// arrived: the router notices a turn's end within one poll interval (20 ms).
+const NOTHING_ARRIVES: Duration = Duration::from_millis(200);
+
+/// Two overlapping turns on one session: the session stays busy until the last one
+/// ends, so a completion is never delivered into the turn still running.
+#[test]
+fn a_completion_waits_for_the_last_of_overlapping_turns() {
+    let queue = CompletionQueue::new();
+    let (adapter, deliveries) = channel_adapter();
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, adapter)
+        .start()
+        .unwrap();
+    let key = "agent:main:telegram:dm:42";
+    let first = router.turn(key);
+    let second = router.turn(key);
+    first.end();
+    assert!(router.is_busy(key), "the second turn is still open");
+    queue.put(completion(key, 1));
+    wait_until("the router to take the completion", || {
+        let stats = router.stats();
+        stats.pending as u64 + stats.delivered == 1
+    });
+    assert!(
+        deliveries.recv_timeout(NOTHING_ARRIVES).is_err(),
+        "delivered into the turn still running"
+    );
+    assert_eq!(router.stats().pending, 1);
+    second.end();
+    let message = deliveries.recv_timeout(HANG_GUARD).unwrap();
+    assert_eq!(message.session_key.as_str(), key);
+    assert_eq!(router.stop().delivered, 1);
+}
+
+#[test]
+fn turns_are_counted_and_an_extra_end_is_a_no_op() {
+    let router = DeliveryRouter::builder(CompletionQueue::new())
+        .start()
+        .unwrap();
+    let key = "agent:main:telegram:dm:42";
+    assert!(!router.is_busy(key));
+    assert!(router.begin_turn(key), "idle → busy");
+    assert!(!router.begin_turn(key), "already busy: a second turn opens");
+    assert!(router.is_busy(key));
+    assert!(router.end_turn(key), "ends one of two turns");
+    assert!(router.is_busy(key), "the other turn is still open");
+    assert!(router.end_turn(key), "ends the last turn");
+    assert!(!router.is_busy(key));
+    assert!(!router.end_turn(key), "no turn is open: a no-op");
+    assert!(!router.is_busy(key));
+    // The extra end did not go below zero: one begin makes the session busy, one end
+    // makes it idle.
+    assert!(router.begin_turn(key));
+    assert!(router.end_turn(key));
+    assert!(!router.is_busy(key));
+
+    // A guard ends its own turn only, whatever other turns are open around it.
+    assert!(router.begin_turn(key));
+    let guard = router.turn(key);
+    assert!(router.end_turn(key));
+    assert!(router.is_busy(key), "the guard's turn is still open");
+    drop(guard);
+    assert!(!router.is_busy(key));
+    assert!(!router.is_busy("agent:main:telegram:dm:43"), "per session");
+    router.stop();
+}

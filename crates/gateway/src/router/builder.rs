@@ -1,12 +1,13 @@
 //! [`DeliveryRouterBuilder`]: configuring a router and spawning its thread.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use process_registry::{CompletionQueue, Event};
 
+use super::turns::Turns;
 use super::worker::{Settings, Worker};
 use super::{
     DeliveryRouter, NotificationFormatter, PlatformAdapter, Shared, DEFAULT_POLL_INTERVAL,
@@ -120,7 +121,7 @@ impl DeliveryRouterBuilder {
     pub fn start(self) -> Result<DeliveryRouter, GatewayError> {
         let (wake, wake_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
-            busy: Mutex::new(HashSet::new()),
+            turns: Turns::default(),
             adapters: RwLock::new(self.adapters),
             stopping: AtomicBool::new(false),
             wake,

@@ -1,9 +1,9 @@
 //! The delivery router: a named background thread that brings async-delegation
 //! completions back to their chats as new turns.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -13,9 +13,12 @@ use process_registry::{CompletionQueue, Event};
 use crate::{DeadLetterStore, Platform, SessionKey, SessionSource};
 
 mod builder;
+mod turns;
 mod worker;
 
 pub use builder::DeliveryRouterBuilder;
+pub use turns::TurnGuard;
+use turns::{TurnEnded, Turns};
 
 /// The name of the router's thread.
 pub const DELIVERY_THREAD_NAME: &str = "gateway-delivery";
@@ -94,7 +97,7 @@ pub struct RouterStats {
 }
 
 struct Shared {
-    busy: Mutex<HashSet<String>>,
+    turns: Turns,
     adapters: RwLock<HashMap<Platform, Arc<dyn PlatformAdapter>>>,
     stopping: AtomicBool,
     wake: Sender<()>,
@@ -112,22 +115,19 @@ impl Shared {
     }
 
     fn is_busy(&self, session_key: &str) -> bool {
-        self.busy
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(session_key)
+        self.turns.is_busy(session_key)
     }
 
+    /// Ends one open turn; wakes the router when that made the session idle.
     fn end_turn(&self, session_key: &str) -> bool {
-        let ended = self
-            .busy
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(session_key);
-        if ended {
-            self.wake();
+        match self.turns.end(session_key) {
+            TurnEnded::NoneOpen => false,
+            TurnEnded::StillBusy => true,
+            TurnEnded::NowIdle => {
+                self.wake();
+                true
+            }
         }
-        ended
     }
 }
 
@@ -165,9 +165,13 @@ impl Shared {
 ///
 /// # Busy sessions
 ///
-/// The router keeps the set of sessions that are mid-turn: call
-/// [`begin_turn`](DeliveryRouter::begin_turn) / [`end_turn`](DeliveryRouter::end_turn),
-/// or hold a [`TurnGuard`] from [`turn`](DeliveryRouter::turn). The check happens just
+/// The router counts the open turns of each session: open one with
+/// [`begin_turn`](DeliveryRouter::begin_turn) and end it with
+/// [`end_turn`](DeliveryRouter::end_turn), or hold a [`TurnGuard`] from
+/// [`turn`](DeliveryRouter::turn). A session is busy from its first open turn until the
+/// **last** one ends, so overlapping turns (say a user message and a tool callback both
+/// running) never let a completion into the turn still running. An `end_turn` with no
+/// turn open is a no-op. The check happens just
 /// before each hand-off; a turn that begins while an adapter call is already under way
 /// is not waited for (the adapter only enqueues a new turn, it interrupts nothing).
 ///
@@ -255,34 +259,30 @@ impl DeliveryRouter {
         &self.dead_letters
     }
 
-    /// Marks `session_key` as mid-turn: its completions wait until
-    /// [`end_turn`](DeliveryRouter::end_turn). Returns `false` when it already was.
+    /// Opens a turn of `session_key`: its completions wait until every open turn of the
+    /// session has ended. Returns `true` when the session went from idle to busy, and
+    /// `false` when it already had an open turn (this call opened another one, which
+    /// needs its own [`end_turn`](DeliveryRouter::end_turn)).
     pub fn begin_turn(&self, session_key: impl Into<String>) -> bool {
-        self.shared
-            .busy
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(session_key.into())
+        self.shared.turns.begin(session_key.into())
     }
 
-    /// Marks `session_key` as idle again and wakes the router to deliver what it held
-    /// for it. Returns `false` when it was not mid-turn.
+    /// Ends one open turn of `session_key`. Returns `true` when the session was mid-turn
+    /// (a turn was open and has now ended) and `false` when it had no open turn, in
+    /// which case nothing changes. The session becomes idle only when its last open turn
+    /// ends; then the router is woken to deliver what it held for it.
     pub fn end_turn(&self, session_key: &str) -> bool {
         self.shared.end_turn(session_key)
     }
 
-    /// Marks `session_key` as mid-turn until the returned guard is dropped (or
-    /// [`TurnGuard::end`] is called).
+    /// Opens a turn of `session_key` that lasts until the returned guard is dropped (or
+    /// [`TurnGuard::end`] is called). The guard ends that turn only: other open turns of
+    /// the session keep it busy.
     pub fn turn(&self, session_key: impl Into<String>) -> TurnGuard {
-        let session_key = session_key.into();
-        self.begin_turn(session_key.clone());
-        TurnGuard {
-            shared: Arc::clone(&self.shared),
-            session_key,
-        }
+        TurnGuard::begin(Arc::clone(&self.shared), session_key.into())
     }
 
-    /// `true` while `session_key` is mid-turn.
+    /// `true` while `session_key` has an open turn.
     pub fn is_busy(&self, session_key: &str) -> bool {
         self.shared.is_busy(session_key)
     }
@@ -355,36 +355,5 @@ impl Drop for DeliveryRouter {
     /// Same as [`DeliveryRouter::stop`].
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// A session marked mid-turn until this guard is dropped; from [`DeliveryRouter::turn`].
-#[must_use = "the turn ends when the guard is dropped"]
-pub struct TurnGuard {
-    shared: Arc<Shared>,
-    session_key: String,
-}
-
-impl std::fmt::Debug for TurnGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TurnGuard")
-            .field("session_key", &self.session_key)
-            .finish()
-    }
-}
-
-impl TurnGuard {
-    /// The session this guard keeps busy.
-    pub fn session_key(&self) -> &str {
-        &self.session_key
-    }
-
-    /// Ends the turn now.
-    pub fn end(self) {}
-}
-
-impl Drop for TurnGuard {
-    fn drop(&mut self) {
-        self.shared.end_turn(&self.session_key);
     }
 }

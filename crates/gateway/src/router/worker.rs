@@ -184,24 +184,13 @@ impl Worker {
         }
     }
 
-    /// Delivers what is held for sessions whose turn has ended. Returns `true` when it
-    /// delivered anything.
+    /// Delivers what is held for sessions whose last open turn has ended. Returns `true`
+    /// when it delivered anything.
     fn flush_idle_sessions(&mut self) -> bool {
         if self.pending.is_empty() {
             return false;
         }
-        let idle: Vec<String> = {
-            let busy = self
-                .shared
-                .busy
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            self.pending
-                .keys()
-                .filter(|key| !busy.contains(*key))
-                .cloned()
-                .collect()
-        };
+        let idle = self.shared.turns.idle(self.pending.keys());
         let mut progressed = false;
         for session_key in idle {
             while !self.stopping() && !self.shared.is_busy(&session_key) {
