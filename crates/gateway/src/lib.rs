@@ -5,13 +5,14 @@
 //! channels, …) with one agent process. When a background subagent finishes, its
 //! `async_delegation` completion lands on the shared
 //! [`CompletionQueue`](process_registry::CompletionQueue) carrying the *session key* of
-//! the chat that dispatched it. This crate brings it back there as a new turn.
+//! the chat that dispatched it. This crate brings it back there as a new turn — and
+//! does the same for the `completion` of a background process started from a chat.
 //!
 //! # Guide
 //!
 //! - **Platforms.** [`Platform`] has the built-in platforms as variants; plugins add
 //!   others at run time in a [`PlatformRegistry`] (a cloneable handle;
-//!   [`PlatformRegistry::global`] is a process-wide default). Every name is normalised
+//!   [`PlatformRegistry::global`] is a process-wide default). Every name is normalized
 //!   one way — trimmed, then lowercased with full Unicode rules — for built-ins and
 //!   run-time platforms alike, so no spelling of a built-in registers a look-alike; an
 //!   unknown name is [`GatewayError::UnknownPlatform`].
@@ -30,11 +31,15 @@
 //!   deliver to: a known origin ([`OriginStore`], e.g. [`InMemoryOriginStore`]), else the
 //!   event's routing fields, else its parsed key — or an [`Unroutable`] reason.
 //! - **Formatter and watch drain.** [`format_gateway_process_notification`] renders the
-//!   text of watch events and completions (`None` for process completions);
-//!   [`drain_gateway_watch_events`] takes the watch events off the queue and leaves the
-//!   async completions there.
+//!   text of watch events and async-delegation completions (`None` for process
+//!   completions); [`drain_gateway_watch_events`] takes the watch events off the queue,
+//!   leaves the async completions there and consumes everything else — process
+//!   completions included, so a gateway running it beside the router on one queue may
+//!   lose keyed process completions to it, as its contract says.
 //! - **Delivery router.** [`DeliveryRouter`] runs a named `gateway-delivery` thread that
-//!   drains completions, waits for busy sessions ([`DeliveryRouter::begin_turn`] /
+//!   drains completions (async-delegation ones and keyed process completions, the latter
+//!   rendered by [`format_process_notification`](process_registry::format_process_notification)),
+//!   waits for busy sessions ([`DeliveryRouter::begin_turn`] /
 //!   [`end_turn`](DeliveryRouter::end_turn) / [`turn`](DeliveryRouter::turn); turns are
 //!   counted, so a session stays busy until the last of its open turns ends), hands each
 //!   to the [`PlatformAdapter`] of its platform, keeps what it cannot deliver in a

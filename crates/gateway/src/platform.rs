@@ -18,7 +18,7 @@ macro_rules! platforms {
         /// plugin) is [`Platform::Custom`], obtained from a [`PlatformRegistry`]. Two
         /// platforms are equal when their names are equal.
         ///
-        /// Names are normalised one way everywhere — trimmed, then lowercased with full
+        /// Names are normalized one way everywhere — trimmed, then lowercased with full
         /// Unicode rules: `" Telegram "` is [`Platform::Telegram`], and so is any
         /// spelling that lowercases to `telegram`.
         /// [`Platform::builtin`] knows only the built-ins; [`PlatformRegistry::parse`]
@@ -55,7 +55,7 @@ macro_rules! platforms {
                 }
             }
 
-            /// The built-in platform called `name`, if any. The name is normalised as
+            /// The built-in platform called `name`, if any. The name is normalized as
             /// everywhere else: trimmed, then lowercased with full Unicode rules (so
             /// `"WEBHOO\u{212A}"`, with a KELVIN SIGN, is [`Platform::Webhook`]).
             pub fn builtin(name: &str) -> Option<Platform> {
@@ -95,10 +95,10 @@ platforms! {
     Relay => "relay",
 }
 
-/// The one normalisation of a platform name, used by [`Platform::builtin`] and every
+/// The one normalization of a platform name, used by [`Platform::builtin`] and every
 /// [`PlatformRegistry`] method: trim (Unicode whitespace), then full Unicode lowercase.
 ///
-/// A name normalised any other way in one place (say ASCII-only case folding) would let
+/// A name normalized any other way in one place (say ASCII-only case folding) would let
 /// a spelling such as `"WEBHOO\u{212A}"` register a custom `webhook` beside the
 /// built-in, and route its completions to no adapter. ASCII names without capitals,
 /// the common case, are borrowed as they are.
@@ -186,8 +186,8 @@ impl PlatformRegistry {
     }
 
     /// Registers a platform by name and returns it. Idempotent; registering a built-in
-    /// name returns the built-in. The name is normalised as [`Platform::builtin`] does
-    /// (trimmed, then Unicode-lowercased), so a name that normalises to a built-in's is
+    /// name returns the built-in. The name is normalized as [`Platform::builtin`] does
+    /// (trimmed, then Unicode-lowercased), so a name that normalizes to a built-in's is
     /// that built-in, never a custom platform beside it.
     ///
     /// # Errors
@@ -221,7 +221,7 @@ impl PlatformRegistry {
         Ok(Platform::Custom(custom))
     }
 
-    /// Removes a run-time platform, the name normalised as [`Platform::builtin`] does.
+    /// Removes a run-time platform, the name normalized as [`Platform::builtin`] does.
     /// Returns `true` when it was registered. Built-ins cannot be removed.
     pub fn unregister(&self, name: &str) -> bool {
         let normalized = normalize(name);
@@ -358,11 +358,11 @@ mod tests {
         assert!(registry.custom_platforms().is_empty());
     }
 
-    /// `builtin`, `register`, `parse` and `unregister` all normalise a name the same way
+    /// `builtin`, `register`, `parse` and `unregister` all normalize a name the same way
     /// (trim, then full Unicode lowercase), so no spelling can register a custom
     /// platform that shadows a built-in.
     #[test]
-    fn one_normalisation_rule_for_builtins_and_custom_platforms() {
+    fn one_normalization_rule_for_builtins_and_custom_platforms() {
         const KELVIN: char = '\u{212A}'; // KELVIN SIGN: lowercases to ASCII `k`
         let kelvin_webhook = format!("WEBHOO{KELVIN}");
         let registry = PlatformRegistry::new();
@@ -415,7 +415,7 @@ mod tests {
         assert!(registry.custom_platforms().is_empty());
     }
 
-    /// Names that stress the normalisation: arbitrary text, capitals and look-alikes
+    /// Names that stress the normalization: arbitrary text, capitals and look-alikes
     /// (KELVIN SIGN, dotted capital I, long s, capital sigma) around whitespace, and
     /// shouted built-in names with `K` written as a KELVIN SIGN.
     fn platform_name() -> impl Strategy<Value = String> {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use process_registry::{CompletionQueue, Event};
+use process_registry::{format_process_notification, CompletionQueue, Event};
 
 use super::turns::Turns;
 use super::worker::{Settings, Worker};
@@ -17,6 +17,16 @@ use crate::{
     format_gateway_process_notification, DeadLetterStore, GatewayError, NoOrigins, OriginStore,
     Platform, PlatformRegistry,
 };
+
+/// The router's default formatter: a process completion is rendered by the general
+/// [`format_process_notification`] (the gateway formatter deliberately renders none for
+/// it), every other event by [`format_gateway_process_notification`].
+fn format_delivery(event: &Event) -> Option<String> {
+    match event {
+        Event::Completion(_) => format_process_notification(event),
+        _ => format_gateway_process_notification(event),
+    }
+}
 
 /// Configures and starts a [`DeliveryRouter`].
 pub struct DeliveryRouterBuilder {
@@ -50,7 +60,7 @@ impl DeliveryRouterBuilder {
             origins: Arc::new(NoOrigins),
             adapters: HashMap::new(),
             dead_letters: DeadLetterStore::new(),
-            formatter: Arc::new(format_gateway_process_notification),
+            formatter: Arc::new(format_delivery),
             poll_interval: DEFAULT_POLL_INTERVAL,
             requeue_backoff: DEFAULT_REQUEUE_BACKOFF,
         }
@@ -82,11 +92,16 @@ impl DeliveryRouterBuilder {
         self
     }
 
-    /// Render completions with `formatter` instead of
-    /// [`format_gateway_process_notification`] — for example
+    /// Render completions with `formatter` instead of the default — which renders a
+    /// process `completion` with
+    /// [`format_process_notification`](process_registry::format_process_notification)
+    /// and every other event with [`format_gateway_process_notification`]. The formatter
+    /// receives every event the router owns, process completions included; since the
+    /// gateway formatter renders none for those, a formatter built on it (say
     /// [`format_gateway_process_notification_in`](crate::format_gateway_process_notification_in)
-    /// with a pinned time zone. Called on the router thread, holding no lock; returning
-    /// `None` sends the completion to the dead-letter store.
+    /// with a pinned time zone) should render [`Event::Completion`] with the general
+    /// formatter. Called on the router thread, holding no lock; returning `None` sends
+    /// the completion to the dead-letter store.
     pub fn formatter(
         mut self,
         formatter: impl Fn(&Event) -> Option<String> + Send + Sync + 'static,

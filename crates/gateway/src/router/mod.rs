@@ -1,5 +1,5 @@
-//! The delivery router: a named background thread that brings async-delegation
-//! completions back to their chats as new turns.
+//! The delivery router: a named background thread that brings completions — of
+//! background subagents and of background processes — back to their chats as new turns.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -44,11 +44,16 @@ pub struct InternalMessage {
     pub session_key: SessionKey,
     /// Where to deliver it: platform, chat, chat type, thread, user.
     pub source: SessionSource,
-    /// The text of the new turn (the gateway formatter's rendering of `event`).
+    /// The text of the new turn: the router formatter's rendering of `event` (by
+    /// default the `[ASYNC DELEGATION COMPLETE — …]` block of a subagent, or the
+    /// `[IMPORTANT: Background process …]` block of a process).
     pub text: String,
     /// The message to reply to (the reply anchor), when known: `source.message_id`.
     pub reply_to_message_id: Option<String>,
-    /// The enriched completion event (an [`Event::AsyncDelegation`]).
+    /// The completion: an [`Event::AsyncDelegation`] enriched with its route
+    /// (`platform`, `chat_type`, `chat_id`, `thread_id`), or an [`Event::Completion`] of
+    /// a background process, as it was on the queue (a process completion has no
+    /// routing fields; its session key and the origin store routed it).
     pub event: Event,
 }
 
@@ -87,9 +92,9 @@ pub struct RouterStats {
     pub dead_lettered: u64,
     /// Completions held right now for sessions that are mid-turn.
     pub pending: usize,
-    /// Events put back on the queue because the router does not own them (CLI-origin
-    /// completions, watch events, process completions, unknown events); counted at
-    /// every put-back.
+    /// Events put back on the queue because the router does not own them (completions
+    /// of CLI origin — no session key, or `""` —, watch events, unknown events); counted
+    /// at every put-back.
     pub put_back: u64,
     /// Completions put back on the queue by [`DeliveryRouter::stop`] (held for busy
     /// sessions, or taken and not yet handled).
@@ -131,30 +136,48 @@ impl Shared {
     }
 }
 
-/// The delivery loop of a gateway: drains async-delegation completions off a
-/// [`CompletionQueue`], enriches them with their route, renders them with the gateway
-/// formatter and hands each to the [`PlatformAdapter`] of its platform as an
-/// [`InternalMessage`] — a new turn in the chat and thread that dispatched it.
+/// The delivery loop of a gateway: drains completions off a [`CompletionQueue`] —
+/// `async_delegation` events of background subagents and `completion` events of
+/// background processes — routes each, renders it and hands it to the
+/// [`PlatformAdapter`] of its platform as an [`InternalMessage`]: a new turn in the chat
+/// and thread that dispatched it.
 ///
 /// # What happens to each event
 ///
-/// - An `async_delegation` event with a session key is **owned**: enriched
-///   ([`enrich_async_delegation_routing`](crate::enrich_async_delegation_routing)), routed
-///   ([`build_process_event_source`](crate::build_process_event_source) with the
-///   router's origin store and platforms), then delivered — or, when its session is
+/// - An `async_delegation` event or a process `completion` event with a non-empty
+///   session key is **owned**. An `async_delegation` event is first enriched
+///   ([`enrich_async_delegation_routing`](crate::enrich_async_delegation_routing)); a
+///   process completion has no routing fields and is left as it is. Each is routed the
+///   same way ([`build_process_event_source`](crate::build_process_event_source) with
+///   the router's origin store and platforms: a known origin, else the event's routing
+///   fields, else its parsed session key), then delivered — or, when its session is
 ///   mid-turn ([`begin_turn`](DeliveryRouter::begin_turn)), held until the turn ends.
 ///   Completions of one session are delivered in queue order; a held completion is
 ///   never delivered during the turn that held it.
+/// - The text comes from the formatter: by default a process completion is rendered by
+///   [`format_process_notification`](process_registry::format_process_notification)
+///   (the gateway formatter renders none for it) and everything else by
+///   [`format_gateway_process_notification`](crate::format_gateway_process_notification);
+///   see [`formatter`](DeliveryRouterBuilder::formatter).
 /// - Every failure — no route, unknown platform, no adapter, adapter error or panic,
-///   a panic in the formatter or the origin store —
-///   puts the event in the [`DeadLetterStore`] with its [`Unroutable`](crate::Unroutable) reason and logs a
+///   no text, a panic in the formatter or the origin store — puts the event in the
+///   [`DeadLetterStore`] with its [`Unroutable`](crate::Unroutable) reason and logs a
 ///   `tracing` warning. Nothing is dropped.
-/// - Anything else — CLI-origin completions (session key `""`), watch events, process
-///   completions, unknown events — is **not owned**: it is put back at the tail of the
-///   queue for the CLI drain or the gateway's watch drain (so their order relative to
-///   events that arrived meanwhile may rotate). After a pass that only put
-///   events back, the router pauses for [`requeue_backoff`](DeliveryRouterBuilder::requeue_backoff)
-///   so it never spins on events that are not its own.
+/// - Anything else — completions of CLI origin (session key absent or `""`), watch
+///   events, unknown events — is **not owned**: it is put back at the tail of the queue
+///   for the CLI drain or the gateway's watch drain (so their order relative to events
+///   that arrived meanwhile may rotate). After a pass that only put events back, the
+///   router pauses for [`requeue_backoff`](DeliveryRouterBuilder::requeue_backoff) so
+///   it never spins on events that are not its own.
+///
+/// # Sharing the queue with the watch drain
+///
+/// [`drain_gateway_watch_events`](crate::drain_gateway_watch_events) consumes every
+/// event that is neither a watch event nor an `async_delegation` event — process
+/// completions included, keyed or not; that is its contract, and it is kept. A gateway
+/// that runs both the watch drain and this router on one queue may therefore have a
+/// process completion consumed by the drain before the router takes it (the drain logs
+/// each one it consumes at `debug` level).
 ///
 /// # Latency
 ///

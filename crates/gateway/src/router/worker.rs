@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use async_delegation::panic_message;
 use crossbeam_channel::Receiver;
-use process_registry::{AsyncDelegationEvent, CompletionQueue, Event};
+use process_registry::{CompletionQueue, Event, Routing};
 
 use super::{InternalMessage, NotificationFormatter, Shared};
 use crate::routing::resolve_source;
 use crate::{
-    enrich_async_delegation_routing, DeadLetterStore, OriginStore, PlatformRegistry, SessionKey,
+    enrich_event_routing, DeadLetterStore, OriginStore, PlatformRegistry, SessionKey,
     SessionSource, Unroutable,
 };
 
@@ -24,6 +24,18 @@ struct Held {
     session_key: String,
     source: SessionSource,
     event: Event,
+}
+
+/// The session key of an event the router owns: an `async_delegation` or a process
+/// `completion` with a non-empty session key. Everything else — CLI-origin completions
+/// (no key, or `""`), watch events, unknown events — is someone else's.
+fn owned_session_key(event: &Event) -> Option<&str> {
+    let session_key = match event {
+        Event::AsyncDelegation(e) => e.session_key.as_str(),
+        Event::Completion(e) => e.session_key.as_deref()?,
+        _ => return None,
+    };
+    (!session_key.is_empty()).then_some(session_key)
 }
 
 /// What a [`DeliveryRouterBuilder`](super::DeliveryRouterBuilder) hands its thread.
@@ -114,12 +126,13 @@ impl Worker {
                     self.leftover.push((self.seq, event));
                     continue;
                 }
-                match event {
-                    Event::AsyncDelegation(e) if !e.session_key.is_empty() => {
-                        self.accept(e);
+                match owned_session_key(&event) {
+                    Some(session_key) => {
+                        let session_key = session_key.to_owned();
+                        self.accept(session_key, event);
                         progressed = true;
                     }
-                    other => not_ours.push(other),
+                    None => not_ours.push(event),
                 }
             }
             let put_back_only = !not_ours.is_empty() && !progressed;
@@ -140,19 +153,24 @@ impl Worker {
     }
 
     /// Enriches, routes and delivers (or holds) one owned completion.
-    fn accept(&mut self, mut event: AsyncDelegationEvent) {
-        enrich_async_delegation_routing(&mut event);
+    fn accept(&mut self, session_key: String, mut event: Event) {
+        // An async-delegation completion gains its route from its key; a process
+        // completion has no routing fields, so its key and the origin store route it.
+        enrich_event_routing(&mut event);
+        let no_routing = Routing::default();
+        let routing = match &event {
+            Event::AsyncDelegation(e) => &e.routing,
+            _ => &no_routing,
+        };
         // The origin store is user code: a panic in it costs this completion only.
         let routed = catch_unwind(AssertUnwindSafe(|| {
             resolve_source(
-                &event.session_key,
-                &event.routing,
+                &session_key,
+                routing,
                 self.origins.as_ref(),
                 &self.platforms,
             )
         }));
-        let session_key = event.session_key.clone();
-        let event = Event::AsyncDelegation(event);
         let source = match routed {
             Ok(Ok(source)) => source,
             Ok(Err(reason)) => return self.dead_letter(event, reason),
@@ -263,7 +281,8 @@ impl Worker {
                 tracing::debug!(
                     session_key = message.session_key.as_str(),
                     platform = platform.as_str(),
-                    "delivered an async-delegation completion"
+                    event_type = message.event.type_name(),
+                    "delivered a completion"
                 );
             }
             Ok(Err(error)) => {
