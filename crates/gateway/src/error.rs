@@ -96,7 +96,9 @@ pub enum Unroutable {
         /// The panic payload, when it was a string.
         message: String,
     },
-    /// The gateway formatter renders nothing for this event type.
+    /// The router's formatter rendered no text for this event (a custom formatter
+    /// returned `None`, or the gateway formatter was asked for an event type it does
+    /// not render).
     #[error("the gateway renders no text for {event_type:?} events")]
     NothingToDeliver {
         /// The event's wire type.

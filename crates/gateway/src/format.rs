@@ -13,8 +13,9 @@ use process_registry::{format_process_notification, format_process_notification_
 ///   watch pattern …]` block (no attribution lines);
 /// - `async_delegation` → the full `[ASYNC DELEGATION COMPLETE — …]` (or batch) block,
 ///   with the `Dispatched:` time in the system's local time zone;
-/// - `completion` (process completions have their own path in a gateway) and unknown
-///   events → `None`.
+/// - `completion` and unknown events → `None`. (The delivery router renders a process
+///   completion with the general
+///   [`format_process_notification`](process_registry::format_process_notification).)
 ///
 /// ```
 /// use gateway::format_gateway_process_notification;

@@ -5,19 +5,25 @@
 //! channels, …) with one agent process. When a background subagent finishes, its
 //! `async_delegation` completion lands on the shared
 //! [`CompletionQueue`](process_registry::CompletionQueue) carrying the *session key* of
-//! the chat that dispatched it. This crate brings it back there as a new turn.
+//! the chat that dispatched it. This crate brings it back there as a new turn — and
+//! does the same for the `completion` of a background process started from a chat.
 //!
 //! # Guide
 //!
 //! - **Platforms.** [`Platform`] has the built-in platforms as variants; plugins add
 //!   others at run time in a [`PlatformRegistry`] (a cloneable handle;
-//!   [`PlatformRegistry::global`] is a process-wide default). Names parse trimmed and
-//!   case-insensitively; an unknown name is [`GatewayError::UnknownPlatform`].
+//!   [`PlatformRegistry::global`] is a process-wide default). Every name is normalized
+//!   one way — trimmed, then lowercased with full Unicode rules — for built-ins and
+//!   run-time platforms alike, so no spelling of a built-in registers a look-alike; an
+//!   unknown name is [`GatewayError::UnknownPlatform`].
 //! - **Session keys.** [`SessionKey::build`] turns a [`SessionSource`] into
 //!   `agent:main:telegram:dm:12345:678`-style keys ([`SessionKeyOptions`]: per-user group
 //!   sessions on by default, per-user thread sessions off, a profile namespace);
 //!   [`SessionKey::parse`] reads the route back (the thread id only from `dm` and
-//!   `thread` keys).
+//!   `thread` keys). Ids may contain the `:` separator (Matrix rooms such as
+//!   `!abc:matrix.org`): each segment is written with `:` as `%3A` and `%` as `%25`, and
+//!   parsing decodes just those, so every id comes back unchanged and a key without them
+//!   parses as a plain split on `:`.
 //! - **Enrichment.** [`enrich_async_delegation_routing`] adds `platform`, `chat_type`,
 //!   `chat_id` (and `thread_id`) to a completion from its key; CLI-origin events (key
 //!   `""`) stay unrouted.
@@ -25,12 +31,17 @@
 //!   deliver to: a known origin ([`OriginStore`], e.g. [`InMemoryOriginStore`]), else the
 //!   event's routing fields, else its parsed key — or an [`Unroutable`] reason.
 //! - **Formatter and watch drain.** [`format_gateway_process_notification`] renders the
-//!   text of watch events and completions (`None` for process completions);
-//!   [`drain_gateway_watch_events`] takes the watch events off the queue and leaves the
-//!   async completions there.
+//!   text of watch events and async-delegation completions (`None` for process
+//!   completions); [`drain_gateway_watch_events`] takes the watch events off the queue,
+//!   leaves the async completions there and consumes everything else — process
+//!   completions included, so a gateway running it beside the router on one queue may
+//!   lose keyed process completions to it, as its contract says.
 //! - **Delivery router.** [`DeliveryRouter`] runs a named `gateway-delivery` thread that
-//!   drains completions, waits for busy sessions ([`DeliveryRouter::begin_turn`] /
-//!   [`end_turn`](DeliveryRouter::end_turn) / [`turn`](DeliveryRouter::turn)), hands each
+//!   drains completions (async-delegation ones and keyed process completions, the latter
+//!   rendered by [`format_process_notification`](process_registry::format_process_notification)),
+//!   waits for busy sessions ([`DeliveryRouter::begin_turn`] /
+//!   [`end_turn`](DeliveryRouter::end_turn) / [`turn`](DeliveryRouter::turn); turns are
+//!   counted, so a session stays busy until the last of its open turns ends), hands each
 //!   to the [`PlatformAdapter`] of its platform, keeps what it cannot deliver in a
 //!   [`DeadLetterStore`], leaves CLI-origin events on the queue, and on
 //!   [`stop`](DeliveryRouter::stop) puts back everything it still holds.

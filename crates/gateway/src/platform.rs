@@ -1,5 +1,6 @@
 //! Chat platforms: the built-in ones and those registered at run time.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
@@ -17,7 +18,9 @@ macro_rules! platforms {
         /// plugin) is [`Platform::Custom`], obtained from a [`PlatformRegistry`]. Two
         /// platforms are equal when their names are equal.
         ///
-        /// Parsing trims and lowercases: `" Telegram "` is [`Platform::Telegram`].
+        /// Names are normalized one way everywhere — trimmed, then lowercased with full
+        /// Unicode rules: `" Telegram "` is [`Platform::Telegram`], and so is any
+        /// spelling that lowercases to `telegram`.
         /// [`Platform::builtin`] knows only the built-ins; [`PlatformRegistry::parse`]
         /// also knows that registry's custom platforms; `str::parse` (`FromStr`) uses the
         /// process-wide [`PlatformRegistry::global`].
@@ -52,15 +55,14 @@ macro_rules! platforms {
                 }
             }
 
-            /// The built-in platform called `name` (trimmed, case-insensitive), if any.
+            /// The built-in platform called `name`, if any. The name is normalized as
+            /// everywhere else: trimmed, then lowercased with full Unicode rules (so
+            /// `"WEBHOO\u{212A}"`, with a KELVIN SIGN, is [`Platform::Webhook`]).
             pub fn builtin(name: &str) -> Option<Platform> {
-                let name = name.trim();
-                $(
-                    if name.eq_ignore_ascii_case($name) {
-                        return Some(Platform::$variant);
-                    }
-                )+
-                None
+                match &*normalize(name) {
+                    $($name => Some(Platform::$variant),)+
+                    _ => None,
+                }
             }
         }
     };
@@ -91,6 +93,24 @@ platforms! {
     Qqbot => "qqbot",
     Yuanbao => "yuanbao",
     Relay => "relay",
+}
+
+/// The one normalization of a platform name, used by [`Platform::builtin`] and every
+/// [`PlatformRegistry`] method: trim (Unicode whitespace), then full Unicode lowercase.
+///
+/// A name normalized any other way in one place (say ASCII-only case folding) would let
+/// a spelling such as `"WEBHOO\u{212A}"` register a custom `webhook` beside the
+/// built-in, and route its completions to no adapter. ASCII names without capitals,
+/// the common case, are borrowed as they are.
+fn normalize(name: &str) -> Cow<'_, str> {
+    let name = name.trim();
+    if !name.is_ascii() {
+        Cow::Owned(name.to_lowercase())
+    } else if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
 impl Platform {
@@ -166,7 +186,9 @@ impl PlatformRegistry {
     }
 
     /// Registers a platform by name and returns it. Idempotent; registering a built-in
-    /// name returns the built-in.
+    /// name returns the built-in. The name is normalized as [`Platform::builtin`] does
+    /// (trimmed, then Unicode-lowercased), so a name that normalizes to a built-in's is
+    /// that built-in, never a custom platform beside it.
     ///
     /// # Errors
     /// [`GatewayError::InvalidPlatformName`] when the trimmed name is empty or contains
@@ -175,7 +197,7 @@ impl PlatformRegistry {
         if let Some(builtin) = Platform::builtin(name) {
             return Ok(builtin);
         }
-        let normalized = name.trim().to_lowercase();
+        let normalized = normalize(name);
         let problem = if normalized.is_empty() {
             Some("it is empty")
         } else if normalized.contains(':') {
@@ -191,7 +213,7 @@ impl PlatformRegistry {
                 reason,
             });
         }
-        let custom = CustomPlatform(Arc::from(normalized));
+        let custom = CustomPlatform(Arc::from(&*normalized));
         self.custom
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -199,18 +221,18 @@ impl PlatformRegistry {
         Ok(Platform::Custom(custom))
     }
 
-    /// Removes a run-time platform. Returns `true` when it was registered. Built-ins
-    /// cannot be removed.
+    /// Removes a run-time platform, the name normalized as [`Platform::builtin`] does.
+    /// Returns `true` when it was registered. Built-ins cannot be removed.
     pub fn unregister(&self, name: &str) -> bool {
-        let normalized = name.trim().to_lowercase();
+        let normalized = normalize(name);
         self.custom
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&CustomPlatform(Arc::from(normalized)))
+            .remove(&*normalized)
     }
 
-    /// Parses a platform name (trimmed, case-insensitive) against the built-ins and this
-    /// registry's run-time platforms.
+    /// Parses a platform name (trimmed and lowercased, as [`Platform::builtin`] does)
+    /// against the built-ins and this registry's run-time platforms.
     ///
     /// # Errors
     /// [`GatewayError::UnknownPlatform`] for any other name.
@@ -218,9 +240,9 @@ impl PlatformRegistry {
         if let Some(builtin) = Platform::builtin(name) {
             return Ok(builtin);
         }
-        let normalized = name.trim().to_lowercase();
+        let normalized = normalize(name);
         let custom = self.custom.read().unwrap_or_else(PoisonError::into_inner);
-        match custom.get(normalized.as_str()) {
+        match custom.get(&*normalized) {
             Some(found) => Ok(Platform::Custom(found.clone())),
             None => Err(GatewayError::UnknownPlatform {
                 name: name.to_owned(),
@@ -254,6 +276,7 @@ impl std::borrow::Borrow<str> for CustomPlatform {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn every_builtin_round_trips_through_its_name() {
@@ -333,5 +356,91 @@ mod tests {
             );
         }
         assert!(registry.custom_platforms().is_empty());
+    }
+
+    /// `builtin`, `register`, `parse` and `unregister` all normalize a name the same way
+    /// (trim, then full Unicode lowercase), so no spelling can register a custom
+    /// platform that shadows a built-in.
+    #[test]
+    fn one_normalization_rule_for_builtins_and_custom_platforms() {
+        const KELVIN: char = '\u{212A}'; // KELVIN SIGN: lowercases to ASCII `k`
+        let kelvin_webhook = format!("WEBHOO{KELVIN}");
+        let registry = PlatformRegistry::new();
+        assert_eq!(Platform::builtin(&kelvin_webhook), Some(Platform::Webhook));
+        assert_eq!(registry.parse(&kelvin_webhook), Ok(Platform::Webhook));
+        assert_eq!(registry.register(&kelvin_webhook), Ok(Platform::Webhook));
+        assert!(
+            registry.custom_platforms().is_empty(),
+            "no shadow of `webhook`"
+        );
+        assert!(
+            !registry.unregister(&kelvin_webhook),
+            "built-ins cannot be removed"
+        );
+        assert_eq!(
+            registry.parse(&format!("  MSGRAPH_WEBHOO{KELVIN}\u{3000}")),
+            Ok(Platform::MsgraphWebhook)
+        );
+
+        for (name, expected) in [
+            ("TELEGRAM", Platform::Telegram),
+            (" \tTeLeGrAm\r\n", Platform::Telegram),
+            ("\u{3000}telegram\u{2003}", Platform::Telegram),
+            ("\u{a0}SLACK\u{85}", Platform::Slack),
+        ] {
+            assert_eq!(
+                Platform::builtin(name).as_ref(),
+                Some(&expected),
+                "{name:?}"
+            );
+            assert_eq!(registry.parse(name).as_ref(), Ok(&expected), "{name:?}");
+            assert_eq!(registry.register(name).as_ref(), Ok(&expected), "{name:?}");
+        }
+        assert!(registry.custom_platforms().is_empty());
+
+        // Characters whose lowercase is longer, or not ASCII, never panic and name one
+        // custom platform however they are spelled.
+        let dotted = registry.register("İRC").unwrap();
+        assert_eq!(dotted.as_str(), "i\u{307}rc");
+        assert_eq!(registry.parse(" i\u{307}RC "), Ok(dotted.clone()));
+        assert_eq!(Platform::builtin("İRC"), None);
+        let sigma = registry.register("ΣMS").unwrap();
+        assert_eq!(registry.parse("σms"), Ok(sigma.clone()));
+        assert_eq!(
+            registry.custom_platforms(),
+            vec![dotted.clone(), sigma.clone()]
+        );
+        assert!(registry.unregister("İrc"));
+        assert!(registry.unregister(" ΣMS "));
+        assert!(registry.custom_platforms().is_empty());
+    }
+
+    /// Names that stress the normalization: arbitrary text, capitals and look-alikes
+    /// (KELVIN SIGN, dotted capital I, long s, capital sigma) around whitespace, and
+    /// shouted built-in names with `K` written as a KELVIN SIGN.
+    fn platform_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "\\s{0,2}[a-zA-Z_\u{212A}\u{130}\u{17F}\u{3A3}]{1,16}\\s{0,2}",
+            proptest::sample::select(Platform::BUILT_IN.to_vec())
+                .prop_map(|p| p.as_str().to_uppercase().replace('K', "\u{212A}")),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn no_name_registers_a_shadow_of_a_builtin(name in platform_name()) {
+            let registry = PlatformRegistry::new();
+            if let Ok(platform) = registry.register(&name) {
+                prop_assert_eq!(registry.parse(&name), Ok(platform.clone()));
+                prop_assert_eq!(
+                    platform.is_custom(),
+                    Platform::builtin(platform.as_str()).is_none(),
+                    "{:?} registered {:?}", name, platform
+                );
+                prop_assert_eq!(Platform::builtin(&name).is_some(), !platform.is_custom());
+                prop_assert_eq!(registry.unregister(&name), platform.is_custom());
+            }
+        }
     }
 }

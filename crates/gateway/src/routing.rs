@@ -166,7 +166,8 @@ fn event_routing(event: &Event) -> Option<&Routing> {
 ///
 /// `thread_id`, `user_id`, `user_name` and `message_id` (the reply anchor) come from the
 /// event; on an origin-based source, the origin's value stays where the event has none.
-/// The platform name is parsed with `platforms` (trimmed, case-insensitive).
+/// The platform name is parsed with `platforms` (trimmed and lowercased, as
+/// [`Platform::builtin`](crate::Platform::builtin) does).
 ///
 /// # Errors
 /// The reason, never a silent `None`: [`Unroutable::MissingPlatform`],

@@ -1,5 +1,6 @@
 //! Session keys: building them from a source, and parsing a route back out of them.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::{GatewayError, SessionSource, CHAT_TYPE_DM};
@@ -71,6 +72,45 @@ pub struct ParsedSessionKey {
     pub thread_id: Option<String>,
 }
 
+/// Appends `segment` to `key` with its `%` written `%25` and its `:` written `%3A`, so
+/// the segment can hold any text and still be exactly one `:`-separated part.
+fn push_escaped(key: &mut String, segment: &str) {
+    let mut rest = segment;
+    while let Some(at) = rest.find([':', '%']) {
+        key.push_str(&rest[..at]);
+        key.push_str(if rest.as_bytes()[at] == b':' {
+            "%3A"
+        } else {
+            "%25"
+        });
+        rest = &rest[at + 1..];
+    }
+    key.push_str(rest);
+}
+
+/// Undoes [`push_escaped`]: `%3A` and `%3a` read as `:`, `%25` as `%`, left to right in
+/// one pass. Every other `%` is kept as it is, so a segment without those three
+/// sequences comes back unchanged (borrowed, when it holds no `%` at all).
+fn decode(segment: &str) -> Cow<'_, str> {
+    if !segment.contains('%') {
+        return Cow::Borrowed(segment);
+    }
+    let mut decoded = String::with_capacity(segment.len());
+    let mut rest = segment;
+    while let Some(at) = rest.find('%') {
+        decoded.push_str(&rest[..at]);
+        let (character, consumed) = match rest.as_bytes()[at + 1..] {
+            [b'3', b'A' | b'a', ..] => (':', 3),
+            [b'2', b'5', ..] => ('%', 3),
+            _ => ('%', 1),
+        };
+        decoded.push(character);
+        rest = &rest[at + consumed..];
+    }
+    decoded.push_str(rest);
+    Cow::Owned(decoded)
+}
+
 fn present(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.is_empty())
 }
@@ -108,8 +148,26 @@ impl SessionKey {
     ///   [`thread_sessions_per_user`](SessionKeyOptions::thread_sessions_per_user) is on.
     /// - `{ns}` is `main`, or the profile name for a non-default profile.
     ///
-    /// Empty optional fields count as absent. Ids are used verbatim: an id containing `:`
-    /// builds a key whose parse reads different parts.
+    /// Empty optional fields count as absent.
+    ///
+    /// # Escaping
+    ///
+    /// Each segment (namespace, platform, chat type and every id) is written with `%`
+    /// as `%25` and `:` as `%3A`, and nothing else changed, so an id may hold any text —
+    /// a Matrix room `!abc:matrix.org` is written `!abc%3Amatrix.org` — and
+    /// [`SessionKey::parse`] gives it back unchanged. An id without `:` or `%` is written
+    /// verbatim, so such keys are exactly the unescaped keys other implementations
+    /// build.
+    ///
+    /// ```
+    /// use gateway::{Platform, SessionKey, SessionKeyOptions, SessionSource};
+    ///
+    /// let room = SessionSource::new(Platform::Matrix, "!abc:matrix.org");
+    /// let key = SessionKey::build(&room, &SessionKeyOptions::default());
+    /// assert_eq!(key.as_str(), "agent:main:matrix:dm:!abc%3Amatrix.org");
+    /// assert_eq!(key.route()?.chat_id, "!abc:matrix.org");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn build(source: &SessionSource, options: &SessionKeyOptions) -> SessionKey {
         let profile = present(&options.profile).or(present(&source.profile));
         let namespace = match profile {
@@ -121,31 +179,30 @@ impl SessionKey {
         let thread_id = present(&source.thread_id);
 
         let mut key = String::with_capacity(64);
-        key.push_str("agent:");
-        key.push_str(namespace);
-        key.push(':');
-        key.push_str(platform);
-        key.push(':');
+        key.push_str("agent");
+        let mut push = |segment: &str| {
+            key.push(':');
+            push_escaped(&mut key, segment);
+        };
+        push(namespace);
+        push(platform);
         if source.chat_type == CHAT_TYPE_DM {
-            key.push_str(CHAT_TYPE_DM);
+            push(CHAT_TYPE_DM);
             for part in [chat_id, thread_id].into_iter().flatten() {
-                key.push(':');
-                key.push_str(part);
+                push(part);
             }
             return SessionKey(key);
         }
-        key.push_str(&source.chat_type);
+        push(&source.chat_type);
         for part in [chat_id, thread_id].into_iter().flatten() {
-            key.push(':');
-            key.push_str(part);
+            push(part);
         }
         let in_thread = thread_id.is_some() || source.chat_type == "thread";
         let per_user =
             options.group_sessions_per_user && (!in_thread || options.thread_sessions_per_user);
         if per_user {
             if let Some(user) = present(&source.user_id_alt).or(present(&source.user_id)) {
-                key.push(':');
-                key.push_str(user);
+                push(user);
             }
         }
         SessionKey(key)
@@ -157,6 +214,13 @@ impl SessionKey {
     /// non-empty profile name), platform, chat type, chat id. Part 5 is the thread id
     /// **only** for `dm` and `thread` keys (for other chat types it may be a user).
     /// The platform is not checked against a registry here.
+    ///
+    /// Each part is then decoded: `%3A` (or `%3a`) reads as `:` and `%25` as `%`, in one
+    /// left-to-right pass; every other `%` sequence is kept as it is. So a key built by
+    /// [`SessionKey::build`] gives back every id unchanged, and a key without those three
+    /// sequences parses exactly as a plain split on `:` would — which is every key an
+    /// implementation that never escapes builds, except one caveat: an unescaped key
+    /// whose id literally contains `%3A`, `%3a` or `%25` now reads that id decoded.
     ///
     /// # Errors
     /// [`GatewayError::InvalidSessionKey`] with the reason: empty (a CLI session), fewer
@@ -195,15 +259,20 @@ impl SessionKey {
         if chat_id.is_empty() {
             return Err(invalid("the chat id is empty"));
         }
-        let thread_id = match chat_type {
-            "dm" | "thread" => parts.next().filter(|t| !t.is_empty()).map(str::to_owned),
+        let namespace = decode(namespace);
+        let chat_type = decode(chat_type);
+        let thread_id = match &*chat_type {
+            "dm" | "thread" => parts
+                .next()
+                .filter(|t| !t.is_empty())
+                .map(|t| decode(t).into_owned()),
             _ => None,
         };
         Ok(ParsedSessionKey {
-            profile: (namespace != MAIN).then(|| namespace.to_owned()),
-            platform: platform.to_owned(),
-            chat_type: chat_type.to_owned(),
-            chat_id: chat_id.to_owned(),
+            profile: (namespace != MAIN).then(|| namespace.into_owned()),
+            platform: decode(platform).into_owned(),
+            chat_type: chat_type.into_owned(),
+            chat_id: decode(chat_id).into_owned(),
             thread_id,
         })
     }
@@ -522,71 +591,409 @@ mod tests {
         assert_eq!(String::from(key.clone()), key.into_string());
     }
 
-    fn id() -> impl Strategy<Value = String> {
-        "[^:]{1,12}"
+    #[test]
+    fn ids_with_the_separator_or_the_escape_character_round_trip() {
+        let default = SessionKeyOptions::default();
+        // (name, source, options, built key, parsed chat id, parsed thread id)
+        type Case = (
+            &'static str,
+            SessionSource,
+            SessionKeyOptions,
+            &'static str,
+            &'static str,
+            Option<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "matrix room dm",
+                SessionSource::new(Platform::Matrix, "!abc:matrix.org"),
+                default.clone(),
+                "agent:main:matrix:dm:!abc%3Amatrix.org",
+                "!abc:matrix.org",
+                None,
+            ),
+            (
+                "matrix room dm with a thread event id",
+                SessionSource::new(Platform::Matrix, "!abc:matrix.org")
+                    .with_thread_id("$ev:matrix.org"),
+                default.clone(),
+                "agent:main:matrix:dm:!abc%3Amatrix.org:$ev%3Amatrix.org",
+                "!abc:matrix.org",
+                Some("$ev:matrix.org"),
+            ),
+            (
+                "matrix thread, per-user user id with a server part",
+                SessionSource::new(Platform::Matrix, "!abc:matrix.org")
+                    .with_chat_type("thread")
+                    .with_thread_id("$ev:matrix.org")
+                    .with_user_id("@bob:matrix.org"),
+                opts(true, true),
+                "agent:main:matrix:thread:!abc%3Amatrix.org:$ev%3Amatrix.org:@bob%3Amatrix.org",
+                "!abc:matrix.org",
+                Some("$ev:matrix.org"),
+            ),
+            (
+                "matrix group, per-user",
+                SessionSource::new(Platform::Matrix, "!abc:matrix.org")
+                    .with_chat_type("group")
+                    .with_user_id("@bob:matrix.org"),
+                default.clone(),
+                "agent:main:matrix:group:!abc%3Amatrix.org:@bob%3Amatrix.org",
+                "!abc:matrix.org",
+                None,
+            ),
+            (
+                "slack thread ts keeps its dot",
+                SessionSource::new(Platform::Slack, "C024BE91L")
+                    .with_chat_type("thread")
+                    .with_thread_id("1700000000.123456")
+                    .with_user_id("U1"),
+                default.clone(),
+                "agent:main:slack:thread:C024BE91L:1700000000.123456",
+                "C024BE91L",
+                Some("1700000000.123456"),
+            ),
+            (
+                "slack dm in a thread",
+                SessionSource::new(Platform::Slack, "D1").with_thread_id("1700000000.123456"),
+                default.clone(),
+                "agent:main:slack:dm:D1:1700000000.123456",
+                "D1",
+                Some("1700000000.123456"),
+            ),
+            (
+                "a literal percent is escaped",
+                SessionSource::new(Platform::Telegram, "100%"),
+                default.clone(),
+                "agent:main:telegram:dm:100%25",
+                "100%",
+                None,
+            ),
+            (
+                "a literal escape sequence survives",
+                SessionSource::new(Platform::Telegram, "a%3Ab%25c").with_thread_id("%3a"),
+                default.clone(),
+                "agent:main:telegram:dm:a%253Ab%2525c:%253a",
+                "a%3Ab%25c",
+                Some("%3a"),
+            ),
+            (
+                "a profile and a chat type with the separator",
+                SessionSource::new(Platform::Discord, "c1")
+                    .with_chat_type("voice:stage")
+                    .with_profile("team:a"),
+                opts(false, false),
+                "agent:team%3Aa:discord:voice%3Astage:c1",
+                "c1",
+                None,
+            ),
+        ];
+        for (name, source, options, key, chat_id, thread_id) in cases {
+            let built = SessionKey::build(&source, &options);
+            assert_eq!(built.as_str(), key, "{name}");
+            let parsed = SessionKey::parse(key).unwrap();
+            assert_eq!(parsed.platform, source.platform.as_str(), "{name}");
+            assert_eq!(parsed.chat_type, source.chat_type, "{name}");
+            assert_eq!(parsed.chat_id, chat_id, "{name}");
+            assert_eq!(parsed.thread_id.as_deref(), thread_id, "{name}");
+        }
+        let profile = SessionKey::parse("agent:team%3Aa:discord:voice%3Astage:c1").unwrap();
+        assert_eq!(profile.profile.as_deref(), Some("team:a"));
     }
 
-    fn platform() -> impl Strategy<Value = Platform> {
-        proptest::sample::select(Platform::BUILT_IN.to_vec())
+    #[test]
+    fn parse_decodes_only_the_two_escapes() {
+        let parsed =
+            SessionKey::parse("agent:main:matrix:dm:!abc%3amatrix.org:%2525%41%zz%").unwrap();
+        assert_eq!(
+            parsed.chat_id, "!abc:matrix.org",
+            "lowercase %3a decodes too"
+        );
+        assert_eq!(
+            parsed.thread_id.as_deref(),
+            Some("%25%41%zz%"),
+            "%25 decodes once; every other % sequence is left alone"
+        );
+        // Unescaped keys (the Python harness never escapes) parse exactly as before,
+        // however much they look like escapes.
+        let legacy = SessionKey::parse("agent:main:telegram:dm:%41%2:50%").unwrap();
+        assert_eq!(legacy.chat_id, "%41%2");
+        assert_eq!(legacy.thread_id.as_deref(), Some("50%"));
     }
 
-    fn chat_type() -> impl Strategy<Value = String> {
+    /// The parser as it was before escaping: every key without `%3A`, `%3a` or `%25`
+    /// must still parse exactly like this.
+    fn unescaped_parse(key: &str) -> Result<ParsedSessionKey, GatewayError> {
+        let invalid = |reason: &'static str| GatewayError::InvalidSessionKey {
+            key: key.to_owned(),
+            reason,
+        };
+        if key.is_empty() {
+            return Err(invalid("the key is empty (a CLI session)"));
+        }
+        let mut parts = key.split(':');
+        let (Some(prefix), Some(namespace), Some(platform), Some(chat_type), Some(chat_id)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(invalid("fewer than 5 ':'-separated parts"));
+        };
+        if prefix != "agent" {
+            return Err(invalid("it does not start with \"agent\""));
+        }
+        if namespace.is_empty() {
+            return Err(invalid("the profile namespace is empty"));
+        }
+        if platform.is_empty() {
+            return Err(invalid("the platform is empty"));
+        }
+        if chat_type.is_empty() {
+            return Err(invalid("the chat type is empty"));
+        }
+        if chat_id.is_empty() {
+            return Err(invalid("the chat id is empty"));
+        }
+        let thread_id = match chat_type {
+            "dm" | "thread" => parts.next().filter(|t| !t.is_empty()).map(str::to_owned),
+            _ => None,
+        };
+        Ok(ParsedSessionKey {
+            profile: (namespace != MAIN).then(|| namespace.to_owned()),
+            platform: platform.to_owned(),
+            chat_type: chat_type.to_owned(),
+            chat_id: chat_id.to_owned(),
+            thread_id,
+        })
+    }
+
+    /// Arbitrary ids, biased towards the characters that matter: the separator, the
+    /// escape character, ready-made escape sequences, dots, and empty.
+    fn any_id() -> impl Strategy<Value = String> {
         prop_oneof![
-            Just("dm".to_owned()),
-            Just("group".to_owned()),
-            Just("channel".to_owned()),
-            Just("thread".to_owned()),
-            "[a-z_]{1,8}",
+            any::<String>(),
+            "(%3A|%3a|%25|%2|%|:|\\.|[a-zA-Z0-9!$@_]|\\PC){0,10}",
+            Just(String::new()),
         ]
     }
 
+    fn non_empty_id() -> impl Strategy<Value = String> {
+        any_id().prop_filter("non-empty", |id| !id.is_empty())
+    }
+
+    fn any_profile() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(any_id())
+    }
+
+    fn expected_profile(profile: Option<String>) -> Option<String> {
+        profile.filter(|p| !p.is_empty() && p != MAIN && p != "default")
+    }
+
+    fn parts(key: &SessionKey) -> usize {
+        key.as_str().split(':').count()
+    }
+
+    /// Chat types that are neither `dm` nor `thread`: group-like chats.
+    fn group_like_chat_type() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("group".to_owned()),
+            Just("channel".to_owned()),
+            non_empty_id().prop_filter("group-like", |t| t != "dm" && t != "thread"),
+        ]
+    }
+
+    fn source(
+        platform: &Platform,
+        chat_type: &str,
+        chat_id: &str,
+        thread_id: &str,
+        user_id: &Option<String>,
+        profile: &Option<String>,
+    ) -> SessionSource {
+        let mut source = SessionSource::new(platform.clone(), chat_id).with_chat_type(chat_type);
+        source.thread_id = Some(thread_id.to_owned());
+        source.user_id = user_id.clone();
+        source.profile = profile.clone();
+        source
+    }
+
+    fn unescaped_chat_type() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("dm".to_owned()),
+            Just("thread".to_owned()),
+            "[^:%]{0,6}"
+        ]
+    }
+
+    /// Keys whose ids hold `%` sequences other than the two escapes (filtered below).
+    const OTHER_PERCENT_SEQUENCES: &str =
+        "agent:(main|w%4Frk):(telegram|matrix):(dm|thread|group):\
+        ([a-z0-9%.!]|%4|%3|%2){0,10}(:([a-z0-9%.!]|%4|%3|%2){0,6}){0,3}";
+
     proptest! {
         #[test]
-        fn parse_never_panics_and_agrees_with_the_parts(key in "[a-z:]{0,30}|agent:[^:]{0,6}:[^:]{0,6}:[^:]{0,6}:.{0,12}") {
+        fn parse_never_panics_and_agrees_with_the_parts(
+            key in "[a-z:%3A25]{0,30}|agent:[^:]{0,6}:[^:]{0,6}:[^:]{0,6}:.{0,12}",
+        ) {
             if let Ok(parsed) = SessionKey::parse(&key) {
                 let parts: Vec<&str> = key.split(':').collect();
                 prop_assert!(parts.len() >= 5);
                 prop_assert_eq!(parts[0], "agent");
-                prop_assert_eq!(parts[2], parsed.platform.as_str());
-                prop_assert_eq!(parts[3], parsed.chat_type.as_str());
-                prop_assert_eq!(parts[4], parsed.chat_id.as_str());
+                prop_assert_eq!(decode(parts[2]), parsed.platform);
+                prop_assert_eq!(decode(parts[3]), parsed.chat_type);
+                prop_assert_eq!(decode(parts[4]), parsed.chat_id);
             }
         }
 
         #[test]
-        fn built_keys_parse_back(
-            platform in platform(),
-            chat_type in chat_type(),
-            chat_id in id(),
-            thread_id in id(),
-            has_thread in any::<bool>(),
-            user_id in proptest::option::of(id()),
-            user_id_alt in proptest::option::of(id()),
-            profile in proptest::option::of("[a-z]{1,8}"),
+        fn keys_without_escapes_parse_exactly_as_before(
+            segments in proptest::collection::vec("[^:%]{0,8}", 0..9),
+            head in proptest::option::of(("[^:%]{1,6}", "[^:%]{1,8}", unescaped_chat_type())),
+        ) {
+            let mut all = Vec::new();
+            if let Some((namespace, platform, chat_type)) = head {
+                all.extend(["agent".to_owned(), namespace, platform, chat_type]);
+            }
+            all.extend(segments);
+            let key = all.join(":");
+            prop_assert_eq!(SessionKey::parse(&key), unescaped_parse(&key));
+        }
+
+        #[test]
+        fn keys_with_other_percent_sequences_parse_exactly_as_before(
+            key in OTHER_PERCENT_SEQUENCES,
+        ) {
+            prop_assume!(!key.contains("%3A") && !key.contains("%3a") && !key.contains("%25"));
+            prop_assert_eq!(SessionKey::parse(&key), unescaped_parse(&key));
+        }
+
+        #[test]
+        fn a_dm_gives_back_its_chat_and_thread(
+            chat_id in non_empty_id(),
+            thread_id in any_id(),
+            user_id in proptest::option::of(any_id()),
+            profile in any_profile(),
             group_per_user in any::<bool>(),
             thread_per_user in any::<bool>(),
         ) {
-            // A `thread` chat needs its thread id: without one, a per-user key's user
-            // part would sit where the thread id is read.
-            let has_thread = has_thread || chat_type == "thread";
-            let mut source = SessionSource::new(platform.clone(), chat_id.clone()).with_chat_type(chat_type.clone());
-            source.thread_id = has_thread.then(|| thread_id.clone());
-            source.user_id = user_id;
-            source.user_id_alt = user_id_alt;
-            source.profile = profile.clone();
-            let options = opts(group_per_user, thread_per_user);
-            let key = SessionKey::build(&source, &options);
-            let parsed = SessionKey::parse(key.as_str()).unwrap();
-            prop_assert_eq!(parsed.platform.as_str(), platform.as_str());
-            prop_assert_eq!(&parsed.chat_type, &chat_type);
-            prop_assert_eq!(&parsed.chat_id, &chat_id);
-            if chat_type == "dm" || chat_type == "thread" {
-                prop_assert_eq!(parsed.thread_id, source.thread_id);
-            } else {
-                prop_assert_eq!(parsed.thread_id, None);
+            let thread = Some(thread_id.clone()).filter(|t| !t.is_empty());
+            for platform in Platform::BUILT_IN {
+                let source = source(platform, "dm", &chat_id, &thread_id, &user_id, &profile);
+                let key = SessionKey::build(&source, &opts(group_per_user, thread_per_user));
+                prop_assert_eq!(parts(&key), 5 + usize::from(thread.is_some()), "{}", key);
+                let parsed = SessionKey::parse(key.as_str()).unwrap();
+                prop_assert_eq!(parsed, ParsedSessionKey {
+                    profile: expected_profile(profile.clone()),
+                    platform: platform.as_str().to_owned(),
+                    chat_type: "dm".to_owned(),
+                    chat_id: chat_id.clone(),
+                    thread_id: thread.clone(),
+                });
             }
-            let expected_profile = profile.filter(|p| p != "main" && p != "default");
-            prop_assert_eq!(parsed.profile, expected_profile);
+        }
+
+        #[test]
+        fn a_dm_without_a_chat_id_gives_back_its_thread_as_the_chat(
+            thread_id in non_empty_id(),
+            user_id in proptest::option::of(any_id()),
+            profile in any_profile(),
+        ) {
+            for platform in Platform::BUILT_IN {
+                let source = source(platform, "dm", "", &thread_id, &user_id, &profile);
+                let key = SessionKey::build(&source, &SessionKeyOptions::default());
+                prop_assert_eq!(parts(&key), 5, "{}", key);
+                let parsed = SessionKey::parse(key.as_str()).unwrap();
+                prop_assert_eq!(parsed, ParsedSessionKey {
+                    profile: expected_profile(profile.clone()),
+                    platform: platform.as_str().to_owned(),
+                    chat_type: "dm".to_owned(),
+                    chat_id: thread_id.clone(),
+                    thread_id: None,
+                });
+            }
+        }
+
+        #[test]
+        fn a_thread_gives_back_its_chat_and_thread(
+            chat_id in non_empty_id(),
+            thread_id in non_empty_id(),
+            user_id in proptest::option::of(any_id()),
+            profile in any_profile(),
+            group_per_user in any::<bool>(),
+            thread_per_user in any::<bool>(),
+        ) {
+            let user = user_id.as_ref().is_some_and(|u| !u.is_empty())
+                && group_per_user
+                && thread_per_user;
+            for platform in Platform::BUILT_IN {
+                let source = source(platform, "thread", &chat_id, &thread_id, &user_id, &profile);
+                let key = SessionKey::build(&source, &opts(group_per_user, thread_per_user));
+                prop_assert_eq!(parts(&key), 6 + usize::from(user), "{}", key);
+                let parsed = SessionKey::parse(key.as_str()).unwrap();
+                prop_assert_eq!(parsed, ParsedSessionKey {
+                    profile: expected_profile(profile.clone()),
+                    platform: platform.as_str().to_owned(),
+                    chat_type: "thread".to_owned(),
+                    chat_id: chat_id.clone(),
+                    thread_id: Some(thread_id.clone()),
+                });
+            }
+        }
+
+        /// Group and channel keys, with and without per-user sessions: the chat comes
+        /// back, and no thread (part 5 of such a key may be a user).
+        #[test]
+        fn a_group_like_chat_gives_back_its_chat_and_type(
+            chat_type in group_like_chat_type(),
+            chat_id in non_empty_id(),
+            thread_id in any_id(),
+            user_id in proptest::option::of(any_id()),
+            profile in any_profile(),
+            group_per_user in any::<bool>(),
+            thread_per_user in any::<bool>(),
+        ) {
+            let thread = !thread_id.is_empty();
+            let user = user_id.as_ref().is_some_and(|u| !u.is_empty())
+                && group_per_user
+                && (!thread || thread_per_user);
+            for platform in Platform::BUILT_IN {
+                let source =
+                    source(platform, &chat_type, &chat_id, &thread_id, &user_id, &profile);
+                let key = SessionKey::build(&source, &opts(group_per_user, thread_per_user));
+                let expected_parts = 5 + usize::from(thread) + usize::from(user);
+                prop_assert_eq!(parts(&key), expected_parts, "{}", key);
+                let parsed = SessionKey::parse(key.as_str()).unwrap();
+                prop_assert_eq!(parsed, ParsedSessionKey {
+                    profile: expected_profile(profile.clone()),
+                    platform: platform.as_str().to_owned(),
+                    chat_type: chat_type.clone(),
+                    chat_id: chat_id.clone(),
+                    thread_id: None,
+                });
+            }
+        }
+
+        /// A per-user group key without chat or thread id carries the user in the chat
+        /// id slot: user ids round-trip too.
+        #[test]
+        fn a_per_user_group_without_chat_or_thread_gives_back_its_user(
+            chat_type in group_like_chat_type(),
+            user_id in non_empty_id(),
+            user_id_alt in proptest::option::of(any_id()),
+        ) {
+            let user = user_id_alt.clone().filter(|u| !u.is_empty()).unwrap_or(user_id.clone());
+            for platform in Platform::BUILT_IN {
+                let user_id = Some(user_id.clone());
+                let mut source = source(platform, &chat_type, "", "", &user_id, &None);
+                source.user_id_alt = user_id_alt.clone();
+                let key = SessionKey::build(&source, &SessionKeyOptions::default());
+                prop_assert_eq!(parts(&key), 5, "{}", key);
+                let parsed = SessionKey::parse(key.as_str()).unwrap();
+                prop_assert_eq!(&parsed.chat_type, &chat_type);
+                prop_assert_eq!(&parsed.chat_id, &user);
+            }
         }
     }
 }

@@ -8,8 +8,11 @@ use process_registry::{CompletionQueue, Event};
 /// `watch_match`, `watch_disabled` and overflow events in arrival order. Every
 /// `async_delegation` event is put back at the tail, in order, **after** the loop — so
 /// the drain always terminates, even when the queue holds nothing but async events.
-/// Other events (process completions, unknown types) are consumed: the gateway delivers
-/// process completions through their own path. They are logged at `debug` level.
+/// Other events (process completions, with or without a session key, and unknown types)
+/// are consumed and logged at `debug` level. A keyed process completion reaches its
+/// chat through the [`DeliveryRouter`](crate::DeliveryRouter) instead — so a gateway
+/// that runs this drain and the router on one queue may have the drain consume a
+/// process completion before the router sees it. That is this drain's contract.
 ///
 /// ```
 /// use gateway::drain_gateway_watch_events;
@@ -71,6 +74,11 @@ mod tests {
         queue.put(watch[0].clone());
         queue.put(Event::from(ProcessCompletion::default()));
         queue.put(deleg(2));
+        // A process completion with a session key is consumed too.
+        queue.put(Event::from(ProcessCompletion {
+            session_key: Some("agent:main:telegram:dm:42".into()),
+            ..ProcessCompletion::default()
+        }));
         queue.put(watch[1].clone());
         queue.put(watch[2].clone());
         queue.put(deleg(3));

@@ -12,7 +12,10 @@ use gateway::{
     AdapterError, DeliveryRouter, InMemoryOriginStore, InternalMessage, Platform, PlatformRegistry,
     SessionKey, SessionKeyOptions, SessionSource, Unroutable, DELIVERY_THREAD_NAME,
 };
-use process_registry::{AsyncDelegationEvent, CompletionQueue, Event, WatchMatch};
+use process_registry::{
+    format_process_notification, AsyncDelegationEvent, CompletionQueue, Event, ProcessCompletion,
+    WatchMatch,
+};
 
 const HANG_GUARD: Duration = Duration::from_secs(60);
 
@@ -696,5 +699,327 @@ fn adapter_error_whose_display_panics_is_dead_lettered() {
             message: "display bug".into()
         }
     );
+    router.stop();
+}
+
+/// A platform name that lowercases to a built-in's (here with a KELVIN SIGN, which
+/// lowercases to `k`) is that built-in everywhere: registering it makes no look-alike
+/// custom platform, and its completions reach the built-in's adapter.
+#[test]
+fn a_unicode_spelling_of_a_builtin_reaches_the_builtin_adapter() {
+    let kelvin_webhook = "WEBHOO\u{212A}";
+    let platforms = PlatformRegistry::new();
+    assert_eq!(platforms.register(kelvin_webhook), Ok(Platform::Webhook));
+    let queue = CompletionQueue::new();
+    let inbox: Inbox = Arc::default();
+    let router = DeliveryRouter::builder(queue.clone())
+        .platforms(platforms)
+        .adapter(Platform::Webhook, recorder(&inbox))
+        .start()
+        .unwrap();
+    queue.put(completion(
+        &format!("agent:main:{kelvin_webhook}:dm:hook-1"),
+        1,
+    ));
+    let mut by_event = completion("agent:main:webhook:dm:hook-2", 2);
+    by_event.routing.platform = Some(format!(" {kelvin_webhook} "));
+    queue.put(by_event);
+    wait_until("two deliveries, or a dead letter", || {
+        let stats = router.stats();
+        stats.delivered + stats.dead_lettered == 2
+    });
+    let reasons: Vec<String> = router
+        .dead_letters()
+        .snapshot()
+        .iter()
+        .map(|letter| letter.reason.to_string())
+        .collect();
+    assert_eq!(reasons, Vec::<String>::new());
+    assert_eq!(router.stop().delivered, 2);
+    let chats: Vec<(Platform, String)> = inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| (d.platform.clone(), d.chat_id.clone()))
+        .collect();
+    assert_eq!(
+        chats,
+        [
+            (Platform::Webhook, "hook-1".to_owned()),
+            (Platform::Webhook, "hook-2".to_owned())
+        ]
+    );
+}
+
+/// A channel-backed adapter: each delivery arrives as a message, so a test waits for
+/// an event instead of sleeping.
+fn channel_adapter() -> (
+    impl Fn(&InternalMessage) -> Result<(), AdapterError>,
+    std::sync::mpsc::Receiver<InternalMessage>,
+) {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let adapter = move |message: &InternalMessage| -> Result<(), AdapterError> {
+        sender.send(message.clone())?;
+        Ok(())
+    };
+    (adapter, receiver)
+}
+
+/// Long enough that a completion wrongly released into a running turn would have
+/// arrived: the router notices a turn's end within one poll interval (20 ms).
+const NOTHING_ARRIVES: Duration = Duration::from_millis(200);
+
+/// Two overlapping turns on one session: the session stays busy until the last one
+/// ends, so a completion is never delivered into the turn still running.
+#[test]
+fn a_completion_waits_for_the_last_of_overlapping_turns() {
+    let queue = CompletionQueue::new();
+    let (adapter, deliveries) = channel_adapter();
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, adapter)
+        .start()
+        .unwrap();
+    let key = "agent:main:telegram:dm:42";
+    let first = router.turn(key);
+    let second = router.turn(key);
+    first.end();
+    assert!(router.is_busy(key), "the second turn is still open");
+    queue.put(completion(key, 1));
+    wait_until("the router to take the completion", || {
+        let stats = router.stats();
+        stats.pending as u64 + stats.delivered == 1
+    });
+    assert!(
+        deliveries.recv_timeout(NOTHING_ARRIVES).is_err(),
+        "delivered into the turn still running"
+    );
+    assert_eq!(router.stats().pending, 1);
+    second.end();
+    let message = deliveries.recv_timeout(HANG_GUARD).unwrap();
+    assert_eq!(message.session_key.as_str(), key);
+    assert_eq!(router.stop().delivered, 1);
+}
+
+#[test]
+fn turns_are_counted_and_an_extra_end_is_a_no_op() {
+    let router = DeliveryRouter::builder(CompletionQueue::new())
+        .start()
+        .unwrap();
+    let key = "agent:main:telegram:dm:42";
+    assert!(!router.is_busy(key));
+    assert!(router.begin_turn(key), "idle → busy");
+    assert!(!router.begin_turn(key), "already busy: a second turn opens");
+    assert!(router.is_busy(key));
+    assert!(router.end_turn(key), "ends one of two turns");
+    assert!(router.is_busy(key), "the other turn is still open");
+    assert!(router.end_turn(key), "ends the last turn");
+    assert!(!router.is_busy(key));
+    assert!(!router.end_turn(key), "no turn is open: a no-op");
+    assert!(!router.is_busy(key));
+    // The extra end did not go below zero: one begin makes the session busy, one end
+    // makes it idle.
+    assert!(router.begin_turn(key));
+    assert!(router.end_turn(key));
+    assert!(!router.is_busy(key));
+
+    // A guard ends its own turn only, whatever other turns are open around it.
+    assert!(router.begin_turn(key));
+    let guard = router.turn(key);
+    assert!(router.end_turn(key));
+    assert!(router.is_busy(key), "the guard's turn is still open");
+    drop(guard);
+    assert!(!router.is_busy(key));
+    assert!(!router.is_busy("agent:main:telegram:dm:43"), "per session");
+    router.stop();
+}
+
+fn process_completion(session_key: Option<&str>, n: usize) -> ProcessCompletion {
+    ProcessCompletion {
+        session_id: Some(format!("proc_{n}")),
+        session_key: session_key.map(str::to_owned),
+        command: Some("cargo test".into()),
+        exit_code: Some(143.into()),
+        completion_reason: Some("killed".into()),
+        termination_source: Some("the user".into()),
+        output: Some(format!("test result: FAILED ({n})")),
+        ..ProcessCompletion::default()
+    }
+}
+
+/// A background process that exits carries its session key: its completion reaches
+/// that chat as a new turn, rendered by the general formatter (the gateway formatter
+/// renders nothing for process completions).
+#[test]
+fn a_process_completion_with_a_session_key_reaches_its_chat() {
+    let queue = CompletionQueue::new();
+    let (adapter, deliveries) = channel_adapter();
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, adapter)
+        .start()
+        .unwrap();
+    let key = "agent:main:telegram:dm:42";
+    let event = Event::from(process_completion(Some(key), 1));
+    queue.put(event.clone());
+    let message = deliveries.recv_timeout(HANG_GUARD).unwrap();
+    assert_eq!(
+        message.text,
+        "[IMPORTANT: Background process proc_1 terminated by the user (exit code 143, SIGTERM).\n\
+         Command: cargo test\n\
+         Output:\n\
+         test result: FAILED (1)]"
+    );
+    assert_eq!(
+        Some(message.text.clone()),
+        format_process_notification(&event)
+    );
+    assert_eq!(gateway::format_gateway_process_notification(&event), None);
+    assert_eq!(
+        message,
+        InternalMessage {
+            session_key: SessionKey::new(key),
+            source: SessionSource::new(Platform::Telegram, "42"),
+            text: message.text.clone(),
+            reply_to_message_id: None,
+            event,
+        },
+        "routed from the key, the event handed over unchanged"
+    );
+    let stats = router.stop();
+    assert_eq!((stats.delivered, stats.dead_lettered), (1, 0));
+    assert!(queue.is_empty());
+}
+
+#[test]
+fn a_process_completion_waits_for_a_busy_session_and_comes_back_on_stop() {
+    let queue = CompletionQueue::new();
+    let (adapter, deliveries) = channel_adapter();
+    let origins = InMemoryOriginStore::new();
+    let key = "agent:main:telegram:group:chat1:user99";
+    origins.record(
+        key,
+        SessionSource::new(Platform::Telegram, "chat1")
+            .with_chat_type("group")
+            .with_message_id("m-7"),
+    );
+    let router = DeliveryRouter::builder(queue.clone())
+        .origins(origins)
+        .adapter(Platform::Telegram, adapter)
+        .start()
+        .unwrap();
+    let turn = router.turn(key);
+    queue.put(process_completion(Some(key), 1));
+    wait_until("the router to take the completion", || {
+        let stats = router.stats();
+        stats.pending as u64 + stats.delivered == 1
+    });
+    assert!(
+        deliveries.recv_timeout(NOTHING_ARRIVES).is_err(),
+        "delivered into a running turn"
+    );
+    assert_eq!(router.stats().pending, 1);
+    turn.end();
+    let message = deliveries.recv_timeout(HANG_GUARD).unwrap();
+    assert_eq!(message.session_key.as_str(), key);
+    assert_eq!(
+        (
+            message.source.chat_id.as_str(),
+            message.source.chat_type.as_str()
+        ),
+        ("chat1", "group"),
+    );
+    assert_eq!(
+        message.reply_to_message_id.as_deref(),
+        Some("m-7"),
+        "origin"
+    );
+
+    // Held when the router stops: back on the queue, unchanged.
+    let _turn = router.turn(key);
+    let held = Event::from(process_completion(Some(key), 2));
+    queue.put(held.clone());
+    wait_until("the completion held", || router.stats().pending == 1);
+    let stats = router.stop();
+    assert_eq!((stats.delivered, stats.requeued_on_stop), (1, 1));
+    assert_eq!(queue.drain(), vec![held]);
+}
+
+#[test]
+fn an_undeliverable_process_completion_is_a_dead_letter() {
+    let queue = CompletionQueue::new();
+    let router = DeliveryRouter::builder(queue.clone()).start().unwrap();
+    let no_adapter = Event::from(process_completion(Some("agent:main:discord:dm:1"), 1));
+    let unknown = Event::from(process_completion(Some("agent:main:myspace:dm:1"), 2));
+    let no_route = Event::from(process_completion(Some("proc-session-7"), 3));
+    for event in [&no_adapter, &unknown, &no_route] {
+        queue.put(event.clone());
+    }
+    wait_until("three dead letters", || router.stats().dead_lettered == 3);
+    let letters: Vec<(Event, Unroutable)> = router
+        .dead_letters()
+        .snapshot()
+        .into_iter()
+        .map(|letter| (letter.event, letter.reason))
+        .collect();
+    assert_eq!(
+        letters,
+        [
+            (no_adapter, Unroutable::NoAdapter(Platform::Discord)),
+            (
+                unknown,
+                Unroutable::UnknownPlatform {
+                    platform: "myspace".into(),
+                    session_key: "agent:main:myspace:dm:1".into()
+                }
+            ),
+            (
+                no_route,
+                Unroutable::MissingPlatform {
+                    session_key: "proc-session-7".into()
+                }
+            ),
+        ]
+    );
+    router.stop();
+    assert!(queue.is_empty());
+}
+
+/// A process completion without a session key (absent or empty) came from a CLI
+/// session: the router leaves it on the queue.
+#[test]
+fn a_process_completion_without_a_session_key_stays_on_the_queue() {
+    let queue = CompletionQueue::new();
+    let absent = Event::from(process_completion(None, 1));
+    let empty = Event::from(process_completion(Some(""), 2));
+    queue.put(absent.clone());
+    queue.put(empty.clone());
+    let (adapter, deliveries) = channel_adapter();
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, adapter)
+        .start()
+        .unwrap();
+    wait_until("both put back", || router.stats().put_back >= 2);
+    let stats = router.stop();
+    assert_eq!((stats.delivered, stats.dead_lettered), (0, 0));
+    assert!(deliveries.try_recv().is_err());
+    assert_eq!(queue.drain(), vec![absent, empty]);
+}
+
+/// A formatter set with `.formatter(...)` replaces the default for every event the
+/// router owns, process completions included.
+#[test]
+fn a_custom_formatter_sees_process_completions_too() {
+    let queue = CompletionQueue::new();
+    let (adapter, deliveries) = channel_adapter();
+    let router = DeliveryRouter::builder(queue.clone())
+        .formatter(|event: &Event| Some(format!("custom {}", event.type_name())))
+        .adapter(Platform::Telegram, adapter)
+        .start()
+        .unwrap();
+    queue.put(process_completion(Some("agent:main:telegram:dm:42"), 1));
+    queue.put(completion("agent:main:telegram:dm:42", 2));
+    let texts: Vec<String> = (0..2)
+        .map(|_| deliveries.recv_timeout(HANG_GUARD).unwrap().text)
+        .collect();
+    assert_eq!(texts, ["custom completion", "custom async_delegation"]);
     router.stop();
 }

@@ -1,0 +1,382 @@
+//! The delivery router: a named background thread that brings completions — of
+//! background subagents and of background processes — back to their chats as new turns.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use process_registry::{CompletionQueue, Event};
+
+use crate::{DeadLetterStore, Platform, SessionKey, SessionSource};
+
+mod builder;
+mod turns;
+mod worker;
+
+pub use builder::DeliveryRouterBuilder;
+pub use turns::TurnGuard;
+use turns::{TurnEnded, Turns};
+
+/// The name of the router's thread.
+pub const DELIVERY_THREAD_NAME: &str = "gateway-delivery";
+
+/// Default [`DeliveryRouterBuilder::poll_interval`]: 20 ms.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Default [`DeliveryRouterBuilder::requeue_backoff`]: 100 ms.
+pub const DEFAULT_REQUEUE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The error an adapter returns; its text ends up in the dead letter.
+pub type AdapterError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The function that renders a completion's text (see
+/// [`DeliveryRouterBuilder::formatter`]).
+pub type NotificationFormatter = Arc<dyn Fn(&Event) -> Option<String> + Send + Sync>;
+
+/// A completion on its way to a chat: an *internal* message that the platform adapter
+/// turns into a **new** turn of the session (never spliced into a running one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InternalMessage {
+    /// The dispatching session.
+    pub session_key: SessionKey,
+    /// Where to deliver it: platform, chat, chat type, thread, user.
+    pub source: SessionSource,
+    /// The text of the new turn: the router formatter's rendering of `event` (by
+    /// default the `[ASYNC DELEGATION COMPLETE — …]` block of a subagent, or the
+    /// `[IMPORTANT: Background process …]` block of a process).
+    pub text: String,
+    /// The message to reply to (the reply anchor), when known: `source.message_id`.
+    pub reply_to_message_id: Option<String>,
+    /// The completion: an [`Event::AsyncDelegation`] enriched with its route
+    /// (`platform`, `chat_type`, `chat_id`, `thread_id`), or an [`Event::Completion`] of
+    /// a background process, as it was on the queue (a process completion has no
+    /// routing fields; its session key and the origin store routed it).
+    pub event: Event,
+}
+
+/// A chat platform's delivery end: how the router hands a completion to Telegram,
+/// Discord, Slack, … Registered per [`Platform`].
+///
+/// `deliver` is a user callback: the router calls it on its `gateway-delivery` thread
+/// holding no lock, one message at a time. It should enqueue the message as a new turn
+/// of `message.session_key` and return quickly. An `Err` (or a panic, which the router
+/// catches) sends the completion to the dead-letter store.
+///
+/// Closures `Fn(&InternalMessage) -> Result<(), AdapterError>` are adapters.
+pub trait PlatformAdapter: Send + Sync {
+    /// Delivers one completion.
+    ///
+    /// # Errors
+    /// Whatever kept the platform from accepting it; the text is kept in the dead letter.
+    fn deliver(&self, message: &InternalMessage) -> Result<(), AdapterError>;
+}
+
+impl<F> PlatformAdapter for F
+where
+    F: Fn(&InternalMessage) -> Result<(), AdapterError> + Send + Sync,
+{
+    fn deliver(&self, message: &InternalMessage) -> Result<(), AdapterError> {
+        self(message)
+    }
+}
+
+/// Counters of a router, read with [`DeliveryRouter::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Completions an adapter accepted.
+    pub delivered: u64,
+    /// Completions sent to the dead-letter store.
+    pub dead_lettered: u64,
+    /// Completions held right now for sessions that are mid-turn.
+    pub pending: usize,
+    /// Events put back on the queue because the router does not own them (completions
+    /// of CLI origin — no session key, or `""` —, watch events, unknown events); counted
+    /// at every put-back.
+    pub put_back: u64,
+    /// Completions put back on the queue by [`DeliveryRouter::stop`] (held for busy
+    /// sessions, or taken and not yet handled).
+    pub requeued_on_stop: u64,
+}
+
+struct Shared {
+    turns: Turns,
+    adapters: RwLock<HashMap<Platform, Arc<dyn PlatformAdapter>>>,
+    stopping: AtomicBool,
+    wake: Sender<()>,
+    delivered: AtomicU64,
+    dead_lettered: AtomicU64,
+    pending: AtomicUsize,
+    put_back: AtomicU64,
+    requeued_on_stop: AtomicU64,
+}
+
+impl Shared {
+    fn wake(&self) {
+        // A full channel already holds a wake-up: nothing is lost by dropping this one.
+        let _ = self.wake.try_send(());
+    }
+
+    fn is_busy(&self, session_key: &str) -> bool {
+        self.turns.is_busy(session_key)
+    }
+
+    /// Ends one open turn; wakes the router when that made the session idle.
+    fn end_turn(&self, session_key: &str) -> bool {
+        match self.turns.end(session_key) {
+            TurnEnded::NoneOpen => false,
+            TurnEnded::StillBusy => true,
+            TurnEnded::NowIdle => {
+                self.wake();
+                true
+            }
+        }
+    }
+}
+
+/// The delivery loop of a gateway: drains completions off a [`CompletionQueue`] —
+/// `async_delegation` events of background subagents and `completion` events of
+/// background processes — routes each, renders it and hands it to the
+/// [`PlatformAdapter`] of its platform as an [`InternalMessage`]: a new turn in the chat
+/// and thread that dispatched it.
+///
+/// # What happens to each event
+///
+/// - An `async_delegation` event or a process `completion` event with a non-empty
+///   session key is **owned**. An `async_delegation` event is first enriched
+///   ([`enrich_async_delegation_routing`](crate::enrich_async_delegation_routing)); a
+///   process completion has no routing fields and is left as it is. Each is routed the
+///   same way ([`build_process_event_source`](crate::build_process_event_source) with
+///   the router's origin store and platforms: a known origin, else the event's routing
+///   fields, else its parsed session key), then delivered — or, when its session is
+///   mid-turn ([`begin_turn`](DeliveryRouter::begin_turn)), held until the turn ends.
+///   Completions of one session are delivered in queue order; a held completion is
+///   never delivered during the turn that held it.
+/// - The text comes from the formatter: by default a process completion is rendered by
+///   [`format_process_notification`](process_registry::format_process_notification)
+///   (the gateway formatter renders none for it) and everything else by
+///   [`format_gateway_process_notification`](crate::format_gateway_process_notification);
+///   see [`formatter`](DeliveryRouterBuilder::formatter).
+/// - Every failure — no route, unknown platform, no adapter, adapter error or panic,
+///   no text, a panic in the formatter or the origin store — puts the event in the
+///   [`DeadLetterStore`] with its [`Unroutable`](crate::Unroutable) reason and logs a
+///   `tracing` warning. Nothing is dropped.
+/// - Anything else — completions of CLI origin (session key absent or `""`), watch
+///   events, unknown events — is **not owned**: it is put back at the tail of the queue
+///   for the CLI drain or the gateway's watch drain (so their order relative to events
+///   that arrived meanwhile may rotate). After a pass that only put events back, the
+///   router pauses for [`requeue_backoff`](DeliveryRouterBuilder::requeue_backoff) so
+///   it never spins on events that are not its own.
+///
+/// # Sharing the queue with the watch drain
+///
+/// [`drain_gateway_watch_events`](crate::drain_gateway_watch_events) consumes every
+/// event that is neither a watch event nor an `async_delegation` event — process
+/// completions included, keyed or not; that is its contract, and it is kept. A gateway
+/// that runs both the watch drain and this router on one queue may therefore have a
+/// process completion consumed by the drain before the router takes it (the drain logs
+/// each one it consumes at `debug` level).
+///
+/// # Latency
+///
+/// A completion put on an empty queue is taken at once. While events the router does
+/// not own sit on the queue, a new completion waits at most one `requeue_backoff`
+/// (100 ms by default). A turn's end is noticed within one
+/// [`poll_interval`](DeliveryRouterBuilder::poll_interval) (20 ms by default).
+///
+/// # Busy sessions
+///
+/// The router counts the open turns of each session: open one with
+/// [`begin_turn`](DeliveryRouter::begin_turn) and end it with
+/// [`end_turn`](DeliveryRouter::end_turn), or hold a [`TurnGuard`] from
+/// [`turn`](DeliveryRouter::turn). A session is busy from its first open turn until the
+/// **last** one ends, so overlapping turns (say a user message and a tool callback both
+/// running) never let a completion into the turn still running. An `end_turn` with no
+/// turn open is a no-op. The check happens just
+/// before each hand-off; a turn that begins while an adapter call is already under way
+/// is not waited for (the adapter only enqueues a new turn, it interrupts nothing).
+///
+/// # Shutdown contract
+///
+/// [`stop`](DeliveryRouter::stop) (and dropping the router) signals the thread and joins
+/// it. An adapter call in progress is finished first, so `stop` waits for it. Then every
+/// completion the router holds — those waiting for a busy session, and those taken off
+/// the queue but not yet handled — is put back at the tail of the queue, oldest first,
+/// so a later router (or the CLI) delivers it. Stopping never loses an event. Dead
+/// letters stay in the store.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use gateway::{DeliveryRouter, InternalMessage, Platform};
+/// use process_registry::{AsyncDelegationEvent, CompletionQueue};
+///
+/// let queue = CompletionQueue::new();
+/// let inbox: Arc<Mutex<Vec<InternalMessage>>> = Arc::default();
+/// let telegram_inbox = Arc::clone(&inbox);
+/// let router = DeliveryRouter::builder(queue.clone())
+///     .adapter(Platform::Telegram, move |message: &InternalMessage| {
+///         telegram_inbox.lock().unwrap().push(message.clone());
+///         Ok(())
+///     })
+///     .start()?;
+///
+/// queue.put(AsyncDelegationEvent {
+///     delegation_id: Some("deleg_0000beef".into()),
+///     session_key: "agent:main:telegram:dm:12345:678".into(),
+///     goal: "Investigate flaky test".into(),
+///     status: Some("completed".into()),
+///     summary: Some("Found the bug".into()),
+///     ..AsyncDelegationEvent::default()
+/// });
+/// while router.stats().delivered == 0 {
+///     std::thread::sleep(std::time::Duration::from_millis(1));
+/// }
+/// let stats = router.stop();
+/// assert_eq!(stats.delivered, 1);
+///
+/// let inbox = inbox.lock().unwrap();
+/// assert_eq!(inbox[0].source.chat_id, "12345");
+/// assert_eq!(inbox[0].source.thread_id.as_deref(), Some("678"));
+/// assert!(inbox[0].text.starts_with("[ASYNC DELEGATION COMPLETE — deleg_0000beef]"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct DeliveryRouter {
+    shared: Arc<Shared>,
+    queue: CompletionQueue,
+    dead_letters: DeadLetterStore,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for DeliveryRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryRouter")
+            .field("stats", &self.stats())
+            .field("running", &self.thread.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeliveryRouter {
+    /// A builder for a router draining `queue`.
+    pub fn builder(queue: CompletionQueue) -> DeliveryRouterBuilder {
+        DeliveryRouterBuilder::new(queue)
+    }
+
+    /// A builder for a router draining the process-wide queue,
+    /// [`process_registry::global()`]'s — a convenience for programs with one gateway.
+    pub fn builder_for_global_queue() -> DeliveryRouterBuilder {
+        Self::builder(process_registry::global().completion_queue().clone())
+    }
+
+    /// The queue this router drains.
+    pub fn queue(&self) -> &CompletionQueue {
+        &self.queue
+    }
+
+    /// The dead-letter store of this router.
+    pub fn dead_letters(&self) -> &DeadLetterStore {
+        &self.dead_letters
+    }
+
+    /// Opens a turn of `session_key`: its completions wait until every open turn of the
+    /// session has ended. Returns `true` when the session went from idle to busy, and
+    /// `false` when it already had an open turn (this call opened another one, which
+    /// needs its own [`end_turn`](DeliveryRouter::end_turn)).
+    pub fn begin_turn(&self, session_key: impl Into<String>) -> bool {
+        self.shared.turns.begin(session_key.into())
+    }
+
+    /// Ends one open turn of `session_key`. Returns `true` when the session was mid-turn
+    /// (a turn was open and has now ended) and `false` when it had no open turn, in
+    /// which case nothing changes. The session becomes idle only when its last open turn
+    /// ends; then the router is woken to deliver what it held for it.
+    pub fn end_turn(&self, session_key: &str) -> bool {
+        self.shared.end_turn(session_key)
+    }
+
+    /// Opens a turn of `session_key` that lasts until the returned guard is dropped (or
+    /// [`TurnGuard::end`] is called). The guard ends that turn only: other open turns of
+    /// the session keep it busy.
+    pub fn turn(&self, session_key: impl Into<String>) -> TurnGuard {
+        TurnGuard::begin(Arc::clone(&self.shared), session_key.into())
+    }
+
+    /// `true` while `session_key` has an open turn.
+    pub fn is_busy(&self, session_key: &str) -> bool {
+        self.shared.is_busy(session_key)
+    }
+
+    /// Registers (or replaces) the adapter of `platform`; returns the one it replaced.
+    /// Completions that already went to the dead-letter store for want of an adapter
+    /// stay there (see [`DeadLetterStore::requeue_all`]).
+    pub fn register_adapter(
+        &self,
+        platform: Platform,
+        adapter: impl PlatformAdapter + 'static,
+    ) -> Option<Arc<dyn PlatformAdapter>> {
+        let previous = self
+            .shared
+            .adapters
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(platform, Arc::new(adapter));
+        self.shared.wake();
+        previous
+    }
+
+    /// Removes the adapter of `platform`; returns it.
+    pub fn remove_adapter(&self, platform: &Platform) -> Option<Arc<dyn PlatformAdapter>> {
+        self.shared
+            .adapters
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(platform)
+    }
+
+    /// The router's counters right now.
+    pub fn stats(&self) -> RouterStats {
+        let s = &self.shared;
+        RouterStats {
+            delivered: s.delivered.load(Ordering::SeqCst),
+            dead_lettered: s.dead_lettered.load(Ordering::SeqCst),
+            pending: s.pending.load(Ordering::SeqCst),
+            put_back: s.put_back.load(Ordering::SeqCst),
+            requeued_on_stop: s.requeued_on_stop.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Stops the router (see the shutdown contract on [`DeliveryRouter`]) and returns
+    /// its final counters. Everything it held is back on the queue when this returns.
+    pub fn stop(mut self) -> RouterStats {
+        self.shutdown();
+        self.stats()
+    }
+
+    fn shutdown(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.wake();
+        if thread.thread().id() == std::thread::current().id() {
+            // Dropped from inside an adapter (it held the last handle): the thread
+            // cannot join itself. It sees the stop flag once the adapter returns and
+            // re-queues what it holds on its way out.
+            return;
+        }
+        if thread.join().is_err() {
+            tracing::error!("the gateway-delivery thread panicked");
+        }
+    }
+}
+
+impl Drop for DeliveryRouter {
+    /// Same as [`DeliveryRouter::stop`].
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
