@@ -99,6 +99,22 @@ pub enum ToolError {
     /// The backend could not build the subagent.
     #[error("Failed to build the subagent: {0}")]
     ChildBuild(String),
+    /// A call into the calling agent ([`ParentAgent`](crate::ParentAgent)) failed — it
+    /// panicked — before any child was built, so the call cannot go on.
+    #[error("delegate_task could not run: the calling agent's {method} failed ({reason}).")]
+    ParentFailed {
+        /// The [`ParentAgent`](crate::ParentAgent) method, e.g. `delegate_depth`.
+        method: &'static str,
+        /// What went wrong (`panic: {message}`).
+        reason: String,
+    },
+    /// The tool itself failed unexpectedly (a bug in this crate, caught before it could
+    /// reach the caller).
+    #[error("delegate_task failed unexpectedly ({reason}).")]
+    Internal {
+        /// What went wrong (`panic: {message}`).
+        reason: String,
+    },
     /// The engine refused the background dispatch; its text verbatim (e.g. the capacity
     /// text of SPEC §4).
     #[error("{0}")]

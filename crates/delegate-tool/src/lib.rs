@@ -93,10 +93,13 @@
 
 mod args;
 mod backend;
+mod background;
 mod config;
 mod error;
+mod fence;
 mod parent;
 mod schema;
+mod sync;
 mod tool;
 
 pub use args::{parse_background, validate_arguments, DelegateCall, Role};
