@@ -5,7 +5,8 @@ use std::borrow::Cow;
 use process_registry::json_kind;
 use serde_json::{Map, Value};
 
-use crate::{ChildTask, DelegationConfig, ToolError};
+use crate::nesting::nests_deeper_than;
+use crate::{ChildTask, DelegationConfig, ToolError, MAX_ARGUMENT_NESTING};
 
 /// A child's role. Anything the model sends other than `leaf` / `orchestrator`
 /// (trimmed, any case) — including nothing — is `leaf`.
@@ -104,8 +105,16 @@ pub(crate) fn parse_argument_text(text: &str) -> Result<Value, ToolError> {
     if text.trim().is_empty() {
         return Ok(Value::Object(Map::new()));
     }
-    serde_json::from_str(text).map_err(|e| ToolError::ArgumentsNotJson {
-        reason: e.to_string(),
+    serde_json::from_str(text).map_err(|e| {
+        let reason = e.to_string();
+        // The parser's own nesting limit is the one parsed arguments get: same refusal.
+        if reason.starts_with("recursion limit exceeded") {
+            ToolError::ArgumentsTooDeep {
+                max: MAX_ARGUMENT_NESTING,
+            }
+        } else {
+            ToolError::ArgumentsNotJson { reason }
+        }
     })
 }
 
@@ -152,8 +161,15 @@ pub(crate) struct Arguments<'a> {
 }
 
 impl<'a> Arguments<'a> {
-    /// Checks the arguments are an object, then steps 1 (role) and 2 (background batch).
+    /// Checks the arguments nest at most [`MAX_ARGUMENT_NESTING`] levels and are an
+    /// object, then steps 1 (role) and 2 (background batch).
     pub(crate) fn read(arguments: &'a Value) -> Result<Arguments<'a>, ToolError> {
+        // First: everything after this may recurse on the value.
+        if nests_deeper_than(arguments, MAX_ARGUMENT_NESTING) {
+            return Err(ToolError::ArgumentsTooDeep {
+                max: MAX_ARGUMENT_NESTING,
+            });
+        }
         static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
         let map = match arguments {
             Value::Object(map) => map,

@@ -15,6 +15,14 @@ pub enum ToolError {
         /// The parser's explanation.
         reason: String,
     },
+    /// The arguments nest deeper than [`MAX_ARGUMENT_NESTING`](crate::MAX_ARGUMENT_NESTING)
+    /// levels (also for argument text the JSON parser refused as too deeply nested).
+    /// Checked first, before anything else reads the arguments.
+    #[error("delegate_task arguments are nested too deeply (more than {max} levels).")]
+    ArgumentsTooDeep {
+        /// The limit, [`MAX_ARGUMENT_NESTING`](crate::MAX_ARGUMENT_NESTING).
+        max: usize,
+    },
     /// The arguments were JSON but not an object.
     #[error("delegate_task arguments must be a JSON object; got {kind} instead.")]
     ArgumentsNotObject {

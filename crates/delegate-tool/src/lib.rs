@@ -97,6 +97,7 @@ mod background;
 mod config;
 mod error;
 mod fence;
+mod nesting;
 mod parent;
 mod schema;
 mod sync;
@@ -106,6 +107,7 @@ pub use args::{parse_background, validate_arguments, DelegateCall, Role};
 pub use backend::{BackendError, ChildAgent, ChildBackend, ChildTask};
 pub use config::DelegationConfig;
 pub use error::{ConfigError, ToolError};
+pub use nesting::MAX_ARGUMENT_NESTING;
 pub use parent::{Parent, ParentAgent};
 pub use schema::{tool_schema, TOOL_DESCRIPTION, TOOL_NAME};
 pub use tool::{
