@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use async_delegation::{panic_message, DelegationResult};
 
-use crate::{ChildAgent, ChildBackend, ChildTask, DelegationConfig, ParentAgent, ToolError};
+use crate::{
+    ChildAgent, ChildBackend, ChildTask, DelegationConfig, ParentAgent, ToolError, ToolTexts,
+};
 
 /// Runs `code`, turning a panic into its message ([`panic_message`] also fences the
 /// payload's drop).
@@ -81,26 +83,17 @@ impl<T> Drop for DropFenced<T> {
     }
 }
 
-/// The model-facing text of a panic in user code.
-pub(crate) fn panic_text(message: &str) -> String {
-    format!("panic: {message}")
-}
-
-/// The model-facing text of a panic in the `Display` of a user error.
-pub(crate) fn display_panic_text(message: &str) -> String {
-    format!("panic while formatting the error: {message}")
-}
-
 /// What a fenced call that may fail with a user error came to: the value, or the text
 /// the model reads — the error's `Display`, or the text of a panic (in the call or in
 /// that `Display`).
 fn user_result<T>(
     outcome: Result<Result<T, Box<dyn Error + Send + Sync>>, String>,
+    texts: &ToolTexts,
 ) -> Result<T, String> {
     match outcome {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(error_text(error).unwrap_or_else(|m| display_panic_text(&m))),
-        Err(message) => Err(panic_text(&message)),
+        Ok(Err(error)) => Err(error_text(error).unwrap_or_else(|m| texts.display_panicked(&m))),
+        Err(message) => Err(texts.panicked(&message)),
     }
 }
 
@@ -110,7 +103,10 @@ pub(crate) fn resolve_credentials<B: ChildBackend>(
     parent: FencedParent<'_>,
     config: &DelegationConfig,
 ) -> Result<DropFenced<B::Credentials>, String> {
-    let resolved = user_result(call(|| backend.resolve_credentials(parent.agent, config)))?;
+    let resolved = user_result(
+        call(|| backend.resolve_credentials(parent.agent, config)),
+        parent.texts,
+    )?;
     Ok(DropFenced::new(resolved, "the subagent credentials"))
 }
 
@@ -121,9 +117,10 @@ pub(crate) fn build_child<B: ChildBackend>(
     credentials: &B::Credentials,
     parent: FencedParent<'_>,
 ) -> Result<FencedChild, String> {
-    let child = user_result(call(|| {
-        backend.build_child(task, credentials, parent.agent)
-    }))?;
+    let child = user_result(
+        call(|| backend.build_child(task, credentials, parent.agent)),
+        parent.texts,
+    )?;
     let child: Arc<dyn ChildAgent> = child;
     Ok(FencedChild {
         child: DropFenced::new(child, "a subagent"),
@@ -145,8 +142,12 @@ impl FencedChild {
 
     /// [`ChildAgent::run`]; `Err` is the text the model reads (the error's text, or the
     /// text of a panic in `run` or in that error's `Display`).
-    pub(crate) fn run(&self, task: &ChildTask) -> Result<DelegationResult, String> {
-        user_result(call(|| self.child.run(task)))
+    pub(crate) fn run(
+        &self,
+        task: &ChildTask,
+        texts: &ToolTexts,
+    ) -> Result<DelegationResult, String> {
+        user_result(call(|| self.child.run(task)), texts)
     }
 
     /// [`ChildAgent::interrupt`]; a panic is logged and swallowed.
@@ -169,25 +170,26 @@ impl FencedChild {
     }
 }
 
-/// The calling agent with every method fenced.
+/// The calling agent with every method fenced, and the texts its failures are told in.
 #[derive(Clone, Copy)]
 pub(crate) struct FencedParent<'a> {
     agent: &'a dyn ParentAgent,
+    texts: &'a ToolTexts,
 }
 
 impl<'a> FencedParent<'a> {
-    pub(crate) fn new(agent: &'a dyn ParentAgent) -> Self {
-        FencedParent { agent }
+    pub(crate) fn new(agent: &'a dyn ParentAgent, texts: &'a ToolTexts) -> Self {
+        FencedParent { agent, texts }
     }
 
     /// [`ParentAgent::delegate_depth`]; a panic refuses the call.
     pub(crate) fn delegate_depth(&self) -> Result<u32, ToolError> {
-        call(|| self.agent.delegate_depth()).map_err(|m| parent_failed("delegate_depth", &m))
+        call(|| self.agent.delegate_depth()).map_err(|m| self.failed("delegate_depth", &m))
     }
 
     /// [`ParentAgent::session_key`]; a panic refuses the call.
     pub(crate) fn session_key(&self) -> Result<String, ToolError> {
-        call(|| self.agent.session_key()).map_err(|m| parent_failed("session_key", &m))
+        call(|| self.agent.session_key()).map_err(|m| self.failed("session_key", &m))
     }
 
     /// [`ParentAgent::is_interrupted`]; a panic is logged and reads as not interrupted
@@ -202,21 +204,21 @@ impl<'a> FencedParent<'a> {
     /// [`ParentAgent::register_child`]; `Err` is the text of a panic.
     pub(crate) fn register_child(&self, child: &FencedChild) -> Result<(), String> {
         let handle = Arc::clone(child.handle());
-        call(|| self.agent.register_child(handle)).map_err(|m| panic_text(&m))
+        call(|| self.agent.register_child(handle)).map_err(|m| self.texts.panicked(&m))
     }
 
     /// [`ParentAgent::unregister_child`]; `Err` is the text of a panic.
     pub(crate) fn unregister_child(&self, child: &FencedChild) -> Result<(), String> {
         call(|| self.agent.unregister_child(child.handle()))
             .map(|_| ())
-            .map_err(|m| panic_text(&m))
+            .map_err(|m| self.texts.panicked(&m))
     }
-}
 
-fn parent_failed(method: &'static str, message: &str) -> ToolError {
-    ToolError::ParentFailed {
-        method,
-        reason: panic_text(message),
+    fn failed(&self, method: &'static str, message: &str) -> ToolError {
+        ToolError::ParentFailed {
+            method,
+            reason: self.texts.panicked(message),
+        }
     }
 }
 

@@ -101,6 +101,7 @@ mod nesting;
 mod parent;
 mod schema;
 mod sync;
+mod texts;
 mod tool;
 
 pub use args::{parse_background, validate_arguments, DelegateCall, Role};
@@ -110,7 +111,5 @@ pub use error::{ConfigError, ToolError};
 pub use nesting::MAX_ARGUMENT_NESTING;
 pub use parent::{Parent, ParentAgent};
 pub use schema::{tool_schema, TOOL_DESCRIPTION, TOOL_NAME};
-pub use tool::{
-    delegate_task, delegate_task_value, DelegateContext, ASYNC_CANCEL_REASON, BACKGROUND_NOTE,
-    PARENT_INTERRUPTED_REASON,
-};
+pub use texts::{ToolTexts, ASYNC_CANCEL_REASON, BACKGROUND_NOTE, PARENT_INTERRUPTED_REASON};
+pub use tool::{delegate_task, delegate_task_value, DelegateContext};

@@ -8,8 +8,8 @@ use async_delegation::DelegationResult;
 use serde_json::{json, Value};
 
 use crate::fence::{self, FencedChild, FencedParent};
-use crate::tool::PARENT_INTERRUPTED_REASON;
-use crate::{ChildBackend, ChildTask, DelegateCall, DelegateContext, ToolError};
+use crate::texts::fill;
+use crate::{ChildBackend, ChildTask, DelegateCall, DelegateContext, ToolError, ToolTexts};
 
 /// Builds, registers and runs every task's child; each child that was built is
 /// unregistered and closed exactly once.
@@ -20,6 +20,7 @@ pub(crate) fn run<B: ChildBackend>(
     context: &DelegateContext<B>,
 ) -> String {
     let started = Instant::now();
+    let texts = &context.texts;
     let mut results: Vec<(usize, Value)> = Vec::with_capacity(call.tasks.len());
     let mut runnable: Vec<(ChildTask, FencedChild)> = Vec::with_capacity(call.tasks.len());
     // Built on this thread, in order, and registered so a parent interrupt reaches them.
@@ -40,12 +41,12 @@ pub(crate) fn run<B: ChildBackend>(
                 // An interrupt that snapshotted the children before this registration
                 // would miss this child: forward the flag.
                 if parent.is_interrupted() {
-                    child.interrupt(PARENT_INTERRUPTED_REASON);
+                    child.interrupt(&texts.parent_interrupted_reason);
                 }
                 runnable.push((task, child));
             }
             Err(reason) => {
-                let text = ToolError::ChildBuild(reason).to_string();
+                let text = ToolError::ChildBuild(reason).render(texts);
                 results.push((task.task_index, error_result(task.task_index, text, 0.0)));
             }
         }
@@ -53,7 +54,7 @@ pub(crate) fn run<B: ChildBackend>(
 
     if runnable.len() == 1 {
         for (task, child) in &runnable {
-            results.push((task.task_index, run_child(task, child, parent)));
+            results.push((task.task_index, run_child(task, child, parent, texts)));
         }
     } else {
         thread::scope(|scope| {
@@ -61,12 +62,13 @@ pub(crate) fn run<B: ChildBackend>(
             for (task, child) in &runnable {
                 let spawned = thread::Builder::new()
                     .name(format!("delegate-task-{}", task.task_index))
-                    .spawn_scoped(scope, move || run_child(task, child, parent));
+                    .spawn_scoped(scope, move || run_child(task, child, parent, texts));
                 match spawned {
                     Ok(handle) => handles.push((task, handle)),
                     Err(error) => {
                         finish_child(child, parent);
-                        let text = format!("Could not start a thread for the subagent: {error}");
+                        let reason = error.to_string();
+                        let text = fill(&texts.thread_unavailable, &[("reason", &reason)]);
                         results.push((task.task_index, error_result(task.task_index, text, 0.0)));
                     }
                 }
@@ -77,7 +79,7 @@ pub(crate) fn run<B: ChildBackend>(
                     // run_child fences every call into the child and the parent; should
                     // anything else panic, report it rather than propagate.
                     Err(payload) => {
-                        let text = fence::panic_text(&async_delegation::panic_message(payload));
+                        let text = texts.panicked(&async_delegation::panic_message(payload));
                         error_result(task.task_index, text, 0.0)
                     }
                 };
@@ -98,9 +100,14 @@ pub(crate) fn run<B: ChildBackend>(
 }
 
 /// Runs one child, then unregisters and closes it.
-fn run_child(task: &ChildTask, child: &FencedChild, parent: FencedParent<'_>) -> Value {
+fn run_child(
+    task: &ChildTask,
+    child: &FencedChild,
+    parent: FencedParent<'_>,
+    texts: &ToolTexts,
+) -> Value {
     let started = Instant::now();
-    let outcome = child.run(task);
+    let outcome = child.run(task, texts);
     finish_child(child, parent);
     let measured = round2(started.elapsed().as_secs_f64());
     match outcome {

@@ -7,20 +7,12 @@ use crate::args::{check_depth, parse_argument_text, Arguments};
 use crate::fence::{self, DropFenced, FencedParent};
 use crate::{
     background, sync, ChildBackend, DelegateCall, DelegationConfig, ParentAgent, ToolError,
+    ToolTexts,
 };
 
-/// The reason a background child's interrupt hook passes to [`ChildAgent::interrupt`](crate::ChildAgent::interrupt).
-pub const ASYNC_CANCEL_REASON: &str = "Async delegation cancelled";
-
-/// The reason a synchronous child gets when its parent was already interrupted when it
-/// was registered.
-pub const PARENT_INTERRUPTED_REASON: &str = "Parent agent interrupted";
-
-/// The `note` of a dispatched background call.
-pub const BACKGROUND_NOTE: &str = "Subagent is running in the background. You and the user can keep working; the full task source and result will re-enter the conversation as a new message when it finishes. Do not wait or poll — just continue.";
-
 /// Everything `delegate_task` needs besides the arguments and the caller: the settings,
-/// the engine background calls are dispatched on, and the agent implementation.
+/// the engine background calls are dispatched on, the agent implementation, and the
+/// texts the model reads.
 #[derive(Debug, Clone)]
 pub struct DelegateContext<B> {
     /// The `delegation:` settings.
@@ -29,16 +21,51 @@ pub struct DelegateContext<B> {
     pub engine: DelegationEngine,
     /// Builds and runs children.
     pub backend: B,
+    /// Every text of the tool the model reads (the defaults unless replaced).
+    pub texts: ToolTexts,
 }
 
 impl<B: ChildBackend> DelegateContext<B> {
-    /// A context on an explicit engine.
+    /// A context on an explicit engine, with the default texts.
     pub fn new(config: DelegationConfig, engine: DelegationEngine, backend: B) -> Self {
         DelegateContext {
             config,
             engine,
             backend,
+            texts: ToolTexts::default(),
         }
+    }
+
+    /// The same context telling the model `texts` instead.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use async_delegation::{DelegationEngine, DelegationResult, RunnerError};
+    /// # use delegate_tool::*;
+    /// # struct Child;
+    /// # impl ChildAgent for Child {
+    /// #     fn run(&self, _: &ChildTask) -> Result<DelegationResult, RunnerError> { Ok(DelegationResult::default()) }
+    /// #     fn interrupt(&self, _: &str) {}
+    /// # }
+    /// # struct Backend;
+    /// # impl ChildBackend for Backend {
+    /// #     type Credentials = ();
+    /// #     type Child = Child;
+    /// #     fn resolve_credentials(&self, _: &dyn ParentAgent, _: &DelegationConfig) -> Result<(), BackendError> { Ok(()) }
+    /// #     fn build_child(&self, _: &ChildTask, _: &(), _: &dyn ParentAgent) -> Result<Arc<Child>, BackendError> { Ok(Arc::new(Child)) }
+    /// # }
+    /// let mut texts = ToolTexts::default();
+    /// texts.too_many_tasks =
+    ///     "{count} tasks, at most {max} (DelegationConfig::max_concurrent_children).".into();
+    /// let queue = process_registry::CompletionQueue::new();
+    /// let context = DelegateContext::new(DelegationConfig::default(), DelegationEngine::new(queue), Backend)
+    ///     .with_texts(texts);
+    /// let out = delegate_task(r#"{"tasks": [{"goal": "a"}, {"goal": "b"}, {"goal": "c"}, {"goal": "d"}]}"#, &Parent::new(0), &context);
+    /// assert_eq!(out, r#"{"error":"4 tasks, at most 3 (DelegationConfig::max_concurrent_children)."}"#);
+    /// ```
+    pub fn with_texts(mut self, texts: ToolTexts) -> Self {
+        self.texts = texts;
+        self
     }
 
     /// A context on the process-wide default engine, [`async_delegation::global()`]
@@ -81,7 +108,7 @@ pub fn delegate_task<B: ChildBackend>(
 ) -> String {
     match parse_argument_text(arguments) {
         Ok(value) => delegate_task_value(&value, parent, context),
-        Err(error) => error.to_tool_result(),
+        Err(error) => error.to_tool_result_with(&context.texts),
     }
 }
 
@@ -91,14 +118,14 @@ pub fn delegate_task_value<B: ChildBackend>(
     parent: &dyn ParentAgent,
     context: &DelegateContext<B>,
 ) -> String {
-    let parent = FencedParent::new(parent);
+    let parent = FencedParent::new(parent, &context.texts);
     // User code is fenced where it is called; this outer fence only keeps a bug of this
     // crate from taking the caller's turn down.
     fence::call(|| run(arguments, parent, context)).unwrap_or_else(|message| {
         ToolError::Internal {
-            reason: fence::panic_text(&message),
+            reason: context.texts.panicked(&message),
         }
-        .to_tool_result()
+        .to_tool_result_with(&context.texts)
     })
 }
 
@@ -112,13 +139,13 @@ fn run<B: ChildBackend>(
             if call.background {
                 match call.tasks.into_iter().next() {
                     Some(task) => background::run(task, &*credentials, parent, context),
-                    None => ToolError::NothingToDo.to_tool_result(),
+                    None => ToolError::NothingToDo.to_tool_result_with(&context.texts),
                 }
             } else {
                 sync::run(call, &*credentials, parent, context)
             }
         }
-        Err(error) => error.to_tool_result(),
+        Err(error) => error.to_tool_result_with(&context.texts),
     }
 }
 
