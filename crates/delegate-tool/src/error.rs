@@ -11,7 +11,7 @@ use crate::ToolTexts;
 /// ([`render`](Self::render)). `Display` renders with the default texts.
 ///
 /// The arguments are checked in this order, and the first failing check refuses the
-/// call (nothing is built before step 4):
+/// call (no child is built until every check passed):
 ///
 /// 1. the arguments nest at most [`MAX_ARGUMENT_NESTING`](crate::MAX_ARGUMENT_NESTING)
 ///    levels ([`ArgumentsTooDeep`](Self::ArgumentsTooDeep), checked before anything else
