@@ -1,26 +1,52 @@
-//! Why a dispatch was not accepted.
+//! Why a dispatch was not accepted, and the texts that say so.
+
+/// The text of [`DispatchError::CapacityReached`], with `{max}` standing for the limit
+/// that was hit.
+///
+/// It is written for the model that asked. Its last sentence names the setting of the
+/// Python agent harness these texts come from, `delegation.max_concurrent_children in
+/// config.yaml`; here the limit is the `max_async_children` argument of
+/// [`dispatch`](crate::DelegationEngine::dispatch) (delegate-tool's
+/// `DelegationConfig::max_async_children`). Layers above can render their own text from
+/// the typed error instead.
+pub const CAPACITY_REACHED_TEXT: &str = "Async delegation capacity reached ({max} running). Wait for one to finish (its result will re-enter the chat), or run this task synchronously (background=false). Raise delegation.max_concurrent_children in config.yaml to allow more concurrent background subagents.";
+
+/// The text of [`DispatchError::WorkerUnavailable`], with `{reason}` standing for the
+/// operating system's error.
+pub const WORKER_UNAVAILABLE_TEXT: &str = "Async delegation could not start a background worker ({reason}). Run this task synchronously (background=false) or try again later.";
 
 /// Why [`dispatch`](crate::DelegationEngine::dispatch) rejected a delegation. Its
 /// `Display` text is the `error` of [`DispatchOutcome::Rejected`](crate::DispatchOutcome),
-/// written for the model that asked.
+/// written for the model that asked: [`CAPACITY_REACHED_TEXT`] or
+/// [`WORKER_UNAVAILABLE_TEXT`] with the placeholder filled in.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DispatchError {
     /// `max_async_children` delegations are already running.
-    #[error(
-        "Async delegation capacity reached ({max} running). Wait for one to finish (its result \
-         will re-enter the chat), or run this task synchronously (background=false). Raise \
-         delegation.max_concurrent_children in config.yaml to allow more concurrent background \
-         subagents."
-    )]
+    #[error("{}", CAPACITY_REACHED_TEXT.replace("{max}", &.max.to_string()))]
     CapacityReached {
         /// The limit that was hit.
         max: usize,
     },
     /// The operating system refused to start a worker thread.
-    #[error(
-        "Async delegation could not start a background worker ({0}). Run this task \
-         synchronously (background=false) or try again later."
-    )]
+    #[error("{}", WORKER_UNAVAILABLE_TEXT.replace("{reason}", &.0.to_string()))]
     WorkerUnavailable(#[source] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_fill_their_placeholder() {
+        assert_eq!(
+            DispatchError::CapacityReached { max: 3 }.to_string(),
+            "Async delegation capacity reached (3 running). Wait for one to finish (its result will re-enter the chat), or run this task synchronously (background=false). Raise delegation.max_concurrent_children in config.yaml to allow more concurrent background subagents."
+        );
+        let refused = std::io::Error::other("no threads left");
+        assert_eq!(
+            DispatchError::WorkerUnavailable(refused).to_string(),
+            "Async delegation could not start a background worker (no threads left). Run this task synchronously (background=false) or try again later."
+        );
+    }
 }

@@ -84,7 +84,7 @@ mod pool;
 mod types;
 
 pub use engine::DelegationEngine;
-pub use error::DispatchError;
+pub use error::{DispatchError, CAPACITY_REACHED_TEXT, WORKER_UNAVAILABLE_TEXT};
 pub use global::{
     active_count, dispatch_async_delegation, global, interrupt_all, list_async_delegations,
 };

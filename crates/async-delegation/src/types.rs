@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 pub const MAX_RETAINED_COMPLETED: usize = 50;
 
 /// The usual `max_async_children`: how many background delegations may run at once
-/// (`delegation.max_concurrent_children` in the agent's config).
+/// (delegate-tool's `DelegationConfig::max_async_children`).
 pub const DEFAULT_MAX_ASYNC_CHILDREN: usize = 3;
 
 /// What a runner may fail with. Its `Display` text becomes the event's `error`.
@@ -108,8 +108,8 @@ impl DelegationSpec {
 /// `status` means `completed`, unset `model` means the spec's, unset `duration_seconds`
 /// means the wall time the engine measured.
 ///
-/// Deserializes from the Python harness's result objects (`{"status": …, "summary": …}`),
-/// ignoring fields it does not know.
+/// Deserializes from result objects such as `{"status": …, "summary": …}`, ignoring
+/// fields it does not know.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DelegationResult {

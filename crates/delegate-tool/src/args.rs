@@ -1,11 +1,13 @@
-//! Reading the model's arguments: SPEC §5 checks, in the reference's order.
+//! Reading the model's arguments: the checks before anything is built, in their
+//! documented order (see [`ToolError`]).
 
 use std::borrow::Cow;
 
 use process_registry::json_kind;
 use serde_json::{Map, Value};
 
-use crate::{ChildTask, DelegationConfig, ToolError};
+use crate::nesting::nests_deeper_than;
+use crate::{ChildTask, DelegationConfig, ToolError, MAX_ARGUMENT_NESTING};
 
 /// A child's role. Anything the model sends other than `leaf` / `orchestrator`
 /// (trimmed, any case) — including nothing — is `leaf`.
@@ -19,7 +21,7 @@ pub enum Role {
 }
 
 impl Role {
-    /// Normalises a raw `role` argument (SPEC §5 step 1).
+    /// Normalises a raw `role` argument.
     pub fn from_argument(value: Option<&Value>) -> Role {
         match value.and_then(Value::as_str).map(str::trim) {
             Some(s) if s.eq_ignore_ascii_case("orchestrator") => Role::Orchestrator,
@@ -69,9 +71,9 @@ pub struct DelegateCall {
     pub tasks: Vec<ChildTask>,
 }
 
-/// Parses and validates arguments without a backend: SPEC §5 steps 1–3 and 5–7, in
-/// order (step 4, credentials, needs a backend and is done by
-/// [`delegate_task`](crate::delegate_task) between steps 3 and 5).
+/// Parses and validates arguments without a backend: every check of [`ToolError`]'s list
+/// in order, except credentials, which need a backend and are resolved by
+/// [`delegate_task`](crate::delegate_task) between the depth and the tasks checks.
 ///
 /// # Errors
 /// The first failing check's [`ToolError`].
@@ -104,14 +106,22 @@ pub(crate) fn parse_argument_text(text: &str) -> Result<Value, ToolError> {
     if text.trim().is_empty() {
         return Ok(Value::Object(Map::new()));
     }
-    serde_json::from_str(text).map_err(|e| ToolError::ArgumentsNotJson {
-        reason: e.to_string(),
+    serde_json::from_str(text).map_err(|e| {
+        let reason = e.to_string();
+        // The parser's own nesting limit is the one parsed arguments get: same refusal.
+        if reason.starts_with("recursion limit exceeded") {
+            ToolError::ArgumentsTooDeep {
+                max: MAX_ARGUMENT_NESTING,
+            }
+        } else {
+            ToolError::ArgumentsNotJson { reason }
+        }
     })
 }
 
-/// The `tasks` argument, parsed as far as steps 2 and 5 need.
+/// The `tasks` argument, parsed as far as the background-batch and tasks checks need.
 enum Tasks<'a> {
-    /// Absent, null, or an empty array (the reference falls back to `goal`).
+    /// Absent, null, or an empty array (then `goal` is the task).
     Absent,
     /// A non-empty array, given as one or parsed from a string.
     List(Cow<'a, [Value]>),
@@ -143,7 +153,7 @@ impl<'a> Tasks<'a> {
     }
 }
 
-/// Arguments after steps 1–2.
+/// Arguments that passed the shape, role and background-batch checks.
 pub(crate) struct Arguments<'a> {
     map: &'a Map<String, Value>,
     role: Role,
@@ -152,8 +162,15 @@ pub(crate) struct Arguments<'a> {
 }
 
 impl<'a> Arguments<'a> {
-    /// Checks the arguments are an object, then steps 1 (role) and 2 (background batch).
+    /// Checks the arguments nest at most [`MAX_ARGUMENT_NESTING`] levels and are an
+    /// object, then reads the role and refuses a background batch.
     pub(crate) fn read(arguments: &'a Value) -> Result<Arguments<'a>, ToolError> {
+        // First: everything after this may recurse on the value.
+        if nests_deeper_than(arguments, MAX_ARGUMENT_NESTING) {
+            return Err(ToolError::ArgumentsTooDeep {
+                max: MAX_ARGUMENT_NESTING,
+            });
+        }
         static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
         let map = match arguments {
             Value::Object(map) => map,
@@ -187,7 +204,7 @@ impl<'a> Arguments<'a> {
         self.background
     }
 
-    /// Steps 5–7: the tasks.
+    /// The tasks checks: a `tasks` string, the count, each task.
     pub(crate) fn into_call(
         self,
         parent_depth: u32,
@@ -234,8 +251,7 @@ impl<'a> Arguments<'a> {
             });
         }
         let mut tasks = Vec::with_capacity(list.len());
-        // `index` is the 0-based enumerate index, as in the reference (and as the
-        // results' `task_index`).
+        // `index` is the 0-based position, as the results' `task_index`.
         for (index, item) in list.iter().enumerate() {
             let Value::Object(fields) = item else {
                 return Err(ToolError::TaskNotObject {
@@ -263,7 +279,7 @@ impl<'a> Arguments<'a> {
     }
 }
 
-/// SPEC §5 step 3.
+/// The depth check: a parent at `max_spawn_depth` or deeper may not delegate.
 pub(crate) fn check_depth(parent_depth: u32, config: &DelegationConfig) -> Result<(), ToolError> {
     if parent_depth >= config.max_spawn_depth {
         return Err(ToolError::DepthLimit {

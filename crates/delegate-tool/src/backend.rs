@@ -35,6 +35,13 @@ pub struct ChildTask {
 /// Plugs an agent implementation into `delegate_task`.
 ///
 /// Both methods run on the thread that called `delegate_task`, before anything runs.
+///
+/// The tool fences everything it calls here and in the [`ChildAgent`]s it gets: a panic
+/// (also in the `Display` or `Drop` of a returned error, or in the `Drop` of the
+/// credentials or of a child) never reaches the caller. A panic reads `panic: {message}`
+/// and an error whose `Display` panicked reads `panic while formatting the error:
+/// {message}` (both replaceable, see [`ToolTexts`](crate::ToolTexts)); a panicking `Drop`
+/// is logged.
 pub trait ChildBackend {
     /// Whatever the backend needs to build children (model, provider, keys, …).
     type Credentials;
@@ -45,7 +52,8 @@ pub trait ChildBackend {
     /// after the depth check and before the tasks are parsed.
     ///
     /// # Errors
-    /// Any error; its `Display` text is returned to the model verbatim (SPEC §5 step 4).
+    /// Any error; its `Display` text is returned to the model verbatim (through the
+    /// [`credentials`](crate::ToolTexts::credentials) template, by default the text alone).
     fn resolve_credentials(
         &self,
         parent: &dyn ParentAgent,
@@ -53,8 +61,8 @@ pub trait ChildBackend {
     ) -> Result<Self::Credentials, BackendError>;
 
     /// Builds the child for `task`. The backend may register the child in `parent`'s
-    /// active children itself (the reference did); the tool does so too for
-    /// synchronous children, and removes it again for background ones.
+    /// active children itself; the tool does so too for synchronous children, and
+    /// removes it again for background ones.
     ///
     /// # Errors
     /// Any error; the model reads `Failed to build the subagent: {error}`.
@@ -85,10 +93,13 @@ pub trait ChildAgent: Send + Sync {
     fn interrupt(&self, reason: &str);
 
     /// Releases what the child holds. Called exactly once by the tool after `run`
-    /// returned, or instead of `run` when the child never ran (refused dispatch).
+    /// returned, or instead of `run` when the child never ran (the call failed after the
+    /// child was built, or the engine refused the dispatch).
     fn close(&self) {}
 
-    /// The model the child runs, restated in the background completion event.
+    /// The model the child runs, restated in the background completion event. Asked on
+    /// the calling thread before a background dispatch; if it panics the call fails like
+    /// a build (`Failed to build the subagent: panic: …`) and the child is closed.
     fn model(&self) -> Option<String> {
         None
     }

@@ -2,8 +2,8 @@
 //!
 //! A model calls `delegate_task` with JSON arguments — `goal`/`context`/`toolsets` for
 //! one task or `tasks` for a batch, a `role`, and a `background` flag. [`delegate_task`]
-//! (raw argument text) or [`delegate_task_value`] (parsed) checks them in the reference's
-//! order with its exact error texts ([`ToolError`]), then either
+//! (raw argument text) or [`delegate_task_value`] (parsed) checks them in a fixed order
+//! ([`ToolError`] lists it), then either
 //!
 //! - runs the children **synchronously** — a batch in parallel on scoped
 //!   `delegate-task-{i}` threads — and returns `{"results":[…],"total_duration_seconds":…}`,
@@ -13,7 +13,28 @@
 //!   returning `{"status":"dispatched","delegation_id":…,…}` at once; the completion
 //!   lands on the engine's queue later.
 //!
-//! The tool result is always JSON text; the tool never panics on any input.
+//! The tool result is always JSON text, and the tool never panics:
+//!
+//! - **Any input.** Arguments nested deeper than [`MAX_ARGUMENT_NESTING`] levels are
+//!   refused first, by a walk that does not recurse, so nothing later can overflow the
+//!   stack (the limit is the one `serde_json` applies to text, so text and parsed values
+//!   are refused alike).
+//! - **Any agent implementation.** Every call into the [`ChildBackend`], a
+//!   [`ChildAgent`] and the [`ParentAgent`] is fenced, and so are the `Display` and
+//!   `Drop` of the errors they return and the `Drop` of the credentials and children the
+//!   tool owns. A panic becomes an error text (`panic: …`, or `panic while formatting
+//!   the error: …`); the traits' docs say what each failure yields. Every child a call
+//!   built is closed exactly once: by its run, or by the tool when the call fails or is
+//!   refused after the build.
+//!
+//! # Texts
+//!
+//! Every text the model reads — each refusal, the per-task failure texts, the background
+//! `note`, the interrupt reasons children pass on — is a field of [`ToolTexts`], carried
+//! by the [`DelegateContext`] ([`DelegateContext::with_texts`]). The defaults are the
+//! texts of the Python agent harness this tool reimplements, byte for byte; some name
+//! that harness's `config.yaml` settings, and each field's docs say which
+//! [`DelegationConfig`] setting the default refers to.
 //!
 //! # Plugging in an agent
 //!
@@ -23,7 +44,7 @@
 //!   active children. [`Parent`] is a ready-made handle whose
 //!   [`interrupt`](Parent::interrupt) reaches running synchronous children.
 //! - [`DelegateContext`] bundles the [`DelegationConfig`] (the `delegation:` settings), the
-//!   engine and the backend.
+//!   engine, the backend and the texts.
 //! - [`tool_schema`] is the definition to hand a function-calling API.
 //!
 //! # Example
@@ -93,19 +114,23 @@
 
 mod args;
 mod backend;
+mod background;
 mod config;
 mod error;
+mod fence;
+mod nesting;
 mod parent;
 mod schema;
+mod sync;
+mod texts;
 mod tool;
 
 pub use args::{parse_background, validate_arguments, DelegateCall, Role};
 pub use backend::{BackendError, ChildAgent, ChildBackend, ChildTask};
 pub use config::DelegationConfig;
 pub use error::{ConfigError, ToolError};
+pub use nesting::MAX_ARGUMENT_NESTING;
 pub use parent::{Parent, ParentAgent};
 pub use schema::{tool_schema, TOOL_DESCRIPTION, TOOL_NAME};
-pub use tool::{
-    delegate_task, delegate_task_value, DelegateContext, ASYNC_CANCEL_REASON, BACKGROUND_NOTE,
-    PARENT_INTERRUPTED_REASON,
-};
+pub use texts::{ToolTexts, ASYNC_CANCEL_REASON, BACKGROUND_NOTE, PARENT_INTERRUPTED_REASON};
+pub use tool::{delegate_task, delegate_task_value, DelegateContext};

@@ -10,6 +10,16 @@ use crate::ChildAgent;
 ///
 /// [`Parent`] is a ready-made implementation an agent can embed; implement this trait
 /// directly when the agent already keeps this state elsewhere.
+///
+/// The tool fences every call it makes here; a panic never reaches its caller and
+/// yields:
+/// - `delegate_depth`, or `session_key` (read for a background call before the child is
+///   built): the call is refused with [`ToolError::ParentFailed`](crate::ToolError::ParentFailed);
+/// - `register_child`: that synchronous task fails like a build
+///   (`Failed to build the subagent: panic: …`), and its child is unregistered and closed;
+/// - `unregister_child`: logged after a synchronous run; for a background call the child
+///   could not be detached, so the call fails like a build and the child is closed;
+/// - `is_interrupted`: logged, and read as not interrupted.
 pub trait ParentAgent: Send + Sync {
     /// The caller's delegation depth (0 for a top-level agent).
     fn delegate_depth(&self) -> u32;

@@ -138,3 +138,106 @@ proptest! {
         check(&delegate_task(&text, &Parent::new(0), &ctx));
     }
 }
+
+/// `levels` arrays nested in one another around `null`, built without recursion.
+fn nested_arrays(levels: usize) -> Value {
+    let mut value = Value::Null;
+    for _ in 0..levels {
+        value = Value::Array(vec![value]);
+    }
+    value
+}
+
+/// `levels` objects nested in one another around `null`, built without recursion.
+fn nested_objects(levels: usize) -> Value {
+    let mut value = Value::Null;
+    for _ in 0..levels {
+        let mut map = Map::new();
+        map.insert("k".to_owned(), value);
+        value = Value::Object(map);
+    }
+    value
+}
+
+/// An object of these fields (`json!` would copy the values recursively).
+fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+/// Takes a value apart without recursion (`Value`'s own drop recurses).
+fn dismantle(value: Value) {
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.into_iter().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
+}
+
+const TOO_DEEP: &str =
+    r#"{"error":"delegate_task arguments are nested too deeply (more than 128 levels)."}"#;
+
+#[test]
+fn deeply_nested_arguments_are_refused_without_recursion() {
+    let (ctx, queue) = context(FakeBackend::instant(), DelegationConfig::default());
+    let parent = Parent::new(0);
+    let deep = 100_000;
+    let calls = [
+        object([("goal", "g".into()), ("context", nested_arrays(deep))]),
+        object([("goal", "g".into()), ("context", nested_objects(deep))]),
+        object([
+            (
+                "tasks",
+                Value::Array(vec![object([
+                    ("goal", "g".into()),
+                    ("context", nested_arrays(deep)),
+                ])]),
+            ),
+            ("background", true.into()),
+        ]),
+        object([("goal", "g".into()), ("unknown", nested_objects(deep))]),
+        nested_arrays(deep),
+    ];
+    for arguments in calls {
+        assert_eq!(delegate_task_value(&arguments, &parent, &ctx), TOO_DEEP);
+        assert_eq!(
+            delegate_tool::validate_arguments(&arguments, 0, &DelegationConfig::default()),
+            Err(delegate_tool::ToolError::ArgumentsTooDeep { max: 128 })
+        );
+        dismantle(arguments);
+    }
+    assert!(ctx.backend.built().is_empty() && queue.is_empty());
+}
+
+/// The limit is the one serde_json's parser applies to text: what parses as text is
+/// accepted as a value, what it refuses is refused as a value, with the same text.
+#[test]
+fn nesting_limit_is_the_text_parsers() {
+    let (ctx, _queue) = context(FakeBackend::instant(), DelegationConfig::default());
+    let parent = Parent::new(0);
+    for containers in [126, 127, 128, 129] {
+        // The arguments object plus `containers - 1` arrays.
+        let arguments = object([
+            ("goal", "g".into()),
+            ("context", nested_arrays(containers - 1)),
+        ]);
+        let text = arguments.to_string();
+        let parses = serde_json::from_str::<Value>(&text).map(dismantle).is_ok();
+        let out = delegate_task_value(&arguments, &parent, &ctx);
+        assert_eq!(out == TOO_DEEP, !parses, "{containers}: {out}");
+        let from_text = delegate_task(&text, &parent, &ctx);
+        if parses {
+            // Both ran (their measured durations may differ).
+            assert!(out.starts_with(r#"{"results":"#), "{containers}: {out}");
+            assert!(
+                from_text.starts_with(r#"{"results":"#),
+                "{containers}: {from_text}"
+            );
+        } else {
+            assert_eq!(from_text, TOO_DEEP, "{containers}");
+        }
+        dismantle(arguments);
+    }
+}

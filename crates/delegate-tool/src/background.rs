@@ -1,0 +1,92 @@
+//! A background call: build the child here, detach it from the parent, dispatch it.
+
+use std::sync::Arc;
+
+use async_delegation::{DelegationResult, DelegationSpec, InterruptHook, RunnerError};
+use serde_json::Value;
+
+use crate::fence::{self, FencedParent};
+use crate::{ChildBackend, ChildTask, DelegateContext, ToolError};
+
+/// Builds, detaches and dispatches one child. A child that was built is closed here when
+/// the call fails or is refused, otherwise by its runner after its run.
+pub(crate) fn run<B: ChildBackend>(
+    task: ChildTask,
+    credentials: &B::Credentials,
+    parent: FencedParent<'_>,
+    context: &DelegateContext<B>,
+) -> String {
+    let texts = &context.texts;
+    // Captured here: the worker thread knows nothing of the conversation being served.
+    let session_key = match parent.session_key() {
+        Ok(key) => key,
+        Err(error) => return error.to_tool_result_with(texts),
+    };
+    let child = match fence::build_child(&context.backend, &task, credentials, parent) {
+        Ok(child) => child,
+        Err(reason) => return ToolError::ChildBuild(reason).to_tool_result_with(texts),
+    };
+    // Detach before dispatch: the child must survive the parent's interrupts, cache
+    // eviction and close. A parent that cannot detach it would keep reaching it, so that
+    // (like a child that cannot tell its model) counts as a failed build.
+    let model = parent
+        .unregister_child(&child)
+        .and_then(|()| child.model().map_err(|m| texts.panicked(&m)));
+    let model = match model {
+        Ok(model) => model,
+        Err(reason) => {
+            child.close();
+            return ToolError::ChildBuild(reason).to_tool_result_with(texts);
+        }
+    };
+
+    let goal = task.goal.clone();
+    let spec = DelegationSpec {
+        goal: task.goal.clone(),
+        context: task.context.clone(),
+        toolsets: task.toolsets.clone(),
+        role: Some(task.role.as_str().to_owned()),
+        model,
+        session_key,
+    };
+    // The closures hold fenced handles: the engine drops them on its worker, or on this
+    // thread when it refuses the dispatch, and a child's panicking `Drop` must not
+    // escape either way.
+    let runner_child = child.clone();
+    let runner_texts = Arc::new(texts.clone());
+    let hook_texts = Arc::clone(&runner_texts);
+    let runner = move || -> Result<DelegationResult, RunnerError> {
+        // Errors are turned into text here, as for a synchronous child, so a panicking
+        // `Display` reads the same in both modes.
+        let outcome = runner_child.run(&task, &runner_texts);
+        runner_child.close();
+        outcome.map_err(RunnerError::from)
+    };
+    let hook_child = child.clone();
+    let hook: InterruptHook = Arc::new(move |_reason: &str| {
+        hook_child.interrupt(&hook_texts.async_cancel_reason);
+    });
+    match context
+        .engine
+        .try_dispatch(spec, runner, Some(hook), context.config.max_async_children)
+    {
+        Ok(delegation_id) => dispatched_result(&delegation_id, &goal, &texts.background_note),
+        Err(error) => {
+            // The runner was dropped uncalled: nothing else will close the child.
+            child.close();
+            ToolError::from(error).to_tool_result_with(texts)
+        }
+    }
+}
+
+/// The dispatched result with its keys in the documented order (serde_json's map would
+/// sort them).
+fn dispatched_result(delegation_id: &str, goal: &str, note: &str) -> String {
+    let quote = |s: &str| Value::String(s.to_owned()).to_string();
+    format!(
+        "{{\"status\":\"dispatched\",\"delegation_id\":{},\"goal\":{},\"mode\":\"background\",\"note\":{}}}",
+        quote(delegation_id),
+        quote(goal),
+        quote(note),
+    )
+}
