@@ -9,7 +9,7 @@ use crate::ConfigError;
 ///
 /// Deserializes from any serde format (YAML, TOML, JSON) through
 /// [`serde_json::Value`]: missing or `null` settings take their defaults, settings this
-/// crate does not know (the reference keeps `model`, `provider`, … in the same section for
+/// crate does not know (the Python harness keeps `model`, `provider`, … in the same section for
 /// credential resolution) are ignored, and a wrong type or value is a [`ConfigError`]
 /// naming the setting. Integers may also be given as strings holding one (`"3"`).
 ///
@@ -164,7 +164,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn defaults_match_the_reference() {
+    fn defaults_match_the_documented_ones() {
         let config = DelegationConfig::default();
         assert_eq!(
             (

@@ -1,5 +1,9 @@
 //! The `delegate_task` tool an LLM calls to hand work to subagents.
 //!
+//! New to the crates? `docs/guide.md` in the repository walks from "I have an agent" to
+//! "my agent delegates in the background": plugging an agent in, registering the tool
+//! with OpenAI- and Anthropic-style APIs, bringing results back as new turns, testing.
+//!
 //! A model calls `delegate_task` with JSON arguments — `goal`/`context`/`toolsets` for
 //! one task or `tasks` for a batch, a `role`, and a `background` flag. [`delegate_task`]
 //! (raw argument text) or [`delegate_task_value`] (parsed) checks them in a fixed order
@@ -45,7 +49,8 @@
 //!   [`interrupt`](Parent::interrupt) reaches running synchronous children.
 //! - [`DelegateContext`] bundles the [`DelegationConfig`] (the `delegation:` settings), the
 //!   engine, the backend and the texts.
-//! - [`tool_schema`] is the definition to hand a function-calling API.
+//! - [`tool_schema`] is the definition to hand a function-calling API; [`openai_tool`] and
+//!   [`anthropic_tool`] wrap it in the shapes OpenAI-style and Anthropic-style APIs take.
 //!
 //! # Example
 //!
@@ -131,6 +136,6 @@ pub use config::DelegationConfig;
 pub use error::{ConfigError, ToolError};
 pub use nesting::MAX_ARGUMENT_NESTING;
 pub use parent::{Parent, ParentAgent};
-pub use schema::{tool_schema, TOOL_DESCRIPTION, TOOL_NAME};
+pub use schema::{anthropic_tool, openai_tool, tool_schema, TOOL_DESCRIPTION, TOOL_NAME};
 pub use texts::{ToolTexts, ASYNC_CANCEL_REASON, BACKGROUND_NOTE, PARENT_INTERRUPTED_REASON};
 pub use tool::{delegate_task, delegate_task_value, DelegateContext};

@@ -75,6 +75,40 @@ pub fn tool_schema() -> Value {
     })
 }
 
+/// The tool as an OpenAI-style chat-completions API takes it (OpenAI and the many
+/// compatible servers): `{"type": "function", "function": {"name", "description",
+/// "parameters"}}`, the same schema as [`tool_schema`].
+///
+/// ```
+/// let tool = delegate_tool::openai_tool();
+/// assert_eq!(tool["type"], "function");
+/// assert_eq!(tool["function"], delegate_tool::tool_schema());
+/// ```
+pub fn openai_tool() -> Value {
+    json!({"type": "function", "function": tool_schema()})
+}
+
+/// The tool as an Anthropic-style messages API takes it: `{"name", "description",
+/// "input_schema"}`, where `input_schema` is [`tool_schema`]'s `parameters`.
+///
+/// ```
+/// let tool = delegate_tool::anthropic_tool();
+/// assert_eq!(tool["name"], "delegate_task");
+/// assert_eq!(tool["input_schema"], delegate_tool::tool_schema()["parameters"]);
+/// ```
+pub fn anthropic_tool() -> Value {
+    let Value::Object(mut schema) = tool_schema() else {
+        // `tool_schema` always builds an object.
+        return Value::Null;
+    };
+    let parameters = schema.remove("parameters").unwrap_or(Value::Null);
+    json!({
+        "name": schema.remove("name").unwrap_or(Value::Null),
+        "description": schema.remove("description").unwrap_or(Value::Null),
+        "input_schema": parameters,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +138,18 @@ mod tests {
         let background = props["background"]["description"].as_str().unwrap();
         assert!(background.contains("immediately") && background.contains("ONE subagent"));
         assert!(TOOL_DESCRIPTION.contains("background=true"));
+    }
+
+    #[test]
+    fn api_shapes_wrap_the_same_schema() {
+        let schema = tool_schema();
+        assert_eq!(
+            openai_tool(),
+            json!({"type": "function", "function": schema.clone()})
+        );
+        assert_eq!(
+            anthropic_tool(),
+            json!({"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "input_schema": schema["parameters"]})
+        );
     }
 }

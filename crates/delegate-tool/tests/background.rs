@@ -1,4 +1,4 @@
-//! SPEC §5 background routing: `delegate_task(background=true)` dispatches one child on
+//! Background routing: `delegate_task(background=true)` dispatches one child on
 //! the engine and returns at once; the child is detached from its parent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -80,7 +80,7 @@ fn test_delegate_task_background_rejects_batch() {
 fn test_delegate_task_background_detaches_child_from_parent() {
     let gate = Gate::new();
     let mut backend = FakeBackend::gated(&gate);
-    // Mirror the reference's builder, which registers the child for interrupt propagation.
+    // Mirror the Python harness's builder, which registers the child for interrupt propagation.
     backend.register_on_build = true;
     let (ctx, queue) = context(backend, DelegationConfig::default());
     let parent = sess_parent();

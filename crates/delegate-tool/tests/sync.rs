@@ -1,4 +1,4 @@
-//! SPEC §5 synchronous runs: children registered while they run, a batch in parallel,
+//! Synchronous runs: children registered while they run, a batch in parallel,
 //! results sorted by task index, children unregistered and closed afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

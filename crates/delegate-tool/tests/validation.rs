@@ -1,4 +1,4 @@
-//! SPEC §5: every refusal, in the reference's order, with its exact text.
+//! Every refusal, in the documented order, with its exact text.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -163,7 +163,7 @@ fn credentials_are_checked_before_the_tasks() {
 #[test]
 fn blank_tasks_string() {
     assert_eq!(refuse(r#"{"tasks": "   "}"#), NOTHING_TO_DO);
-    // SPEC §5 step 5 refuses a blank string as such, even next to a goal.
+    // The `tasks` check refuses a blank string as such, even next to a goal.
     assert_eq!(refuse(r#"{"tasks": "", "goal": "g"}"#), NOTHING_TO_DO);
 }
 
@@ -251,9 +251,9 @@ fn neither_tasks_nor_goal() {
     }
 }
 
-/// `Task {i}`: `i` is 0-based. SPEC §5 does not say; the reference formats the
-/// `enumerate()` index, which is also the `task_index` results and events carry
-/// (SPEC §2 "zero-based"), so the model can match an error to a result.
+/// `Task {i}`: `i` is 0-based, the `enumerate()` index the Python harness formats, which
+/// is also the zero-based `task_index` results and events carry, so the model can match
+/// an error to a result.
 #[test]
 fn task_that_is_not_an_object() {
     for (task, kind) in [

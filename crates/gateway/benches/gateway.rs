@@ -59,7 +59,7 @@ fn session_keys(c: &mut Criterion) {
 
 fn enrich_and_format(c: &mut Criterion) {
     let event = seed_event();
-    c.bench_function("enrich+format seed event", |b| {
+    c.bench_function("enrich+format harness test event", |b| {
         b.iter_batched(
             || event.clone(),
             |mut event| {

@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn async_delegation_renders_the_full_block() {
-        // The seed's `_make_async_evt` values.
+        // The Python harness's test fixture `_make_async_evt` values.
         let event = Event::from(AsyncDelegationEvent {
             delegation_id: Some("deleg_x1".into()),
             session_key: "agent:main:telegram:dm:12345:678".into(),

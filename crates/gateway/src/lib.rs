@@ -1,6 +1,10 @@
 //! Chat routing for background delegation: platforms, session keys, routing enrichment,
 //! the gateway formatter, the watch drain and the delivery router.
 //!
+//! New to the crates? `docs/guide.md` in the repository walks from "I have an agent" to
+//! "my agent delegates in the background": plugging an agent in, registering the tool
+//! with OpenAI- and Anthropic-style APIs, bringing results back as new turns, testing.
+//!
 //! A gateway serves many chats (Telegram DMs and topics, Discord threads, Slack
 //! channels, …) with one agent process. When a background subagent finishes, its
 //! `async_delegation` completion lands on the shared

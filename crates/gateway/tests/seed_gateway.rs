@@ -1,5 +1,5 @@
-//! The seed's gateway tests (`test_async_delegation.py`, "Gateway routing"), one Rust test
-//! per Python test, same names, on the seed's `_make_async_evt` fixture values.
+//! The gateway tests of the Python harness's test file (`test_async_delegation.py`, "Gateway
+//! routing"), one Rust test per Python test, same names, on its `_make_async_evt` fixture.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use gateway::{
@@ -10,7 +10,7 @@ use gateway::{
 use process_registry::{AsyncDelegationEvent, CompletionQueue, Event};
 use serde_json::{json, Value};
 
-/// The seed's `_make_async_evt(**over)`.
+/// The Python test fixture `_make_async_evt(**over)`.
 fn make_async_evt(over: Value) -> Value {
     let mut evt = json!({
         "type": "async_delegation",

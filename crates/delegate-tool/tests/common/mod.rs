@@ -106,7 +106,7 @@ pub struct FakeBackend {
     pub run: RunFn,
     /// `Err(text)` makes credential resolution fail with `text`.
     pub credentials: Result<String, String>,
-    /// Register each built child in the parent, as the reference's builder did.
+    /// Register each built child in the parent, as the Python harness's builder did.
     pub register_on_build: bool,
     /// Building a child for this goal fails.
     pub fail_build_goal: Option<String>,
