@@ -377,6 +377,7 @@ fn completion_event(
         Some(seconds) => seconds,
         None => round_2((completed_at - dispatched_at).max(0.0)),
     };
+    let status = result.status_or_completed().to_owned();
     AsyncDelegationEvent {
         delegation_id: Some(delegation_id.to_owned()),
         session_key: spec.session_key,
@@ -387,12 +388,7 @@ fn completion_event(
         model: result.model.or(spec.model),
         // Unset or empty means completed; consumers of the Python harness never see an
         // empty status.
-        status: Some(
-            result
-                .status
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "completed".to_owned()),
-        ),
+        status: Some(status),
         summary: result.summary,
         error: result.error,
         // Always a number: a Python consumer's formatter prints `None` for a null.

@@ -149,6 +149,23 @@ impl DelegationResult {
         }
     }
 
+    /// The status the completion carries: the result's, or `completed` when it set none
+    /// or an empty one.
+    ///
+    /// ```
+    /// use async_delegation::DelegationResult;
+    ///
+    /// assert_eq!(DelegationResult::default().status_or_completed(), "completed");
+    /// assert_eq!(DelegationResult::with_status("").status_or_completed(), "completed");
+    /// assert_eq!(DelegationResult::with_status("timeout").status_or_completed(), "timeout");
+    /// ```
+    pub fn status_or_completed(&self) -> &str {
+        match self.status.as_deref() {
+            None | Some("") => "completed",
+            Some(status) => status,
+        }
+    }
+
     /// An `interrupted` result with this error text.
     pub fn interrupted(error: impl Into<String>) -> Self {
         DelegationResult {

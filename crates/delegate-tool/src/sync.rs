@@ -131,7 +131,7 @@ fn task_result(task_index: usize, result: DelegationResult, measured: f64) -> Va
         .unwrap_or(result.exit_reason.as_deref() == Some("max_iterations"));
     json!({
         "task_index": task_index,
-        "status": result.status.unwrap_or_else(|| "completed".to_owned()),
+        "status": result.status_or_completed(),
         "summary": result.summary,
         "error": result.error,
         "api_calls": result.api_calls.unwrap_or(0),

@@ -327,3 +327,34 @@ fn a_panicking_backend_becomes_an_error_not_a_panic() {
         "Failed to build the subagent: panic: builder exploded"
     );
 }
+
+#[test]
+fn a_child_reporting_nothing_or_an_empty_status_gets_the_engine_defaults() {
+    let backend = FakeBackend::new(|_, task| match task.goal.as_str() {
+        "empty" => Ok(DelegationResult {
+            duration_seconds: Some(1.5),
+            ..DelegationResult::with_status("")
+        }),
+        _ => Ok(DelegationResult {
+            duration_seconds: Some(2.0),
+            ..DelegationResult::default()
+        }),
+    });
+    let (ctx, _queue) = context(backend, DelegationConfig::default());
+    let out = delegate_task(
+        r#"{"tasks": [{"goal": "empty"}, {"goal": "nothing"}]}"#,
+        &Parent::new(0),
+        &ctx,
+    );
+    let value = parse(&out);
+    let results = value["results"].as_array().unwrap();
+    assert_eq!(
+        results[..],
+        [
+            json!({"task_index": 0, "status": "completed", "summary": null, "error": null, "api_calls": 0,
+                   "duration_seconds": 1.5, "model": null, "exit_reason": null, "truncated": false}),
+            json!({"task_index": 1, "status": "completed", "summary": null, "error": null, "api_calls": 0,
+                   "duration_seconds": 2.0, "model": null, "exit_reason": null, "truncated": false}),
+        ]
+    );
+}
