@@ -75,6 +75,7 @@
 
 mod event;
 mod format;
+mod ledger;
 mod number;
 mod queue;
 mod raw;
@@ -85,7 +86,22 @@ pub use event::{
     WatchDisabled, WatchMatch, WatchOverflow,
 };
 pub use format::{format_process_notification, format_process_notification_in};
+pub use ledger::backend::{
+    Candidate, CandidateQuery, Capabilities, ClaimedRow, DeliveryState, Finish, Inserted,
+    LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, RowQuery, RunState, SessionMatch,
+    Settle,
+};
+pub use ledger::claim::{Claim, ClaimFilter, Released};
+pub use ledger::clock::{Clock, ManualClock, SystemClock};
+pub use ledger::config::LedgerConfig;
+pub use ledger::error::{LedgerError, SettleError};
+pub use ledger::instance::{current_instance, Liveness, ProcessLiveness};
+pub use ledger::memory::MemoryLedger;
+pub use ledger::sweeper::SWEEP_THREAD_NAME;
 pub use number::{ParseWireNumberError, WireNumber};
-pub use queue::CompletionQueue;
+pub use queue::{
+    Committed, CompletionQueue, CompletionQueueBuilder, DispatchRecord, Recorded,
+    OWNER_EXITED_ERROR, RESTORE_HORIZON_REASON,
+};
 pub use raw::{ExtraFields, UnknownEvent};
 pub use registry::{global, ProcessRegistry};

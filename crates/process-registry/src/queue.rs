@@ -1,20 +1,49 @@
-//! The completion queue: one FIFO shared by every producer and consumer.
+//! The completion queue: one FIFO shared by every producer and consumer, on a ledger.
+//!
+//! # Design
+//!
+//! The queue is a handle over a [`LedgerBackend`] (storage primitives: guarded, atomic
+//! transitions of rows) and the ledger's rules, written once here for every backend:
+//! claims with fencing ids and leases, attempts and backoff, the dead state, restart
+//! recovery, and waking. A consumer waiting for a completion sleeps on an
+//! [`event_listener`] signal that every write notifies — no poll interval — and wakes at
+//! the latest when a backing-off row becomes due. The plain queue API (`put`, `try_take`,
+//! `take_timeout`, `drain`, `take_where`) is a claim that is acknowledged at once.
 
-use std::time::Duration;
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use event_listener::{Event as Signal, Listener};
 
-use crate::Event;
+use crate::ledger::backend::{Finish, Inserted, LedgerBackend, NewClaim, NewPending, NewRunning};
+use crate::ledger::sweeper::Sweeper;
+use crate::ledger::unknown_completion;
+use crate::{
+    current_instance, Claim, ClaimFilter, Event, LedgerConfig, LedgerError, LedgerRow, Liveness,
+    MemoryLedger, ProcessLiveness, RowQuery, RunState,
+};
 
-/// A multi-producer, multi-consumer FIFO of [`Event`]s.
+/// A multi-producer, multi-consumer FIFO of [`Event`]s on a completion ledger.
 ///
 /// `CompletionQueue` is a cheap, cloneable handle: every clone refers to the same queue,
-/// so one clone can go to each producer thread and another to the consumer. It is
-/// unbounded: [`put`](CompletionQueue::put) never blocks and never drops an event.
+/// so one clone can go to each producer thread and another to each consumer.
+/// [`CompletionQueue::new`] keeps everything in memory ([`MemoryLedger`]: nothing
+/// survives the process); [`CompletionQueue::builder`] opens a queue on any backend, such
+/// as the durable [`SqliteLedger`](crate::SqliteLedger) (feature `sqlite`).
 ///
-/// Consumers take with [`try_take`](CompletionQueue::try_take) (never blocks),
-/// [`take_timeout`](CompletionQueue::take_timeout) or [`drain`](CompletionQueue::drain),
-/// and may hand an event back with [`put`](CompletionQueue::put): it goes to the tail.
+/// Two ways to consume:
+///
+/// - **Claims** ([`claim`](Self::claim), [`claim_timeout`](Self::claim_timeout)): take
+///   the next completion that matches a [`ClaimFilter`] under a lease, then
+///   [`ack`](Claim::ack) it once delivered — or defer, release (retried with backoff,
+///   dead after the last attempt) or mark it dead. A consumer that crashes mid-delivery
+///   loses nothing: its lease runs out and the completion is offered again.
+/// - **The plain queue** ([`try_take`](Self::try_take), [`take_timeout`](Self::take_timeout),
+///   [`drain`](Self::drain), [`take_where`](Self::take_where)): a claim of any event
+///   (restored ones excepted), acknowledged at once. [`put`](Self::put) never blocks a
+///   memory queue and never drops; an event put back goes to the tail.
 ///
 /// ```
 /// use process_registry::{CompletionQueue, Event, WatchOverflow};
@@ -28,10 +57,121 @@ use crate::Event;
 /// assert!(queue.try_take().is_some());
 /// assert!(queue.is_empty());
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CompletionQueue {
-    sender: Sender<Event>,
-    receiver: Receiver<Event>,
+    core: Arc<Core>,
+}
+
+impl std::fmt::Debug for CompletionQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompletionQueue")
+            .field("instance", &self.core.instance)
+            .field("durable", &self.core.backend.capabilities().durable)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The shared state behind every handle of one queue.
+pub(crate) struct Core {
+    pub(crate) backend: Arc<dyn LedgerBackend>,
+    pub(crate) config: LedgerConfig,
+    pub(crate) instance: String,
+    liveness: Arc<dyn Liveness>,
+    /// Notified on every write that may make a row claimable.
+    signal: Signal,
+    /// Completions committed but not yet offered (the engine frees the slot first), so
+    /// no consumer of this process can take one before its slot is free.
+    unoffered: Mutex<HashSet<u64>>,
+    /// Events whose write failed, kept in memory and retried by the sweep.
+    outbox: Mutex<VecDeque<Arc<Event>>>,
+    next_claim: AtomicU64,
+    sweeper: Mutex<Option<Sweeper>>,
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        let pending = lock(&self.outbox).len();
+        if pending > 0 {
+            tracing::error!(
+                pending,
+                "a completion queue was dropped with events it never managed to write"
+            );
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every section under these locks is a few collection operations with no user code.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Configures and opens a [`CompletionQueue`] on a backend.
+pub struct CompletionQueueBuilder {
+    backend: Arc<dyn LedgerBackend>,
+    config: LedgerConfig,
+    instance: String,
+    liveness: Arc<dyn Liveness>,
+}
+
+impl std::fmt::Debug for CompletionQueueBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompletionQueueBuilder")
+            .field("config", &self.config)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CompletionQueueBuilder {
+    /// The ledger's rules (default [`LedgerConfig::default`]).
+    pub fn config(mut self, config: LedgerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// This process's instance id, written as the owner of its rows (default
+    /// [`current_instance`]: pid, start time and boot id).
+    pub fn instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = instance.into();
+        self
+    }
+
+    /// How to tell whether another instance is alive (default [`ProcessLiveness`]).
+    pub fn liveness(mut self, liveness: impl Liveness) -> Self {
+        self.liveness = Arc::new(liveness);
+        self
+    }
+
+    /// Opens the queue: recovers the rows of instances that died (their running
+    /// delegations become `unknown`, their pending completions are restored), then,
+    /// for a durable or shared backend, starts the `ledger-sweep` thread that repeats
+    /// this every [`sweep_interval`](LedgerConfig::sweep_interval) while the queue lives.
+    ///
+    /// # Errors
+    /// When the recovery cannot read or write the store.
+    pub fn open(self) -> Result<CompletionQueue, LedgerError> {
+        let capabilities = self.backend.capabilities();
+        let core = Arc::new(Core {
+            backend: self.backend,
+            config: self.config,
+            instance: self.instance,
+            liveness: self.liveness,
+            signal: Signal::new(),
+            unoffered: Mutex::new(HashSet::new()),
+            outbox: Mutex::new(VecDeque::new()),
+            next_claim: AtomicU64::new(0),
+            sweeper: Mutex::new(None),
+        });
+        core.sweep()?;
+        if capabilities.durable || capabilities.shared_between_processes {
+            let sweeper = Sweeper::start(Arc::downgrade(&core), core.config.sweep_interval)
+                .map_err(|error| LedgerError::Unavailable {
+                    reason: format!("could not start the ledger-sweep thread: {error}"),
+                })?;
+            *lock(&core.sweeper) = Some(sweeper);
+        }
+        Ok(CompletionQueue { core })
+    }
 }
 
 impl Default for CompletionQueue {
@@ -40,39 +180,154 @@ impl Default for CompletionQueue {
     }
 }
 
-impl CompletionQueue {
-    /// Creates a new, empty queue.
-    pub fn new() -> Self {
-        let (sender, receiver) = crossbeam_channel::unbounded();
-        CompletionQueue { sender, receiver }
+/// What the engine keeps of a dispatch it recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DispatchRecord {
+    seq: u64,
+}
+
+/// A completion that is committed but not yet offered to consumers; dropping it offers
+/// it.
+#[must_use = "offer it once the delegation's slot is free"]
+pub struct Committed {
+    core: Arc<Core>,
+    seq: Option<u64>,
+}
+
+impl std::fmt::Debug for Committed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committed").field("seq", &self.seq).finish()
+    }
+}
+
+impl Committed {
+    /// Offers the completion to consumers: it becomes claimable in this process, and
+    /// waiting consumers are woken.
+    pub fn offer(mut self) {
+        self.offer_now();
     }
 
-    /// Appends `event` at the tail. Never blocks, never drops.
+    fn offer_now(&mut self) {
+        if let Some(seq) = self.seq.take() {
+            lock(&self.core.unoffered).remove(&seq);
+            self.core.wake_all();
+        }
+    }
+}
+
+impl Drop for Committed {
+    fn drop(&mut self) {
+        self.offer_now();
+    }
+}
+
+/// What a dispatch recording answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Written: keep the record for [`CompletionQueue::record_completion`].
+    Dispatch(DispatchRecord),
+    /// The id is taken by a row the ledger holds: draw another.
+    IdTaken,
+}
+
+/// The error of a delegation whose owner died before recording a result.
+pub const OWNER_EXITED_ERROR: &str =
+    "Delegation owner exited before recording a terminal result; outcome unknown.";
+
+/// Why a restored completion older than the restore horizon is dead instead of replayed.
+pub const RESTORE_HORIZON_REASON: &str =
+    "restored after a restart more than the restore horizon (48 h by default) after it completed; not replayed";
+
+impl CompletionQueue {
+    /// A new, empty queue in memory ([`MemoryLedger`]): nothing survives the process.
+    pub fn new() -> Self {
+        // A memory ledger cannot fail to recover (it is empty) and starts no thread.
+        Self::builder(MemoryLedger::new())
+            .open()
+            .unwrap_or_else(|_| unreachable_memory_queue())
+    }
+
+    /// A builder for a queue on `backend`.
+    pub fn builder(backend: impl LedgerBackend) -> CompletionQueueBuilder {
+        Self::builder_shared(Arc::new(backend))
+    }
+
+    /// A builder for a queue on a backend shared with other queues (tests of restart
+    /// recovery open a second queue on the same store).
+    pub fn builder_shared(backend: Arc<dyn LedgerBackend>) -> CompletionQueueBuilder {
+        CompletionQueueBuilder {
+            backend,
+            config: LedgerConfig::default(),
+            instance: current_instance().to_owned(),
+            liveness: Arc::new(ProcessLiveness),
+        }
+    }
+
+    /// The backend this queue runs on.
+    pub fn backend(&self) -> &Arc<dyn LedgerBackend> {
+        &self.core.backend
+    }
+
+    /// The rules this queue applies.
+    pub fn config(&self) -> &LedgerConfig {
+        &self.core.config
+    }
+
+    /// This queue's instance id: the owner written on its rows.
+    pub fn instance(&self) -> &str {
+        &self.core.instance
+    }
+
+    /// Appends `event` at the tail. Never drops it: should the store refuse the write
+    /// (a full disk), the event is kept in memory, logged, and written by a later sweep.
+    /// Never blocks a memory queue; a durable queue commits the write.
     pub fn put(&self, event: impl Into<Event>) {
-        // The handle owns a receiver, so the channel can never be disconnected while
-        // `self` exists: the send cannot fail.
-        let _ = self.sender.send(event.into());
+        let event = Arc::new(event.into());
+        if let Err(error) = self.core.insert_pending(Arc::clone(&event)) {
+            tracing::error!(%error, event_type = event.type_name(), "a completion could not be written; kept in memory and retried");
+            lock(&self.core.outbox).push_back(event);
+        }
+    }
+
+    /// [`put`](Self::put) that reports a failed write instead of keeping the event for a
+    /// retry.
+    ///
+    /// # Errors
+    /// When the store refused the write; the event was not queued.
+    pub fn try_put(&self, event: impl Into<Event>) -> Result<(), LedgerError> {
+        self.core.insert_pending(Arc::new(event.into()))
     }
 
     /// Takes the event at the head, or `None` at once when the queue is empty.
     pub fn try_take(&self) -> Option<Event> {
-        // `Disconnected` cannot happen while `self` holds a sender.
-        self.receiver.try_recv().ok()
+        self.take_with(&ClaimFilter::any(), None)
     }
 
-    /// Takes the event at the head, waiting up to `timeout` for one to arrive.
+    /// Takes the event at the head, waiting up to `timeout` for one to arrive (woken by
+    /// the event itself, not by polling).
     pub fn take_timeout(&self, timeout: Duration) -> Option<Event> {
-        self.receiver.recv_timeout(timeout).ok()
+        self.take_with(&ClaimFilter::any(), Some(timeout))
     }
 
-    /// Number of events waiting.
+    /// Number of events waiting (restored ones excepted).
     pub fn len(&self) -> usize {
-        self.receiver.len()
+        self.count(&ClaimFilter::any())
     }
 
     /// `true` when no event is waiting.
     pub fn is_empty(&self) -> bool {
-        self.receiver.is_empty()
+        self.len() == 0
+    }
+
+    /// How many completions `filter` could claim now.
+    pub fn count(&self, filter: &ClaimFilter) -> usize {
+        match self.core.backend.count_candidates(&filter.query(0)) {
+            Ok(count) => count,
+            Err(error) => {
+                tracing::warn!(%error, "counting waiting completions failed");
+                0
+            }
+        }
     }
 
     /// Takes every event that was waiting when the call began, in FIFO order.
@@ -80,25 +335,25 @@ impl CompletionQueue {
     /// Events put while the drain runs stay for the next take, so a drain always ends
     /// even when producers keep putting (or when the caller puts events back).
     pub fn drain(&self) -> Vec<Event> {
-        let waiting = self.receiver.len();
+        let filter = ClaimFilter::any();
+        let waiting = self.count(&filter);
         let mut events = Vec::with_capacity(waiting);
-        for _ in 0..waiting {
-            match self.receiver.try_recv() {
-                Ok(event) => events.push(event),
+        while events.len() < waiting {
+            match self.take_with(&filter, None) {
+                Some(event) => events.push(event),
                 // Another consumer took the rest.
-                Err(_) => break,
+                None => break,
             }
         }
         events
     }
 
-    /// Takes every waiting event for which `wanted` is true, in FIFO order, and puts the
-    /// others back at the tail, in their order.
+    /// Takes every waiting event for which `wanted` is true, in FIFO order, leaving the
+    /// others where they are.
     ///
-    /// Like [`drain`](CompletionQueue::drain) it looks only at what was waiting when the
-    /// call began, so it never blocks and always ends. This is how a consumer that owns
-    /// only some events shares the queue with others, e.g. a CLI loop taking its
-    /// completions while the parent is idle:
+    /// It looks only at what was waiting when the call began, so it never blocks and
+    /// always ends. This is how a consumer that owns only some events shares the queue
+    /// with others, e.g. a CLI loop taking its completions while the parent is idle:
     ///
     /// ```
     /// use process_registry::{AsyncDelegationEvent, CompletionQueue, Event, WatchOverflow};
@@ -112,52 +367,449 @@ impl CompletionQueue {
     /// assert_eq!(queue.len(), 1); // the watch event stays for its owner
     /// ```
     ///
-    /// `wanted` is the caller's code: should it panic, every event the call took off the
-    /// queue is put back at the tail, in order, before the panic goes on to the caller —
-    /// no event is ever lost to it.
+    /// `wanted` is the caller's code: every event is judged before any is taken, so a
+    /// panic in it reaches the caller with nothing taken and nothing lost.
     pub fn take_where(&self, mut wanted: impl FnMut(&Event) -> bool) -> Vec<Event> {
-        // Every decision is made while the events are still owned by the guard, whose
-        // drop (also while unwinding) puts them all back.
-        let guard = PutBackOnDrop {
-            queue: self,
-            events: self.drain(),
-        };
-        let decisions: Vec<bool> = guard.events.iter().map(&mut wanted).collect();
-        let events = guard.disarm();
-        let mut taken = Vec::with_capacity(decisions.iter().filter(|&&d| d).count());
-        for (event, mine) in events.into_iter().zip(decisions) {
-            if mine {
-                taken.push(event);
-            } else {
-                self.put(event);
+        let candidates = match self.core.candidates(&ClaimFilter::any(), usize::MAX) {
+            Ok(candidates) => candidates,
+            Err(error) => {
+                tracing::warn!(%error, "reading waiting completions failed");
+                return Vec::new();
             }
-        }
-        taken
+        };
+        let mine: Vec<u64> = candidates
+            .into_iter()
+            .filter(|candidate| wanted(&candidate.event))
+            .map(|candidate| candidate.seq)
+            .collect();
+        mine.into_iter()
+            .filter_map(|seq| self.core.claim_seq(seq).ok().flatten())
+            .filter_map(ack_logged)
+            .collect()
     }
 
     /// `true` when both handles refer to the same queue.
     pub fn same_queue(&self, other: &CompletionQueue) -> bool {
-        self.sender.same_channel(&other.sender)
+        Arc::ptr_eq(&self.core, &other.core)
+    }
+
+    /// Claims the next completion `filter` matches, without waiting.
+    ///
+    /// # Errors
+    /// When the store cannot be read or written.
+    pub fn claim(&self, filter: &ClaimFilter) -> Result<Option<Claim>, LedgerError> {
+        self.core.try_claim(filter)
+    }
+
+    /// Claims the next completion `filter` matches, waiting up to `timeout` for one.
+    /// The wait is woken by a new completion (or a deferral, a release, a requeue,
+    /// [`wake_consumers`](Self::wake_consumers)), and ends at the latest when a
+    /// backing-off completion becomes due: nothing polls.
+    ///
+    /// # Errors
+    /// When the store cannot be read or written.
+    pub fn claim_timeout(
+        &self,
+        filter: &ClaimFilter,
+        timeout: Duration,
+    ) -> Result<Option<Claim>, LedgerError> {
+        self.core
+            .claim_until(filter, Instant::now().checked_add(timeout))
+    }
+
+    /// Wakes every consumer waiting in [`claim_timeout`](Self::claim_timeout) (and the
+    /// plain takes) so it looks again — for a change only the consumer's own filter sees,
+    /// such as a session's turn ending.
+    pub fn wake_consumers(&self) {
+        self.core.wake_all();
+    }
+
+    /// A listener that fires on the next change that may make a completion claimable:
+    /// arm it, check, then wait on it — the building block of custom waiting consumers
+    /// (sync [`Listener::wait`](event_listener::Listener) or `.await`).
+    pub fn listen(&self) -> event_listener::EventListener {
+        self.core.signal.listen()
+    }
+
+    /// Rows of the ledger, for inspection: running, pending, claimed, delivered or dead
+    /// delegations with their states, attempts and reasons.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub fn rows(&self, query: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError> {
+        self.core.backend.rows(query)
+    }
+
+    /// Puts dead row `seq` back to pending with no attempts (an operator's retry).
+    /// `false` when it is not dead.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    pub fn requeue(&self, seq: u64) -> Result<bool, LedgerError> {
+        let requeued = self.core.backend.requeue(seq)?;
+        if requeued {
+            self.core.wake_all();
+        }
+        Ok(requeued)
+    }
+
+    /// Puts every dead row back to pending; returns how many.
+    ///
+    /// # Errors
+    /// When the store cannot be read or written.
+    pub fn requeue_dead(&self) -> Result<usize, LedgerError> {
+        let dead = self.rows(&RowQuery {
+            delivery: Some(crate::DeliveryState::Dead),
+            ..RowQuery::default()
+        })?;
+        let mut requeued = 0;
+        for row in dead {
+            requeued += usize::from(self.core.backend.requeue(row.seq)?);
+        }
+        if requeued > 0 {
+            self.core.wake_all();
+        }
+        Ok(requeued)
+    }
+
+    /// Runs one sweep now (what the `ledger-sweep` thread does every
+    /// [`sweep_interval`](LedgerConfig::sweep_interval)): recovers the rows of instances
+    /// that died, expires restored completions past the restore horizon, prunes
+    /// delivered rows past the retention, retries failed writes, and wakes consumers.
+    ///
+    /// # Errors
+    /// When the store cannot be read or written.
+    pub fn sweep(&self) -> Result<(), LedgerError> {
+        self.core.sweep()
+    }
+
+    /// Records a dispatched delegation as running, before its handle is returned. The
+    /// engine calls it; `Recorded::IdTaken` asks for another id.
+    ///
+    /// # Errors
+    /// When the store refused the write: the dispatch must be rejected.
+    pub fn record_dispatch(
+        &self,
+        delegation_id: &str,
+        session_key: &str,
+        skeleton: Event,
+    ) -> Result<Recorded, LedgerError> {
+        let inserted = self.core.backend.insert_running(NewRunning {
+            delegation_id,
+            session_key,
+            owner: &self.core.instance,
+            skeleton: Arc::new(skeleton),
+        })?;
+        Ok(match inserted {
+            Inserted::Row(seq) => Recorded::Dispatch(DispatchRecord { seq }),
+            Inserted::IdTaken => Recorded::IdTaken,
+        })
+    }
+
+    /// Records the completion of a dispatched delegation (with its exact wire JSON),
+    /// before it is offered to any consumer. Offer it with [`Committed::offer`] once the
+    /// delegation's slot is free.
+    ///
+    /// # Errors
+    /// When the store refused the write: keep the completion and retry.
+    pub fn record_completion(
+        &self,
+        record: DispatchRecord,
+        delegation_id: &str,
+        status: &str,
+        event: Event,
+    ) -> Result<Committed, LedgerError> {
+        let event = Arc::new(event);
+        lock(&self.core.unoffered).insert(record.seq);
+        let committed = Committed {
+            core: Arc::clone(&self.core),
+            seq: Some(record.seq),
+        };
+        let run_state = RunState::Finished(status.to_owned());
+        let finished = self.core.backend.finish_run(Finish {
+            delegation_id,
+            expect_owner: Some(&self.core.instance),
+            run_state: &run_state,
+            event: Arc::clone(&event),
+            reason: None,
+        });
+        match finished {
+            Ok(Some(_)) => Ok(committed),
+            Ok(None) => {
+                // The running row is gone (recovered as `unknown` by an instance that
+                // judged this one dead): the real outcome is still recorded, as its own
+                // row, rather than lost.
+                tracing::warn!(
+                    delegation_id,
+                    "no running row for a finished delegation; recording its completion as a new row"
+                );
+                drop(committed);
+                self.core.insert_pending(event)?;
+                Ok(Committed {
+                    core: Arc::clone(&self.core),
+                    seq: None,
+                })
+            }
+            Err(error) => {
+                lock(&self.core.unoffered).remove(&record.seq);
+                let mut committed = committed;
+                committed.seq = None;
+                Err(error)
+            }
+        }
+    }
+
+    fn take_with(&self, filter: &ClaimFilter, timeout: Option<Duration>) -> Option<Event> {
+        loop {
+            let claimed = match timeout {
+                None => self.core.try_claim(filter),
+                Some(timeout) => self
+                    .core
+                    .claim_until(filter, Instant::now().checked_add(timeout)),
+            };
+            let claim = match claimed {
+                Ok(Some(claim)) => claim,
+                Ok(None) => return None,
+                Err(error) => {
+                    tracing::warn!(%error, "taking a completion failed");
+                    return None;
+                }
+            };
+            if let Some(event) = ack_logged(claim) {
+                return Some(event);
+            }
+            // Lost to another consumer between claim and ack: look again.
+        }
     }
 }
 
-/// Events taken off a queue that go back on it, in order, unless the holder keeps them.
-struct PutBackOnDrop<'a> {
-    queue: &'a CompletionQueue,
-    events: Vec<Event>,
-}
-
-impl PutBackOnDrop<'_> {
-    /// The events, no longer put back.
-    fn disarm(mut self) -> Vec<Event> {
-        std::mem::take(&mut self.events)
+/// Acks a claim of the plain queue API. A store that cannot record the ack still hands
+/// the event over (the row's lease runs out and it is offered again, as a possible
+/// redelivery: at least once).
+fn ack_logged(claim: Claim) -> Option<Event> {
+    match claim.ack_taking() {
+        (Ok(()), event) => Some(event),
+        (Err(crate::SettleError::ClaimLost), _) => None,
+        (Err(crate::SettleError::Ledger(error)), event) => {
+            tracing::warn!(%error, "acknowledging a taken completion failed; it will be offered again");
+            Some(event)
+        }
     }
 }
 
-impl Drop for PutBackOnDrop<'_> {
-    fn drop(&mut self) {
-        for event in self.events.drain(..) {
-            self.queue.put(event);
+#[cold]
+fn unreachable_memory_queue() -> CompletionQueue {
+    // `MemoryLedger` never returns an error, so `open` cannot fail; should that ever
+    // change, a queue without recovery is still a working queue.
+    let core = Arc::new(Core {
+        backend: Arc::new(MemoryLedger::new()),
+        config: LedgerConfig::default(),
+        instance: current_instance().to_owned(),
+        liveness: Arc::new(ProcessLiveness),
+        signal: Signal::new(),
+        unoffered: Mutex::new(HashSet::new()),
+        outbox: Mutex::new(VecDeque::new()),
+        next_claim: AtomicU64::new(0),
+        sweeper: Mutex::new(None),
+    });
+    CompletionQueue { core }
+}
+
+/// How many candidates one read of the store returns while looking for a claim.
+const PAGE: usize = 32;
+
+impl Core {
+    pub(crate) fn wake_all(&self) {
+        self.signal.notify(usize::MAX);
+    }
+
+    fn insert_pending(&self, event: Arc<Event>) -> Result<(), LedgerError> {
+        let kind = event.type_name().to_owned();
+        let session_key = event.session_key().unwrap_or("").to_owned();
+        self.backend.insert_pending(NewPending {
+            kind: &kind,
+            session_key: &session_key,
+            owner: &self.instance,
+            event,
+        })?;
+        self.wake_all();
+        Ok(())
+    }
+
+    fn candidates(
+        &self,
+        filter: &ClaimFilter,
+        limit: usize,
+    ) -> Result<Vec<crate::Candidate>, LedgerError> {
+        let unoffered = lock(&self.unoffered).clone();
+        let mut found = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.backend.candidates(&filter.query(after), PAGE)?;
+            let full = page.len() == PAGE;
+            for candidate in page {
+                after = candidate.seq;
+                if !unoffered.contains(&candidate.seq) && filter.accepts(&candidate.event) {
+                    found.push(candidate);
+                    if found.len() >= limit {
+                        return Ok(found);
+                    }
+                }
+            }
+            if !full {
+                return Ok(found);
+            }
+        }
+    }
+
+    fn claim_seq(self: &Arc<Self>, seq: u64) -> Result<Option<Claim>, LedgerError> {
+        let claim_id = format!(
+            "{}#{}",
+            self.instance,
+            self.next_claim.fetch_add(1, Ordering::Relaxed)
+        );
+        let claimed = self.backend.claim(
+            seq,
+            NewClaim {
+                claim_id: &claim_id,
+                owner: &self.instance,
+                lease_seconds: self.config.lease.as_secs_f64(),
+            },
+        )?;
+        Ok(claimed.map(|row| Claim {
+            core: Arc::clone(self),
+            row,
+            claim_id,
+            settled: false,
+        }))
+    }
+
+    fn try_claim(self: &Arc<Self>, filter: &ClaimFilter) -> Result<Option<Claim>, LedgerError> {
+        let mut after = 0;
+        loop {
+            let page = self.backend.candidates(&filter.query(after), PAGE)?;
+            let full = page.len() == PAGE;
+            for candidate in page {
+                after = candidate.seq;
+                if lock(&self.unoffered).contains(&candidate.seq)
+                    || !filter.accepts(&candidate.event)
+                {
+                    continue;
+                }
+                if let Some(claim) = self.claim_seq(candidate.seq)? {
+                    return Ok(Some(claim));
+                }
+                // Taken by another consumer since it was read: the next one.
+            }
+            if !full {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn claim_until(
+        self: &Arc<Self>,
+        filter: &ClaimFilter,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Claim>, LedgerError> {
+        loop {
+            if let Some(claim) = self.try_claim(filter)? {
+                return Ok(Some(claim));
+            }
+            // Armed before the second look: a write between the look and the wait wakes
+            // the wait.
+            let listener = self.signal.listen();
+            if let Some(claim) = self.try_claim(filter)? {
+                return Ok(Some(claim));
+            }
+            let due = self.backend.next_due(&filter.query(0))?.map(|at| {
+                let wait = (at - self.backend.now()).max(0.0);
+                Instant::now() + Duration::from_secs_f64(wait.min(1e9))
+            });
+            let until = match (deadline, due) {
+                (Some(deadline), Some(due)) => Some(deadline.min(due)),
+                (deadline, due) => deadline.or(due),
+            };
+            match until {
+                None => listener.wait(),
+                Some(until) => {
+                    if listener.wait_deadline(until).is_none()
+                        && deadline.is_some_and(|d| Instant::now() >= d)
+                    {
+                        // One last look: a row may have come due at the deadline.
+                        return self.try_claim(filter);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Recovery, expiry, pruning and retries: at open and on every sweep.
+    pub(crate) fn sweep(&self) -> Result<(), LedgerError> {
+        let now = self.backend.now();
+        for owner in self.backend.owners()? {
+            if owner == self.instance || self.liveness.is_alive(&owner) {
+                continue;
+            }
+            self.recover_owner(&owner, now)?;
+        }
+        self.backend.expire_pending(
+            now - self.config.restore_horizon.as_secs_f64(),
+            RESTORE_HORIZON_REASON,
+        )?;
+        self.backend
+            .prune_delivered(now - self.config.retention.as_secs_f64())?;
+        self.retry_outbox();
+        // Rows other processes wrote arrive without a wake-up: look again.
+        self.wake_all();
+        Ok(())
+    }
+
+    fn recover_owner(&self, owner: &str, now: f64) -> Result<(), LedgerError> {
+        let running = self.backend.rows(&RowQuery {
+            running_only: true,
+            owner: Some(owner.to_owned()),
+            ..RowQuery::default()
+        })?;
+        for row in running {
+            let Some(delegation_id) = row.delegation_id.as_deref() else {
+                continue;
+            };
+            let event = Arc::new(unknown_completion(&row.event, now));
+            self.backend.finish_run(Finish {
+                delegation_id,
+                expect_owner: Some(owner),
+                run_state: &RunState::Unknown,
+                event,
+                reason: Some(OWNER_EXITED_ERROR),
+            })?;
+            tracing::warn!(
+                delegation_id,
+                owner,
+                "delegation owner exited before recording a result; recorded as unknown"
+            );
+        }
+        let adopted = self.backend.adopt_orphans(owner)?;
+        if adopted > 0 {
+            tracing::info!(
+                owner,
+                adopted,
+                "restored the pending completions of an instance that exited"
+            );
+        }
+        Ok(())
+    }
+
+    pub(crate) fn retry_outbox(&self) {
+        loop {
+            let Some(event) = lock(&self.outbox).pop_front() else {
+                return;
+            };
+            if let Err(error) = self.insert_pending(Arc::clone(&event)) {
+                tracing::warn!(%error, "a completion kept in memory still cannot be written; retrying later");
+                lock(&self.outbox).push_front(event);
+                return;
+            }
         }
     }
 }

@@ -1,0 +1,413 @@
+//! The storage primitives a ledger backend provides, and the rows it keeps.
+//!
+//! Every primitive is one atomic step on the store, guarded by the exact state it moves
+//! from: a backend never decides *whether* a transition should happen (that is the
+//! ledger's rules, written once in [`CompletionQueue`](crate::CompletionQueue)), only
+//! performs it when its guard still holds and reports whether it did. Times are seconds
+//! since the Unix epoch on the backend's own clock ([`LedgerBackend::now`]); the rules
+//! pass durations (a lease, a backoff), and the backend adds them to its clock, so a
+//! networked store computes deadlines on the database's clock.
+
+use std::sync::Arc;
+
+use crate::{Event, LedgerError};
+
+/// What the run of one delegation did: the first of a row's two independent axes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RunState {
+    /// Dispatched; the runner has not finished.
+    Running,
+    /// The runner finished and its completion was recorded with this status
+    /// (`completed`, `error`, `interrupted`, …).
+    Finished(String),
+    /// The process that ran it died before recording a result: the outcome is unknown,
+    /// and the child is never re-run.
+    Unknown,
+}
+
+impl RunState {
+    /// `running`, the status, or `unknown`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RunState::Running => "running",
+            RunState::Finished(status) => status,
+            RunState::Unknown => "unknown",
+        }
+    }
+}
+
+/// Whether anyone accepted a completion: the second axis of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    /// Waiting for a consumer (maybe after a backoff).
+    Pending,
+    /// A consumer holds it under a lease.
+    Claimed,
+    /// A consumer acknowledged it: delivered.
+    Delivered,
+    /// Given up on (too many failed attempts, unroutable, too old): kept with its reason
+    /// until an operator requeues it.
+    Dead,
+}
+
+impl DeliveryState {
+    /// `pending`, `claimed`, `delivered` or `dead`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Claimed => "claimed",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    /// The state named by [`as_str`](Self::as_str).
+    pub fn parse(text: &str) -> Option<DeliveryState> {
+        Some(match text {
+            "pending" => DeliveryState::Pending,
+            "claimed" => DeliveryState::Claimed,
+            "delivered" => DeliveryState::Delivered,
+            "dead" => DeliveryState::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// One row of the ledger, as inspection shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerRow {
+    /// The ledger's own order: rows are offered in increasing `seq`.
+    pub seq: u64,
+    /// The idempotency key deliveries carry: the `delegation_id` for delegations, else a
+    /// key the ledger made (`event-{seq}`).
+    pub key: String,
+    /// The delegation this row records, for rows the engine wrote.
+    pub delegation_id: Option<String>,
+    /// The event's wire type (`async_delegation`, `completion`, `watch_match`, …).
+    pub kind: String,
+    /// The dispatching session key (`""` for the CLI or for events without one).
+    pub session_key: String,
+    /// What the run did; `None` for events put on the queue directly (nothing ran).
+    pub run_state: Option<RunState>,
+    /// Whether it was accepted; `None` while the delegation runs.
+    pub delivery: Option<DeliveryState>,
+    /// Claims made so far (a deferral gives its attempt back).
+    pub attempts: u32,
+    /// The last failure, or why the row is dead.
+    pub reason: Option<String>,
+    /// The process instance that wrote the row (and runs its delegation).
+    pub owner: String,
+    /// The instance holding the claim, while claimed.
+    pub claimed_by: Option<String>,
+    /// The row's writer died while it waited: only a consumer that owns its session may
+    /// take it.
+    pub restored: bool,
+    /// An earlier claim may have delivered it without acknowledging.
+    pub possible_redelivery: bool,
+    /// When the row was written.
+    pub created_at: f64,
+    /// When the run finished (or the event was put).
+    pub completed_at: Option<f64>,
+    /// When it was delivered.
+    pub delivered_at: Option<f64>,
+    /// Not offered before this time (a released row's backoff).
+    pub not_before: Option<f64>,
+    /// The claim's lease ends at this time.
+    pub lease_until: Option<f64>,
+    /// The event: the completion, or (while running) the dispatch-time restatement.
+    pub event: Arc<Event>,
+}
+
+/// The result of inserting a running row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// The row was written with this `seq`.
+    Row(u64),
+    /// A row with this delegation id already exists (any state): draw another id.
+    IdTaken,
+}
+
+/// A delegation that was just dispatched.
+#[derive(Debug, Clone)]
+pub struct NewRunning<'a> {
+    /// Its id, unique among every row the ledger holds.
+    pub delegation_id: &'a str,
+    /// The dispatching session key.
+    pub session_key: &'a str,
+    /// The instance that runs it.
+    pub owner: &'a str,
+    /// The dispatch-time restatement, from which an `unknown` completion is built should
+    /// the owner die.
+    pub skeleton: Arc<Event>,
+}
+
+/// An event put on the queue directly (nothing runs for it): pending at once.
+#[derive(Debug, Clone)]
+pub struct NewPending<'a> {
+    /// The event's wire type.
+    pub kind: &'a str,
+    /// Its session key (`""` when it has none).
+    pub session_key: &'a str,
+    /// The instance that put it.
+    pub owner: &'a str,
+    /// The event.
+    pub event: Arc<Event>,
+}
+
+/// Which session keys a claim may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionMatch<'a> {
+    /// Any (also none).
+    Any,
+    /// Only the empty key: CLI-origin completions, events without a session.
+    Cli,
+    /// Only non-empty keys: completions a gateway routes to a chat.
+    Routed,
+    /// Only these keys.
+    Keys(&'a [String]),
+}
+
+/// Which rows are candidates for a claim, as far as a store can tell without running
+/// user code: claimable now, of these kinds and sessions, restored ones only if asked.
+#[derive(Debug, Clone, Copy)]
+pub struct CandidateQuery<'a> {
+    /// Wire types to take; empty means every type.
+    pub kinds: &'a [&'a str],
+    /// Wire types never to take.
+    pub except_kinds: &'a [&'a str],
+    /// Session keys to take.
+    pub sessions: SessionMatch<'a>,
+    /// Also rows whose writer died ([`LedgerRow::restored`]).
+    pub restored: bool,
+    /// Only rows with `seq` greater than this (for paging through candidates).
+    pub after_seq: u64,
+}
+
+/// A row that may be claimable.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The row.
+    pub seq: u64,
+    /// Its event, for the consumer's own filter.
+    pub event: Arc<Event>,
+}
+
+/// A claim to make.
+#[derive(Debug, Clone, Copy)]
+pub struct NewClaim<'a> {
+    /// The fencing id every later transition of this claim must name.
+    pub claim_id: &'a str,
+    /// The claiming instance.
+    pub owner: &'a str,
+    /// How long the claim lasts, in seconds from the store's now.
+    pub lease_seconds: f64,
+}
+
+/// A claim the store granted.
+#[derive(Debug, Clone)]
+pub struct ClaimedRow {
+    /// The row.
+    pub seq: u64,
+    /// Its idempotency key.
+    pub key: String,
+    /// Its delegation id, when the engine wrote it.
+    pub delegation_id: Option<String>,
+    /// The completion.
+    pub event: Arc<Event>,
+    /// Claims made so far, this one included.
+    pub attempts: u32,
+    /// An earlier claim may have delivered it (its lease expired, or its process died).
+    pub possible_redelivery: bool,
+    /// The row's writer died while it waited.
+    pub restored: bool,
+}
+
+/// How a claim ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Settle<'a> {
+    /// Delivered.
+    Ack,
+    /// Not now: back to pending, and the attempt is given back.
+    Defer,
+    /// A failed attempt: back to pending, offered again after `backoff_seconds`.
+    Release {
+        /// Seconds from the store's now before it is offered again.
+        backoff_seconds: f64,
+        /// What failed.
+        reason: &'a str,
+    },
+    /// Given up on.
+    Dead {
+        /// Why.
+        reason: &'a str,
+    },
+}
+
+/// How a finished run is recorded.
+#[derive(Debug, Clone)]
+pub struct Finish<'a> {
+    /// The delegation.
+    pub delegation_id: &'a str,
+    /// Only if the row is owned by this instance (recovery of a dead owner's rows).
+    pub expect_owner: Option<&'a str>,
+    /// `Finished(status)` or `Unknown`.
+    pub run_state: &'a RunState,
+    /// The completion event.
+    pub event: Arc<Event>,
+    /// A reason to keep on the row (the `unknown` text).
+    pub reason: Option<&'a str>,
+}
+
+/// Which rows inspection lists.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RowQuery {
+    /// Only rows in this delivery state (`None` and `running_only` false: every row).
+    pub delivery: Option<DeliveryState>,
+    /// Only running delegations.
+    pub running_only: bool,
+    /// Only rows written by this instance.
+    pub owner: Option<String>,
+    /// Only rows of this session.
+    pub session_key: Option<String>,
+    /// Only the row of this delegation.
+    pub delegation_id: Option<String>,
+    /// At most this many rows, oldest first (0: no limit).
+    pub limit: usize,
+}
+
+/// What a backend can do, as data the rules and the conformance suite read (never a
+/// check of which backend it is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Rows survive the process (and `kill -9`).
+    pub durable: bool,
+    /// Delivered rows are kept for the retention period (else dropped at once).
+    pub retains_delivered: bool,
+    /// Other processes may write to the same store (their rows appear without an
+    /// in-process wake-up).
+    pub shared_between_processes: bool,
+}
+
+/// The storage primitives of a completion ledger.
+///
+/// A backend stores rows and performs guarded, atomic transitions on them; the ledger's
+/// rules (claims, backoff, attempts, leases, restart recovery, retention) are written once
+/// above it, in [`CompletionQueue`](crate::CompletionQueue), and every backend passes one
+/// conformance suite. Each method is one atomic step; a guarded method returns whether
+/// its guard held (`false` / `None`: nothing changed).
+///
+/// The crate ships [`MemoryLedger`](crate::MemoryLedger) and, with the `sqlite` feature,
+/// [`SqliteLedger`](crate::SqliteLedger).
+pub trait LedgerBackend: Send + Sync + 'static {
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Seconds since the Unix epoch on the store's clock.
+    fn now(&self) -> f64;
+
+    /// Writes the row of a dispatched delegation (`running`, no delivery state yet).
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    fn insert_running(&self, row: NewRunning<'_>) -> Result<Inserted, LedgerError>;
+
+    /// Writes a row for an event put on the queue directly: pending at once. Returns its
+    /// `seq`.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, LedgerError>;
+
+    /// Records a finished run: `running` → `finish.run_state`, delivery `pending`, the
+    /// event stored. Guard: the row of `finish.delegation_id` is running (and owned by
+    /// `finish.expect_owner`, when given). Returns the row's `seq` when it moved.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError>;
+
+    /// Rows that are claimable now and match `query`, in `seq` order, at most `limit`.
+    /// Claimable: pending with its backoff over, or claimed with its lease over.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    fn candidates(
+        &self,
+        query: &CandidateQuery<'_>,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, LedgerError>;
+
+    /// How many rows [`candidates`](Self::candidates) could return.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    fn count_candidates(&self, query: &CandidateQuery<'_>) -> Result<usize, LedgerError>;
+
+    /// The earliest time a pending row matching `query` stops backing off, when one is
+    /// backing off now.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    fn next_due(&self, query: &CandidateQuery<'_>) -> Result<Option<f64>, LedgerError>;
+
+    /// Claims row `seq`: `claimed`, with the claim's id, owner and lease, attempts + 1.
+    /// Guard: the row is claimable now (pending past its backoff, or claimed past its
+    /// lease — then the claim is a possible redelivery). `None` when the guard failed.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError>;
+
+    /// Ends claim `claim_id` of row `seq`. Guard: the row is claimed under that id.
+    /// `false` when the claim was lost (it expired and was taken by someone else).
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    fn settle(&self, seq: u64, claim_id: &str, settle: Settle<'_>) -> Result<bool, LedgerError>;
+
+    /// Extends claim `claim_id` of row `seq` to `lease_seconds` from now. Guard: the row is
+    /// claimed under that id.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    fn renew(&self, seq: u64, claim_id: &str, lease_seconds: f64) -> Result<bool, LedgerError>;
+
+    /// Rows matching `query`, oldest first.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    fn rows(&self, query: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError>;
+
+    /// Every instance that owns a running row, holds a claim, or wrote a pending row not
+    /// yet marked restored.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    fn owners(&self) -> Result<Vec<String>, LedgerError>;
+
+    /// After `owner` died: its claims go back to pending as possible redeliveries, and
+    /// every pending row it wrote is marked restored. Returns how many rows changed.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError>;
+
+    /// Pending rows that completed before `completed_before` become dead with `reason`.
+    /// Returns how many.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    fn expire_pending(&self, completed_before: f64, reason: &str) -> Result<u64, LedgerError>;
+
+    /// A dead row goes back to pending with no attempts. Guard: row `seq` is dead.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    fn requeue(&self, seq: u64) -> Result<bool, LedgerError>;
+
+    /// Deletes delivered rows delivered before `delivered_before`. Returns how many.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    fn prune_delivered(&self, delivered_before: f64) -> Result<u64, LedgerError>;
+}

@@ -1,0 +1,71 @@
+//! The ledger's clock: seconds since the Unix epoch, injectable for tests.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A source of "now" for a ledger backend, in seconds since the Unix epoch.
+///
+/// Backends read every deadline (leases, backoffs, retention, the restore horizon) from
+/// their clock, so a test can move time by hand with [`ManualClock`] instead of sleeping.
+pub trait Clock: Send + Sync + 'static {
+    /// Seconds since the Unix epoch.
+    fn now(&self) -> f64;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> f64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+    }
+}
+
+/// A clock that only moves when told to: for tests of leases, backoffs and retention.
+///
+/// ```
+/// use std::time::Duration;
+/// use process_registry::{Clock, ManualClock};
+///
+/// let clock = ManualClock::new(1_000.0);
+/// clock.advance(Duration::from_secs(300));
+/// assert_eq!(clock.now(), 1_300.0);
+/// ```
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<f64>,
+}
+
+impl ManualClock {
+    /// A clock standing at `now` (Unix seconds).
+    pub fn new(now: f64) -> Self {
+        ManualClock {
+            now: Mutex::new(now),
+        }
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        *self.lock() += by.as_secs_f64();
+    }
+
+    /// Sets the clock to `now`.
+    pub fn set(&self, now: f64) {
+        *self.lock() = now;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, f64> {
+        self.now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> f64 {
+        *self.lock()
+    }
+}

@@ -1,0 +1,712 @@
+//! The ledger conformance suite: one plain function per behaviour, each taking a store
+//! factory, run against every backend by [`conformance_suite!`]. A case a backend cannot
+//! run says so and is counted as skipped — never silently passed.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::Duration;
+
+use jiff::{tz::TimeZone, Timestamp};
+use process_registry::{
+    format_process_notification_in, AsyncDelegationEvent, ClaimFilter, CompletionQueue,
+    DeliveryState, DispatchRecord, Event, LedgerBackend, LedgerConfig, Liveness, ManualClock,
+    Recorded, Released, RowQuery, RunState, SettleError, WatchOverflow, OWNER_EXITED_ERROR,
+    RESTORE_HORIZON_REASON,
+};
+
+/// Only a guard against hangs.
+pub const HANG_GUARD: Duration = Duration::from_secs(20);
+
+/// A fresh, isolated store: `backend()` called twice gives two handles on the same
+/// storage (a restarted process opening the same file), all on the store's clock.
+pub trait Store {
+    /// A handle on the store.
+    fn backend(&self) -> Arc<dyn LedgerBackend>;
+    /// The clock every handle reads.
+    fn clock(&self) -> &Arc<ManualClock>;
+}
+
+/// Instances that are dead; everything else is alive.
+#[derive(Clone, Default)]
+pub struct FakeLiveness {
+    dead: Arc<Mutex<HashSet<String>>>,
+}
+
+impl FakeLiveness {
+    pub fn kill(&self, instance: &str) {
+        self.dead.lock().unwrap().insert(instance.to_owned());
+    }
+}
+
+impl Liveness for FakeLiveness {
+    fn is_alive(&self, instance: &str) -> bool {
+        !self.dead.lock().unwrap().contains(instance)
+    }
+}
+
+fn queue_as(store: &dyn Store, instance: &str, liveness: &FakeLiveness) -> CompletionQueue {
+    CompletionQueue::builder_shared(store.backend())
+        .instance(instance)
+        .liveness(liveness.clone())
+        .config(LedgerConfig::default().with_sweep_interval(Duration::from_secs(3600)))
+        .open()
+        .unwrap()
+}
+
+fn queue(store: &dyn Store) -> CompletionQueue {
+    queue_as(store, "instance-a", &FakeLiveness::default())
+}
+
+fn watch(message: &str) -> Event {
+    Event::WatchOverflowTripped(WatchOverflow {
+        message: Some(message.to_owned()),
+        ..WatchOverflow::default()
+    })
+}
+
+fn message(event: &Event) -> String {
+    match event {
+        Event::WatchOverflowTripped(e) => e.message.clone().unwrap(),
+        Event::AsyncDelegation(e) => e.goal.clone(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn delegation(id: &str, session_key: &str, goal: &str) -> AsyncDelegationEvent {
+    AsyncDelegationEvent {
+        delegation_id: Some(id.to_owned()),
+        session_key: session_key.to_owned(),
+        goal: goal.to_owned(),
+        role: Some("leaf".to_owned()),
+        ..AsyncDelegationEvent::default()
+    }
+}
+
+fn dispatch(queue: &CompletionQueue, id: &str, session_key: &str) -> DispatchRecord {
+    match queue
+        .record_dispatch(id, session_key, delegation(id, session_key, "g").into())
+        .unwrap()
+    {
+        Recorded::Dispatch(record) => record,
+        Recorded::IdTaken => panic!("{id} taken"),
+    }
+}
+
+fn complete(queue: &CompletionQueue, record: DispatchRecord, id: &str, session_key: &str) {
+    let mut event = delegation(id, session_key, "g");
+    event.status = Some("completed".into());
+    event.summary = Some(format!("result of {id}"));
+    queue
+        .record_completion(record, id, "completed", event.into())
+        .unwrap()
+        .offer();
+}
+
+fn row_of(queue: &CompletionQueue, id: &str) -> process_registry::LedgerRow {
+    let rows = queue
+        .rows(&RowQuery {
+            delegation_id: Some(id.to_owned()),
+            ..RowQuery::default()
+        })
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one row for {id}: {rows:?}");
+    rows.into_iter().next().unwrap()
+}
+
+/// Events are offered in the order they were written.
+pub fn write_order(store: &dyn Store) {
+    let queue = queue(store);
+    for n in 0..5 {
+        queue.put(watch(&format!("m{n}")));
+    }
+    let taken: Vec<String> = std::iter::from_fn(|| queue.try_take())
+        .map(|e| message(&e))
+        .collect();
+    assert_eq!(taken, ["m0", "m1", "m2", "m3", "m4"]);
+    assert!(queue.is_empty());
+}
+
+/// A running delegation is recorded before its completion, is not claimable, and its
+/// completion is claimable once offered — with the delegation id as idempotency key.
+pub fn dispatch_then_completion(store: &dyn Store) {
+    let queue = queue(store);
+    let record = dispatch(&queue, "deleg_00000001", "agent:main:telegram:dm:1");
+    let row = row_of(&queue, "deleg_00000001");
+    assert_eq!(row.run_state, Some(RunState::Running));
+    assert_eq!(row.delivery, None);
+    assert_eq!(row.owner, "instance-a");
+    assert!(queue.claim(&ClaimFilter::any()).unwrap().is_none());
+
+    let mut event = delegation("deleg_00000001", "agent:main:telegram:dm:1", "g");
+    event.status = Some("error".into());
+    event.error = Some("boom".into());
+    let committed = queue
+        .record_completion(record, "deleg_00000001", "error", event.clone().into())
+        .unwrap();
+    // Committed, not yet offered: no consumer of this process takes it.
+    assert!(queue.claim(&ClaimFilter::any()).unwrap().is_none());
+    let row = row_of(&queue, "deleg_00000001");
+    assert_eq!(row.run_state, Some(RunState::Finished("error".into())));
+    assert_eq!(row.delivery, Some(DeliveryState::Pending));
+    committed.offer();
+
+    let claim = queue
+        .claim(&ClaimFilter::routed())
+        .unwrap()
+        .expect("claimable");
+    assert_eq!(claim.key(), "deleg_00000001");
+    assert_eq!(claim.delegation_id(), Some("deleg_00000001"));
+    assert_eq!(claim.attempt(), 1);
+    assert!(!claim.is_possible_redelivery() && !claim.is_restored());
+    assert_eq!(claim.event(), &Event::AsyncDelegation(event.clone()));
+    assert_eq!(claim.ack().unwrap(), Event::AsyncDelegation(event));
+}
+
+/// Delegation ids are unique among every row the ledger holds.
+pub fn id_uniqueness(store: &dyn Store) {
+    let queue = queue(store);
+    let record = dispatch(&queue, "deleg_0000000a", "");
+    assert_eq!(
+        queue
+            .record_dispatch(
+                "deleg_0000000a",
+                "",
+                delegation("deleg_0000000a", "", "g").into()
+            )
+            .unwrap(),
+        Recorded::IdTaken,
+        "taken while running"
+    );
+    complete(&queue, record, "deleg_0000000a", "");
+    assert_eq!(
+        queue
+            .record_dispatch(
+                "deleg_0000000a",
+                "",
+                delegation("deleg_0000000a", "", "g").into()
+            )
+            .unwrap(),
+        Recorded::IdTaken,
+        "taken while pending"
+    );
+    let other = queue.clone();
+    // A second queue on the same store (another process) sees it too.
+    let second = queue_as(store, "instance-b", &FakeLiveness::default());
+    assert_eq!(
+        second
+            .record_dispatch(
+                "deleg_0000000a",
+                "",
+                delegation("deleg_0000000a", "", "g").into()
+            )
+            .unwrap(),
+        Recorded::IdTaken
+    );
+    drop(other);
+}
+
+/// A claim excludes other claims; a decision names the claim; an expired lease makes the
+/// completion claimable again as a possible redelivery, and the old claim is fenced off.
+pub fn claims_and_leases(store: &dyn Store) {
+    let queue = CompletionQueue::builder_shared(store.backend())
+        .instance("instance-a")
+        .config(LedgerConfig::default().with_lease(Duration::from_secs(300)))
+        .open()
+        .unwrap();
+    queue.put(watch("x"));
+    let first = queue
+        .claim(&ClaimFilter::any())
+        .unwrap()
+        .expect("claimable");
+    assert!(queue.claim(&ClaimFilter::any()).unwrap().is_none(), "held");
+    assert_eq!(queue.len(), 0);
+
+    store.clock().advance(Duration::from_secs(299));
+    assert!(
+        queue.claim(&ClaimFilter::any()).unwrap().is_none(),
+        "lease not over"
+    );
+    first.renew().unwrap();
+    store.clock().advance(Duration::from_secs(299));
+    assert!(
+        queue.claim(&ClaimFilter::any()).unwrap().is_none(),
+        "renewed"
+    );
+    store.clock().advance(Duration::from_secs(2));
+
+    let second = queue
+        .claim(&ClaimFilter::any())
+        .unwrap()
+        .expect("lease over");
+    assert_eq!(second.attempt(), 2);
+    assert!(second.is_possible_redelivery());
+    assert_eq!(first.ack().unwrap_err(), SettleError::ClaimLost, "fenced");
+    assert_eq!(message(&second.ack().unwrap()), "x");
+    assert!(queue.is_empty());
+}
+
+/// A deferral costs no attempt and makes the completion claimable again at once.
+pub fn defer_costs_no_attempt(store: &dyn Store) {
+    let queue = queue(store);
+    queue.put(watch("busy"));
+    for _ in 0..20 {
+        let claim = queue
+            .claim(&ClaimFilter::any())
+            .unwrap()
+            .expect("claimable");
+        assert_eq!(claim.attempt(), 1);
+        claim.defer().unwrap();
+    }
+    let claim = queue
+        .claim(&ClaimFilter::any())
+        .unwrap()
+        .expect("claimable");
+    assert!(!claim.is_possible_redelivery());
+    claim.ack().unwrap();
+}
+
+/// A release backs off (doubling), and the last attempt makes the row dead with its
+/// reason; an operator requeue brings it back with no attempts.
+pub fn release_backoff_and_dead(store: &dyn Store) {
+    let queue = queue(store);
+    let config = queue.config().clone();
+    queue.put(watch("flaky"));
+    for attempt in 1..config.max_attempts {
+        let claim = queue.claim(&ClaimFilter::any()).unwrap().expect("due");
+        assert_eq!(claim.attempt(), attempt);
+        let backoff = config.backoff(attempt);
+        assert_eq!(
+            claim.release("adapter said 502").unwrap(),
+            Released::Retry { after: backoff }
+        );
+        let row = &queue.rows(&RowQuery::default()).unwrap()[0];
+        assert_eq!(row.delivery, Some(DeliveryState::Pending));
+        assert_eq!(row.reason.as_deref(), Some("adapter said 502"));
+        store.clock().advance(backoff - Duration::from_millis(1));
+        assert!(
+            queue.claim(&ClaimFilter::any()).unwrap().is_none(),
+            "backing off"
+        );
+        store.clock().advance(Duration::from_millis(1));
+    }
+    let last = queue.claim(&ClaimFilter::any()).unwrap().expect("due");
+    assert_eq!(last.attempt(), config.max_attempts);
+    assert_eq!(last.release("adapter said 502").unwrap(), Released::Dead);
+    let dead = queue
+        .rows(&RowQuery {
+            delivery: Some(DeliveryState::Dead),
+            ..RowQuery::default()
+        })
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].reason.as_deref(),
+        Some("gave up after 8 attempts: adapter said 502")
+    );
+    assert_eq!(dead[0].attempts, 8);
+    store.clock().advance(Duration::from_secs(3600));
+    assert!(
+        queue.claim(&ClaimFilter::any()).unwrap().is_none(),
+        "dead stays dead"
+    );
+
+    assert!(queue.requeue(dead[0].seq).unwrap());
+    assert!(!queue.requeue(dead[0].seq).unwrap(), "no longer dead");
+    let claim = queue.claim(&ClaimFilter::any()).unwrap().expect("requeued");
+    assert_eq!(claim.attempt(), 1);
+    claim.ack().unwrap();
+}
+
+/// `dead` is final until requeued; dropping a claim undecided is a release.
+pub fn dead_and_dropped_claims(store: &dyn Store) {
+    let queue = queue(store);
+    queue.put(watch("unroutable"));
+    queue.put(watch("dropped"));
+    let claim = queue.claim(&ClaimFilter::any()).unwrap().unwrap();
+    claim.dead("no route").unwrap();
+    let claim = queue.claim(&ClaimFilter::any()).unwrap().unwrap();
+    assert_eq!(message(claim.event()), "dropped");
+    drop(claim);
+    let rows = queue.rows(&RowQuery::default()).unwrap();
+    assert_eq!(rows[0].delivery, Some(DeliveryState::Dead));
+    assert_eq!(rows[0].reason.as_deref(), Some("no route"));
+    assert_eq!(rows[1].delivery, Some(DeliveryState::Pending));
+    assert_eq!(
+        rows[1].reason.as_deref(),
+        Some("the consumer dropped its claim without a decision")
+    );
+    assert_eq!(queue.requeue_dead().unwrap(), 1);
+}
+
+/// A claim of a row the ledger does not hold is never a won claim.
+pub fn untracked_claims(store: &dyn Store) {
+    let backend = store.backend();
+    let claim = process_registry::NewClaim {
+        claim_id: "nobody#1",
+        owner: "nobody",
+        lease_seconds: 300.0,
+    };
+    assert!(backend.claim(999_999, claim).unwrap().is_none());
+    assert!(!backend
+        .settle(999_999, "nobody#1", process_registry::Settle::Ack)
+        .unwrap());
+    assert!(!backend.renew(999_999, "nobody#1", 1.0).unwrap());
+    assert!(!backend.requeue(999_999).unwrap());
+    // A completion for a delegation the ledger never recorded is not "finished".
+    let queue = queue(store);
+    assert!(backend
+        .finish_run(process_registry::Finish {
+            delegation_id: "deleg_unknown0",
+            expect_owner: None,
+            run_state: &RunState::Finished("completed".into()),
+            event: Arc::new(delegation("deleg_unknown0", "", "g").into()),
+            reason: None,
+        })
+        .unwrap()
+        .is_none());
+    assert!(queue.is_empty());
+}
+
+/// Consumers claim only what their filter owns.
+pub fn filters(store: &dyn Store) {
+    let queue = queue(store);
+    queue.put(delegation("deleg_cli00001", "", "cli"));
+    queue.put(delegation(
+        "deleg_tg000001",
+        "agent:main:telegram:dm:1",
+        "telegram",
+    ));
+    queue.put(watch("watch"));
+    queue.put(process_registry::ProcessCompletion {
+        session_key: Some("agent:main:discord:dm:2".into()),
+        ..Default::default()
+    });
+    let take = |filter: &ClaimFilter| -> Vec<String> {
+        std::iter::from_fn(|| queue.claim(filter).unwrap())
+            .map(|claim| claim.ack().unwrap())
+            .map(|e| match &e {
+                Event::Completion(_) => "process".to_owned(),
+                other => message(other),
+            })
+            .collect()
+    };
+    assert_eq!(queue.count(&ClaimFilter::routed()), 2);
+    assert_eq!(take(&ClaimFilter::cli_completions()), ["cli"]);
+    assert_eq!(take(&ClaimFilter::watch_events()), ["watch"]);
+    assert_eq!(
+        take(&ClaimFilter::sessions(["agent:main:discord:dm:2"])),
+        ["process"]
+    );
+    assert_eq!(
+        take(&ClaimFilter::routed().where_event(|e| e.session_key() == Some("nope"))),
+        Vec::<String>::new()
+    );
+    assert_eq!(take(&ClaimFilter::routed()), ["telegram"]);
+    assert!(queue.is_empty());
+}
+
+/// The plain queue API on a ledger: drain, take_where, len.
+pub fn plain_queue_api(store: &dyn Store) {
+    let queue = queue(store);
+    for n in 0..4 {
+        queue.put(watch(&format!("w{n}")));
+    }
+    queue.put(delegation("deleg_cli00002", "", "cli"));
+    assert_eq!(queue.len(), 5);
+    let mine = queue.take_where(Event::is_cli_completion);
+    assert_eq!(mine.len(), 1);
+    assert_eq!(queue.len(), 4);
+    let all: Vec<String> = queue.drain().iter().map(message).collect();
+    assert_eq!(all, ["w0", "w1", "w2", "w3"]);
+    assert!(queue.try_take().is_none());
+    assert!(queue.take_timeout(Duration::from_millis(1)).is_none());
+}
+
+/// After an instance died: its running delegations become `unknown` with the exact text,
+/// its pending completions are restored (claimed only by owners of their session), and
+/// what it had claimed comes back as a possible redelivery.
+pub fn restart_recovery(store: &dyn Store) {
+    let liveness = FakeLiveness::default();
+    let a = queue_as(store, "instance-a", &liveness);
+    let running = dispatch(&a, "deleg_0000aaaa", "agent:main:telegram:dm:7");
+    let _ = running;
+    let done = dispatch(&a, "deleg_0000bbbb", "agent:main:telegram:dm:7");
+    complete(&a, done, "deleg_0000bbbb", "agent:main:telegram:dm:7");
+    a.put(watch("claimed by a"));
+    let held = a.claim(&ClaimFilter::watch_events()).unwrap().unwrap();
+    // The process dies: nothing it holds is dropped properly.
+    std::mem::forget(held);
+    std::mem::forget(a);
+    liveness.kill("instance-a");
+
+    let b = queue_as(store, "instance-b", &liveness);
+    let unknown = row_of(&b, "deleg_0000aaaa");
+    assert_eq!(unknown.run_state, Some(RunState::Unknown));
+    assert_eq!(unknown.delivery, Some(DeliveryState::Pending));
+    assert_eq!(unknown.reason.as_deref(), Some(OWNER_EXITED_ERROR));
+    assert!(unknown.restored);
+
+    // An unfiltered consumer never adopts a restored completion.
+    assert!(b.try_take().is_none());
+    assert!(b.drain().is_empty());
+    assert_eq!(b.len(), 0);
+
+    let owned = ClaimFilter::sessions(["agent:main:telegram:dm:7"]).including_restored();
+    let mut outcomes = Vec::new();
+    while let Some(claim) = b.claim(&owned).unwrap() {
+        assert!(claim.is_restored());
+        let Event::AsyncDelegation(event) = claim.event().clone() else {
+            panic!("not a delegation")
+        };
+        // `restored` is a property of the claim, never of the event on the wire.
+        let wire = serde_json::to_string(claim.event()).unwrap();
+        assert!(!wire.contains("restored"), "{wire}");
+        outcomes.push((
+            event.delegation_id.clone().unwrap(),
+            event.status.clone().unwrap(),
+        ));
+        if event.status.as_deref() == Some("unknown") {
+            assert_eq!(event.error.as_deref(), Some(OWNER_EXITED_ERROR));
+            let text = format_process_notification_in(
+                claim.event(),
+                &TimeZone::UTC,
+                Timestamp::UNIX_EPOCH,
+            )
+            .unwrap();
+            assert!(
+                text.ends_with(
+                    "--- RESULT ---\nThe subagent did not complete successfully (status=unknown).\n\
+                     Delegation owner exited before recording a terminal result; outcome unknown."
+                ),
+                "{text}"
+            );
+        }
+        claim.ack().unwrap();
+    }
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [
+            ("deleg_0000aaaa".to_owned(), "unknown".to_owned()),
+            ("deleg_0000bbbb".to_owned(), "completed".to_owned())
+        ]
+    );
+    let watch = b
+        .claim(&ClaimFilter::watch_events().including_restored())
+        .unwrap()
+        .expect("the dead instance's claim came back");
+    assert!(watch.is_possible_redelivery() && watch.is_restored());
+    watch.ack().unwrap();
+    // The child is never re-run: nothing is running any more.
+    assert!(b
+        .rows(&RowQuery {
+            running_only: true,
+            ..RowQuery::default()
+        })
+        .unwrap()
+        .is_empty());
+}
+
+/// A live instance's rows are never recovered by another.
+pub fn live_owners_keep_their_rows(store: &dyn Store) {
+    let liveness = FakeLiveness::default();
+    let a = queue_as(store, "instance-a", &liveness);
+    let _running = dispatch(&a, "deleg_0000cccc", "");
+    a.put(watch("a's"));
+    let b = queue_as(store, "instance-b", &liveness);
+    b.sweep().unwrap();
+    assert_eq!(
+        row_of(&b, "deleg_0000cccc").run_state,
+        Some(RunState::Running)
+    );
+    let claim = b
+        .claim(&ClaimFilter::any())
+        .unwrap()
+        .expect("not restored: a is alive");
+    assert!(!claim.is_restored());
+    claim.ack().unwrap();
+}
+
+/// Restored completions past the restore horizon are dead, not replayed.
+pub fn restore_horizon(store: &dyn Store) {
+    let liveness = FakeLiveness::default();
+    let a = queue_as(store, "instance-a", &liveness);
+    a.put(watch("old"));
+    store.clock().advance(Duration::from_secs(47 * 3600));
+    a.put(watch("recent"));
+    std::mem::forget(a);
+    store.clock().advance(Duration::from_secs(2 * 3600));
+    liveness.kill("instance-a");
+    let b = queue_as(store, "instance-b", &liveness);
+    let rows = b.rows(&RowQuery::default()).unwrap();
+    assert_eq!(rows[0].delivery, Some(DeliveryState::Dead));
+    assert_eq!(rows[0].reason.as_deref(), Some(RESTORE_HORIZON_REASON));
+    assert_eq!(rows[1].delivery, Some(DeliveryState::Pending));
+    let claim = b
+        .claim(&ClaimFilter::any().including_restored())
+        .unwrap()
+        .unwrap();
+    assert_eq!(message(claim.event()), "recent");
+    claim.ack().unwrap();
+}
+
+/// Delivered rows are kept for the retention period, then pruned by a sweep.
+pub fn retention(store: &dyn Store) -> Result<(), &'static str> {
+    if !store.backend().capabilities().retains_delivered {
+        return Err("this backend drops delivered rows at once, by design");
+    }
+    let queue = queue(store);
+    queue.put(watch("delivered"));
+    queue.try_take().unwrap();
+    let delivered = RowQuery {
+        delivery: Some(DeliveryState::Delivered),
+        ..RowQuery::default()
+    };
+    assert_eq!(queue.rows(&delivered).unwrap().len(), 1);
+    assert!(queue.rows(&delivered).unwrap()[0].delivered_at.is_some());
+    store
+        .clock()
+        .advance(Duration::from_secs(7 * 24 * 3600 - 1));
+    queue.sweep().unwrap();
+    assert_eq!(queue.rows(&delivered).unwrap().len(), 1, "kept 7 days");
+    store.clock().advance(Duration::from_secs(2));
+    queue.sweep().unwrap();
+    assert!(queue.rows(&delivered).unwrap().is_empty(), "pruned after");
+    Ok(())
+}
+
+/// A waiting consumer is woken by the completion itself.
+pub fn waiting_consumers_are_woken(store: &dyn Store) {
+    let queue = queue(store);
+    let waiter = {
+        let queue = queue.clone();
+        std::thread::spawn(move || {
+            let claim = queue
+                .claim_timeout(&ClaimFilter::cli_completions(), HANG_GUARD)
+                .unwrap()
+                .expect("woken");
+            claim.ack().unwrap()
+        })
+    };
+    // Noise the waiter does not own does not end its wait.
+    queue.put(watch("not yours"));
+    let record = dispatch(&queue, "deleg_0000dddd", "");
+    complete(&queue, record, "deleg_0000dddd", "");
+    let event = waiter.join().unwrap();
+    assert_eq!(event.session_key(), Some(""));
+    assert_eq!(message(&queue.try_take().unwrap()), "not yours");
+}
+
+/// Many consumers, many producers: every completion is claimed and acked exactly once.
+pub fn concurrent_claims_are_exclusive(store: &dyn Store) {
+    const PRODUCERS: usize = 4;
+    const PER_PRODUCER: usize = 250;
+    const CONSUMERS: usize = 3;
+    let queue = queue(store);
+    let start = Arc::new(Barrier::new(PRODUCERS + CONSUMERS));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut threads = Vec::new();
+    for p in 0..PRODUCERS {
+        let (queue, start) = (queue.clone(), Arc::clone(&start));
+        threads.push(std::thread::spawn(move || {
+            start.wait();
+            for n in 0..PER_PRODUCER {
+                queue.put(watch(&format!("{p}:{n}")));
+            }
+        }));
+    }
+    for _ in 0..CONSUMERS {
+        let (queue, start, acked, seen) = (
+            queue.clone(),
+            Arc::clone(&start),
+            Arc::clone(&acked),
+            Arc::clone(&seen),
+        );
+        threads.push(std::thread::spawn(move || {
+            start.wait();
+            while acked.load(Ordering::SeqCst) < PRODUCERS * PER_PRODUCER {
+                if let Some(claim) = queue
+                    .claim_timeout(&ClaimFilter::any(), Duration::from_millis(50))
+                    .unwrap()
+                {
+                    let event = claim.ack().unwrap();
+                    seen.lock().unwrap().push(message(&event));
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(seen.len(), PRODUCERS * PER_PRODUCER, "each acked once");
+    assert_eq!(unique.len(), seen.len(), "no duplicates");
+}
+
+/// Registers one `#[test]` per conformance case for a backend: `$store` is an expression
+/// that builds a fresh store. Each optional case (one that returns a `Result`) is named
+/// after `run` or after `skip` with the reason: a skipped case shows as ignored, with its
+/// reason, in the test output, and run with `--include-ignored` it checks that the
+/// backend's capabilities really rule it out.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($backend:ident, $store:expr; run [$($run:ident),*]; skip [$($skipped:ident = $why:literal),*]) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn store() -> impl $crate::conformance::Store {
+                $store
+            }
+
+            macro_rules! case {
+                ($name:ident) => {
+                    #[test]
+                    fn $name() {
+                        $crate::conformance::$name(&store());
+                    }
+                };
+            }
+
+            case!(write_order);
+            case!(dispatch_then_completion);
+            case!(id_uniqueness);
+            case!(claims_and_leases);
+            case!(defer_costs_no_attempt);
+            case!(release_backoff_and_dead);
+            case!(dead_and_dropped_claims);
+            case!(untracked_claims);
+            case!(filters);
+            case!(plain_queue_api);
+            case!(restart_recovery);
+            case!(live_owners_keep_their_rows);
+            case!(restore_horizon);
+            case!(waiting_consumers_are_woken);
+            case!(concurrent_claims_are_exclusive);
+
+            $(
+                #[test]
+                fn $run() {
+                    if let Err(why) = $crate::conformance::$run(&store()) {
+                        panic!("{} is declared runnable on {}, but: {why}", stringify!($run), stringify!($backend));
+                    }
+                }
+            )*
+            $(
+                #[test]
+                #[ignore = $why]
+                fn $skipped() {
+                    assert!(
+                        $crate::conformance::$skipped(&store()).is_err(),
+                        "declared skipped, but the backend's capabilities allow it"
+                    );
+                }
+            )*
+        }
+    };
+}
