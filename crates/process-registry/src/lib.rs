@@ -73,6 +73,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod event;
 mod format;
 mod ledger;
@@ -97,6 +99,9 @@ pub use ledger::config::LedgerConfig;
 pub use ledger::error::{LedgerError, SettleError};
 pub use ledger::instance::{current_instance, Liveness, ProcessLiveness};
 pub use ledger::memory::MemoryLedger;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use ledger::sqlite::{Durability, SqliteLedger, SqliteOptions};
 pub use ledger::sweeper::SWEEP_THREAD_NAME;
 pub use number::{ParseWireNumberError, WireNumber};
 pub use queue::{

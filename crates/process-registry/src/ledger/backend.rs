@@ -392,8 +392,8 @@ pub trait LedgerBackend: Send + Sync + 'static {
     /// When the store cannot be written.
     fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError>;
 
-    /// Pending rows that completed before `completed_before` become dead with `reason`.
-    /// Returns how many.
+    /// Restored pending rows that completed before `completed_before` become dead with
+    /// `reason` (a live instance's own rows are never expired). Returns how many.
     ///
     /// # Errors
     /// When the store cannot be written.

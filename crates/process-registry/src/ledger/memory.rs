@@ -461,6 +461,7 @@ impl LedgerBackend for MemoryLedger {
             .iter()
             .filter(|(_, row)| {
                 row.delivery == Some(DeliveryState::Pending)
+                    && row.restored
                     && row.completed_at.is_some_and(|t| t < completed_before)
             })
             .map(|(seq, _)| *seq)

@@ -12,6 +12,8 @@ pub(crate) mod config;
 pub(crate) mod error;
 pub(crate) mod instance;
 pub(crate) mod memory;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
 pub(crate) mod sweeper;
 
 use crate::{AsyncDelegationEvent, Event, WireNumber};
