@@ -1,15 +1,15 @@
 //! The engine: capacity, records, workers, completion events and interrupts.
 
 use std::collections::{HashMap, VecDeque};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use process_registry::{AsyncDelegationEvent, CompletionQueue, WireNumber};
 
 use crate::pool::{IdleSignal, WorkerPool, DEFAULT_KEEP_ALIVE};
+use crate::fence;
 use crate::{
-    panic_message, DelegationRecord, DelegationResult, DelegationSpec, DispatchError,
+    DelegationRecord, DelegationResult, DelegationSpec, DispatchError,
     DispatchOutcome, InterruptHook, RunnerError, MAX_RETAINED_COMPLETED,
 };
 
@@ -198,13 +198,11 @@ impl DelegationEngine {
             inner.run(id, spec, dispatched_at, runner, idle);
         });
         // A refused thread drops the job (the caller's runner) on this thread: fenced.
-        let started = catch_unwind(AssertUnwindSafe(|| self.inner.pool.execute(job)))
-            .unwrap_or_else(|payload| {
-                Err(std::io::Error::other(format!(
-                    "dropping the refused runner panicked: {}",
-                    panic_message(payload)
-                )))
-            });
+        let started = fence::call(|| self.inner.pool.execute(job)).unwrap_or_else(|message| {
+            Err(std::io::Error::other(format!(
+                "dropping the refused runner panicked: {message}"
+            )))
+        });
         if let Err(error) = started {
             // Not accepted after all: the runner was never started, so no event. The
             // removed record (and its hook) is dropped after the lock is released.
@@ -302,16 +300,15 @@ impl Inner {
     ) where
         R: FnOnce() -> Result<DelegationResult, RunnerError>,
     {
-        // The error's `Display` and drop are user code too, so they run inside the fence.
-        let outcome = catch_unwind(AssertUnwindSafe(|| match runner() {
+        // The error's `Display` and drop are user code too: formatted by reference and
+        // dropped separately, each in its own fence, so the two can never panic at once.
+        let outcome = fence::call(|| match runner() {
             Ok(result) => result,
-            Err(error) => failure(error.to_string()),
-        }));
-        let completed_at = unix_now();
-        let result = outcome.unwrap_or_else(|payload| {
-            // `panic_message` also fences the payload's drop: it must not cost the completion.
-            failure(format!("panic: {}", panic_message(payload)))
+            Err(error) => failure(fence::error_text(error)),
         });
+        let completed_at = unix_now();
+        let result =
+            outcome.unwrap_or_else(|message| failure(format!("panic: {message}")));
         let event = completion_event(&delegation_id, spec, result, dispatched_at, completed_at);
         // Whoever reacts to this event may dispatch again at once: let it find this
         // worker idle rather than start a thread.
@@ -375,7 +372,7 @@ fn completion_event(
         .filter(|seconds| seconds.is_finite())
     {
         Some(seconds) => seconds,
-        None => round_2((completed_at - dispatched_at).max(0.0)),
+        None => round_seconds((completed_at - dispatched_at).max(0.0)),
     };
     let status = result.status_or_completed().to_owned();
     AsyncDelegationEvent {
@@ -385,7 +382,8 @@ fn completion_event(
         context: spec.context,
         toolsets: spec.toolsets,
         role: spec.role,
-        model: result.model.or(spec.model),
+        // Unset or empty means the spec's model, as the Python harness's `or` reads it.
+        model: result.model.filter(|model| !model.is_empty()).or(spec.model),
         // Unset or empty means completed; consumers of the Python harness never see an
         // empty status.
         status: Some(status),
@@ -403,35 +401,25 @@ fn completion_event(
 }
 
 fn call_hooks(hooks: Vec<InterruptHook>, reason: &str) -> usize {
-    hooks
-        .into_iter()
-        .filter(
-            |hook| match catch_unwind(AssertUnwindSafe(|| hook(reason))) {
-                Ok(()) => true,
-                Err(payload) => {
-                    tracing::warn!(
-                        panic = %panic_message(payload),
-                        "async delegation interrupt hook panicked"
-                    );
-                    false
-                }
-            },
-        )
+    let mut signalled = 0;
+    for hook in hooks {
+        match fence::call(|| hook(reason)) {
+            Ok(()) => signalled += 1,
+            Err(message) => {
+                tracing::warn!(panic = %message, "async delegation interrupt hook panicked");
+            }
+        }
         // This copy may be the last one (the delegation finished meanwhile): dropping it
         // runs the captured state's `Drop`, user code that must not unwind into the caller.
-        .map(drop_fenced)
-        .count()
+        drop_fenced(hook);
+    }
+    signalled
 }
 
 /// Drops a value that owns user code (a runner, a hook) so that a panicking `Drop` is
 /// logged instead of unwinding into the caller.
 fn drop_fenced<T>(value: T) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
-        tracing::warn!(
-            panic = %panic_message(payload),
-            "dropping an async delegation's runner or interrupt hook panicked"
-        );
-    }
+    fence::drop_logged(value, "an async delegation's runner or interrupt hook");
 }
 
 fn new_delegation_id() -> String {
@@ -445,6 +433,14 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn round_2(seconds: f64) -> f64 {
-    (seconds * 100.0).round() / 100.0
+/// Seconds rounded to 2 decimals, as the Python harness's `round(seconds, 2)` does:
+/// halves go to the even neighbour (`0.125` → `0.12`).
+///
+/// ```
+/// assert_eq!(async_delegation::round_seconds(0.125), 0.12);
+/// assert_eq!(async_delegation::round_seconds(1.005), 1.0);
+/// assert_eq!(async_delegation::round_seconds(2.5), 2.5);
+/// ```
+pub fn round_seconds(seconds: f64) -> f64 {
+    (seconds * 100.0).round_ties_even() / 100.0
 }

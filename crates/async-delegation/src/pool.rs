@@ -9,7 +9,6 @@
 //! Workers are detached: nothing joins them, so they never keep the process alive and
 //! dropping the pool never waits for a job.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,7 +120,9 @@ fn run_job(shared: &Arc<Shared>, job: Job) {
     // Jobs catch their own panics; this is a second fence so a bug can never kill a
     // worker whose idle count is already published (a claimed job would then wait for
     // a worker that no longer exists). The signal fires while unwinding either way.
-    let _ = catch_unwind(AssertUnwindSafe(move || job(signal)));
+    if let Err(message) = crate::fence::call(move || job(signal)) {
+        tracing::error!(panic = %message, "an async delegation job panicked outside its own fence");
+    }
 }
 
 fn worker_loop(shared: Arc<Shared>, first: Job) {

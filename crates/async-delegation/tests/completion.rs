@@ -395,7 +395,10 @@ fn an_error_whose_display_panics_still_completes() {
     );
     let event = take_delegation(&queue);
     assert_eq!(event.status.as_deref(), Some("error"));
-    assert_eq!(event.error.as_deref(), Some("panic: display exploded"));
+    assert_eq!(
+        event.error.as_deref(),
+        Some("panic while formatting the error: display exploded")
+    );
     assert_eq!(engine.active_count(), 0);
 }
 
