@@ -6,11 +6,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use process_registry::{AsyncDelegationEvent, CompletionQueue, WireNumber};
 
-use crate::pool::{IdleSignal, WorkerPool, DEFAULT_KEEP_ALIVE};
 use crate::fence;
+use crate::pool::{IdleSignal, WorkerPool, DEFAULT_KEEP_ALIVE};
 use crate::{
-    DelegationRecord, DelegationResult, DelegationSpec, DispatchError,
-    DispatchOutcome, InterruptHook, RunnerError, MAX_RETAINED_COMPLETED,
+    DelegationRecord, DelegationResult, DelegationSpec, DispatchError, DispatchOutcome,
+    InterruptHook, RunnerError, MAX_RETAINED_COMPLETED,
 };
 
 /// Runs subagents in the background and reports each one's end on a completion queue.
@@ -307,8 +307,7 @@ impl Inner {
             Err(error) => failure(fence::error_text(error)),
         });
         let completed_at = unix_now();
-        let result =
-            outcome.unwrap_or_else(|message| failure(format!("panic: {message}")));
+        let result = outcome.unwrap_or_else(|message| failure(format!("panic: {message}")));
         let event = completion_event(&delegation_id, spec, result, dispatched_at, completed_at);
         // Whoever reacts to this event may dispatch again at once: let it find this
         // worker idle rather than start a thread.
@@ -383,7 +382,10 @@ fn completion_event(
         toolsets: spec.toolsets,
         role: spec.role,
         // Unset or empty means the spec's model, as the Python harness's `or` reads it.
-        model: result.model.filter(|model| !model.is_empty()).or(spec.model),
+        model: result
+            .model
+            .filter(|model| !model.is_empty())
+            .or(spec.model),
         // Unset or empty means completed; consumers of the Python harness never see an
         // empty status.
         status: Some(status),

@@ -82,17 +82,17 @@
 
 mod engine;
 mod error;
-mod global;
 pub mod fence;
+mod global;
 mod pool;
 mod types;
 
 pub use engine::{round_seconds, DelegationEngine};
 pub use error::{DispatchError, CAPACITY_REACHED_TEXT, WORKER_UNAVAILABLE_TEXT};
+pub use fence::panic_message;
 pub use global::{
     active_count, dispatch_async_delegation, global, interrupt_all, list_async_delegations,
 };
-pub use fence::panic_message;
 pub use types::{
     DelegationRecord, DelegationResult, DelegationSpec, DispatchOutcome, InterruptHook,
     RunnerError, DEFAULT_MAX_ASYNC_CHILDREN, MAX_RETAINED_COMPLETED,

@@ -90,7 +90,7 @@ mod tests {
         );
         let released = Event::WatchOverflowReleased(WatchOverflow {
             message: Some("Back to normal.".into()),
-            suppressed: Some(3),
+            suppressed: Some(process_registry::WireNumber::from(3)),
             ..WatchOverflow::default()
         });
         assert_eq!(
@@ -111,7 +111,7 @@ mod tests {
             command: Some("pytest".into()),
             pattern: Some("READY".into()),
             output: Some("READY".into()),
-            suppressed: Some(2),
+            suppressed: Some(process_registry::WireNumber::from(2)),
             ..WatchMatch::default()
         });
         assert_eq!(

@@ -14,7 +14,7 @@ const EVENTS: u64 = 10_000;
 
 fn event(n: u64) -> Event {
     Event::WatchOverflowReleased(WatchOverflow {
-        suppressed: Some(n),
+        suppressed: Some(process_registry::WireNumber::from(n)),
         ..Default::default()
     })
 }

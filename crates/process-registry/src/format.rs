@@ -127,7 +127,7 @@ fn watch_match(e: &WatchMatch) -> String {
     out.push_str(command);
     out.push_str("\nMatched output:\n");
     out.push_str(output);
-    if let Some(suppressed) = e.suppressed.filter(|&n| n > 0) {
+    if let Some(suppressed) = e.suppressed.as_ref().filter(|n| n.is_positive()) {
         let _ = write!(
             out,
             "\n({suppressed} earlier matches were suppressed by rate limit)"
@@ -376,7 +376,8 @@ fn batch_block(out: &mut String, e: &AsyncDelegationEvent, dispatched: Option<&D
     }
 
     let mut ordered: Vec<&BatchTaskResult> = results.iter().collect();
-    ordered.sort_by_key(|r| r.task_index); // stable: equal indices keep wire order
+    // Stable: equal indices keep wire order.
+    ordered.sort_by(|a, b| a.task_index.cmp_value(&b.task_index));
     for result in ordered {
         batch_task(out, result, goals, n);
     }
@@ -387,8 +388,10 @@ fn batch_task(out: &mut String, r: &BatchTaskResult, goals: &[String], n: usize)
     let truncated = is_truncated(r.exit_reason.as_deref(), r.truncated);
     let summary = non_empty(r.summary.as_deref());
     let error = non_empty(r.error.as_deref());
-    let goal = usize::try_from(r.task_index)
-        .ok()
+    let goal = r
+        .task_index
+        .as_u64()
+        .and_then(|i| usize::try_from(i).ok())
         .and_then(|i| goals.get(i))
         .map(String::as_str)
         .filter(|g| !g.is_empty())
@@ -401,11 +404,7 @@ fn batch_task(out: &mut String, r: &BatchTaskResult, goals: &[String], n: usize)
         '✗'
     };
 
-    let _ = write!(
-        out,
-        "\n\n--- {icon} TASK {}/{n}",
-        r.task_index.saturating_add(1)
-    );
+    let _ = write!(out, "\n\n--- {icon} TASK {}/{n}", r.task_index.plus_one());
     if let Some(goal) = goal {
         out.push_str(": ");
         out.push_str(goal);

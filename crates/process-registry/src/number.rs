@@ -42,9 +42,13 @@ enum Repr {
     PosInt(u64),
     NegInt(i64),
     Float(f64),
-    /// An integer outside the 64-bit range: its canonical decimal digits (an optional
-    /// `-`, no leading zeros).
-    BigInt(Box<str>),
+    /// A number no machine type holds, kept as the text it came as: an integer outside
+    /// the 64-bit range (canonical digits: an optional `-`, no leading zeros), or a float
+    /// outside the `f64` range (`1e400`, which Python reads as `inf`).
+    Exact {
+        text: Box<str>,
+        integer: bool,
+    },
 }
 
 /// Why a text is not a JSON number.
@@ -62,7 +66,11 @@ impl WireNumber {
 
     /// `true` for an integer (of any size), `false` for a float.
     pub fn is_integer(&self) -> bool {
-        !matches!(self.0, Repr::Float(_))
+        match &self.0 {
+            Repr::PosInt(_) | Repr::NegInt(_) => true,
+            Repr::Float(_) => false,
+            Repr::Exact { integer, .. } => *integer,
+        }
     }
 
     /// The value as a `u64`, when it is an integer in range.
@@ -82,14 +90,15 @@ impl WireNumber {
         }
     }
 
-    /// The value as an `f64`: exact for floats, the nearest double for integers.
+    /// The value as an `f64`: exact for floats, the nearest double for integers, `±inf`
+    /// beyond the `f64` range (as Python reads `1e400`).
     pub fn as_f64(&self) -> f64 {
         match &self.0 {
             Repr::PosInt(n) => *n as f64,
             Repr::NegInt(n) => *n as f64,
             Repr::Float(f) => *f,
-            // Canonical digits always parse; an absurdly long one saturates to ±inf.
-            Repr::BigInt(digits) => digits.parse().unwrap_or(f64::NAN),
+            // JSON number text always parses; out of range it saturates to ±inf.
+            Repr::Exact { text, .. } => text.parse().unwrap_or(f64::NAN),
         }
     }
 
@@ -99,8 +108,71 @@ impl WireNumber {
             Repr::PosInt(n) => n == 0,
             Repr::NegInt(n) => n == 0,
             Repr::Float(f) => f == 0.0,
-            Repr::BigInt(_) => false,
+            Repr::Exact { .. } => false,
         }
+    }
+
+    /// `true` when the value is greater than zero.
+    pub fn is_positive(&self) -> bool {
+        match &self.0 {
+            Repr::PosInt(n) => *n > 0,
+            Repr::NegInt(_) => false,
+            Repr::Float(f) => *f > 0.0,
+            Repr::Exact { text, .. } => !text.starts_with('-'),
+        }
+    }
+
+    /// The number one greater, as Python's `n + 1` computes it: exact for integers of
+    /// any size, a float for a float.
+    pub fn plus_one(&self) -> WireNumber {
+        match &self.0 {
+            Repr::PosInt(n) => match n.checked_add(1) {
+                Some(next) => WireNumber(Repr::PosInt(next)),
+                None => WireNumber(Repr::Exact {
+                    text: "18446744073709551616".into(),
+                    integer: true,
+                }),
+            },
+            Repr::NegInt(n) => WireNumber::from(n + 1),
+            Repr::Float(f) => WireNumber::from_f64(f + 1.0).unwrap_or_else(|| self.clone()),
+            Repr::Exact {
+                text,
+                integer: true,
+            } => {
+                let next = match text.strip_prefix('-') {
+                    // -(m) + 1 = -(m - 1); m has at least 19 digits, so m - 1 > 0.
+                    Some(magnitude) => format!("-{}", decrement(magnitude)),
+                    None => increment(text),
+                };
+                WireNumber::parse_json(&next).unwrap_or_else(|| self.clone())
+            }
+            // Beyond the f64 range: `inf + 1` is the same infinity.
+            Repr::Exact { integer: false, .. } => self.clone(),
+        }
+    }
+
+    /// Orders numbers by value: integers exactly (of any size), anything else by the
+    /// `f64` values (`total_cmp`).
+    pub fn cmp_value(&self, other: &WireNumber) -> std::cmp::Ordering {
+        match (self.as_exact_int(), other.as_exact_int()) {
+            (Some(a), Some(b)) => a.cmp(&b),
+            _ => self.as_f64().total_cmp(&other.as_f64()),
+        }
+    }
+
+    fn as_exact_int(&self) -> Option<ExactInt> {
+        Some(match &self.0 {
+            Repr::PosInt(n) => ExactInt::Small(i128::from(*n)),
+            Repr::NegInt(n) => ExactInt::Small(i128::from(*n)),
+            Repr::Exact {
+                text,
+                integer: true,
+            } => match text.strip_prefix('-') {
+                Some(digits) => ExactInt::NegativeBig(digits.to_owned()),
+                None => ExactInt::PositiveBig(text.to_string()),
+            },
+            _ => return None,
+        })
     }
 
     /// Reads the text of one JSON number.
@@ -121,11 +193,21 @@ impl WireNumber {
                     Repr::NegInt(n)
                 }));
             }
-            return Some(WireNumber(Repr::BigInt(text.into())));
+            return Some(WireNumber(Repr::Exact {
+                text: text.into(),
+                integer: true,
+            }));
         }
-        // `f64::from_str` is correctly rounded. Out-of-range floats (`1e400`) become
-        // infinite; Python reads them as `inf`, JSON cannot write them: refuse.
-        text.parse::<f64>().ok().and_then(WireNumber::from_f64)
+        // `f64::from_str` is correctly rounded. Beyond the f64 range (`1e400`, which
+        // Python reads as `inf`) the text is kept: it round-trips and prints as it came.
+        let value = text.parse::<f64>().ok()?;
+        Some(match WireNumber::from_f64(value) {
+            Some(number) => number,
+            None => WireNumber(Repr::Exact {
+                text: text.into(),
+                integer: false,
+            }),
+        })
     }
 }
 
@@ -203,12 +285,83 @@ macro_rules! from_signed {
 from_unsigned!(u8, u16, u32, u64, usize);
 from_signed!(i8, i16, i32, i64, isize);
 
+impl Default for WireNumber {
+    /// The integer `0`.
+    fn default() -> Self {
+        WireNumber(Repr::PosInt(0))
+    }
+}
+
+/// An integer of any size, ordered by value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ExactInt {
+    /// Below the i64 range: the magnitude's digits.
+    NegativeBig(String),
+    /// Within the 64-bit range.
+    Small(i128),
+    /// Above the u64 range: the digits.
+    PositiveBig(String),
+}
+
+impl Ord for ExactInt {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        use ExactInt::{NegativeBig, PositiveBig, Small};
+        let by_digits = |a: &str, b: &str| a.len().cmp(&b.len()).then_with(|| a.cmp(b));
+        match (self, other) {
+            (Small(a), Small(b)) => a.cmp(b),
+            (PositiveBig(a), PositiveBig(b)) => by_digits(a, b),
+            // A larger magnitude is a smaller negative number.
+            (NegativeBig(a), NegativeBig(b)) => by_digits(b, a),
+            (NegativeBig(_), _) | (Small(_), PositiveBig(_)) => std::cmp::Ordering::Less,
+            (PositiveBig(_), _) | (Small(_), NegativeBig(_)) => std::cmp::Ordering::Greater,
+        }
+    }
+}
+
+impl PartialOrd for ExactInt {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// `digits + 1` for canonical decimal digits.
+fn increment(digits: &str) -> String {
+    let mut out: Vec<u8> = digits.bytes().collect();
+    for byte in out.iter_mut().rev() {
+        if *byte == b'9' {
+            *byte = b'0';
+        } else {
+            *byte += 1;
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+    }
+    format!("1{}", String::from_utf8_lossy(&out))
+}
+
+/// `digits − 1` for canonical decimal digits of a number of at least 1.
+fn decrement(digits: &str) -> String {
+    let mut out: Vec<u8> = digits.bytes().collect();
+    for byte in out.iter_mut().rev() {
+        if *byte == b'0' {
+            *byte = b'9';
+        } else {
+            *byte -= 1;
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    match text.trim_start_matches('0') {
+        "" => "0".to_owned(),
+        trimmed => trimmed.to_owned(),
+    }
+}
+
 impl fmt::Display for WireNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Repr::PosInt(n) => write!(f, "{n}"),
             Repr::NegInt(n) => write!(f, "{n}"),
-            Repr::BigInt(digits) => f.write_str(digits),
+            Repr::Exact { text, .. } => f.write_str(text),
             Repr::Float(value) => write_python_float(f, *value),
         }
     }
@@ -288,10 +441,10 @@ impl Serialize for WireNumber {
             Repr::PosInt(n) => serializer.serialize_u64(*n),
             Repr::NegInt(n) => serializer.serialize_i64(*n),
             Repr::Float(f) => serializer.serialize_f64(*f),
-            Repr::BigInt(digits) => {
+            Repr::Exact { text, .. } => {
                 // serde_json writes a raw value's text verbatim: every digit survives.
                 let raw =
-                    RawValue::from_string(digits.to_string()).map_err(serde::ser::Error::custom)?;
+                    RawValue::from_string(text.to_string()).map_err(serde::ser::Error::custom)?;
                 raw.serialize(serializer)
             }
         }
@@ -306,7 +459,7 @@ impl<'de> Deserialize<'de> for WireNumber {
         WireNumber::parse_json(raw.get()).ok_or_else(|| {
             D::Error::custom(format_args!(
                 "invalid type: {}, expected a number",
-                raw.get()
+                crate::raw::raw_kind(&raw)
             ))
         })
     }
@@ -372,7 +525,7 @@ mod tests {
     #[test]
     fn only_json_numbers_parse() {
         for bad in [
-            "", "-", "01", "1.", ".5", "1e", "1e+", "+1", "NaN", "inf", "1 ", "0x1", "1e400",
+            "", "-", "01", "1.", ".5", "1e", "1e+", "+1", "NaN", "inf", "1 ", "0x1",
         ] {
             assert!(bad.parse::<WireNumber>().is_err(), "{bad:?}");
         }
@@ -385,6 +538,53 @@ mod tests {
         ] {
             assert!(good.parse::<WireNumber>().is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn floats_beyond_the_f64_range_keep_their_text() {
+        let huge: WireNumber = "1e400".parse().unwrap();
+        assert_eq!(huge.to_string(), "1e400");
+        assert!(!huge.is_integer());
+        assert_eq!(huge.as_f64(), f64::INFINITY);
+        assert_eq!(serde_json::to_string(&huge).unwrap(), "1e400");
+        let tiny: WireNumber = "-1E+999".parse().unwrap();
+        assert_eq!(tiny.as_f64(), f64::NEG_INFINITY);
+        assert!(!tiny.is_positive());
+    }
+
+    #[test]
+    fn plus_one_and_ordering_are_exact_for_any_integer() {
+        let next = |text: &str| text.parse::<WireNumber>().unwrap().plus_one().to_string();
+        assert_eq!(next("0"), "1");
+        assert_eq!(next("-1"), "0");
+        assert_eq!(next("18446744073709551615"), "18446744073709551616");
+        assert_eq!(next("99999999999999999999"), "100000000000000000000");
+        assert_eq!(next("-100000000000000000000"), "-99999999999999999999");
+        assert_eq!(next("1.5"), "2.5");
+        let mut numbers: Vec<WireNumber> = [
+            "3",
+            "18446744073709551616",
+            "-92233720368547758080",
+            "-1",
+            "2.5",
+            "0",
+        ]
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect();
+        numbers.sort_by(WireNumber::cmp_value);
+        let sorted: Vec<String> = numbers.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            sorted,
+            [
+                "-92233720368547758080",
+                "-1",
+                "0",
+                "2.5",
+                "3",
+                "18446744073709551616"
+            ]
+        );
     }
 
     #[test]

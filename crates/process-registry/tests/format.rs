@@ -69,7 +69,7 @@ fn fixture_head(status_line: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
-// Seed expectations (test_async_delegation.py)
+// The Python harness's own expectations (test_async_delegation.py)
 // ---------------------------------------------------------------------------------------
 
 #[test]

@@ -18,14 +18,14 @@ use serde_json::json;
 
 fn numbered(n: u64) -> Event {
     Event::WatchMatch(WatchMatch {
-        suppressed: Some(n),
+        suppressed: Some(process_registry::WireNumber::from(n)),
         ..Default::default()
     })
 }
 
 fn number(event: &Event) -> u64 {
     match event {
-        Event::WatchMatch(e) => e.suppressed.unwrap(),
+        Event::WatchMatch(e) => e.suppressed.as_ref().unwrap().as_u64().unwrap(),
         other => panic!("unexpected event {other:?}"),
     }
 }

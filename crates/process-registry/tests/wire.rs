@@ -141,7 +141,7 @@ fn async_delegation_batch_golden() {
         goals: Some(vec!["Fix lint".into(), "Run tests".into()]),
         results: Some(vec![
             BatchTaskResult {
-                task_index: 0,
+                task_index: process_registry::WireNumber::from(0_u64),
                 status: s("completed"),
                 summary: s("clean"),
                 api_calls: int(2),
@@ -151,7 +151,7 @@ fn async_delegation_batch_golden() {
                 ..Default::default()
             },
             BatchTaskResult {
-                task_index: 1,
+                task_index: process_registry::WireNumber::from(1_u64),
                 status: s("failed"),
                 error: s("hung"),
                 api_calls: int(3),
@@ -233,7 +233,7 @@ fn watch_match_golden() {
         command: s("tail -f log"),
         pattern: s("ERROR"),
         output: s("ERROR disk full"),
-        suppressed: Some(2),
+        suppressed: Some(process_registry::WireNumber::from(2)),
         routing: Routing {
             platform: s("telegram"),
             chat_id: s("1"),
@@ -271,7 +271,7 @@ fn watch_disabled_golden() {
         session_id: s("proc_1"),
         session_key: s("agent:main:slack:channel:C1"),
         command: s("tail -f log"),
-        suppressed: Some(10),
+        suppressed: Some(process_registry::WireNumber::from(10)),
         message: s("Watch disabled."),
         routing: Routing {
             platform: s("slack"),
@@ -307,7 +307,7 @@ fn watch_overflow_golden() {
     assert_golden(
         Event::WatchOverflowReleased(WatchOverflow {
             message: s("Matches resume."),
-            suppressed: Some(41),
+            suppressed: Some(process_registry::WireNumber::from(41)),
             ..Default::default()
         }),
         json!({"type": "watch_overflow_released", "message": "Matches resume.", "suppressed": 41}),
@@ -503,7 +503,10 @@ fn null_reads_like_absent_for_plain_fields() {
     assert_eq!(event.session_key, "");
     assert_eq!(event.goal, "");
     assert!(!event.is_batch);
-    assert_eq!(event.results.unwrap()[0].task_index, 0);
+    assert_eq!(
+        event.results.unwrap()[0].task_index,
+        process_registry::WireNumber::from(0_u8)
+    );
 }
 
 #[test]
@@ -566,7 +569,7 @@ fn serialized_text_is_in_the_wire_field_order() {
     assert_eq!(
         serde_json::to_string(&Event::WatchOverflowReleased(WatchOverflow {
             message: s("m"),
-            suppressed: Some(1),
+            suppressed: Some(process_registry::WireNumber::from(1)),
             ..Default::default()
         }))
         .unwrap(),

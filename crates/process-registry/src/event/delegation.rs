@@ -165,8 +165,8 @@ impl AsyncDelegationEvent {
 /// One task's outcome inside a batch [`AsyncDelegationEvent`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct BatchTaskResult {
-    /// Zero-based index of the task in the batch.
-    pub task_index: u64,
+    /// Zero-based index of the task in the batch (an integer on the wire).
+    pub task_index: WireNumber,
     /// The task's own goal, used when the batch's `goals` has no entry for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub goal: Option<String>,

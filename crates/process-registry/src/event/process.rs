@@ -60,7 +60,7 @@ pub struct WatchMatch {
     /// The matching output.
     pub output: Option<String>,
     /// Earlier matches dropped by the rate limit.
-    pub suppressed: Option<u64>,
+    pub suppressed: Option<WireNumber>,
     /// The chat and user to notify.
     #[serde(flatten)]
     pub routing: Routing,
@@ -97,7 +97,7 @@ pub struct WatchDisabled {
     /// The command line.
     pub command: Option<String>,
     /// Matches dropped by the rate limit.
-    pub suppressed: Option<u64>,
+    pub suppressed: Option<WireNumber>,
     /// Human-readable explanation, rendered verbatim.
     pub message: Option<String>,
     /// The chat and user to notify.
@@ -132,7 +132,7 @@ pub struct WatchOverflow {
     pub message: Option<String>,
     /// Matches dropped while the limit was on (sent with `released`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub suppressed: Option<u64>,
+    pub suppressed: Option<WireNumber>,
     /// Fields this crate does not know, kept for the round trip.
     #[serde(flatten)]
     pub extra: ExtraFields,
