@@ -4,7 +4,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use process_registry::{AsyncDelegationEvent, CompletionQueue, WireNumber};
+use process_registry::{
+    AsyncDelegationEvent, Committed, CompletionQueue, DispatchRecord, Event, Recorded, WireNumber,
+};
 
 use crate::fence;
 use crate::pool::{IdleSignal, WorkerPool, DEFAULT_KEEP_ALIVE};
@@ -49,8 +51,9 @@ struct Inner {
 #[derive(Default)]
 struct State {
     running: HashMap<String, Running>,
-    /// Oldest completion first; at most [`MAX_RETAINED_COMPLETED`].
-    completed: VecDeque<DelegationRecord>,
+    /// Oldest completion first (by the ledger's commit order); at most
+    /// [`MAX_RETAINED_COMPLETED`].
+    completed: VecDeque<(u64, DelegationRecord)>,
     /// Dispatch order, so `list` is stable.
     next_seq: u64,
 }
@@ -148,54 +151,60 @@ impl DelegationEngine {
             completed_at: None,
         };
         // Capacity check, id draw and insert are one critical section: two racing
-        // dispatches for the last slot cannot both see it free.
+        // dispatches for the last slot cannot both see it free. Then the ledger records
+        // the dispatch before the handle is returned; an id the ledger already holds is
+        // drawn again, and a failed write gives the slot back at once.
         let mut interrupt = interrupt;
-        let admitted = {
-            let mut state = self.inner.lock_state();
-            if state.running.len() >= max_async_children {
-                None
-            } else {
-                let delegation_id = loop {
-                    let candidate = new_delegation_id();
-                    if !state.running.contains_key(&candidate)
-                        && !state
-                            .completed
-                            .iter()
-                            .any(|done| done.delegation_id == candidate)
-                    {
-                        break candidate;
-                    }
-                };
-                let seq = state.next_seq;
-                state.next_seq += 1;
-                let mut record = record;
-                record.delegation_id = delegation_id.clone();
-                state.running.insert(
-                    delegation_id.clone(),
-                    Running {
-                        seq,
-                        record,
-                        interrupt: interrupt.take(),
-                    },
-                );
-                Some(delegation_id)
+        let mut draws = 0_u32;
+        let (delegation_id, ledger_record) = loop {
+            let Some(delegation_id) = self
+                .inner
+                .admit(&record, &mut interrupt, max_async_children)
+            else {
+                // The runner and the hook are the caller's code; their drop runs after the
+                // lock is released and cannot make a refusal a panic. One at a time: a
+                // panic in one drop must not unwind through the other's.
+                drop_fenced(runner);
+                drop_fenced(interrupt);
+                return Err(DispatchError::CapacityReached {
+                    max: max_async_children,
+                });
+            };
+            let skeleton = dispatch_skeleton(&delegation_id, &spec, dispatched_at);
+            let recorded =
+                self.inner
+                    .queue
+                    .record_dispatch(&delegation_id, &spec.session_key, skeleton);
+            match recorded {
+                Ok(Recorded::Dispatch(ledger_record)) => break (delegation_id, ledger_record),
+                Ok(Recorded::IdTaken) if draws < MAX_ID_DRAWS => {
+                    draws += 1;
+                    interrupt = self.inner.unadmit(&delegation_id);
+                }
+                Ok(Recorded::IdTaken) => {
+                    let hook = self.inner.unadmit(&delegation_id);
+                    drop_fenced(runner);
+                    drop_fenced(hook);
+                    return Err(DispatchError::LedgerUnavailable(
+                        process_registry::LedgerError::Unwritable {
+                            reason: format!("no free delegation id after {MAX_ID_DRAWS} draws"),
+                        },
+                    ));
+                }
+                Err(error) => {
+                    let hook = self.inner.unadmit(&delegation_id);
+                    drop_fenced(runner);
+                    drop_fenced(hook);
+                    tracing::warn!(%error, "an async delegation could not be recorded; rejected");
+                    return Err(DispatchError::LedgerUnavailable(error));
+                }
             }
-        };
-        let Some(delegation_id) = admitted else {
-            // The runner and the hook are the caller's code; their drop runs after the
-            // lock is released and cannot make a refusal a panic.
-            // One at a time: a panic in one drop must not unwind through the other's.
-            drop_fenced(runner);
-            drop_fenced(interrupt);
-            return Err(DispatchError::CapacityReached {
-                max: max_async_children,
-            });
         };
 
         let inner = Arc::clone(&self.inner);
         let id = delegation_id.clone();
         let job = Box::new(move |idle: IdleSignal| {
-            inner.run(id, spec, dispatched_at, runner, idle);
+            inner.run(id, ledger_record, spec, dispatched_at, runner, idle);
         });
         // A refused thread drops the job (the caller's runner) on this thread: fenced.
         let started = fence::call(|| self.inner.pool.execute(job)).unwrap_or_else(|message| {
@@ -204,10 +213,11 @@ impl DelegationEngine {
             )))
         });
         if let Err(error) = started {
-            // Not accepted after all: the runner was never started, so no event. The
-            // removed record (and its hook) is dropped after the lock is released.
-            let removed = self.inner.lock_state().running.remove(&delegation_id);
-            drop_fenced(removed);
+            // Not accepted after all: the runner was never started, so no completion. The
+            // ledger's row is finished as an error so nothing reports it running forever.
+            let hook = self.inner.unadmit(&delegation_id);
+            drop_fenced(hook);
+            self.inner.abandon(ledger_record, &delegation_id, &error);
             tracing::warn!(%error, "async delegation worker could not be started");
             return Err(DispatchError::WorkerUnavailable(error));
         }
@@ -264,7 +274,7 @@ impl DelegationEngine {
         running
             .into_iter()
             .map(|(_, record)| record)
-            .chain(state.completed.iter().cloned())
+            .chain(state.completed.iter().map(|(_, record)| record.clone()))
             .collect()
     }
 }
@@ -289,10 +299,65 @@ impl Inner {
             .collect()
     }
 
-    /// The worker side of one delegation: run, build the event, publish.
+    /// Checks capacity, draws an id no live record has, and inserts the running record
+    /// (taking the hook), in one critical section. `None` at capacity.
+    fn admit(
+        &self,
+        record: &DelegationRecord,
+        interrupt: &mut Option<InterruptHook>,
+        max_async_children: usize,
+    ) -> Option<String> {
+        let mut state = self.lock_state();
+        if state.running.len() >= max_async_children {
+            return None;
+        }
+        let delegation_id = loop {
+            let candidate = new_delegation_id();
+            if !state.running.contains_key(&candidate)
+                && !state
+                    .completed
+                    .iter()
+                    .any(|(_, done)| done.delegation_id == candidate)
+            {
+                break candidate;
+            }
+        };
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let mut record = record.clone();
+        record.delegation_id = delegation_id.clone();
+        state.running.insert(
+            delegation_id.clone(),
+            Running {
+                seq,
+                record,
+                interrupt: interrupt.take(),
+            },
+        );
+        Some(delegation_id)
+    }
+
+    /// Takes an admitted delegation back (its dispatch did not go through) and returns
+    /// its hook, to be dropped outside the lock.
+    fn unadmit(&self, delegation_id: &str) -> Option<InterruptHook> {
+        let removed = self.lock_state().running.remove(delegation_id);
+        removed.and_then(|running| running.interrupt)
+    }
+
+    /// The ledger's row of a dispatch whose worker never started: retracted, so the
+    /// delegation that was never accepted leaves no trace and no completion.
+    fn abandon(&self, record: DispatchRecord, delegation_id: &str, why: &std::io::Error) {
+        if let Err(error) = self.queue.retract_dispatch(record, delegation_id) {
+            tracing::error!(%error, delegation_id, %why, "a rejected dispatch's ledger row could not be retracted");
+        }
+    }
+
+    /// The worker side of one delegation: run, build the event, record it, free the
+    /// slot, offer it.
     fn run<R>(
         &self,
         delegation_id: String,
+        ledger_record: DispatchRecord,
         spec: DelegationSpec,
         dispatched_at: f64,
         runner: R,
@@ -309,44 +374,111 @@ impl Inner {
         let completed_at = unix_now();
         let result = outcome.unwrap_or_else(|message| failure(format!("panic: {message}")));
         let event = completion_event(&delegation_id, spec, result, dispatched_at, completed_at);
+        let status = event
+            .status
+            .clone()
+            .unwrap_or_else(|| "completed".to_owned());
+        let model = event.model.clone();
+        // Committed before anything else: the slot is held until the completion is
+        // durable, so a failing store slows dispatch down instead of losing completions.
+        let committed = self.commit(ledger_record, &delegation_id, &status, event);
         // Whoever reacts to this event may dispatch again at once: let it find this
         // worker idle rather than start a thread.
         idle.fire();
-        self.publish(&delegation_id, completed_at, event);
-    }
-
-    /// Frees the slot, records the completion and puts the event on the queue, in one
-    /// critical section: nobody holding the state lock can see one without the others.
-    /// `put` is a non-blocking channel send, never user code.
-    fn publish(&self, delegation_id: &str, completed_at: f64, event: AsyncDelegationEvent) {
-        let hook = {
-            let mut state = self.lock_state();
-            let mut hook = None;
-            if let Some(Running {
-                mut record,
-                interrupt,
-                ..
-            }) = state.running.remove(delegation_id)
-            {
-                hook = interrupt;
-                record.status = event
-                    .status
-                    .clone()
-                    .unwrap_or_else(|| "completed".to_owned());
-                record.model = event.model.clone();
-                record.completed_at = Some(completed_at);
-                state.completed.push_back(record);
-                while state.completed.len() > MAX_RETAINED_COMPLETED {
-                    state.completed.pop_front();
-                }
-            }
-            self.queue.put(event);
-            hook
-        };
+        let hook = self.release_slot(&delegation_id, committed.seq(), status, model, completed_at);
+        // Offered only now: a consumer of this process that takes it finds the slot free.
+        committed.offer();
         // Dropping the interrupt hook runs user code (its captures): never under the lock.
         drop_fenced(hook);
     }
+
+    /// Records the completion in the ledger, retrying (and logging) until the store takes
+    /// it: a completion is never dropped because a disk was full for a while.
+    fn commit(
+        &self,
+        record: DispatchRecord,
+        delegation_id: &str,
+        status: &str,
+        event: AsyncDelegationEvent,
+    ) -> Committed {
+        let event = Arc::new(Event::AsyncDelegation(event));
+        let mut backoff = Duration::from_millis(10);
+        let mut failures = 0_u32;
+        loop {
+            match self
+                .queue
+                .record_completion(record, delegation_id, status, Arc::clone(&event))
+            {
+                Ok(committed) => {
+                    if failures > 0 {
+                        tracing::info!(
+                            delegation_id,
+                            failures,
+                            "the completion was recorded after the ledger recovered"
+                        );
+                    }
+                    return committed;
+                }
+                Err(error) => {
+                    failures += 1;
+                    if failures == 1 || failures % 20 == 0 {
+                        tracing::error!(%error, delegation_id, failures, "a completion could not be recorded; keeping it and retrying");
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Frees the slot and keeps the completed record (at most
+    /// [`MAX_RETAINED_COMPLETED`]); returns the hook to drop outside the lock.
+    fn release_slot(
+        &self,
+        delegation_id: &str,
+        order: u64,
+        status: String,
+        model: Option<String>,
+        completed_at: f64,
+    ) -> Option<InterruptHook> {
+        let mut state = self.lock_state();
+        let Running {
+            mut record,
+            interrupt,
+            ..
+        } = state.running.remove(delegation_id)?;
+        record.status = status;
+        record.model = model;
+        record.completed_at = Some(completed_at);
+        // In the ledger's commit order (the order consumers see the completions), even
+        // when two workers free their slots the other way round.
+        let at = state.completed.partition_point(|(done, _)| *done < order);
+        state.completed.insert(at, (order, record));
+        while state.completed.len() > MAX_RETAINED_COMPLETED {
+            state.completed.pop_front();
+        }
+        interrupt
+    }
 }
+
+/// The dispatch-time restatement the ledger keeps while a delegation runs: should its
+/// process die, the `unknown` completion is built from it.
+fn dispatch_skeleton(delegation_id: &str, spec: &DelegationSpec, dispatched_at: f64) -> Event {
+    Event::AsyncDelegation(AsyncDelegationEvent {
+        delegation_id: Some(delegation_id.to_owned()),
+        session_key: spec.session_key.clone(),
+        goal: spec.goal.clone(),
+        context: spec.context.clone(),
+        toolsets: spec.toolsets.clone(),
+        role: spec.role.clone(),
+        model: spec.model.clone(),
+        dispatched_at: WireNumber::from_f64(dispatched_at),
+        ..AsyncDelegationEvent::default()
+    })
+}
+
+/// The most ids one dispatch draws when the ledger keeps answering that an id is taken.
+const MAX_ID_DRAWS: u32 = 64;
 
 /// The result recorded for a runner that failed or panicked.
 fn failure(error: String) -> DelegationResult {

@@ -15,10 +15,15 @@ pub const CAPACITY_REACHED_TEXT: &str = "Async delegation capacity reached ({max
 /// operating system's error.
 pub const WORKER_UNAVAILABLE_TEXT: &str = "Async delegation could not start a background worker ({reason}). Run this task synchronously (background=false) or try again later.";
 
+/// The text of [`DispatchError::LedgerUnavailable`], with `{reason}` standing for the
+/// ledger's error (a full disk, a read-only file, a lost connection).
+pub const LEDGER_UNAVAILABLE_TEXT: &str = "Async delegation could not be recorded ({reason}), so it was not started. Run this task synchronously (background=false) or try again later.";
+
 /// Why [`dispatch`](crate::DelegationEngine::dispatch) rejected a delegation. Its
 /// `Display` text is the `error` of [`DispatchOutcome::Rejected`](crate::DispatchOutcome),
-/// written for the model that asked: [`CAPACITY_REACHED_TEXT`] or
-/// [`WORKER_UNAVAILABLE_TEXT`] with the placeholder filled in.
+/// written for the model that asked: [`CAPACITY_REACHED_TEXT`],
+/// [`WORKER_UNAVAILABLE_TEXT`] or [`LEDGER_UNAVAILABLE_TEXT`] with the placeholder filled
+/// in.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DispatchError {
@@ -31,6 +36,11 @@ pub enum DispatchError {
     /// The operating system refused to start a worker thread.
     #[error("{}", WORKER_UNAVAILABLE_TEXT.replace("{reason}", &.0.to_string()))]
     WorkerUnavailable(#[source] std::io::Error),
+    /// The completion ledger could not record the dispatch (it must be recorded before
+    /// the handle is returned, or a crash could lose the delegation): nothing was
+    /// started and no slot is held.
+    #[error("{}", LEDGER_UNAVAILABLE_TEXT.replace("{reason}", &.0.to_string()))]
+    LedgerUnavailable(#[source] process_registry::LedgerError),
 }
 
 #[cfg(test)]

@@ -88,7 +88,9 @@ mod pool;
 mod types;
 
 pub use engine::{round_seconds, DelegationEngine};
-pub use error::{DispatchError, CAPACITY_REACHED_TEXT, WORKER_UNAVAILABLE_TEXT};
+pub use error::{
+    DispatchError, CAPACITY_REACHED_TEXT, LEDGER_UNAVAILABLE_TEXT, WORKER_UNAVAILABLE_TEXT,
+};
 pub use fence::panic_message;
 pub use global::{
     active_count, dispatch_async_delegation, global, interrupt_all, list_async_delegations,

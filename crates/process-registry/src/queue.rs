@@ -11,7 +11,7 @@
 //! `take_timeout`, `drain`, `take_where`) is a claim that is acknowledged at once.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -79,9 +79,11 @@ pub(crate) struct Core {
     liveness: Arc<dyn Liveness>,
     /// Notified on every write that may make a row claimable.
     signal: Signal,
-    /// Completions committed but not yet offered (the engine frees the slot first), so
-    /// no consumer of this process can take one before its slot is free.
-    unoffered: Mutex<HashSet<u64>>,
+    /// Delegations whose completion is committed but not yet offered (the engine frees
+    /// the slot first), so no consumer of this process takes one before its slot is free.
+    unoffered: Mutex<HashSet<String>>,
+    /// `unoffered.len()`, read without the lock on every candidate.
+    unoffered_count: AtomicUsize,
     /// Events whose write failed, kept in memory and retried by the sweep.
     outbox: Mutex<VecDeque<Arc<Event>>>,
     next_claim: AtomicU64,
@@ -158,6 +160,7 @@ impl CompletionQueueBuilder {
             liveness: self.liveness,
             signal: Signal::new(),
             unoffered: Mutex::new(HashSet::new()),
+            unoffered_count: AtomicUsize::new(0),
             outbox: Mutex::new(VecDeque::new()),
             next_claim: AtomicU64::new(0),
             sweeper: Mutex::new(None),
@@ -191,16 +194,25 @@ pub struct DispatchRecord {
 #[must_use = "offer it once the delegation's slot is free"]
 pub struct Committed {
     core: Arc<Core>,
-    seq: Option<u64>,
+    delegation_id: Option<String>,
+    seq: u64,
 }
 
 impl std::fmt::Debug for Committed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Committed").field("seq", &self.seq).finish()
+        f.debug_struct("Committed")
+            .field("delegation_id", &self.delegation_id)
+            .finish()
     }
 }
 
 impl Committed {
+    /// The completion's place in the ledger's order: completions are offered in
+    /// increasing `seq`, the order they were committed.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// Offers the completion to consumers: it becomes claimable in this process, and
     /// waiting consumers are woken.
     pub fn offer(mut self) {
@@ -208,9 +220,8 @@ impl Committed {
     }
 
     fn offer_now(&mut self) {
-        if let Some(seq) = self.seq.take() {
-            lock(&self.core.unoffered).remove(&seq);
-            self.core.wake_all();
+        if let Some(delegation_id) = self.delegation_id.take() {
+            self.core.offer(&delegation_id);
         }
     }
 }
@@ -295,7 +306,7 @@ impl CompletionQueue {
     /// # Errors
     /// When the store refused the write; the event was not queued.
     pub fn try_put(&self, event: impl Into<Event>) -> Result<(), LedgerError> {
-        self.core.insert_pending(Arc::new(event.into()))
+        self.core.insert_pending(Arc::new(event.into())).map(drop)
     }
 
     /// Takes the event at the head, or `None` at once when the queue is empty.
@@ -517,14 +528,10 @@ impl CompletionQueue {
         record: DispatchRecord,
         delegation_id: &str,
         status: &str,
-        event: Event,
+        event: Arc<Event>,
     ) -> Result<Committed, LedgerError> {
-        let event = Arc::new(event);
-        lock(&self.core.unoffered).insert(record.seq);
-        let committed = Committed {
-            core: Arc::clone(&self.core),
-            seq: Some(record.seq),
-        };
+        let _ = record;
+        self.core.hold_offer(delegation_id);
         let run_state = RunState::Finished(status.to_owned());
         let finished = self.core.backend.finish_run(Finish {
             delegation_id,
@@ -534,29 +541,49 @@ impl CompletionQueue {
             reason: None,
         });
         match finished {
-            Ok(Some(_)) => Ok(committed),
+            Ok(Some(seq)) => Ok(Committed {
+                core: Arc::clone(&self.core),
+                delegation_id: Some(delegation_id.to_owned()),
+                seq,
+            }),
             Ok(None) => {
                 // The running row is gone (recovered as `unknown` by an instance that
                 // judged this one dead): the real outcome is still recorded, as its own
                 // row, rather than lost.
+                self.core.offer(delegation_id);
                 tracing::warn!(
                     delegation_id,
                     "no running row for a finished delegation; recording its completion as a new row"
                 );
-                drop(committed);
-                self.core.insert_pending(event)?;
+                let seq = self.core.insert_pending(event)?;
                 Ok(Committed {
                     core: Arc::clone(&self.core),
-                    seq: None,
+                    delegation_id: None,
+                    seq,
                 })
             }
             Err(error) => {
-                lock(&self.core.unoffered).remove(&record.seq);
-                let mut committed = committed;
-                committed.seq = None;
+                self.core.offer(delegation_id);
                 Err(error)
             }
         }
+    }
+
+    /// Takes back the record of a dispatch that was rejected after all (its worker could
+    /// not start): the running row is deleted, so no completion will ever be offered for
+    /// it. `false` when the row was no longer running.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    pub fn retract_dispatch(
+        &self,
+        record: DispatchRecord,
+        delegation_id: &str,
+    ) -> Result<bool, LedgerError> {
+        let _ = record;
+        self.core
+            .backend
+            .retract_running(delegation_id, &self.core.instance)
     }
 
     fn take_with(&self, filter: &ClaimFilter, timeout: Option<Duration>) -> Option<Event> {
@@ -608,6 +635,7 @@ fn unreachable_memory_queue() -> CompletionQueue {
         liveness: Arc::new(ProcessLiveness),
         signal: Signal::new(),
         unoffered: Mutex::new(HashSet::new()),
+        unoffered_count: AtomicUsize::new(0),
         outbox: Mutex::new(VecDeque::new()),
         next_claim: AtomicU64::new(0),
         sweeper: Mutex::new(None),
@@ -623,17 +651,50 @@ impl Core {
         self.signal.notify(usize::MAX);
     }
 
-    fn insert_pending(&self, event: Arc<Event>) -> Result<(), LedgerError> {
+    /// Keeps this process's consumers off a completion about to be committed.
+    fn hold_offer(&self, delegation_id: &str) {
+        let mut unoffered = lock(&self.unoffered);
+        unoffered.insert(delegation_id.to_owned());
+        self.unoffered_count
+            .store(unoffered.len(), Ordering::SeqCst);
+    }
+
+    /// Lets consumers take it, and wakes them.
+    fn offer(&self, delegation_id: &str) {
+        {
+            let mut unoffered = lock(&self.unoffered);
+            unoffered.remove(delegation_id);
+            self.unoffered_count
+                .store(unoffered.len(), Ordering::SeqCst);
+        }
+        self.wake_all();
+    }
+
+    /// `true` for a candidate whose completion is committed but not offered yet.
+    fn is_held(&self, event: &Event) -> bool {
+        if self.unoffered_count.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        match event {
+            Event::AsyncDelegation(e) => e
+                .delegation_id
+                .as_deref()
+                .is_some_and(|id| lock(&self.unoffered).contains(id)),
+            _ => false,
+        }
+    }
+
+    fn insert_pending(&self, event: Arc<Event>) -> Result<u64, LedgerError> {
         let kind = event.type_name().to_owned();
         let session_key = event.session_key().unwrap_or("").to_owned();
-        self.backend.insert_pending(NewPending {
+        let seq = self.backend.insert_pending(NewPending {
             kind: &kind,
             session_key: &session_key,
             owner: &self.instance,
             event,
         })?;
         self.wake_all();
-        Ok(())
+        Ok(seq)
     }
 
     fn candidates(
@@ -641,7 +702,6 @@ impl Core {
         filter: &ClaimFilter,
         limit: usize,
     ) -> Result<Vec<crate::Candidate>, LedgerError> {
-        let unoffered = lock(&self.unoffered).clone();
         let mut found = Vec::new();
         let mut after = 0;
         loop {
@@ -649,7 +709,7 @@ impl Core {
             let full = page.len() == PAGE;
             for candidate in page {
                 after = candidate.seq;
-                if !unoffered.contains(&candidate.seq) && filter.accepts(&candidate.event) {
+                if !self.is_held(&candidate.event) && filter.accepts(&candidate.event) {
                     found.push(candidate);
                     if found.len() >= limit {
                         return Ok(found);
@@ -691,9 +751,7 @@ impl Core {
             let full = page.len() == PAGE;
             for candidate in page {
                 after = candidate.seq;
-                if lock(&self.unoffered).contains(&candidate.seq)
-                    || !filter.accepts(&candidate.event)
-                {
+                if self.is_held(&candidate.event) || !filter.accepts(&candidate.event) {
                     continue;
                 }
                 if let Some(claim) = self.claim_seq(candidate.seq)? {

@@ -319,12 +319,21 @@ pub trait LedgerBackend: Send + Sync + 'static {
     fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, LedgerError>;
 
     /// Records a finished run: `running` → `finish.run_state`, delivery `pending`, the
-    /// event stored. Guard: the row of `finish.delegation_id` is running (and owned by
-    /// `finish.expect_owner`, when given). Returns the row's `seq` when it moved.
+    /// event stored, and the row moved to the tail (a new `seq`, greater than every
+    /// other): completions are offered in the order they finished. Guard: the row of
+    /// `finish.delegation_id` is running (and owned by `finish.expect_owner`, when given).
+    /// Returns the row's new `seq` when it moved.
     ///
     /// # Errors
     /// When the store cannot be written.
     fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError>;
+
+    /// Deletes the running row of a dispatch that was rejected after it was recorded.
+    /// Guard: the row of `delegation_id` is running and owned by `owner`.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    fn retract_running(&self, delegation_id: &str, owner: &str) -> Result<bool, LedgerError>;
 
     /// Rows that are claimable now and match `query`, in `seq` order, at most `limit`.
     /// Claimable: pending with its backoff over, or claimed with its lease over.

@@ -248,8 +248,26 @@ impl LedgerBackend for MemoryLedger {
         row.event = finish.event;
         row.reason = finish.reason.map(str::to_owned);
         row.completed_at = Some(now);
-        state.open.insert(seq);
-        Ok(Some(seq))
+        // To the tail: offered in the order the runs finished.
+        let Some(row) = state.rows.remove(&seq) else {
+            return Ok(None);
+        };
+        Ok(Some(state.insert(row)))
+    }
+
+    fn retract_running(&self, delegation_id: &str, owner: &str) -> Result<bool, LedgerError> {
+        let mut state = self.lock();
+        let Some(&seq) = state.by_id.get(delegation_id) else {
+            return Ok(false);
+        };
+        let running = state
+            .rows
+            .get(&seq)
+            .is_some_and(|row| row.run_state == Some(RunState::Running) && row.owner == owner);
+        if running {
+            state.remove(seq);
+        }
+        Ok(running)
     }
 
     fn candidates(

@@ -547,7 +547,8 @@ impl LedgerBackend for SqliteLedger {
         self.lock()
             .prepare_cached(
                 "UPDATE ledger_rows
-                 SET run_state = ?1, status = ?2, delivery = 'pending', event = ?3, reason = ?4, completed_at = ?5
+                 SET run_state = ?1, status = ?2, delivery = 'pending', event = ?3, reason = ?4, completed_at = ?5,
+                     seq = (SELECT max(seq) FROM ledger_rows) + 1
                  WHERE delegation_id = ?6 AND run_state = 'running' AND (?7 IS NULL OR owner = ?7)
                  RETURNING seq",
             )
@@ -561,6 +562,17 @@ impl LedgerBackend for SqliteLedger {
             })
             .map(|seq| seq.map(row_seq))
             .map_err(write_error)
+    }
+
+    fn retract_running(&self, delegation_id: &str, owner: &str) -> Result<bool, LedgerError> {
+        let changed = self
+            .lock()
+            .prepare_cached(
+                "DELETE FROM ledger_rows WHERE delegation_id = ?1 AND run_state = 'running' AND owner = ?2",
+            )
+            .and_then(|mut statement| statement.execute(params![delegation_id, owner]))
+            .map_err(write_error)?;
+        Ok(changed == 1)
     }
 
     fn candidates(

@@ -99,7 +99,7 @@ fn complete(queue: &CompletionQueue, record: DispatchRecord, id: &str, session_k
     event.status = Some("completed".into());
     event.summary = Some(format!("result of {id}"));
     queue
-        .record_completion(record, id, "completed", event.into())
+        .record_completion(record, id, "completed", Arc::new(event.into()))
         .unwrap()
         .offer();
 }
@@ -143,7 +143,12 @@ pub fn dispatch_then_completion(store: &dyn Store) {
     event.status = Some("error".into());
     event.error = Some("boom".into());
     let committed = queue
-        .record_completion(record, "deleg_00000001", "error", event.clone().into())
+        .record_completion(
+            record,
+            "deleg_00000001",
+            "error",
+            Arc::new(event.clone().into()),
+        )
         .unwrap();
     // Committed, not yet offered: no consumer of this process takes it.
     assert!(queue.claim(&ClaimFilter::any()).unwrap().is_none());
