@@ -1,8 +1,9 @@
 //! The agent that calls `delegate_task`.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_delegation::fence;
 
 use crate::ChildAgent;
 
@@ -121,7 +122,7 @@ impl Parent {
         let children = self.active_children();
         children
             .iter()
-            .filter(|child| catch_unwind(AssertUnwindSafe(|| child.interrupt(reason))).is_ok())
+            .filter(|child| fence::call(|| child.interrupt(reason)).is_ok())
             .count()
     }
 

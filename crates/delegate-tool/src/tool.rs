@@ -1,10 +1,11 @@
 //! `delegate_task`: the context, the entry points, and the checks before anything runs.
 
+use async_delegation::fence::DropFenced;
 use async_delegation::DelegationEngine;
 use serde_json::Value;
 
 use crate::args::{check_depth, parse_argument_text, Arguments};
-use crate::fence::{self, DropFenced, FencedParent};
+use crate::fence::{self, FencedParent};
 use crate::{
     background, sync, ChildBackend, DelegateCall, DelegationConfig, ParentAgent, ToolError,
     ToolTexts,
@@ -121,7 +122,7 @@ pub fn delegate_task_value<B: ChildBackend>(
     let parent = FencedParent::new(parent, &context.texts);
     // User code is fenced where it is called; this outer fence only keeps a bug of this
     // crate from taking the caller's turn down.
-    fence::call(|| run(arguments, parent, context)).unwrap_or_else(|message| {
+    async_delegation::fence::call(|| run(arguments, parent, context)).unwrap_or_else(|message| {
         ToolError::Internal {
             reason: context.texts.panicked(&message),
         }
