@@ -1,7 +1,8 @@
 //! Hostile user code and values never unwind into, nor abort, the caller: a child whose
 //! `interrupt` panics with a payload that panics on drop, a child whose last handle
 //! panics on drop, errors whose `Display` and `Drop` both panic, a `model()` panic with a
-//! bomb payload — through `delegate_task` and through the crate's own `Parent` handle.
+//! bomb payload — through `delegate_task` and through the crate's own `Parent` handle —
+//! nor does a setting nested 100 000 levels deep in `DelegationConfig::from_value`.
 //! (First written as a hostile review's failing tests.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -339,4 +340,40 @@ fn a_model_panic_with_a_bomb_payload_fails_the_call_and_closes_the_child_once() 
     assert_eq!(closes.load(Ordering::SeqCst), 1);
     assert_eq!(parent.active_child_count(), 0);
     assert!(queue.is_empty() && ctx.engine.active_count() == 0);
+}
+
+/// `DelegationConfig::from_value` takes any `Value`: a setting nested 100 000 levels deep
+/// (a `Value` built by a YAML/TOML loader, or by code) is `ConfigError::InvalidSetting`
+/// naming its kind, not a stack overflow that aborts the process. Run in a child process,
+/// since the failure it guards against is an abort.
+#[test]
+fn config_from_a_setting_nested_100_000_deep_is_an_error_not_a_stack_overflow() {
+    const NAME: &str = "config_from_a_setting_nested_100_000_deep_is_an_error_not_a_stack_overflow";
+    if std::env::var("HOSTILE_CHILD").as_deref() == Ok(NAME) {
+        let mut deep = serde_json::Value::Null;
+        for _ in 0..100_000 {
+            deep = serde_json::Value::Array(vec![deep]);
+        }
+        let mut map = serde_json::Map::new();
+        map.insert("max_concurrent_children".into(), deep);
+        let config = serde_json::Value::Object(map);
+        let error = DelegationConfig::from_value(&config).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "delegation.max_concurrent_children must be a non-negative integer, got a deeply nested array"
+        );
+        std::mem::forget(config); // `Value`'s own drop recurses too
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .env("HOSTILE_CHILD", NAME)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the process died: {:?}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
