@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::args::{check_depth, parse_argument_text, Arguments};
 use crate::fence::{self, FencedParent};
 use crate::{
-    background, sync, ChildBackend, DelegateCall, DelegationConfig, ParentAgent, ToolError,
+    background, schema, sync, ChildBackend, DelegateCall, DelegationConfig, ParentAgent, ToolError,
     ToolTexts,
 };
 
@@ -73,6 +73,27 @@ impl<B: ChildBackend> DelegateContext<B> {
     /// (whose completions land on [`process_registry::global()`]'s queue).
     pub fn with_global_engine(config: DelegationConfig, backend: B) -> Self {
         Self::new(config, async_delegation::global().clone(), backend)
+    }
+}
+
+impl<B> DelegateContext<B> {
+    /// The tool definition to hand a function-calling API, with this context's schema
+    /// texts and settings ([`tool_schema_with`](crate::tool_schema_with)); with the
+    /// default texts and settings it is [`tool_schema`](crate::tool_schema).
+    pub fn tool_schema(&self) -> Value {
+        schema::tool_schema_with(&self.texts, &self.config)
+    }
+
+    /// [`tool_schema`](Self::tool_schema) in the OpenAI-style shape
+    /// ([`openai_tool`](crate::openai_tool)).
+    pub fn openai_tool(&self) -> Value {
+        schema::openai_shape(self.tool_schema())
+    }
+
+    /// [`tool_schema`](Self::tool_schema) in the Anthropic-style shape
+    /// ([`anthropic_tool`](crate::anthropic_tool)).
+    pub fn anthropic_tool(&self) -> Value {
+        schema::anthropic_shape(self.tool_schema())
     }
 }
 

@@ -3,6 +3,10 @@
 //! settings filled in.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{context, FakeBackend};
+use delegate_tool::{DelegationConfig, ToolTexts};
 use serde_json::{json, Value};
 
 /// `tool_schema()` as it has always been: the whole definition, every text in it.
@@ -102,4 +106,112 @@ fn the_free_functions_give_the_established_schema_whole() {
             "input_schema": schema["parameters"],
         })
     );
+}
+
+/// Every `description` in the schema — the model reads them on every request — is a
+/// default of a `ToolTexts` field.
+#[test]
+fn every_schema_description_is_a_tool_text() {
+    fn descriptions(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    if key == "description" {
+                        out.push(value.as_str().unwrap_or_default().to_owned());
+                    }
+                    descriptions(value, out);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| descriptions(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    descriptions(&delegate_tool::tool_schema(), &mut found);
+    let texts = format!("{:?}", delegate_tool::ToolTexts::default());
+    let missing: Vec<&String> = found
+        .iter()
+        // A field prints as its whole text in `Debug` quotes (`escape_debug` would also
+        // escape the apostrophes `Debug` leaves alone).
+        .filter(|d| !texts.contains(&format!("{d:?}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} model-facing schema texts are not in ToolTexts: {missing:#?}",
+        missing.len()
+    );
+}
+
+/// Every schema text replaced by a marker naming its field, with the settings
+/// placeholders (and one unknown, which stays as written).
+fn marked() -> ToolTexts {
+    let mut t = ToolTexts::default();
+    t.tool_description = "<tool {max_spawn_depth}>".into();
+    t.goal_description = "<goal {max_concurrent_children}>".into();
+    t.context_description = "<context {max_async_children}>".into();
+    t.toolsets_description = "<toolsets {max_iterations}>".into();
+    t.tasks_description = "<tasks at most {max_concurrent_children}>".into();
+    t.role_description = "<role {max_spawn_depth}>".into();
+    t.background_description = "<background {max_async_children}>".into();
+    t.max_iterations_description = "<max_iterations {max_iterations} {unknown}>".into();
+    t.task_goal_description = "<task_goal>".into();
+    t.task_context_description = "<task_context>".into();
+    t.task_toolsets_description = "<task_toolsets>".into();
+    t.task_role_description = "<task_role>".into();
+    t
+}
+
+/// A context's schema is rendered from its texts and settings: the established schema
+/// with exactly its descriptions changed, in every shape.
+#[test]
+fn a_context_renders_the_schema_from_its_texts_and_settings() {
+    let config = DelegationConfig {
+        max_spawn_depth: 2,
+        max_concurrent_children: 5,
+        max_async_children: 7,
+        max_iterations: 11,
+    };
+    let (ctx, _queue) = context(FakeBackend::instant(), config);
+    let ctx = ctx.with_texts(marked());
+
+    let mut expected = established();
+    expected["description"] = json!("<tool 2>");
+    let props = &mut expected["parameters"]["properties"];
+    props["goal"]["description"] = json!("<goal 5>");
+    props["context"]["description"] = json!("<context 7>");
+    props["toolsets"]["description"] = json!("<toolsets 11>");
+    props["tasks"]["description"] = json!("<tasks at most 5>");
+    props["role"]["description"] = json!("<role 2>");
+    props["background"]["description"] = json!("<background 7>");
+    props["max_iterations"]["description"] = json!("<max_iterations 11 {unknown}>");
+    let task = &mut props["tasks"]["items"]["properties"];
+    task["goal"]["description"] = json!("<task_goal>");
+    task["context"]["description"] = json!("<task_context>");
+    task["toolsets"]["description"] = json!("<task_toolsets>");
+    task["role"]["description"] = json!("<task_role>");
+
+    assert_eq!(ctx.tool_schema(), expected);
+    assert_eq!(
+        delegate_tool::tool_schema_with(&ctx.texts, &ctx.config),
+        expected
+    );
+    assert_eq!(
+        ctx.openai_tool(),
+        json!({"type": "function", "function": expected.clone()})
+    );
+    assert_eq!(
+        ctx.anthropic_tool(),
+        json!({
+            "name": "delegate_task",
+            "description": "<tool 2>",
+            "input_schema": expected["parameters"],
+        })
+    );
+
+    // The default texts under other settings: the established schema, unchanged (the
+    // `tasks` default names the setting, not a value — see `ToolTexts::tasks_description`).
+    let (ctx, _queue) = context(FakeBackend::instant(), config);
+    assert_eq!(ctx.tool_schema(), established());
+    assert_eq!(ctx.openai_tool(), delegate_tool::openai_tool());
+    assert_eq!(ctx.anthropic_tool(), delegate_tool::anthropic_tool());
 }
