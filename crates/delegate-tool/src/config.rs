@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ConfigError;
+use crate::nesting::nests_deeper_than;
+use crate::{ConfigError, MAX_ARGUMENT_NESTING};
 
 /// The `delegation:` section of an agent's config.
 ///
@@ -65,7 +66,9 @@ impl DelegationConfig {
     /// # Errors
     /// [`ConfigError::NotAMap`] when `value` is not an object or null;
     /// [`ConfigError::InvalidSetting`] when a setting is not a non-negative integer, or
-    /// `max_concurrent_children` / `max_iterations` is 0.
+    /// `max_concurrent_children` / `max_iterations` is 0. The error quotes the value's JSON
+    /// text, or names its kind when it nests too deeply to write out safely; any value,
+    /// however deep, is read without recursion.
     pub fn from_value(value: &Value) -> Result<Self, ConfigError> {
         let map = match value {
             Value::Null => return Ok(Self::default()),
@@ -91,12 +94,12 @@ impl DelegationConfig {
                 Some(_) => Err(ConfigError::InvalidSetting {
                     field,
                     expected: "at least 1",
-                    got: raw.to_string(),
+                    got: describe(raw),
                 }),
                 None => Err(ConfigError::InvalidSetting {
                     field,
                     expected: "a non-negative integer",
-                    got: raw.to_string(),
+                    got: describe(raw),
                 }),
             }
         };
@@ -136,6 +139,17 @@ impl DelegationConfig {
                 read("max_iterations", u64::from(defaults.max_iterations), 1)?,
             )?,
         })
+    }
+}
+
+/// How an invalid setting's value reads in its error: its JSON text, or — when it nests
+/// deeper than [`MAX_ARGUMENT_NESTING`] levels, where writing the text would recurse that
+/// deep — its kind (`a deeply nested array`). Checked without recursion.
+fn describe(value: &Value) -> String {
+    if nests_deeper_than(value, MAX_ARGUMENT_NESTING) {
+        format!("a deeply nested {}", process_registry::json_kind(value))
+    } else {
+        value.to_string()
     }
 }
 
@@ -238,6 +252,10 @@ mod tests {
                 json!([1]),
                 "delegation config must be a map of settings, got array",
             ),
+            (
+                json!({"max_iterations": {"a": [[[]]]}}),
+                "delegation.max_iterations must be a non-negative integer, got {\"a\":[[[]]]}",
+            ),
         ];
         for (value, text) in cases {
             let err = DelegationConfig::from_value(&value).unwrap_err();
@@ -247,5 +265,40 @@ mod tests {
             DelegationConfig::from_json_str("{"),
             Err(ConfigError::Json(_))
         ));
+    }
+
+    /// A value nested deeper than the arguments may be is named by its kind: writing its
+    /// text would recurse once per level. Up to the limit it is still the text.
+    #[test]
+    fn a_deeply_nested_setting_is_named_by_its_kind() {
+        fn nested(levels: usize, array: bool) -> Value {
+            let mut value = json!(1);
+            for _ in 0..levels {
+                value = if array {
+                    Value::Array(vec![value])
+                } else {
+                    json!({ "a": value })
+                };
+            }
+            value
+        }
+        let err = |value: Value| {
+            let config = json!({ "max_concurrent_children": value });
+            DelegationConfig::from_value(&config).unwrap_err()
+        };
+        let shallow = nested(MAX_ARGUMENT_NESTING - 1, true);
+        let text = shallow.to_string();
+        assert_eq!(
+            err(shallow).to_string(),
+            format!(
+                "delegation.max_concurrent_children must be a non-negative integer, got {text}"
+            )
+        );
+        for (array, kind) in [(true, "array"), (false, "object")] {
+            assert_eq!(
+                err(nested(MAX_ARGUMENT_NESTING, array)).to_string(),
+                format!("delegation.max_concurrent_children must be a non-negative integer, got a deeply nested {kind}")
+            );
+        }
     }
 }

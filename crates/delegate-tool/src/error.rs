@@ -243,7 +243,9 @@ pub enum ConfigError {
         field: &'static str,
         /// What it must be.
         expected: &'static str,
-        /// What it was, as JSON text.
+        /// What it was: its JSON text, or `a deeply nested array` / `a deeply nested
+        /// object` when it nests deeper than
+        /// [`MAX_ARGUMENT_NESTING`](crate::MAX_ARGUMENT_NESTING) levels.
         got: String,
     },
 }

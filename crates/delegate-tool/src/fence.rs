@@ -1,87 +1,21 @@
-//! Fences around the agent implementation's code.
+//! The tool's fences around the agent implementation's code.
 //!
 //! Everything the tool calls on a [`ChildBackend`](crate::ChildBackend),
-//! [`ChildAgent`](crate::ChildAgent) or [`ParentAgent`](crate::ParentAgent), every error
-//! it turns into text and every value of theirs it drops goes through this module, so a
-//! panic in user code becomes a value here and never unwinds into the caller's turn.
-//! [`call`] is the one fence; the rest are built on it.
+//! [`ChildAgent`](crate::ChildAgent) or [`ParentAgent`](crate::ParentAgent), and every
+//! error of theirs it turns into text, goes through this module. The generic fences —
+//! [`call`], [`display`], [`drop_logged`], [`DropFenced`] — are the workspace's one
+//! implementation in [`async_delegation::fence`]; what is here only binds them to the
+//! tool's traits and to the texts ([`ToolTexts`]) a failure is told in.
 
 use std::error::Error;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use async_delegation::{panic_message, DelegationResult};
+use async_delegation::fence::{call, display, drop_logged, DropFenced};
+use async_delegation::DelegationResult;
 
 use crate::{
     ChildAgent, ChildBackend, ChildTask, DelegationConfig, ParentAgent, ToolError, ToolTexts,
 };
-
-/// Runs `code`, turning a panic into its message ([`panic_message`] also fences the
-/// payload's drop).
-///
-/// Unwind safety is asserted: after a panic the tool only reads its own values, and the
-/// user value that panicked is either dropped or treated as failed.
-pub(crate) fn call<T>(code: impl FnOnce() -> T) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(code)).map_err(panic_message)
-}
-
-/// Drops `value` inside a fence; a panicking `Drop` is logged as `what` and swallowed.
-pub(crate) fn drop_quietly<T>(value: T, what: &'static str) {
-    if let Err(message) = call(move || drop(value)) {
-        tracing::warn!(panic = %message, "dropping {what} panicked");
-    }
-}
-
-/// The text of a user error, and the error dropped, both fenced. `Err` carries the
-/// message of a panic in its `Display`; a panic in its `Drop` is logged and swallowed.
-pub(crate) fn error_text(error: Box<dyn Error + Send + Sync>) -> Result<String, String> {
-    let text = call(|| error.to_string());
-    drop_quietly(error, "an error");
-    text
-}
-
-/// Owns a user value and drops it inside a fence, wherever the owner goes out of scope
-/// (also inside closures handed to the engine, which may drop them on any thread).
-pub(crate) struct DropFenced<T> {
-    value: Option<T>,
-    what: &'static str,
-}
-
-impl<T> DropFenced<T> {
-    /// Wraps `value`; `what` names it in the log line of a panicking drop.
-    pub(crate) fn new(value: T, what: &'static str) -> Self {
-        DropFenced {
-            value: Some(value),
-            what,
-        }
-    }
-}
-
-impl<T> std::ops::Deref for DropFenced<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        // `value` is `None` only inside `drop`.
-        match &self.value {
-            Some(value) => value,
-            None => unreachable!("a DropFenced value is only taken by its drop"),
-        }
-    }
-}
-
-impl<T: Clone> Clone for DropFenced<T> {
-    fn clone(&self) -> Self {
-        DropFenced::new(T::clone(self), self.what)
-    }
-}
-
-impl<T> Drop for DropFenced<T> {
-    fn drop(&mut self) {
-        if let Some(value) = self.value.take() {
-            drop_quietly(value, self.what);
-        }
-    }
-}
 
 /// What a fenced call that may fail with a user error came to: the value, or the text
 /// the model reads — the error's `Display`, or the text of a panic (in the call or in
@@ -92,7 +26,13 @@ fn user_result<T>(
 ) -> Result<T, String> {
     match outcome {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(error_text(error).unwrap_or_else(|m| texts.display_panicked(&m))),
+        Ok(Err(error)) => {
+            // Formatted by reference and dropped apart, so a panicking `Display` and a
+            // panicking `Drop` never meet.
+            let text = display(&*error).unwrap_or_else(|m| texts.display_panicked(&m));
+            drop_logged(error, "an error");
+            Err(text)
+        }
         Err(message) => Err(texts.panicked(&message)),
     }
 }
@@ -226,13 +166,6 @@ impl<'a> FencedParent<'a> {
 mod tests {
     use super::*;
 
-    struct Loud;
-    impl Drop for Loud {
-        fn drop(&mut self) {
-            panic!("drop exploded");
-        }
-    }
-
     #[derive(Debug)]
     struct Rude;
     impl std::fmt::Display for Rude {
@@ -241,21 +174,58 @@ mod tests {
         }
     }
     impl Error for Rude {}
+    impl Drop for Rude {
+        fn drop(&mut self) {
+            panic!("drop exploded")
+        }
+    }
 
     #[test]
-    fn panics_become_values() {
-        assert_eq!(call(|| 7), Ok(7));
-        assert_eq!(call(|| -> u8 { panic!("boom") }), Err("boom".to_owned()));
-        drop_quietly(Loud, "a loud value");
-        drop(DropFenced::new(Loud, "a loud value"));
-        let shared = DropFenced::new(std::sync::Arc::new(Loud), "a loud value");
-        let clone = shared.clone();
-        drop(shared);
-        drop(clone);
+    fn user_results_are_told_in_the_tool_texts() {
+        let texts = ToolTexts {
+            panic: "<panic {reason}>".into(),
+            error_display_panic: "<display {reason}>".into(),
+            ..ToolTexts::default()
+        };
+        let ok: Result<Result<u8, Box<dyn Error + Send + Sync>>, String> = Ok(Ok(7));
+        assert_eq!(user_result(ok, &texts), Ok(7));
         assert_eq!(
-            error_text(Box::new(Rude)),
-            Err("display exploded".to_owned())
+            user_result::<u8>(Ok(Err("plain".into())), &texts),
+            Err("plain".to_owned())
         );
-        assert_eq!(error_text("plain".into()), Ok("plain".to_owned()));
+        assert_eq!(
+            user_result::<u8>(Ok(Err(Box::new(Rude))), &texts),
+            Err("<display display exploded>".to_owned())
+        );
+        assert_eq!(
+            user_result::<u8>(call(|| panic!("boom")), &texts),
+            Err("<panic boom>".to_owned())
+        );
+    }
+
+    /// One implementation of each fence: this crate catches no panic itself and defines
+    /// no generic fence of its own; [`async_delegation::fence`] does both.
+    #[test]
+    fn the_generic_fences_are_the_shared_ones() {
+        let source_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        // Spelled in pieces so this test's own source does not match.
+        let forbidden = [
+            concat!("catch", "_unwind"),
+            concat!("fn ", "drop_quietly"),
+            concat!("fn ", "error_text"),
+            concat!("struct ", "DropFenced"),
+            concat!("fn ", "call<"),
+        ];
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(source_dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for needle in forbidden {
+                if text.contains(needle) {
+                    found.push(format!("{}: {needle}", path.display()));
+                }
+            }
+        }
+        assert!(found.is_empty(), "{found:#?}");
     }
 }

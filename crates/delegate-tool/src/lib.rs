@@ -33,9 +33,10 @@
 //!
 //! # Texts
 //!
-//! Every text the model reads — each refusal, the per-task failure texts, the background
-//! `note`, the interrupt reasons children pass on — is a field of [`ToolTexts`], carried
-//! by the [`DelegateContext`] ([`DelegateContext::with_texts`]). The defaults are the
+//! Every text the model reads — the tool's description and every parameter's in its
+//! schema, each refusal, the per-task failure texts, the background `note`, the
+//! interrupt reasons children pass on — is a field of [`ToolTexts`], carried by the
+//! [`DelegateContext`] ([`DelegateContext::with_texts`]). The defaults are the
 //! texts of the Python agent harness this tool reimplements, byte for byte; some name
 //! that harness's `config.yaml` settings, and each field's docs say which
 //! [`DelegationConfig`] setting the default refers to.
@@ -49,8 +50,11 @@
 //!   [`interrupt`](Parent::interrupt) reaches running synchronous children.
 //! - [`DelegateContext`] bundles the [`DelegationConfig`] (the `delegation:` settings), the
 //!   engine, the backend and the texts.
-//! - [`tool_schema`] is the definition to hand a function-calling API; [`openai_tool`] and
-//!   [`anthropic_tool`] wrap it in the shapes OpenAI-style and Anthropic-style APIs take.
+//! - [`DelegateContext::tool_schema`] is the definition to hand a function-calling API,
+//!   rendered from the context's texts and settings; [`DelegateContext::openai_tool`] and
+//!   [`DelegateContext::anthropic_tool`] wrap it in the shapes OpenAI-style and
+//!   Anthropic-style APIs take. [`tool_schema`], [`openai_tool`] and [`anthropic_tool`]
+//!   are the same with the default texts and settings ([`tool_schema_with`] takes any).
 //!
 //! # Example
 //!
@@ -136,6 +140,8 @@ pub use config::DelegationConfig;
 pub use error::{ConfigError, ToolError};
 pub use nesting::MAX_ARGUMENT_NESTING;
 pub use parent::{Parent, ParentAgent};
-pub use schema::{anthropic_tool, openai_tool, tool_schema, TOOL_DESCRIPTION, TOOL_NAME};
+pub use schema::{
+    anthropic_tool, openai_tool, tool_schema, tool_schema_with, TOOL_DESCRIPTION, TOOL_NAME,
+};
 pub use texts::{ToolTexts, ASYNC_CANCEL_REASON, BACKGROUND_NOTE, PARENT_INTERRUPTED_REASON};
 pub use tool::{delegate_task, delegate_task_value, DelegateContext};

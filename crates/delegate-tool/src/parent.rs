@@ -1,8 +1,9 @@
 //! The agent that calls `delegate_task`.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_delegation::fence;
 
 use crate::ChildAgent;
 
@@ -114,15 +115,22 @@ impl Parent {
     }
 
     /// Sets the interrupt flag and interrupts every active child with `reason`; returns
-    /// how many children were signalled. The children are called outside the lock, and a
-    /// child whose `interrupt` panics is skipped (not counted).
+    /// how many children were signalled. Never panics: the children are called outside
+    /// the lock and each call is fenced — a child whose `interrupt` panics is logged and
+    /// not counted. The snapshot's handles are dropped fenced too: a synchronous child
+    /// that the interrupt ends is unregistered meanwhile, so the snapshot may hold its
+    /// last handle.
     pub fn interrupt(&self, reason: &str) -> usize {
         self.inner.interrupted.store(true, Ordering::SeqCst);
-        let children = self.active_children();
-        children
-            .iter()
-            .filter(|child| catch_unwind(AssertUnwindSafe(|| child.interrupt(reason))).is_ok())
-            .count()
+        let mut signalled = 0;
+        for child in self.active_children() {
+            match fence::call(|| child.interrupt(reason)) {
+                Ok(()) => signalled += 1,
+                Err(message) => tracing::warn!(panic = %message, "a subagent's interrupt panicked"),
+            }
+            fence::drop_logged(child, "a subagent");
+        }
+        signalled
     }
 
     /// Clears the interrupt flag (a new turn starts).
@@ -182,8 +190,26 @@ impl ParentAgent for Parent {
             debug_assert!(children.len() + gone.len() == before);
             gone
         };
-        // The removed handles are dropped outside the lock.
+        // The removed handles are dropped outside the lock (never the last ones: the
+        // caller holds `child`).
         !removed.is_empty()
+    }
+}
+
+impl Drop for ParentInner {
+    fn drop(&mut self) {
+        // Children still registered when the last parent handle goes may hold their last
+        // handle here.
+        let children = std::mem::take(self.children.get_mut().unwrap_or_else(|p| p.into_inner()));
+        drop_handles(children);
+    }
+}
+
+/// Drops child handles one at a time, each inside a fence: a panicking `Drop` of one is
+/// logged and neither escapes nor unwinds through the drop of the others.
+fn drop_handles(handles: Vec<Arc<dyn ChildAgent>>) {
+    for handle in handles {
+        fence::drop_logged(handle, "a subagent");
     }
 }
 
@@ -228,6 +254,32 @@ mod tests {
         assert!(parent.unregister_child(&a));
         assert!(!parent.unregister_child(&a));
         assert!(!parent.has_active_child(&a) && parent.has_active_child(&b));
+    }
+
+    /// A child whose `Drop` panics.
+    struct Bomb;
+    impl ChildAgent for Bomb {
+        fn run(&self, _: &crate::ChildTask) -> Result<DelegationResult, RunnerError> {
+            Ok(DelegationResult::default())
+        }
+        fn interrupt(&self, _: &str) {}
+    }
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("child exploded on drop");
+        }
+    }
+
+    #[test]
+    fn children_still_registered_are_dropped_fenced_with_the_last_parent_handle() {
+        let parent = Parent::new(0);
+        parent.register_child(Arc::new(Bomb));
+        parent.register_child(Arc::new(Bomb));
+        // Two still registered when the last parent handle goes.
+        let clone = parent.clone();
+        drop(parent);
+        assert_eq!(clone.active_child_count(), 2);
+        drop(clone);
     }
 
     #[test]

@@ -2,10 +2,14 @@
 
 use serde_json::{json, Value};
 
+use crate::texts::fill;
+use crate::{DelegationConfig, ToolTexts};
+
 /// The tool's name.
 pub const TOOL_NAME: &str = "delegate_task";
 
-/// The tool's description, as the model reads it.
+/// The tool's default description, as the model reads it
+/// ([`ToolTexts::tool_description`]).
 pub const TOOL_DESCRIPTION: &str = "Delegate work to subagents that run with their own context and tools. \
 Give either 'goal' (one task) or 'tasks' (a batch that runs in parallel). Subagents know nothing of this \
 conversation: put everything they need in 'goal' and 'context'. By default the call waits and returns every \
@@ -13,9 +17,11 @@ subagent's result. With background=true (single task only) it returns a handle a
 working while you and the user continue; its full task and result re-enter the conversation as a new message \
 when it finishes, so do not wait or poll for it.";
 
-/// The tool definition: `{"name": "delegate_task", "description": …, "parameters": {…}}`,
-/// where `parameters` is a JSON Schema object describing every argument
-/// `delegate_task` reads.
+/// The tool definition with the default texts and settings:
+/// `{"name": "delegate_task", "description": …, "parameters": {…}}`, where `parameters`
+/// is a JSON Schema object describing every argument `delegate_task` reads. Hand a
+/// function-calling API [`DelegateContext::tool_schema`](crate::DelegateContext::tool_schema)
+/// instead when the context's texts or settings are not the defaults.
 ///
 /// ```
 /// let schema = delegate_tool::tool_schema();
@@ -23,53 +29,70 @@ when it finishes, so do not wait or poll for it.";
 /// assert_eq!(schema["parameters"]["properties"]["background"]["type"], "boolean");
 /// ```
 pub fn tool_schema() -> Value {
+    tool_schema_with(&ToolTexts::default(), &DelegationConfig::default())
+}
+
+/// The tool definition, as [`tool_schema`], with the schema texts of `texts` (its
+/// `*_description` fields) and their settings placeholders (`{max_spawn_depth}`,
+/// `{max_concurrent_children}`, `{max_async_children}`, `{max_iterations}`) filled from
+/// `config`. [`DelegateContext::tool_schema`](crate::DelegateContext::tool_schema) is
+/// this with the context's texts and settings.
+///
+/// ```
+/// use delegate_tool::{tool_schema_with, DelegationConfig, ToolTexts};
+///
+/// let mut texts = ToolTexts::default();
+/// texts.role_description = "'orchestrator' may delegate {max_spawn_depth} levels deep.".into();
+/// let config = DelegationConfig { max_spawn_depth: 2, ..DelegationConfig::default() };
+/// let schema = tool_schema_with(&texts, &config);
+/// assert_eq!(
+///     schema["parameters"]["properties"]["role"]["description"],
+///     "'orchestrator' may delegate 2 levels deep."
+/// );
+/// ```
+pub fn tool_schema_with(texts: &ToolTexts, config: &DelegationConfig) -> Value {
+    let max_spawn_depth = config.max_spawn_depth.to_string();
+    let max_concurrent_children = config.max_concurrent_children.to_string();
+    let max_async_children = config.max_async_children.to_string();
+    let max_iterations = config.max_iterations.to_string();
+    let settings = [
+        ("max_spawn_depth", max_spawn_depth.as_str()),
+        ("max_concurrent_children", max_concurrent_children.as_str()),
+        ("max_async_children", max_async_children.as_str()),
+        ("max_iterations", max_iterations.as_str()),
+    ];
+    let text = |template: &str| fill(template, &settings);
     let task = json!({
         "type": "object",
         "properties": {
-            "goal": {"type": "string", "description": "What this subagent must achieve, self-contained."},
-            "context": {"type": "string", "description": "Background the subagent needs (files, findings, constraints)."},
-            "toolsets": {"type": "array", "items": {"type": "string"}, "description": "Toolsets this subagent may use."},
-            "role": {"type": "string", "enum": ["leaf", "orchestrator"], "description": "Overrides the call's role for this task."}
+            "goal": {"type": "string", "description": text(&texts.task_goal_description)},
+            "context": {"type": "string", "description": text(&texts.task_context_description)},
+            "toolsets": {"type": "array", "items": {"type": "string"}, "description": text(&texts.task_toolsets_description)},
+            "role": {"type": "string", "enum": ["leaf", "orchestrator"], "description": text(&texts.task_role_description)}
         },
         "required": ["goal"]
     });
     json!({
         "name": TOOL_NAME,
-        "description": TOOL_DESCRIPTION,
+        "description": text(&texts.tool_description),
         "parameters": {
             "type": "object",
             "properties": {
-                "goal": {
-                    "type": "string",
-                    "description": "The task for a single subagent. Be specific and self-contained: the subagent does not see this conversation."
-                },
-                "context": {
-                    "type": "string",
-                    "description": "Background information for the single subagent: relevant files, what was tried, constraints."
-                },
+                "goal": {"type": "string", "description": text(&texts.goal_description)},
+                "context": {"type": "string", "description": text(&texts.context_description)},
                 "toolsets": {
                     "type": "array",
                     "items": {"type": "string"},
-                    "description": "Toolsets the single subagent may use (e.g. [\"web\", \"terminal\", \"file\"]). Omit for the default set."
+                    "description": text(&texts.toolsets_description)
                 },
-                "tasks": {
-                    "type": "array",
-                    "items": task,
-                    "description": "A batch of independent tasks run in parallel, each with its own goal. Use instead of 'goal'. At most max_concurrent_children tasks (3 by default); not allowed with background=true."
-                },
+                "tasks": {"type": "array", "items": task, "description": text(&texts.tasks_description)},
                 "role": {
                     "type": "string",
                     "enum": ["leaf", "orchestrator"],
-                    "description": "'leaf' (default) does the work itself; 'orchestrator' may delegate further within the configured depth limit."
+                    "description": text(&texts.role_description)
                 },
-                "background": {
-                    "type": "boolean",
-                    "description": "false (default): wait for the subagents and get their results in this call. true: dispatch ONE subagent in the background and get a handle (delegation_id) immediately; keep working with the user, and the subagent's full task and result will arrive later as a new message. Do not wait or poll for it. Background calls take a single task ('goal', or 'tasks' with one entry); dispatch one call per background subagent."
-                },
-                "max_iterations": {
-                    "type": "integer",
-                    "description": "Accepted for compatibility and ignored: the iteration cap comes from the configuration."
-                }
+                "background": {"type": "boolean", "description": text(&texts.background_description)},
+                "max_iterations": {"type": "integer", "description": text(&texts.max_iterations_description)}
             }
         }
     })
@@ -77,7 +100,8 @@ pub fn tool_schema() -> Value {
 
 /// The tool as an OpenAI-style chat-completions API takes it (OpenAI and the many
 /// compatible servers): `{"type": "function", "function": {"name", "description",
-/// "parameters"}}`, the same schema as [`tool_schema`].
+/// "parameters"}}`, the same schema as [`tool_schema`] (default texts and settings; see
+/// [`DelegateContext::openai_tool`](crate::DelegateContext::openai_tool)).
 ///
 /// ```
 /// let tool = delegate_tool::openai_tool();
@@ -85,11 +109,12 @@ pub fn tool_schema() -> Value {
 /// assert_eq!(tool["function"], delegate_tool::tool_schema());
 /// ```
 pub fn openai_tool() -> Value {
-    json!({"type": "function", "function": tool_schema()})
+    openai_shape(tool_schema())
 }
 
 /// The tool as an Anthropic-style messages API takes it: `{"name", "description",
-/// "input_schema"}`, where `input_schema` is [`tool_schema`]'s `parameters`.
+/// "input_schema"}`, where `input_schema` is [`tool_schema`]'s `parameters` (default texts
+/// and settings; see [`DelegateContext::anthropic_tool`](crate::DelegateContext::anthropic_tool)).
 ///
 /// ```
 /// let tool = delegate_tool::anthropic_tool();
@@ -97,8 +122,18 @@ pub fn openai_tool() -> Value {
 /// assert_eq!(tool["input_schema"], delegate_tool::tool_schema()["parameters"]);
 /// ```
 pub fn anthropic_tool() -> Value {
-    let Value::Object(mut schema) = tool_schema() else {
-        // `tool_schema` always builds an object.
+    anthropic_shape(tool_schema())
+}
+
+/// `schema` (a [`tool_schema_with`] value) in the OpenAI-style shape.
+pub(crate) fn openai_shape(schema: Value) -> Value {
+    json!({"type": "function", "function": schema})
+}
+
+/// `schema` (a [`tool_schema_with`] value) in the Anthropic-style shape.
+pub(crate) fn anthropic_shape(schema: Value) -> Value {
+    let Value::Object(mut schema) = schema else {
+        // `tool_schema_with` always builds an object.
         return Value::Null;
     };
     let parameters = schema.remove("parameters").unwrap_or(Value::Null);

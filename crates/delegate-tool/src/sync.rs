@@ -2,7 +2,7 @@
 //! the results.
 
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_delegation::DelegationResult;
 use serde_json::{json, Value};
@@ -94,7 +94,7 @@ pub(crate) fn run<B: ChildBackend>(
     let results: Vec<Value> = results.into_iter().map(|(_, value)| value).collect();
     json!({
         "results": results,
-        "total_duration_seconds": round2(started.elapsed().as_secs_f64()),
+        "total_duration_seconds": seconds(started.elapsed()),
     })
     .to_string()
 }
@@ -109,7 +109,7 @@ fn run_child(
     let started = Instant::now();
     let outcome = child.run(task, texts);
     finish_child(child, parent);
-    let measured = round2(started.elapsed().as_secs_f64());
+    let measured = seconds(started.elapsed());
     match outcome {
         Ok(result) => task_result(task.task_index, result, measured),
         Err(error) => error_result(task.task_index, error, measured),
@@ -156,6 +156,27 @@ fn error_result(task_index: usize, error: String, measured: f64) -> Value {
     })
 }
 
-fn round2(seconds: f64) -> f64 {
-    (seconds * 100.0).round() / 100.0
+/// A measured duration as results report it: rounded as the engine rounds a background
+/// child's, so both modes agree.
+fn seconds(elapsed: Duration) -> f64 {
+    async_delegation::round_seconds(elapsed.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_as_the_engine_rounds_them() {
+        for millis in [0, 5, 125, 1_005, 2_500, 2_675, 61_235] {
+            let elapsed = Duration::from_millis(millis);
+            assert_eq!(
+                seconds(elapsed),
+                async_delegation::round_seconds(elapsed.as_secs_f64()),
+                "{elapsed:?}"
+            );
+        }
+        // Halves go to even, as Python's round(x, 2).
+        assert_eq!(seconds(Duration::from_millis(125)), 0.12);
+    }
 }

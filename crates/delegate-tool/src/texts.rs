@@ -14,11 +14,14 @@ pub const PARENT_INTERRUPTED_REASON: &str = "Parent agent interrupted";
 /// The default `note` of a dispatched background call ([`ToolTexts::background_note`]).
 pub const BACKGROUND_NOTE: &str = "Subagent is running in the background. You and the user can keep working; the full task source and result will re-enter the conversation as a new message when it finishes. Do not wait or poll — just continue.";
 
-/// Every text of the tool a model reads: the refusals ([`ToolError`](crate::ToolError)),
-/// the per-task failure texts, the background `note`, and the interrupt reasons children
-/// pass on. A [`DelegateContext`](crate::DelegateContext) carries one
+/// Every text of the tool a model reads: the tool's description and every parameter's in
+/// its schema, the refusals ([`ToolError`](crate::ToolError)), the per-task failure texts,
+/// the background `note`, and the interrupt reasons children pass on. A
+/// [`DelegateContext`](crate::DelegateContext) carries one
 /// ([`with_texts`](crate::DelegateContext::with_texts)); the tool renders every result
-/// with it.
+/// with it, and [`DelegateContext::tool_schema`](crate::DelegateContext::tool_schema)
+/// (and its [`openai_tool`](crate::DelegateContext::openai_tool) /
+/// [`anthropic_tool`](crate::DelegateContext::anthropic_tool) shapes) the schema.
 ///
 /// The defaults are the texts of the Python agent harness this tool reimplements,
 /// byte for byte, because prompts are tuned on them. Some name that harness's settings
@@ -26,9 +29,11 @@ pub const BACKGROUND_NOTE: &str = "Subagent is running in the background. You an
 /// refers to, so an embedder can put its own words (and setting names) in.
 ///
 /// Templates name their values in braces — `{max}`, `{depth}`, `{count}`, `{index}`,
-/// `{kind}`, `{reason}`, `{method}`, as each field lists. Filling is a plain
-/// substitution in one pass (never `format!`): an unknown placeholder or a lone brace
-/// stays as written, and text substituted in is not scanned again.
+/// `{kind}`, `{reason}`, `{method}`, as each field lists. The schema texts (the
+/// `*_description` fields) may name the context's settings: `{max_spawn_depth}`,
+/// `{max_concurrent_children}`, `{max_async_children}`, `{max_iterations}`. Filling is a
+/// plain substitution in one pass (never `format!`): an unknown placeholder or a lone
+/// brace stays as written, and text substituted in is not scanned again.
 ///
 /// ```
 /// use delegate_tool::{ToolError, ToolTexts};
@@ -43,10 +48,54 @@ pub const BACKGROUND_NOTE: &str = "Subagent is running in the background. You an
 /// );
 /// // `Display` keeps the default.
 /// assert!(error.to_string().starts_with("Delegation depth limit reached (depth=1"));
+///
+/// // Schema texts may state the settings the context runs with.
+/// texts.tasks_description = "At most {max_concurrent_children} tasks.".into();
+/// let schema = delegate_tool::tool_schema_with(
+///     &texts,
+///     &delegate_tool::DelegationConfig { max_concurrent_children: 5, ..Default::default() },
+/// );
+/// assert_eq!(schema["parameters"]["properties"]["tasks"]["description"], "At most 5 tasks.");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ToolTexts {
+    /// The tool's `description` in its schema (default [`TOOL_DESCRIPTION`](crate::TOOL_DESCRIPTION)).
+    pub tool_description: Cow<'static, str>,
+    /// The schema's description of `goal` (a single task's goal).
+    pub goal_description: Cow<'static, str>,
+    /// The schema's description of `context` (a single task's background).
+    pub context_description: Cow<'static, str>,
+    /// The schema's description of `toolsets` (a single task's toolsets).
+    pub toolsets_description: Cow<'static, str>,
+    /// The schema's description of `tasks` (a batch). `max_concurrent_children` and
+    /// `(3 by default)` in the default refer to
+    /// [`DelegationConfig::max_concurrent_children`](crate::DelegationConfig::max_concurrent_children)
+    /// and its default
+    /// ([`DEFAULT_MAX_CONCURRENT_CHILDREN`](crate::DelegationConfig::DEFAULT_MAX_CONCURRENT_CHILDREN));
+    /// the default does not follow a configured value — write
+    /// `{max_concurrent_children}` to state it.
+    pub tasks_description: Cow<'static, str>,
+    /// The schema's description of `role`. `the configured depth limit` in the default
+    /// refers to
+    /// [`DelegationConfig::max_spawn_depth`](crate::DelegationConfig::max_spawn_depth)
+    /// (`{max_spawn_depth}` states it).
+    pub role_description: Cow<'static, str>,
+    /// The schema's description of `background`.
+    pub background_description: Cow<'static, str>,
+    /// The schema's description of `max_iterations`. `the iteration cap comes from the
+    /// configuration` in the default refers to
+    /// [`DelegationConfig::max_iterations`](crate::DelegationConfig::max_iterations)
+    /// (`{max_iterations}` states it).
+    pub max_iterations_description: Cow<'static, str>,
+    /// The schema's description of a batch task's `goal`.
+    pub task_goal_description: Cow<'static, str>,
+    /// The schema's description of a batch task's `context`.
+    pub task_context_description: Cow<'static, str>,
+    /// The schema's description of a batch task's `toolsets`.
+    pub task_toolsets_description: Cow<'static, str>,
+    /// The schema's description of a batch task's `role` (overriding the call's `role`).
+    pub task_role_description: Cow<'static, str>,
     /// [`ToolError::ArgumentsNotJson`](crate::ToolError::ArgumentsNotJson); `{reason}`:
     /// the parser's explanation.
     pub arguments_not_json: Cow<'static, str>,
@@ -131,6 +180,18 @@ pub struct ToolTexts {
 
 /// The defaults, as a value [`ToolError`](crate::ToolError)'s `Display` can borrow.
 pub(crate) const DEFAULT_TEXTS: ToolTexts = ToolTexts {
+    tool_description: Cow::Borrowed(crate::TOOL_DESCRIPTION),
+    goal_description: Cow::Borrowed("The task for a single subagent. Be specific and self-contained: the subagent does not see this conversation."),
+    context_description: Cow::Borrowed("Background information for the single subagent: relevant files, what was tried, constraints."),
+    toolsets_description: Cow::Borrowed("Toolsets the single subagent may use (e.g. [\"web\", \"terminal\", \"file\"]). Omit for the default set."),
+    tasks_description: Cow::Borrowed("A batch of independent tasks run in parallel, each with its own goal. Use instead of 'goal'. At most max_concurrent_children tasks (3 by default); not allowed with background=true."),
+    role_description: Cow::Borrowed("'leaf' (default) does the work itself; 'orchestrator' may delegate further within the configured depth limit."),
+    background_description: Cow::Borrowed("false (default): wait for the subagents and get their results in this call. true: dispatch ONE subagent in the background and get a handle (delegation_id) immediately; keep working with the user, and the subagent's full task and result will arrive later as a new message. Do not wait or poll for it. Background calls take a single task ('goal', or 'tasks' with one entry); dispatch one call per background subagent."),
+    max_iterations_description: Cow::Borrowed("Accepted for compatibility and ignored: the iteration cap comes from the configuration."),
+    task_goal_description: Cow::Borrowed("What this subagent must achieve, self-contained."),
+    task_context_description: Cow::Borrowed("Background the subagent needs (files, findings, constraints)."),
+    task_toolsets_description: Cow::Borrowed("Toolsets this subagent may use."),
+    task_role_description: Cow::Borrowed("Overrides the call's role for this task."),
     arguments_not_json: Cow::Borrowed("delegate_task arguments must be a JSON object; received text that could not be parsed as JSON ({reason})."),
     arguments_too_deep: Cow::Borrowed("delegate_task arguments are nested too deeply (more than {max} levels)."),
     arguments_not_object: Cow::Borrowed("delegate_task arguments must be a JSON object; got {kind} instead."),
@@ -228,7 +289,19 @@ mod tests {
     #[test]
     fn defaults_are_the_established_texts() {
         let texts = ToolTexts::default();
-        let pinned: [(&Cow<'static, str>, &str); 25] = [
+        let pinned: [(&Cow<'static, str>, &str); 37] = [
+            (&texts.tool_description, "Delegate work to subagents that run with their own context and tools. Give either 'goal' (one task) or 'tasks' (a batch that runs in parallel). Subagents know nothing of this conversation: put everything they need in 'goal' and 'context'. By default the call waits and returns every subagent's result. With background=true (single task only) it returns a handle at once and the subagent keeps working while you and the user continue; its full task and result re-enter the conversation as a new message when it finishes, so do not wait or poll for it."),
+            (&texts.goal_description, "The task for a single subagent. Be specific and self-contained: the subagent does not see this conversation."),
+            (&texts.context_description, "Background information for the single subagent: relevant files, what was tried, constraints."),
+            (&texts.toolsets_description, "Toolsets the single subagent may use (e.g. [\"web\", \"terminal\", \"file\"]). Omit for the default set."),
+            (&texts.tasks_description, "A batch of independent tasks run in parallel, each with its own goal. Use instead of 'goal'. At most max_concurrent_children tasks (3 by default); not allowed with background=true."),
+            (&texts.role_description, "'leaf' (default) does the work itself; 'orchestrator' may delegate further within the configured depth limit."),
+            (&texts.background_description, "false (default): wait for the subagents and get their results in this call. true: dispatch ONE subagent in the background and get a handle (delegation_id) immediately; keep working with the user, and the subagent's full task and result will arrive later as a new message. Do not wait or poll for it. Background calls take a single task ('goal', or 'tasks' with one entry); dispatch one call per background subagent."),
+            (&texts.max_iterations_description, "Accepted for compatibility and ignored: the iteration cap comes from the configuration."),
+            (&texts.task_goal_description, "What this subagent must achieve, self-contained."),
+            (&texts.task_context_description, "Background the subagent needs (files, findings, constraints)."),
+            (&texts.task_toolsets_description, "Toolsets this subagent may use."),
+            (&texts.task_role_description, "Overrides the call's role for this task."),
             (&texts.arguments_not_json, "delegate_task arguments must be a JSON object; received text that could not be parsed as JSON ({reason})."),
             (&texts.arguments_too_deep, "delegate_task arguments are nested too deeply (more than {max} levels)."),
             (&texts.arguments_not_object, "delegate_task arguments must be a JSON object; got {kind} instead."),

@@ -1,12 +1,13 @@
 //! `delegate_task`: the context, the entry points, and the checks before anything runs.
 
+use async_delegation::fence::DropFenced;
 use async_delegation::DelegationEngine;
 use serde_json::Value;
 
 use crate::args::{check_depth, parse_argument_text, Arguments};
-use crate::fence::{self, DropFenced, FencedParent};
+use crate::fence::{self, FencedParent};
 use crate::{
-    background, sync, ChildBackend, DelegateCall, DelegationConfig, ParentAgent, ToolError,
+    background, schema, sync, ChildBackend, DelegateCall, DelegationConfig, ParentAgent, ToolError,
     ToolTexts,
 };
 
@@ -75,6 +76,27 @@ impl<B: ChildBackend> DelegateContext<B> {
     }
 }
 
+impl<B> DelegateContext<B> {
+    /// The tool definition to hand a function-calling API, with this context's schema
+    /// texts and settings ([`tool_schema_with`](crate::tool_schema_with)); with the
+    /// default texts and settings it is [`tool_schema`](crate::tool_schema).
+    pub fn tool_schema(&self) -> Value {
+        schema::tool_schema_with(&self.texts, &self.config)
+    }
+
+    /// [`tool_schema`](Self::tool_schema) in the OpenAI-style shape
+    /// ([`openai_tool`](crate::openai_tool)).
+    pub fn openai_tool(&self) -> Value {
+        schema::openai_shape(self.tool_schema())
+    }
+
+    /// [`tool_schema`](Self::tool_schema) in the Anthropic-style shape
+    /// ([`anthropic_tool`](crate::anthropic_tool)).
+    pub fn anthropic_tool(&self) -> Value {
+        schema::anthropic_shape(self.tool_schema())
+    }
+}
+
 /// Runs the `delegate_task` tool on the raw argument text a function-calling API hands
 /// over, and returns the tool result as JSON text. Never panics, whatever the input and
 /// whatever the agent implementation does.
@@ -121,7 +143,7 @@ pub fn delegate_task_value<B: ChildBackend>(
     let parent = FencedParent::new(parent, &context.texts);
     // User code is fenced where it is called; this outer fence only keeps a bug of this
     // crate from taking the caller's turn down.
-    fence::call(|| run(arguments, parent, context)).unwrap_or_else(|message| {
+    async_delegation::fence::call(|| run(arguments, parent, context)).unwrap_or_else(|message| {
         ToolError::Internal {
             reason: context.texts.panicked(&message),
         }
