@@ -421,7 +421,7 @@ impl Inner {
                 }
                 Err(error) => {
                     failures += 1;
-                    if failures == 1 || failures % 20 == 0 {
+                    if failures == 1 || failures.is_multiple_of(20) {
                         tracing::error!(%error, delegation_id, failures, "a completion could not be recorded; keeping it and retrying");
                     }
                     std::thread::sleep(backoff);
