@@ -1,0 +1,300 @@
+//! The engine writes through the completion ledger: the dispatch row before the handle
+//! is returned (a refused write rejects the dispatch and holds no slot), the completion
+//! row before the slot frees (a refused write keeps the completion and retries it — never
+//! drops it).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_delegation::{DelegationEngine, DelegationResult, DelegationSpec, DispatchError};
+use common::{gate, take_delegation, wait, HANG_GUARD};
+use process_registry::{
+    Candidate, CandidateQuery, Capabilities, ClaimedRow, CompletionQueue, DeliveryState, Finish,
+    Inserted, LedgerBackend, LedgerError, LedgerRow, MemoryLedger, NewClaim, NewPending,
+    NewRunning, RowQuery, RunState, Settle,
+};
+
+/// A memory ledger whose writes can be made to fail, as a full disk would.
+#[derive(Default)]
+struct Flaky {
+    inner: MemoryLedger,
+    refuse_dispatches: AtomicBool,
+    refuse_completions: AtomicBool,
+    refused: AtomicUsize,
+    /// Answers "id taken" to this many dispatches, recording the ids it refused.
+    taken_answers: AtomicUsize,
+    refused_ids: std::sync::Mutex<Vec<String>>,
+}
+
+fn full() -> LedgerError {
+    LedgerError::Unwritable {
+        reason: "the disk is full".to_owned(),
+    }
+}
+
+impl LedgerBackend for Flaky {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn now(&self) -> f64 {
+        self.inner.now()
+    }
+    fn insert_running(&self, row: NewRunning<'_>) -> Result<Inserted, LedgerError> {
+        if self.refuse_dispatches.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(full());
+        }
+        let take = self
+            .taken_answers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if take {
+            self.refused_ids
+                .lock()
+                .unwrap()
+                .push(row.delegation_id.to_owned());
+            return Ok(Inserted::IdTaken);
+        }
+        self.inner.insert_running(row)
+    }
+    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, LedgerError> {
+        self.inner.insert_pending(row)
+    }
+    fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
+        if self.refuse_completions.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(full());
+        }
+        self.inner.finish_run(finish)
+    }
+    fn retract_running(&self, id: &str, owner: &str) -> Result<bool, LedgerError> {
+        self.inner.retract_running(id, owner)
+    }
+    fn candidates(
+        &self,
+        q: &CandidateQuery<'_>,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, LedgerError> {
+        self.inner.candidates(q, limit)
+    }
+    fn count_candidates(&self, q: &CandidateQuery<'_>) -> Result<usize, LedgerError> {
+        self.inner.count_candidates(q)
+    }
+    fn next_due(&self, q: &CandidateQuery<'_>) -> Result<Option<f64>, LedgerError> {
+        self.inner.next_due(q)
+    }
+    fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
+        self.inner.claim(seq, claim)
+    }
+    fn settle(&self, seq: u64, id: &str, settle: Settle<'_>) -> Result<bool, LedgerError> {
+        self.inner.settle(seq, id, settle)
+    }
+    fn renew(&self, seq: u64, id: &str, lease: f64) -> Result<bool, LedgerError> {
+        self.inner.renew(seq, id, lease)
+    }
+    fn rows(&self, q: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError> {
+        self.inner.rows(q)
+    }
+    fn owners(&self) -> Result<Vec<String>, LedgerError> {
+        self.inner.owners()
+    }
+    fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError> {
+        self.inner.adopt_orphans(owner)
+    }
+    fn expire_pending(&self, before: f64, reason: &str) -> Result<u64, LedgerError> {
+        self.inner.expire_pending(before, reason)
+    }
+    fn requeue(&self, seq: u64) -> Result<bool, LedgerError> {
+        self.inner.requeue(seq)
+    }
+    fn prune_delivered(&self, before: f64) -> Result<u64, LedgerError> {
+        self.inner.prune_delivered(before)
+    }
+}
+
+fn engine(backend: &Arc<Flaky>) -> (CompletionQueue, DelegationEngine) {
+    let shared: Arc<dyn LedgerBackend> = backend.clone();
+    let queue = CompletionQueue::builder_shared(shared).open().unwrap();
+    (queue.clone(), DelegationEngine::new(queue))
+}
+
+#[test]
+fn a_dispatch_the_ledger_cannot_record_is_rejected_and_holds_no_slot() {
+    let backend = Arc::new(Flaky::default());
+    let (queue, engine) = engine(&backend);
+    backend.refuse_dispatches.store(true, Ordering::SeqCst);
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&ran);
+    let refused = engine.try_dispatch(
+        DelegationSpec::new("never recorded"),
+        move || {
+            flag.store(true, Ordering::SeqCst);
+            Ok(DelegationResult::completed("x"))
+        },
+        None,
+        1,
+    );
+    let Err(error) = refused else {
+        panic!("dispatched without a ledger row");
+    };
+    assert!(
+        matches!(error, DispatchError::LedgerUnavailable(_)),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "Async delegation could not be recorded (the completion ledger could not be written: \
+         the disk is full), so it was not started. Run this task synchronously \
+         (background=false) or try again later."
+    );
+    assert_eq!(engine.active_count(), 0, "no slot held");
+    assert!(engine.list().is_empty());
+    assert!(queue.rows(&RowQuery::default()).unwrap().is_empty());
+
+    // The store recovers: the one slot is free for the next dispatch.
+    backend.refuse_dispatches.store(false, Ordering::SeqCst);
+    let id = engine
+        .try_dispatch(
+            DelegationSpec::new("recorded"),
+            || Ok(DelegationResult::completed("ok")),
+            None,
+            1,
+        )
+        .unwrap();
+    assert_eq!(
+        take_delegation(&queue).delegation_id.as_deref(),
+        Some(id.as_str())
+    );
+    assert!(!ran.load(Ordering::SeqCst), "the refused runner never ran");
+}
+
+#[test]
+fn the_dispatch_row_is_written_before_the_handle_is_returned() {
+    let backend = Arc::new(Flaky::default());
+    let (queue, engine) = engine(&backend);
+    let (open, gated) = gate();
+    let id = engine
+        .try_dispatch(
+            DelegationSpec::new("long").with_session_key("agent:main:telegram:dm:5"),
+            move || {
+                wait(&gated);
+                Ok(DelegationResult::completed("done"))
+            },
+            None,
+            3,
+        )
+        .unwrap();
+    let rows = queue
+        .rows(&RowQuery {
+            delegation_id: Some(id.clone()),
+            ..RowQuery::default()
+        })
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].run_state, Some(RunState::Running));
+    assert_eq!(rows[0].session_key, "agent:main:telegram:dm:5");
+    assert_eq!(rows[0].owner, queue.instance());
+    drop(open);
+    let event = take_delegation(&queue);
+    assert_eq!(event.delegation_id.as_deref(), Some(id.as_str()));
+}
+
+#[test]
+fn a_completion_the_ledger_refuses_is_kept_retried_and_delivered_with_its_slot_held_meanwhile() {
+    let backend = Arc::new(Flaky::default());
+    let (queue, engine) = engine(&backend);
+    backend.refuse_completions.store(true, Ordering::SeqCst);
+    let id = engine
+        .try_dispatch(
+            DelegationSpec::new("finishes while the disk is full"),
+            || Ok(DelegationResult::completed("kept")),
+            None,
+            1,
+        )
+        .unwrap();
+    // The store refuses the completion a few times: the slot stays held (backpressure),
+    // nothing is offered, nothing is lost.
+    let deadline = Instant::now() + HANG_GUARD;
+    while backend.refused.load(Ordering::SeqCst) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never tried to record"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        engine.active_count(),
+        1,
+        "the slot is held until the completion is durable"
+    );
+    assert!(queue.is_empty());
+    assert!(matches!(
+        engine.try_dispatch(
+            DelegationSpec::new("no room"),
+            || Ok(DelegationResult::default()),
+            None,
+            1
+        ),
+        Err(DispatchError::CapacityReached { max: 1 })
+    ));
+
+    backend.refuse_completions.store(false, Ordering::SeqCst);
+    let event = take_delegation(&queue);
+    assert_eq!(event.delegation_id.as_deref(), Some(id.as_str()));
+    assert_eq!(event.summary.as_deref(), Some("kept"));
+    assert_eq!(engine.active_count(), 0);
+    assert!(queue.is_empty(), "exactly one completion");
+    let row = &queue.rows(&RowQuery::default()).unwrap();
+    assert!(row.is_empty() || row[0].delivery == Some(DeliveryState::Delivered));
+}
+
+#[test]
+fn ids_the_ledger_already_holds_are_drawn_again() {
+    let backend = Arc::new(Flaky::default());
+    let (queue, engine) = engine(&backend);
+    backend.taken_answers.store(5, Ordering::SeqCst);
+    let id = engine
+        .try_dispatch(
+            DelegationSpec::new("g"),
+            || Ok(DelegationResult::default()),
+            None,
+            1,
+        )
+        .unwrap();
+    let refused = backend.refused_ids.lock().unwrap().clone();
+    assert_eq!(refused.len(), 5, "drawn again after each answer");
+    assert!(
+        !refused.contains(&id),
+        "the id it got is not one it was refused"
+    );
+    assert_eq!(
+        take_delegation(&queue).delegation_id.as_deref(),
+        Some(id.as_str())
+    );
+
+    // A ledger that never has a free id: a clear rejection, no slot held.
+    backend.taken_answers.store(usize::MAX, Ordering::SeqCst);
+    let error = engine
+        .try_dispatch(
+            DelegationSpec::new("g"),
+            || Ok(DelegationResult::default()),
+            None,
+            1,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(error, DispatchError::LedgerUnavailable(_)),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("no free delegation id after 64 draws"),
+        "{error}"
+    );
+    assert_eq!(engine.active_count(), 0);
+}
