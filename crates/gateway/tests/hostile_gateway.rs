@@ -1,0 +1,398 @@
+//! Hostile review of issue 9 (routing, platforms, fences on the delivery thread).
+//!
+//! Tests named `finding_*` fail today; tests named `coverage_*` pass and pin behaviour no
+//! other test pins.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fmt;
+use std::process::Command;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gateway::{
+    AdapterError, DeliveryRouter, InternalMessage, Platform, PlatformRegistry, SessionKey,
+    SessionKeyOptions, SessionSource,
+};
+use process_registry::{format_process_notification, AsyncDelegationEvent, CompletionQueue, Event};
+
+const HANG_GUARD: Duration = Duration::from_secs(30);
+
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < HANG_GUARD,
+            "hang guard: still waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn in_child(name: &str) -> bool {
+    std::env::var("HOSTILE_CHILD").as_deref() == Ok(name)
+}
+
+/// Runs the test `name` again in a child process; `true` when it exited normally.
+fn survives_in_a_child_process(name: &str) -> (bool, String) {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env("HOSTILE_CHILD", name)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (
+        output.status.success(),
+        format!("{:?}\n{stderr}", output.status),
+    )
+}
+
+/// Panics when dropped.
+#[derive(Debug)]
+struct DropBomb(&'static str);
+
+impl Drop for DropBomb {
+    fn drop(&mut self) {
+        panic!("{} exploded on drop", self.0);
+    }
+}
+
+fn completion(session_key: &str, id: &str) -> AsyncDelegationEvent {
+    AsyncDelegationEvent {
+        delegation_id: Some(id.into()),
+        session_key: session_key.into(),
+        goal: "g".into(),
+        status: Some("completed".into()),
+        summary: Some("s".into()),
+        ..AsyncDelegationEvent::default()
+    }
+}
+
+fn delegation_id(event: &Event) -> Option<String> {
+    match event {
+        Event::AsyncDelegation(e) => e.delegation_id.clone(),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Session keys
+// ---------------------------------------------------------------------------------------
+
+/// Issue 9, routing: "Building then parsing a session key must round-trip every id". A
+/// `thread` chat without a thread id, with per-user thread sessions on, builds
+/// `agent:main:slack:thread:C1:U7`; parsing reads part 5 of a `thread` key as the thread,
+/// so the *user* id comes back as `thread_id` — the completion is routed into a thread
+/// `U7` that does not exist.
+#[test]
+fn finding_a_thread_key_without_thread_id_reads_the_user_as_the_thread() {
+    let source = SessionSource::new(Platform::Slack, "C1")
+        .with_chat_type("thread")
+        .with_user_id("U7");
+    let options = SessionKeyOptions {
+        thread_sessions_per_user: true,
+        ..SessionKeyOptions::default()
+    };
+    let key = SessionKey::build(&source, &options);
+    let route = key.route().unwrap();
+    assert_eq!(route.chat_id, "C1");
+    assert_eq!(
+        route.thread_id, None,
+        "key {key} gave back the user as the thread"
+    );
+}
+
+/// Issue 9, routing: "keys built by the reference (which never escapes) must still parse
+/// exactly as today". The reference writes ids verbatim, and ids on webhook-style
+/// platforms are often URL-encoded (`%3A` for `:`). Such a key parsed to the id as
+/// written; now `%3A` and `%25` are decoded while every other `%XX` is not, so the id
+/// that comes back is neither what the reference wrote nor a decoded URL, and no adapter
+/// keyed by the reference's id finds it. (docs/decisions.md accepts this as "the price";
+/// the issue does not.)
+#[test]
+fn finding_a_reference_key_with_a_url_encoded_id_no_longer_parses_as_before() {
+    let id = "https%3A%2F%2Fexample.com%2Fhooks%2F42";
+    let reference_key = format!("agent:main:webhook:dm:{id}");
+    let route = SessionKey::parse(&reference_key).unwrap();
+    assert_eq!(route.chat_id, id, "got {:?}", route.chat_id);
+}
+
+/// A source with an empty chat type (SessionSource's docs: "any string") builds
+/// `agent:main:telegram::c1`, a key `SessionKey::parse` refuses ("the chat type is
+/// empty"): the chat id does not come back at all.
+#[test]
+fn finding_an_empty_chat_type_builds_a_key_that_does_not_parse() {
+    let source = SessionSource::new(Platform::Telegram, "c1").with_chat_type("");
+    let key = SessionKey::build(&source, &SessionKeyOptions::default());
+    let route = key.route();
+    assert!(route.is_ok(), "{key}: {route:?}");
+}
+
+/// Coverage: every Matrix/Slack-shaped id (`:`, `.`, `%`, both escapes written literally)
+/// survives build → parse in every chat type that carries it, and the built key of an id
+/// without `:`/`%` is byte-for-byte the unescaped one.
+#[test]
+fn coverage_awkward_ids_round_trip_in_dm_thread_and_group_keys() {
+    let ids = [
+        "!abc:matrix.org",
+        "1700000000.123456",
+        "a%3Ab",
+        "%25",
+        "%",
+        ":",
+        "::",
+        "x%3",
+    ];
+    for chat in ids {
+        for thread in ids {
+            let dm = SessionSource::new(Platform::Matrix, chat).with_thread_id(thread);
+            let route = SessionKey::build(&dm, &SessionKeyOptions::default())
+                .route()
+                .unwrap();
+            assert_eq!(
+                (route.chat_id.as_str(), route.thread_id.as_deref()),
+                (chat, Some(thread))
+            );
+            let th = dm.clone().with_chat_type("thread");
+            let route = SessionKey::build(&th, &SessionKeyOptions::default())
+                .route()
+                .unwrap();
+            assert_eq!(
+                (route.chat_id.as_str(), route.thread_id.as_deref()),
+                (chat, Some(thread))
+            );
+            let group = SessionSource::new(Platform::Matrix, chat)
+                .with_chat_type("group")
+                .with_user_id(thread);
+            let route = SessionKey::build(&group, &SessionKeyOptions::default())
+                .route()
+                .unwrap();
+            assert_eq!(route.chat_id, chat);
+        }
+    }
+    let plain = SessionSource::new(Platform::Slack, "C024BE91L")
+        .with_chat_type("thread")
+        .with_thread_id("1700000000.123456");
+    assert_eq!(
+        SessionKey::build(&plain, &SessionKeyOptions::default()).as_str(),
+        "agent:main:slack:thread:C024BE91L:1700000000.123456"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Platforms
+// ---------------------------------------------------------------------------------------
+
+/// Issue 6's spirit ("a custom twin of a built-in"): a name with an invisible prefix —
+/// a byte-order mark from a config file, or a zero-width space — is neither trimmed (not
+/// Unicode White_Space) nor refused by the "no whitespace" rule, so it registers a
+/// custom platform that prints like `webhook` and whose completions never reach the
+/// webhook adapter. (Beyond the issue's literal claim, which covers lowercasing only.)
+#[test]
+fn finding_an_invisible_prefix_registers_a_twin_of_a_builtin() {
+    let registry = PlatformRegistry::new();
+    for name in ["\u{FEFF}webhook", "web\u{200B}hook"] {
+        let platform = registry.register(name).unwrap_or(Platform::Webhook);
+        assert_eq!(
+            platform,
+            Platform::Webhook,
+            "{name:?} registered {platform:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Fences on the delivery thread
+// ---------------------------------------------------------------------------------------
+
+/// docs/decisions.md: "Every piece of user code on the delivery thread is fenced — … dropping
+/// a replaced adapter … the thread and every other completion live on". The worker drops a
+/// replaced adapter in `drop(catch_unwind(|| drop(adapter)))` (router/worker.rs): the
+/// caught payload is dropped unfenced. An adapter whose `Drop` panics with a payload that
+/// panics on drop kills the `gateway-delivery` thread; the completion it held for a busy
+/// session is then neither delivered, nor dead-lettered, nor put back by `stop`: lost.
+#[test]
+fn finding_a_replaced_adapter_with_a_bomb_payload_kills_the_router_and_loses_held_completions() {
+    struct LoudDrop;
+    impl Drop for LoudDrop {
+        fn drop(&mut self) {
+            std::panic::panic_any(DropBomb("adapter drop payload"));
+        }
+    }
+    let queue = CompletionQueue::new();
+    let (in_call_tx, in_call) = mpsc::channel::<()>();
+    let (go, go_rx) = mpsc::channel::<()>();
+    let go_rx = Mutex::new(go_rx);
+    let in_call_tx = Mutex::new(in_call_tx);
+    let loud = LoudDrop;
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, move |_: &InternalMessage| {
+            let _keep = &loud;
+            in_call_tx.lock().unwrap().send(()).unwrap();
+            let _ = go_rx.lock().unwrap().recv_timeout(HANG_GUARD);
+            Ok(())
+        })
+        .start()
+        .unwrap();
+
+    // A completion held for a busy session.
+    let busy = "agent:main:telegram:dm:2";
+    router.begin_turn(busy);
+    queue.put(completion(busy, "deleg_held0002"));
+    wait_until("the completion to be held", || router.stats().pending == 1);
+
+    // A completion delivered through the adapter, which is replaced during the call.
+    queue.put(completion("agent:main:telegram:dm:1", "deleg_0000001"));
+    in_call.recv_timeout(HANG_GUARD).unwrap();
+    let delivered: Arc<Mutex<Vec<InternalMessage>>> = Arc::default();
+    let inbox = Arc::clone(&delivered);
+    let previous = router.register_adapter(Platform::Telegram, move |m: &InternalMessage| {
+        inbox.lock().unwrap().push(m.clone());
+        Ok(())
+    });
+    drop(previous); // the router's copy is now the last one
+    go.send(()).unwrap();
+
+    std::thread::sleep(Duration::from_millis(200));
+    router.end_turn(busy);
+    std::thread::sleep(Duration::from_millis(200));
+    let dead_letters = router.dead_letters().clone();
+    router.stop();
+
+    let mut seen: Vec<String> = delivered
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|m| delegation_id(&m.event))
+        .collect();
+    seen.extend(queue.drain().iter().filter_map(delegation_id));
+    seen.extend(
+        dead_letters
+            .snapshot()
+            .iter()
+            .filter_map(|l| delegation_id(&l.event)),
+    );
+    assert!(
+        seen.iter().any(|id| id == "deleg_held0002"),
+        "the held completion is nowhere (delivered, queued or dead-lettered): {seen:?}"
+    );
+}
+
+/// An adapter error whose `Display` panics and whose `Drop` panics: the worker formats it
+/// with `.map_err(|error| error.to_string())` on the owned error inside its fence, so the
+/// unwinding out of `Display` drops it and its `Drop` panics while panicking — the whole
+/// gateway process aborts. (`adapter_error_whose_display_panics_is_dead_lettered` covers a
+/// `Display` panic alone.)
+#[test]
+fn finding_an_adapter_error_whose_display_and_drop_panic_aborts_the_process() {
+    const NAME: &str = "finding_an_adapter_error_whose_display_and_drop_panic_aborts_the_process";
+    #[derive(Debug)]
+    struct Rude(#[allow(dead_code)] DropBomb);
+    impl fmt::Display for Rude {
+        fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+            panic!("display exploded")
+        }
+    }
+    impl std::error::Error for Rude {}
+
+    if in_child(NAME) {
+        let queue = CompletionQueue::new();
+        let router = DeliveryRouter::builder(queue.clone())
+            .adapter(
+                Platform::Telegram,
+                |_: &InternalMessage| -> Result<(), AdapterError> {
+                    Err(Box::new(Rude(DropBomb("adapter error"))))
+                },
+            )
+            .start()
+            .unwrap();
+        queue.put(completion("agent:main:telegram:dm:1", "deleg_00000001"));
+        wait_until("a dead letter", || router.stats().dead_lettered == 1);
+        router.stop();
+        return;
+    }
+    let (ok, report) = survives_in_a_child_process(NAME);
+    assert!(ok, "the gateway process died: {report}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Process completions through the router
+// ---------------------------------------------------------------------------------------
+
+/// Coverage: a *legacy, untyped* process completion (no `"type"`, as old Python
+/// producers write it) with a session key is owned by the router, routed from its key
+/// (Matrix room id with `:` escaped), rendered by `format_process_notification`; the same
+/// event with `"session_key": ""` stays on the queue.
+#[test]
+fn coverage_an_untyped_process_completion_with_a_key_reaches_its_matrix_room() {
+    let room = SessionSource::new(Platform::Matrix, "!room:matrix.org").with_thread_id("$t:1");
+    let key = SessionKey::build(&room, &SessionKeyOptions::default());
+    let wire = format!(
+        r#"{{"session_id":"proc_9","session_key":"{key}","command":"make","exit_code":143,"output":"bye"}}"#
+    );
+    let keyed = Event::from_json(&wire).unwrap();
+    let cli = Event::from_json(
+        r#"{"session_id":"proc_8","session_key":"","command":"ls","exit_code":0,"output":""}"#,
+    )
+    .unwrap();
+    let queue = CompletionQueue::new();
+    let (tx, rx) = mpsc::channel::<InternalMessage>();
+    let tx = Mutex::new(tx);
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Matrix, move |m: &InternalMessage| {
+            tx.lock().unwrap().send(m.clone()).unwrap();
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    queue.put(cli.clone());
+    queue.put(keyed.clone());
+    let message = rx.recv_timeout(HANG_GUARD).unwrap();
+    assert_eq!(message.source.chat_id, "!room:matrix.org");
+    assert_eq!(message.source.thread_id.as_deref(), Some("$t:1"));
+    assert_eq!(
+        Some(message.text.clone()),
+        format_process_notification(&keyed)
+    );
+    assert!(
+        message.text.contains("(exit code 143, SIGTERM)"),
+        "{}",
+        message.text
+    );
+    let stats = router.stop();
+    assert_eq!(stats.delivered, 1);
+    assert_eq!(queue.drain(), vec![cli]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Turns
+// ---------------------------------------------------------------------------------------
+
+/// docs/decisions.md: "Each `TurnGuard` ends exactly the one turn it opened." Turns are a
+/// bare count per session, so a guard ends *a* turn, not its own: after one stray
+/// `end_turn` (a second code path ending "its" turn early — the very bug class item 3 is
+/// about), a turn opened later is ended by the first guard's drop, and the session reads
+/// idle while that later turn is still running; a held completion is then delivered into
+/// it. A guard that held a turn id would end only its own turn (or nothing).
+#[test]
+fn finding_a_guard_ends_someone_elses_turn_after_a_stray_end() {
+    let queue = CompletionQueue::new();
+    let router = DeliveryRouter::builder(queue.clone()).start().unwrap();
+    let key = "agent:main:telegram:dm:5";
+    let guard = router.turn(key);
+    assert!(
+        router.end_turn(key),
+        "a stray end (e.g. an error path) ends the guard's turn"
+    );
+    assert!(
+        router.begin_turn(key),
+        "a new turn, the one the user is in now"
+    );
+    drop(guard); // the first turn's guard, long after its turn was ended
+    assert!(
+        router.is_busy(key),
+        "the running turn was ended by another turn's guard"
+    );
+    router.stop();
+}
