@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use gateway::{
     AdapterError, DeliveryRouter, InternalMessage, Platform, PlatformRegistry, SessionKey,
-    SessionKeyOptions, SessionSource,
+    SessionKeyOptions, SessionSource, Unroutable,
 };
 use process_registry::{format_process_notification, AsyncDelegationEvent, CompletionQueue, Event};
 
@@ -206,14 +206,13 @@ fn finding_an_invisible_prefix_registers_a_twin_of_a_builtin() {
 // Fences on the delivery thread
 // ---------------------------------------------------------------------------------------
 
-/// docs/decisions.md: "Every piece of user code on the delivery thread is fenced — … dropping
-/// a replaced adapter … the thread and every other completion live on". The worker drops a
-/// replaced adapter in `drop(catch_unwind(|| drop(adapter)))` (router/worker.rs): the
-/// caught payload is dropped unfenced. An adapter whose `Drop` panics with a payload that
-/// panics on drop kills the `gateway-delivery` thread; the completion it held for a busy
-/// session is then neither delivered, nor dead-lettered, nor put back by `stop`: lost.
+/// A replaced adapter is dropped on the delivery thread when the router's clone is the
+/// last one (it was replaced during its own `deliver` call). Its `Drop` is user code: here
+/// it panics with a payload whose own `Drop` panics. The fence drops that payload inside a
+/// fence of its own, so the `gateway-delivery` thread lives on and the completion it holds
+/// for a busy session is delivered when the turn ends — nothing is lost.
 #[test]
-fn finding_a_replaced_adapter_with_a_bomb_payload_kills_the_router_and_loses_held_completions() {
+fn a_replaced_adapter_whose_drop_panics_with_a_panicking_payload_loses_nothing() {
     struct LoudDrop;
     impl Drop for LoudDrop {
         fn drop(&mut self) {
@@ -279,14 +278,15 @@ fn finding_a_replaced_adapter_with_a_bomb_payload_kills_the_router_and_loses_hel
     );
 }
 
-/// An adapter error whose `Display` panics and whose `Drop` panics: the worker formats it
-/// with `.map_err(|error| error.to_string())` on the owned error inside its fence, so the
-/// unwinding out of `Display` drops it and its `Drop` panics while panicking — the whole
-/// gateway process aborts. (`adapter_error_whose_display_panics_is_dead_lettered` covers a
-/// `Display` panic alone.)
+/// An adapter error whose `Display` panics and whose `Drop` panics: the router formats
+/// it by reference and drops it apart, each in its own fence, so the two panics never
+/// meet (a panic while unwinding would abort the process). The completion becomes an
+/// `AdapterPanicked` dead letter and the gateway process lives on.
+/// (`adapter_error_whose_display_panics_is_dead_lettered` covers a `Display` panic alone.)
 #[test]
-fn finding_an_adapter_error_whose_display_and_drop_panic_aborts_the_process() {
-    const NAME: &str = "finding_an_adapter_error_whose_display_and_drop_panic_aborts_the_process";
+fn an_adapter_error_whose_display_and_drop_panic_is_a_dead_letter_not_an_abort() {
+    const NAME: &str =
+        "an_adapter_error_whose_display_and_drop_panic_is_a_dead_letter_not_an_abort";
     #[derive(Debug)]
     struct Rude(#[allow(dead_code)] DropBomb);
     impl fmt::Display for Rude {
@@ -309,6 +309,13 @@ fn finding_an_adapter_error_whose_display_and_drop_panic_aborts_the_process() {
             .unwrap();
         queue.put(completion("agent:main:telegram:dm:1", "deleg_00000001"));
         wait_until("a dead letter", || router.stats().dead_lettered == 1);
+        assert_eq!(
+            router.dead_letters().snapshot()[0].reason,
+            Unroutable::AdapterPanicked {
+                platform: Platform::Telegram,
+                message: "display exploded".into()
+            }
+        );
         router.stop();
         return;
     }
