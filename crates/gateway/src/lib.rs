@@ -44,8 +44,8 @@
 //!   drains completions (async-delegation ones and keyed process completions, the latter
 //!   rendered by [`format_process_notification`](process_registry::format_process_notification)),
 //!   waits for busy sessions ([`DeliveryRouter::begin_turn`] /
-//!   [`end_turn`](DeliveryRouter::end_turn) / [`turn`](DeliveryRouter::turn); turns are
-//!   counted, so a session stays busy until the last of its open turns ends), hands each
+//!   [`end_turn`](DeliveryRouter::end_turn) / [`turn`](DeliveryRouter::turn); a session
+//!   stays busy until the last of its open turns ends, and a guard ends only its own), hands each
 //!   to the [`PlatformAdapter`] of its platform, keeps what it cannot deliver in a
 //!   [`DeadLetterStore`], leaves CLI-origin events on the queue, and on
 //!   [`stop`](DeliveryRouter::stop) puts back everything it still holds.

@@ -376,14 +376,11 @@ fn coverage_an_untyped_process_completion_with_a_key_reaches_its_matrix_room() {
 // Turns
 // ---------------------------------------------------------------------------------------
 
-/// docs/decisions.md: "Each `TurnGuard` ends exactly the one turn it opened." Turns are a
-/// bare count per session, so a guard ends *a* turn, not its own: after one stray
-/// `end_turn` (a second code path ending "its" turn early — the very bug class item 3 is
-/// about), a turn opened later is ended by the first guard's drop, and the session reads
-/// idle while that later turn is still running; a held completion is then delivered into
-/// it. A guard that held a turn id would end only its own turn (or nothing).
+/// A guard holds the token of its own turn: after a stray `end_turn` (a second code path
+/// ending "its" turn early) ended the guard's turn, a turn opened later is not the
+/// guard's to end, and dropping the guard leaves the session busy while that turn runs.
 #[test]
-fn finding_a_guard_ends_someone_elses_turn_after_a_stray_end() {
+fn a_guard_whose_turn_a_stray_end_ended_leaves_a_later_turn_open() {
     let queue = CompletionQueue::new();
     let router = DeliveryRouter::builder(queue.clone()).start().unwrap();
     let key = "agent:main:telegram:dm:5";
@@ -401,5 +398,25 @@ fn finding_a_guard_ends_someone_elses_turn_after_a_stray_end() {
         router.is_busy(key),
         "the running turn was ended by another turn's guard"
     );
+    router.stop();
+}
+
+/// A `begin_turn`/`end_turn` pair that overlaps a guard ends its own (anonymous) turn, not
+/// the guard's: when both have ended the session is idle again — it is not left busy for
+/// good with an anonymous turn that no end remains to close.
+#[test]
+fn a_begin_end_pair_inside_a_guard_leaves_the_session_idle_once_both_end() {
+    let queue = CompletionQueue::new();
+    let router = DeliveryRouter::builder(queue.clone()).start().unwrap();
+    let key = "agent:main:telegram:dm:6";
+    let guard = router.turn(key);
+    assert!(
+        !router.begin_turn(key),
+        "already busy with the guard's turn"
+    );
+    assert!(router.end_turn(key));
+    assert!(router.is_busy(key), "the guard's turn is still open");
+    drop(guard);
+    assert!(!router.is_busy(key));
     router.stop();
 }
