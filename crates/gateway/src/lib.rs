@@ -24,10 +24,12 @@
 //!   `agent:main:telegram:dm:12345:678`-style keys ([`SessionKeyOptions`]: per-user group
 //!   sessions on by default, per-user thread sessions off, a profile namespace);
 //!   [`SessionKey::parse`] reads the route back (the thread id only from `dm` and
-//!   `thread` keys). Ids may contain the `:` separator (Matrix rooms such as
-//!   `!abc:matrix.org`): each segment is written with `:` as `%3A` and `%` as `%25`, and
-//!   parsing decodes just those, so every id comes back unchanged and a key without them
-//!   parses as a plain split on `:`.
+//!   `thread` keys). A key whose segments hold no `:` is plain, written exactly as the
+//!   Python harness writes it and never decoded. Ids may contain the `:` separator
+//!   (Matrix rooms such as `!abc:matrix.org`): such a key is escaped — it starts
+//!   `agent%:` and writes `:` as `%3A` and `%` as `%25` in every segment — and only such
+//!   keys are decoded, so every id comes back unchanged and every reference key parses
+//!   as it always did.
 //! - **Enrichment.** [`enrich_async_delegation_routing`] adds `platform`, `chat_type`,
 //!   `chat_id` (and `thread_id`) to a completion from its key; CLI-origin events (key
 //!   `""`) stay unrouted.

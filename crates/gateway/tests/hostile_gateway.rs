@@ -80,13 +80,12 @@ fn delegation_id(event: &Event) -> Option<String> {
 // Session keys
 // ---------------------------------------------------------------------------------------
 
-/// Issue 9, routing: "Building then parsing a session key must round-trip every id". A
-/// `thread` chat without a thread id, with per-user thread sessions on, builds
-/// `agent:main:slack:thread:C1:U7`; parsing reads part 5 of a `thread` key as the thread,
-/// so the *user* id comes back as `thread_id` — the completion is routed into a thread
-/// `U7` that does not exist.
+/// Building then parsing a session key round-trips every id: a `thread` chat without a
+/// thread id, with per-user thread sessions on, builds `agent:main:slack:thread:C1::U7` —
+/// the empty part 5 is "no thread" — so the user id never comes back as the thread (the
+/// Python harness builds `…:C1:U7`, which reads `U7` as the thread).
 #[test]
-fn finding_a_thread_key_without_thread_id_reads_the_user_as_the_thread() {
+fn a_per_user_thread_key_without_a_thread_id_gives_back_no_thread() {
     let source = SessionSource::new(Platform::Slack, "C1")
         .with_chat_type("thread")
         .with_user_id("U7");
@@ -95,6 +94,7 @@ fn finding_a_thread_key_without_thread_id_reads_the_user_as_the_thread() {
         ..SessionKeyOptions::default()
     };
     let key = SessionKey::build(&source, &options);
+    assert_eq!(key.as_str(), "agent:main:slack:thread:C1::U7");
     let route = key.route().unwrap();
     assert_eq!(route.chat_id, "C1");
     assert_eq!(
@@ -103,37 +103,40 @@ fn finding_a_thread_key_without_thread_id_reads_the_user_as_the_thread() {
     );
 }
 
-/// Issue 9, routing: "keys built by the reference (which never escapes) must still parse
-/// exactly as today". The reference writes ids verbatim, and ids on webhook-style
-/// platforms are often URL-encoded (`%3A` for `:`). Such a key parsed to the id as
-/// written; now `%3A` and `%25` are decoded while every other `%XX` is not, so the id
-/// that comes back is neither what the reference wrote nor a decoded URL, and no adapter
-/// keyed by the reference's id finds it. (docs/decisions.md accepts this as "the price";
-/// the issue does not.)
+/// "Keys built by the reference (which never escapes) must still parse exactly as
+/// today": a plain key (part 0 `agent`) is never decoded, so a reference key whose id is
+/// URL-encoded (`%3A` for `:`) gives back the id as written — and building that id gives
+/// back the reference's key byte for byte.
 #[test]
-fn finding_a_reference_key_with_a_url_encoded_id_no_longer_parses_as_before() {
+fn a_reference_key_with_a_url_encoded_id_parses_as_written() {
     let id = "https%3A%2F%2Fexample.com%2Fhooks%2F42";
     let reference_key = format!("agent:main:webhook:dm:{id}");
     let route = SessionKey::parse(&reference_key).unwrap();
     assert_eq!(route.chat_id, id, "got {:?}", route.chat_id);
+    let built = SessionKey::build(
+        &SessionSource::new(Platform::Webhook, id),
+        &SessionKeyOptions::default(),
+    );
+    assert_eq!(built.as_str(), reference_key);
 }
 
-/// A source with an empty chat type (SessionSource's docs: "any string") builds
-/// `agent:main:telegram::c1`, a key `SessionKey::parse` refuses ("the chat type is
-/// empty"): the chat id does not come back at all.
+/// A source with an empty chat type (SessionSource's docs: "any string") is a `dm` when
+/// its key is built, so the key parses and the chat id comes back.
 #[test]
-fn finding_an_empty_chat_type_builds_a_key_that_does_not_parse() {
+fn an_empty_chat_type_builds_a_dm_key_that_parses() {
     let source = SessionSource::new(Platform::Telegram, "c1").with_chat_type("");
     let key = SessionKey::build(&source, &SessionKeyOptions::default());
+    assert_eq!(key.as_str(), "agent:main:telegram:dm:c1");
     let route = key.route();
     assert!(route.is_ok(), "{key}: {route:?}");
+    assert_eq!(route.unwrap().chat_id, "c1");
 }
 
-/// Coverage: every Matrix/Slack-shaped id (`:`, `.`, `%`, both escapes written literally)
-/// survives build → parse in every chat type that carries it, and the built key of an id
-/// without `:`/`%` is byte-for-byte the unescaped one.
+/// Every Matrix/Slack-shaped id (`:`, `.`, `%`, both escapes written literally) survives
+/// build → parse in every chat type that carries it, and the built key of ids without
+/// `:` is byte for byte the plain, unescaped one — `%` sequences included.
 #[test]
-fn coverage_awkward_ids_round_trip_in_dm_thread_and_group_keys() {
+fn awkward_ids_round_trip_in_dm_thread_and_group_keys() {
     let ids = [
         "!abc:matrix.org",
         "1700000000.123456",
@@ -177,6 +180,11 @@ fn coverage_awkward_ids_round_trip_in_dm_thread_and_group_keys() {
     assert_eq!(
         SessionKey::build(&plain, &SessionKeyOptions::default()).as_str(),
         "agent:main:slack:thread:C024BE91L:1700000000.123456"
+    );
+    let percent = SessionSource::new(Platform::Telegram, "a%3Ab").with_thread_id("%25");
+    assert_eq!(
+        SessionKey::build(&percent, &SessionKeyOptions::default()).as_str(),
+        "agent:main:telegram:dm:a%3Ab:%25"
     );
 }
 
@@ -327,12 +335,12 @@ fn an_adapter_error_whose_display_and_drop_panic_is_a_dead_letter_not_an_abort()
 // Process completions through the router
 // ---------------------------------------------------------------------------------------
 
-/// Coverage: a *legacy, untyped* process completion (no `"type"`, as old Python
-/// producers write it) with a session key is owned by the router, routed from its key
-/// (Matrix room id with `:` escaped), rendered by `format_process_notification`; the same
-/// event with `"session_key": ""` stays on the queue.
+/// A *legacy, untyped* process completion (no `"type"`, as old Python producers write
+/// it) with a session key is owned by the router, routed from its key (a Matrix room id
+/// with `:`, so an escaped `agent%:` key), rendered by `format_process_notification`; the
+/// same event with `"session_key": ""` stays on the queue.
 #[test]
-fn coverage_an_untyped_process_completion_with_a_key_reaches_its_matrix_room() {
+fn an_untyped_process_completion_with_a_key_reaches_its_matrix_room() {
     let room = SessionSource::new(Platform::Matrix, "!room:matrix.org").with_thread_id("$t:1");
     let key = SessionKey::build(&room, &SessionKeyOptions::default());
     let wire = format!(
