@@ -18,8 +18,9 @@
 //!   others at run time in a [`PlatformRegistry`] (a cloneable handle;
 //!   [`PlatformRegistry::global`] is a process-wide default). Every name is normalized
 //!   one way — trimmed, then lowercased with full Unicode rules — for built-ins and
-//!   run-time platforms alike, so no spelling of a built-in registers a look-alike; an
-//!   unknown name is [`GatewayError::UnknownPlatform`].
+//!   run-time platforms alike, so no spelling of a built-in registers a look-alike; a
+//!   run-time name is made of letters, digits, `_`, `-` and `.` only, so no invisible
+//!   character makes one either. An unknown name is [`GatewayError::UnknownPlatform`].
 //! - **Session keys.** [`SessionKey::build`] turns a [`SessionSource`] into
 //!   `agent:main:telegram:dm:12345:678`-style keys ([`SessionKeyOptions`]: per-user group
 //!   sessions on by default, per-user thread sessions off, a profile namespace);

@@ -192,13 +192,13 @@ fn awkward_ids_round_trip_in_dm_thread_and_group_keys() {
 // Platforms
 // ---------------------------------------------------------------------------------------
 
-/// Issue 6's spirit ("a custom twin of a built-in"): a name with an invisible prefix —
-/// a byte-order mark from a config file, or a zero-width space — is neither trimmed (not
-/// Unicode White_Space) nor refused by the "no whitespace" rule, so it registers a
-/// custom platform that prints like `webhook` and whose completions never reach the
-/// webhook adapter. (Beyond the issue's literal claim, which covers lowercasing only.)
+/// No custom twin of a built-in: a name with an invisible character — a byte-order mark
+/// from a config file, a zero-width space — is neither trimmed (not Unicode White_Space)
+/// nor a built-in, and it is refused (custom names are letters, digits, `_`, `-` and `.`
+/// only), so nothing registers a platform that prints like `webhook` and whose
+/// completions never reach the webhook adapter.
 #[test]
-fn finding_an_invisible_prefix_registers_a_twin_of_a_builtin() {
+fn a_name_with_an_invisible_character_registers_no_twin_of_a_builtin() {
     let registry = PlatformRegistry::new();
     for name in ["\u{FEFF}webhook", "web\u{200B}hook"] {
         let platform = registry.register(name).unwrap_or(Platform::Webhook);
@@ -207,7 +207,12 @@ fn finding_an_invisible_prefix_registers_a_twin_of_a_builtin() {
             Platform::Webhook,
             "{name:?} registered {platform:?}"
         );
+        assert!(matches!(
+            registry.register(name),
+            Err(gateway::GatewayError::InvalidPlatformName { .. })
+        ));
     }
+    assert!(registry.custom_platforms().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------
