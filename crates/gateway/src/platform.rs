@@ -243,6 +243,18 @@ impl PlatformRegistry {
         Ok(Platform::Custom(custom))
     }
 
+    /// Makes `platform` known: a custom platform (registered in some registry, so its
+    /// name is valid and normalized) joins this registry's set; a built-in is known
+    /// already.
+    pub(crate) fn know(&self, platform: &Platform) {
+        if let Platform::Custom(custom) = platform {
+            self.custom
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(custom.clone());
+        }
+    }
+
     /// Removes a run-time platform, the name normalized as [`Platform::builtin`] does.
     /// Returns `true` when it was registered. Built-ins cannot be removed.
     pub fn unregister(&self, name: &str) -> bool {

@@ -433,3 +433,52 @@ fn a_begin_end_pair_inside_a_guard_leaves_the_session_idle_once_both_end() {
     assert!(!router.is_busy(key));
     router.stop();
 }
+
+/// An adapter registered for a custom platform — with the builder or at run time — makes
+/// that platform known to the router, whose default registry is a fresh one: its
+/// completions are delivered, not dead-lettered as an unknown platform. A registry
+/// passed with `.platforms(..)` (before or after `.adapter(..)`) gains the platform too.
+#[test]
+fn an_adapter_for_a_custom_platform_makes_the_platform_known_to_the_router() {
+    let elsewhere = PlatformRegistry::new();
+    let zulip = elsewhere.register("zulip").unwrap();
+    let irc = elsewhere.register("irc").unwrap();
+    let queue = CompletionQueue::new();
+    let (tx, rx) = mpsc::channel::<InternalMessage>();
+    let tx = Mutex::new(tx);
+    let forward = move |m: &InternalMessage| {
+        tx.lock().unwrap().send(m.clone()).unwrap();
+        Ok(())
+    };
+    let forward = Arc::new(forward);
+    let zulip_forward = Arc::clone(&forward);
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(zulip.clone(), move |m: &InternalMessage| zulip_forward(m))
+        .start()
+        .unwrap();
+    assert_eq!(router.platforms().parse("zulip"), Ok(zulip.clone()));
+    assert!(!router.platforms().is_known("irc"));
+    let irc_forward = Arc::clone(&forward);
+    router.register_adapter(irc.clone(), move |m: &InternalMessage| irc_forward(m));
+    assert_eq!(router.platforms().parse("irc"), Ok(irc.clone()));
+
+    queue.put(completion("agent:main:zulip:dm:stream1", "deleg_000zulip"));
+    queue.put(completion("agent:main:irc:dm:#rust", "deleg_00000irc"));
+    let first = rx.recv_timeout(HANG_GUARD).unwrap();
+    let second = rx.recv_timeout(HANG_GUARD).unwrap();
+    assert_eq!(
+        (first.source.platform, second.source.platform),
+        (zulip.clone(), irc)
+    );
+    let stats = router.stop();
+    assert_eq!((stats.delivered, stats.dead_lettered), (2, 0));
+
+    let gateway_platforms = PlatformRegistry::new();
+    let router = DeliveryRouter::builder(CompletionQueue::new())
+        .adapter(zulip.clone(), |_: &InternalMessage| Ok(()))
+        .platforms(gateway_platforms.clone())
+        .start()
+        .unwrap();
+    assert_eq!(gateway_platforms.parse("zulip"), Ok(zulip));
+    router.stop();
+}

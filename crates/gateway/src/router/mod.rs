@@ -10,7 +10,7 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use process_registry::{CompletionQueue, Event};
 
-use crate::{DeadLetterStore, Platform, SessionKey, SessionSource};
+use crate::{DeadLetterStore, Platform, PlatformRegistry, SessionKey, SessionSource};
 
 mod builder;
 mod turns;
@@ -259,6 +259,7 @@ impl Shared {
 pub struct DeliveryRouter {
     shared: Arc<Shared>,
     queue: CompletionQueue,
+    platforms: PlatformRegistry,
     dead_letters: DeadLetterStore,
     thread: Option<JoinHandle<()>>,
 }
@@ -287,6 +288,13 @@ impl DeliveryRouter {
     /// The queue this router drains.
     pub fn queue(&self) -> &CompletionQueue {
         &self.queue
+    }
+
+    /// The platforms this router knows: the registry it was built with (see
+    /// [`DeliveryRouterBuilder::platforms`]), which gains every custom platform given an
+    /// adapter.
+    pub fn platforms(&self) -> &PlatformRegistry {
+        &self.platforms
     }
 
     /// The dead-letter store of this router.
@@ -328,13 +336,17 @@ impl DeliveryRouter {
     }
 
     /// Registers (or replaces) the adapter of `platform`; returns the one it replaced.
-    /// Completions that already went to the dead-letter store for want of an adapter
-    /// stay there (see [`DeadLetterStore::requeue_all`]).
+    /// A custom platform becomes known to the router's
+    /// [`platforms`](DeliveryRouter::platforms) (it stays known when its adapter is
+    /// removed: its completions are then dead letters for want of an adapter, not of a
+    /// platform). Completions that already went to the dead-letter store stay there (see
+    /// [`DeadLetterStore::requeue_all`]).
     pub fn register_adapter(
         &self,
         platform: Platform,
         adapter: impl PlatformAdapter + 'static,
     ) -> Option<Arc<dyn PlatformAdapter>> {
+        self.platforms.know(&platform);
         let previous = self
             .shared
             .adapters
