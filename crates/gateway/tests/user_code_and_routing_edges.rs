@@ -1,7 +1,7 @@
-//! Hostile review of issue 9 (routing, platforms, fences on the delivery thread).
-//!
-//! Tests named `finding_*` fail today; tests named `coverage_*` pass and pin behaviour no
-//! other test pins.
+//! Edges of user code and routing: session keys that must round-trip (and reference keys
+//! that must parse as they always did), platform names that must not print like another,
+//! turns that a guard must not end for someone else, and user code on the delivery thread
+//! (adapters, their errors, their drops) that must cost at most the completion at hand.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -31,14 +31,14 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 fn in_child(name: &str) -> bool {
-    std::env::var("HOSTILE_CHILD").as_deref() == Ok(name)
+    std::env::var("GATEWAY_EDGE_CHILD").as_deref() == Ok(name)
 }
 
 /// Runs the test `name` again in a child process; `true` when it exited normally.
 fn survives_in_a_child_process(name: &str) -> (bool, String) {
     let output = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env("HOSTILE_CHILD", name)
+        .env("GATEWAY_EDGE_CHILD", name)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
