@@ -14,7 +14,7 @@ use gateway::{
 use process_registry::{AsyncDelegationEvent, CompletionQueue, Event};
 use serde_json::json;
 
-fn seed_event() -> Event {
+fn harness_test_event() -> Event {
     Event::from_value(json!({
         "type": "async_delegation",
         "delegation_id": "deleg_x1",
@@ -58,7 +58,7 @@ fn session_keys(c: &mut Criterion) {
 }
 
 fn enrich_and_format(c: &mut Criterion) {
-    let event = seed_event();
+    let event = harness_test_event();
     c.bench_function("enrich+format harness test event", |b| {
         b.iter_batched(
             || event.clone(),
@@ -82,7 +82,7 @@ fn router_throughput(c: &mut Criterion) {
         .start()
         .unwrap();
     let events: Vec<AsyncDelegationEvent> = (0..BATCH)
-        .map(|n| match seed_event() {
+        .map(|n| match harness_test_event() {
             Event::AsyncDelegation(mut e) => {
                 e.session_key = format!("agent:main:telegram:dm:{}:{}", n % 50, n % 7);
                 e

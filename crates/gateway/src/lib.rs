@@ -18,16 +18,19 @@
 //!   others at run time in a [`PlatformRegistry`] (a cloneable handle;
 //!   [`PlatformRegistry::global`] is a process-wide default). Every name is normalized
 //!   one way — trimmed, then lowercased with full Unicode rules — for built-ins and
-//!   run-time platforms alike, so no spelling of a built-in registers a look-alike; an
-//!   unknown name is [`GatewayError::UnknownPlatform`].
+//!   run-time platforms alike, so no spelling of a built-in registers a look-alike; a
+//!   run-time name is made of letters, digits, `_`, `-` and `.` only, so no invisible
+//!   character makes one either. An unknown name is [`GatewayError::UnknownPlatform`].
 //! - **Session keys.** [`SessionKey::build`] turns a [`SessionSource`] into
 //!   `agent:main:telegram:dm:12345:678`-style keys ([`SessionKeyOptions`]: per-user group
 //!   sessions on by default, per-user thread sessions off, a profile namespace);
 //!   [`SessionKey::parse`] reads the route back (the thread id only from `dm` and
-//!   `thread` keys). Ids may contain the `:` separator (Matrix rooms such as
-//!   `!abc:matrix.org`): each segment is written with `:` as `%3A` and `%` as `%25`, and
-//!   parsing decodes just those, so every id comes back unchanged and a key without them
-//!   parses as a plain split on `:`.
+//!   `thread` keys). A key whose segments hold no `:` is plain, written exactly as the
+//!   Python harness writes it and never decoded. Ids may contain the `:` separator
+//!   (Matrix rooms such as `!abc:matrix.org`): such a key is escaped — it starts
+//!   `agent%:` and writes `:` as `%3A` and `%` as `%25` in every segment — and only such
+//!   keys are decoded, so every id comes back unchanged and every reference key parses
+//!   as it always did.
 //! - **Enrichment.** [`enrich_async_delegation_routing`] adds `platform`, `chat_type`,
 //!   `chat_id` (and `thread_id`) to a completion from its key; CLI-origin events (key
 //!   `""`) stay unrouted.
@@ -44,8 +47,8 @@
 //!   drains completions (async-delegation ones and keyed process completions, the latter
 //!   rendered by [`format_process_notification`](process_registry::format_process_notification)),
 //!   waits for busy sessions ([`DeliveryRouter::begin_turn`] /
-//!   [`end_turn`](DeliveryRouter::end_turn) / [`turn`](DeliveryRouter::turn); turns are
-//!   counted, so a session stays busy until the last of its open turns ends), hands each
+//!   [`end_turn`](DeliveryRouter::end_turn) / [`turn`](DeliveryRouter::turn); a session
+//!   stays busy until the last of its open turns ends, and a guard ends only its own), hands each
 //!   to the [`PlatformAdapter`] of its platform, keeps what it cannot deliver in a
 //!   [`DeadLetterStore`], leaves CLI-origin events on the queue, and on
 //!   [`stop`](DeliveryRouter::stop) puts back everything it still holds.

@@ -113,6 +113,30 @@ fn normalize(name: &str) -> Cow<'_, str> {
     }
 }
 
+/// Letters (`char::is_alphanumeric`) that print as nothing: the Hangul fillers, the only
+/// alphanumeric default-ignorable code points. Every other invisible character (format
+/// characters such as U+FEFF or U+200B, controls, variation selectors) is not
+/// alphanumeric and is refused by the character rule already.
+const INVISIBLE_LETTERS: [char; 4] = ['\u{115F}', '\u{1160}', '\u{3164}', '\u{FFA0}'];
+
+/// Why a normalized name cannot name a custom platform, if it cannot.
+fn custom_name_problem(normalized: &str) -> Option<&'static str> {
+    let printable = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if normalized.is_empty() {
+        Some("it is empty")
+    } else if normalized.contains(':') {
+        Some("it contains ':', the session key separator")
+    } else if normalized.chars().any(char::is_whitespace) {
+        Some("it contains whitespace")
+    } else if normalized.contains(INVISIBLE_LETTERS) {
+        Some("it contains an invisible filler letter")
+    } else if !normalized.chars().all(printable) {
+        Some("it contains a character other than a letter, a digit, '_', '-' or '.'")
+    } else {
+        None
+    }
+}
+
 impl Platform {
     /// `true` for a platform registered at run time.
     pub fn is_custom(&self) -> bool {
@@ -137,7 +161,7 @@ impl FromStr for Platform {
 }
 
 /// The name of a platform registered at run time (normalized: trimmed, lowercase,
-/// non-empty, no `:` and no whitespace).
+/// non-empty, made of Unicode letters and digits, `_`, `-` and `.` only).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CustomPlatform(Arc<str>);
 
@@ -190,24 +214,22 @@ impl PlatformRegistry {
     /// (trimmed, then Unicode-lowercased), so a name that normalizes to a built-in's is
     /// that built-in, never a custom platform beside it.
     ///
+    /// A custom name is made of printable characters only — Unicode letters and digits
+    /// (`char::is_alphanumeric`), `_`, `-` and `.` — so it prints as what it is: no
+    /// control or format character (a byte-order mark, a zero-width space or joiner, a
+    /// direction mark) and no invisible filler letter can make a name that looks like a
+    /// built-in's and is not.
+    ///
     /// # Errors
-    /// [`GatewayError::InvalidPlatformName`] when the trimmed name is empty or contains
-    /// `:` (the session key separator) or whitespace.
+    /// [`GatewayError::InvalidPlatformName`] when the trimmed name is empty, contains
+    /// `:` (the session key separator) or whitespace, or contains any other character
+    /// than a letter, a digit, `_`, `-` or `.`, or an invisible filler letter.
     pub fn register(&self, name: &str) -> Result<Platform, GatewayError> {
         if let Some(builtin) = Platform::builtin(name) {
             return Ok(builtin);
         }
         let normalized = normalize(name);
-        let problem = if normalized.is_empty() {
-            Some("it is empty")
-        } else if normalized.contains(':') {
-            Some("it contains ':', the session key separator")
-        } else if normalized.chars().any(char::is_whitespace) {
-            Some("it contains whitespace")
-        } else {
-            None
-        };
-        if let Some(reason) = problem {
+        if let Some(reason) = custom_name_problem(&normalized) {
             return Err(GatewayError::InvalidPlatformName {
                 name: name.to_owned(),
                 reason,
@@ -219,6 +241,18 @@ impl PlatformRegistry {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(custom.clone());
         Ok(Platform::Custom(custom))
+    }
+
+    /// Makes `platform` known: a custom platform (registered in some registry, so its
+    /// name is valid and normalized) joins this registry's set; a built-in is known
+    /// already.
+    pub(crate) fn know(&self, platform: &Platform) {
+        if let Platform::Custom(custom) = platform {
+            self.custom
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(custom.clone());
+        }
     }
 
     /// Removes a run-time platform, the name normalized as [`Platform::builtin`] does.
@@ -358,6 +392,51 @@ mod tests {
         assert!(registry.custom_platforms().is_empty());
     }
 
+    /// A custom name prints as what it is: control and format characters (a byte-order
+    /// mark from a config file, zero-width spaces and joiners, direction marks), marks,
+    /// symbols and invisible filler letters are refused, so no name prints like a
+    /// built-in's (or another custom platform's) and is a different platform.
+    #[test]
+    fn names_with_invisible_or_unprintable_characters_are_refused() {
+        const OTHER: &str = "it contains a character other than a letter, a digit, '_', '-' or '.'";
+        const FILLER: &str = "it contains an invisible filler letter";
+        let registry = PlatformRegistry::new();
+        for (name, reason) in [
+            ("\u{FEFF}webhook", OTHER),     // byte-order mark
+            ("web\u{200B}hook", OTHER),     // zero-width space
+            ("irc\u{200D}", OTHER),         // zero-width joiner
+            ("i\u{200C}rc", OTHER),         // zero-width non-joiner
+            ("\u{200E}irc", OTHER),         // left-to-right mark
+            ("\u{2066}irc\u{2069}", OTHER), // directional isolates
+            ("ir\u{AD}c", OTHER),           // soft hyphen
+            ("irc\u{2060}", OTHER),         // word joiner
+            ("irc\u{FE0F}", OTHER),         // variation selector
+            ("irc\u{E0001}", OTHER),        // language tag
+            ("irc\u{7}", OTHER),            // a control character
+            ("irc\u{0}", OTHER),
+            ("\u{1B}[31mirc", OTHER), // a terminal escape
+            ("İRC", OTHER),           // lowercases to `i` + U+0307 COMBINING DOT ABOVE, a mark
+            ("irc/2", OTHER),
+            ("irc🙂", OTHER),
+            ("irc\u{3164}", FILLER), // HANGUL FILLER, a letter that prints as nothing
+            ("\u{115F}webhook", FILLER),
+            ("web\u{FFA0}hook", FILLER),
+        ] {
+            assert_eq!(
+                registry.register(name),
+                Err(GatewayError::InvalidPlatformName {
+                    name: name.into(),
+                    reason
+                }),
+                "{name:?}"
+            );
+        }
+        assert!(registry.custom_platforms().is_empty());
+        for name in ["zulip-v2.1", "team_chat", "ΣMS", "微信2", "Ⅻchat"] {
+            assert!(registry.register(name).unwrap().is_custom(), "{name:?}");
+        }
+    }
+
     /// `builtin`, `register`, `parse` and `unregister` all normalize a name the same way
     /// (trim, then full Unicode lowercase), so no spelling can register a custom
     /// platform that shadows a built-in.
@@ -400,17 +479,19 @@ mod tests {
 
         // Characters whose lowercase is longer, or not ASCII, never panic and name one
         // custom platform however they are spelled.
-        let dotted = registry.register("İRC").unwrap();
-        assert_eq!(dotted.as_str(), "i\u{307}rc");
-        assert_eq!(registry.parse(" i\u{307}RC "), Ok(dotted.clone()));
+        let stroked = registry.register("ȺRC").unwrap();
+        assert_eq!(stroked.as_str(), "\u{2C65}rc", "2 bytes lowercase to 3");
+        assert_eq!(registry.parse(" \u{2C65}RC "), Ok(stroked.clone()));
+        assert_eq!(Platform::builtin("ȺRC"), None);
         assert_eq!(Platform::builtin("İRC"), None);
         let sigma = registry.register("ΣMS").unwrap();
         assert_eq!(registry.parse("σms"), Ok(sigma.clone()));
         assert_eq!(
             registry.custom_platforms(),
-            vec![dotted.clone(), sigma.clone()]
+            vec![sigma.clone(), stroked.clone()],
+            "sorted by name"
         );
-        assert!(registry.unregister("İrc"));
+        assert!(registry.unregister("ȺRc"));
         assert!(registry.unregister(" ΣMS "));
         assert!(registry.custom_platforms().is_empty());
     }
@@ -433,6 +514,14 @@ mod tests {
             let registry = PlatformRegistry::new();
             if let Ok(platform) = registry.register(&name) {
                 prop_assert_eq!(registry.parse(&name), Ok(platform.clone()));
+                if platform.is_custom() {
+                    let name = platform.as_str();
+                    prop_assert!(
+                        name.chars().all(|c| c.is_alphanumeric() || "_-.".contains(c))
+                            && !name.contains(INVISIBLE_LETTERS),
+                        "{:?} registered {:?}", name, platform
+                    );
+                }
                 prop_assert_eq!(
                     platform.is_custom(),
                     Platform::builtin(platform.as_str()).is_none(),

@@ -8,6 +8,18 @@ use crate::{GatewayError, SessionSource, CHAT_TYPE_DM};
 /// The namespace of the default profile.
 const MAIN: &str = "main";
 
+/// The chat type whose part 5 is read as a thread id, beside `dm`.
+const CHAT_TYPE_THREAD: &str = "thread";
+
+/// Part 0 of a plain key: its segments are written as they are, exactly as the Python
+/// harness writes every key.
+const PLAIN: &str = "agent";
+
+/// Part 0 of an escaped key, built only when some segment holds the `:` separator: its
+/// segments are written with `%` as `%25` and `:` as `%3A`, and only such keys are
+/// decoded when parsed.
+const ESCAPED: &str = "agent%";
+
 /// How [`SessionKey::build`] isolates users.
 ///
 /// The defaults are the contract's: per-user group sessions on, per-user thread sessions
@@ -40,6 +52,15 @@ impl Default for SessionKeyOptions {
 /// Build one from a [`SessionSource`] with [`SessionKey::build`]; read the route back
 /// with [`SessionKey::parse`]. A key is an opaque identifier for everything else: the
 /// empty key is a CLI session, and [`SessionKey::new`] wraps any string.
+///
+/// A key comes in one of two forms, told apart by its first part. A **plain** key
+/// (`agent:…`) has its segments written as they are — every key the Python harness
+/// builds, and every key built here when no segment holds `:`. An **escaped** key
+/// (`agent%:…`) is built only when some id (say a Matrix room `!abc:matrix.org`) holds
+/// the `:` separator: each segment is written with `%` as `%25` and `:` as `%3A`. A plain
+/// key is never decoded, so a reference key parses exactly as it always did, URL-encoded
+/// ids included; a reader that knows only plain keys rejects an escaped one (its first
+/// part is not `agent`) rather than misroute it.
 ///
 /// ```
 /// use gateway::{Platform, SessionKey, SessionKeyOptions, SessionSource};
@@ -115,6 +136,24 @@ fn present(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.is_empty())
 }
 
+/// The key of `segments` (everything after part 0): plain when no segment holds `:`,
+/// escaped otherwise.
+fn join(segments: &[&str]) -> String {
+    let escaped = segments.iter().any(|segment| segment.contains(':'));
+    let length: usize = segments.iter().map(|segment| segment.len() + 1).sum();
+    let mut key = String::with_capacity(ESCAPED.len() + length);
+    key.push_str(if escaped { ESCAPED } else { PLAIN });
+    for segment in segments {
+        key.push(':');
+        if escaped {
+            push_escaped(&mut key, segment);
+        } else {
+            key.push_str(segment);
+        }
+    }
+    key
+}
+
 impl SessionKey {
     /// Wraps a string as a session key, unchecked (keys are opaque identifiers).
     pub fn new(key: impl Into<String>) -> Self {
@@ -140,32 +179,40 @@ impl SessionKey {
     ///
     /// - `dm`: `agent:{ns}:{platform}:dm:{chat_id}[:{thread_id}]`; without a chat id, the
     ///   thread id alone (`agent:{ns}:{platform}:dm:{thread_id}`) or nothing
-    ///   (`agent:{ns}:{platform}:dm`).
+    ///   (`agent:{ns}:{platform}:dm`). An empty chat type is `dm`.
     /// - other chat types: `agent:{ns}:{platform}:{chat_type}[:{chat_id}][:{thread_id}][:{user}]`
     ///   where user = `user_id_alt` or `user_id`, appended when
     ///   [`group_sessions_per_user`](SessionKeyOptions::group_sessions_per_user) is on —
     ///   except in a thread (a thread id is set, or the chat type is `thread`) unless
     ///   [`thread_sessions_per_user`](SessionKeyOptions::thread_sessions_per_user) is on.
+    /// - In a `thread` key, part 5 is read as the thread id, so a user is never written
+    ///   there: when only one of chat id and thread id is present, an empty part (no
+    ///   thread) goes before the user — `agent:{ns}:slack:thread:C1::U7`.
     /// - `{ns}` is `main`, or the profile name for a non-default profile.
     ///
     /// Empty optional fields count as absent.
     ///
     /// # Escaping
     ///
-    /// Each segment (namespace, platform, chat type and every id) is written with `%`
-    /// as `%25` and `:` as `%3A`, and nothing else changed, so an id may hold any text —
-    /// a Matrix room `!abc:matrix.org` is written `!abc%3Amatrix.org` — and
-    /// [`SessionKey::parse`] gives it back unchanged. An id without `:` or `%` is written
-    /// verbatim, so such keys are exactly the unescaped keys other implementations
-    /// build.
+    /// When no segment (namespace, platform, chat type, ids) holds `:`, the key is plain:
+    /// every segment written as it is, `%` included — byte for byte the key the Python
+    /// harness builds. When some segment holds `:`, the key is escaped: its first part is
+    /// `agent%` instead of `agent`, and every segment is written with `%` as `%25` and `:`
+    /// as `%3A` (nothing else changes). Either way [`SessionKey::parse`] gives every id
+    /// back unchanged.
     ///
     /// ```
     /// use gateway::{Platform, SessionKey, SessionKeyOptions, SessionSource};
     ///
     /// let room = SessionSource::new(Platform::Matrix, "!abc:matrix.org");
     /// let key = SessionKey::build(&room, &SessionKeyOptions::default());
-    /// assert_eq!(key.as_str(), "agent:main:matrix:dm:!abc%3Amatrix.org");
+    /// assert_eq!(key.as_str(), "agent%:main:matrix:dm:!abc%3Amatrix.org");
     /// assert_eq!(key.route()?.chat_id, "!abc:matrix.org");
+    ///
+    /// let hook = SessionSource::new(Platform::Webhook, "https%3A%2F%2Fexample.com");
+    /// let key = SessionKey::build(&hook, &SessionKeyOptions::default());
+    /// assert_eq!(key.as_str(), "agent:main:webhook:dm:https%3A%2F%2Fexample.com");
+    /// assert_eq!(key.route()?.chat_id, "https%3A%2F%2Fexample.com");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn build(source: &SessionSource, options: &SessionKeyOptions) -> SessionKey {
@@ -174,58 +221,54 @@ impl SessionKey {
             None | Some(MAIN) | Some("default") => MAIN,
             Some(profile) => profile,
         };
-        let platform = source.platform.as_str();
+        let chat_type = match source.chat_type.as_str() {
+            // An empty chat type would build a key that does not parse.
+            "" => CHAT_TYPE_DM,
+            chat_type => chat_type,
+        };
         let chat_id = Some(source.chat_id.as_str()).filter(|id| !id.is_empty());
         let thread_id = present(&source.thread_id);
 
-        let mut key = String::with_capacity(64);
-        key.push_str("agent");
-        let mut push = |segment: &str| {
-            key.push(':');
-            push_escaped(&mut key, segment);
-        };
-        push(namespace);
-        push(platform);
-        if source.chat_type == CHAT_TYPE_DM {
-            push(CHAT_TYPE_DM);
-            for part in [chat_id, thread_id].into_iter().flatten() {
-                push(part);
-            }
-            return SessionKey(key);
-        }
-        push(&source.chat_type);
-        for part in [chat_id, thread_id].into_iter().flatten() {
-            push(part);
-        }
-        let in_thread = thread_id.is_some() || source.chat_type == "thread";
-        let per_user =
-            options.group_sessions_per_user && (!in_thread || options.thread_sessions_per_user);
-        if per_user {
-            if let Some(user) = present(&source.user_id_alt).or(present(&source.user_id)) {
-                push(user);
+        let mut segments = Vec::with_capacity(7);
+        segments.extend([namespace, source.platform.as_str(), chat_type]);
+        segments.extend([chat_id, thread_id].into_iter().flatten());
+        if chat_type != CHAT_TYPE_DM {
+            let in_thread = thread_id.is_some() || chat_type == CHAT_TYPE_THREAD;
+            let per_user =
+                options.group_sessions_per_user && (!in_thread || options.thread_sessions_per_user);
+            let user = present(&source.user_id_alt).or(present(&source.user_id));
+            if let Some(user) = user.filter(|_| per_user) {
+                // Part 5 of a `thread` key is its thread id: with a single id before
+                // the user, an empty part (no thread) keeps the user out of it.
+                if chat_type == CHAT_TYPE_THREAD && segments.len() == 4 {
+                    segments.push("");
+                }
+                segments.push(user);
             }
         }
-        SessionKey(key)
+        SessionKey(join(&segments))
     }
 
     /// Reads the route out of a session key.
     ///
-    /// The key splits on `:` into at least 5 parts: `agent`, the namespace (`main` or a
-    /// non-empty profile name), platform, chat type, chat id. Part 5 is the thread id
-    /// **only** for `dm` and `thread` keys (for other chat types it may be a user).
-    /// The platform is not checked against a registry here.
+    /// The key splits on `:` into at least 5 parts: `agent` (or `agent%`, see below),
+    /// the namespace (`main` or a non-empty profile name), platform, chat type, chat id.
+    /// Part 5 is the thread id **only** for `dm` and `thread` keys (for other chat types
+    /// it may be a user); an empty part 5 is no thread. The platform is not checked
+    /// against a registry here.
     ///
-    /// Each part is then decoded: `%3A` (or `%3a`) reads as `:` and `%25` as `%`, in one
-    /// left-to-right pass; every other `%` sequence is kept as it is. So a key built by
-    /// [`SessionKey::build`] gives back every id unchanged, and a key without those three
-    /// sequences parses exactly as a plain split on `:` would — which is every key an
-    /// implementation that never escapes builds, except one caveat: an unescaped key
-    /// whose id literally contains `%3A`, `%3a` or `%25` now reads that id decoded.
+    /// A plain key (part 0 `agent`) is read as it is split: nothing is decoded, so every
+    /// key an implementation that never escapes builds (the Python harness) parses
+    /// exactly as it always did — ids holding `%3A` or `%25`, such as URL-encoded webhook
+    /// ids, included. An escaped key (part 0 `agent%`, built by [`SessionKey::build`] when
+    /// an id holds `:`) has each part decoded after the split: `%3A` (or `%3a`) reads as
+    /// `:` and `%25` as `%`, in one left-to-right pass; every other `%` sequence is kept as
+    /// it is.
     ///
     /// # Errors
     /// [`GatewayError::InvalidSessionKey`] with the reason: empty (a CLI session), fewer
-    /// than 5 parts, no `agent` prefix, empty namespace, or an empty platform, chat type
-    /// or chat id.
+    /// than 5 parts, part 0 neither `agent` nor `agent%`, empty namespace, or an empty
+    /// platform, chat type or chat id.
     pub fn parse(key: &str) -> Result<ParsedSessionKey, GatewayError> {
         let invalid = |reason: &'static str| GatewayError::InvalidSessionKey {
             key: key.to_owned(),
@@ -244,9 +287,11 @@ impl SessionKey {
         ) else {
             return Err(invalid("fewer than 5 ':'-separated parts"));
         };
-        if prefix != "agent" {
-            return Err(invalid("it does not start with \"agent\""));
-        }
+        let escaped = match prefix {
+            PLAIN => false,
+            ESCAPED => true,
+            _ => return Err(invalid("it does not start with \"agent\"")),
+        };
         if namespace.is_empty() {
             return Err(invalid("the profile namespace is empty"));
         }
@@ -259,20 +304,24 @@ impl SessionKey {
         if chat_id.is_empty() {
             return Err(invalid("the chat id is empty"));
         }
-        let namespace = decode(namespace);
-        let chat_type = decode(chat_type);
-        let thread_id = match &*chat_type {
-            "dm" | "thread" => parts
-                .next()
-                .filter(|t| !t.is_empty())
-                .map(|t| decode(t).into_owned()),
+        let text = |part: &str| {
+            if escaped {
+                decode(part).into_owned()
+            } else {
+                part.to_owned()
+            }
+        };
+        let namespace = text(namespace);
+        let chat_type = text(chat_type);
+        let thread_id = match chat_type.as_str() {
+            CHAT_TYPE_DM | CHAT_TYPE_THREAD => parts.next().filter(|t| !t.is_empty()).map(text),
             _ => None,
         };
         Ok(ParsedSessionKey {
-            profile: (namespace != MAIN).then(|| namespace.into_owned()),
-            platform: decode(platform).into_owned(),
-            chat_type: chat_type.into_owned(),
-            chat_id: decode(chat_id).into_owned(),
+            profile: (namespace != MAIN).then_some(namespace),
+            platform: text(platform),
+            chat_type,
+            chat_id: text(chat_id),
             thread_id,
         })
     }
@@ -475,6 +524,37 @@ mod tests {
                 "agent:main:telegram:dm:12345",
             ),
             (
+                "an empty chat type is a dm",
+                tg("12345").with_chat_type("").with_user_id("u1"),
+                default.clone(),
+                "agent:main:telegram:dm:12345",
+            ),
+            (
+                "a per-user thread without a thread id: an empty thread part",
+                SessionSource::new(Platform::Slack, "C1")
+                    .with_chat_type("thread")
+                    .with_user_id("U7"),
+                opts(true, true),
+                "agent:main:slack:thread:C1::U7",
+            ),
+            (
+                "a per-user thread without a chat id: an empty thread part",
+                SessionSource::new(Platform::Slack, "")
+                    .with_chat_type("thread")
+                    .with_thread_id("T1")
+                    .with_user_id("U7"),
+                opts(true, true),
+                "agent:main:slack:thread:T1::U7",
+            ),
+            (
+                "a per-user thread with only a user: the user is the chat",
+                SessionSource::new(Platform::Slack, "")
+                    .with_chat_type("thread")
+                    .with_user_id("U7"),
+                opts(true, true),
+                "agent:main:slack:thread:U7",
+            ),
+            (
                 "empty profile is main",
                 tg("12345").with_profile(""),
                 default.clone(),
@@ -542,6 +622,14 @@ mod tests {
             ),
             ("agent:main:myspace:dm:1", route("myspace", "dm", "1", None)),
             (
+                "agent%:main:matrix:thread:!a%3Ab::@u%3Ab",
+                route("matrix", "thread", "!a:b", None),
+            ),
+            (
+                "agent:main:slack:thread:C1::U7",
+                route("slack", "thread", "C1", None),
+            ),
+            (
                 "agent:work:telegram:dm:12345:678",
                 ParsedSessionKey {
                     profile: Some("work".into()),
@@ -568,6 +656,20 @@ mod tests {
             ("agent:main::dm:123", "the platform is empty"),
             ("agent:main:telegram::123", "the chat type is empty"),
             ("agent:main:telegram:dm:", "the chat id is empty"),
+            (
+                "agent%:main:telegram:dm",
+                "fewer than 5 ':'-separated parts",
+            ),
+            (
+                "agent%%:main:telegram:dm:1",
+                "it does not start with \"agent\"",
+            ),
+            (
+                "agent%3A:main:telegram:dm:1",
+                "it does not start with \"agent\"",
+            ),
+            ("agent%::telegram:dm:1", "the profile namespace is empty"),
+            ("agent%:main:telegram:dm:", "the chat id is empty"),
         ];
         for (key, reason) in err_cases {
             assert_eq!(
@@ -608,7 +710,7 @@ mod tests {
                 "matrix room dm",
                 SessionSource::new(Platform::Matrix, "!abc:matrix.org"),
                 default.clone(),
-                "agent:main:matrix:dm:!abc%3Amatrix.org",
+                "agent%:main:matrix:dm:!abc%3Amatrix.org",
                 "!abc:matrix.org",
                 None,
             ),
@@ -617,7 +719,7 @@ mod tests {
                 SessionSource::new(Platform::Matrix, "!abc:matrix.org")
                     .with_thread_id("$ev:matrix.org"),
                 default.clone(),
-                "agent:main:matrix:dm:!abc%3Amatrix.org:$ev%3Amatrix.org",
+                "agent%:main:matrix:dm:!abc%3Amatrix.org:$ev%3Amatrix.org",
                 "!abc:matrix.org",
                 Some("$ev:matrix.org"),
             ),
@@ -628,7 +730,7 @@ mod tests {
                     .with_thread_id("$ev:matrix.org")
                     .with_user_id("@bob:matrix.org"),
                 opts(true, true),
-                "agent:main:matrix:thread:!abc%3Amatrix.org:$ev%3Amatrix.org:@bob%3Amatrix.org",
+                "agent%:main:matrix:thread:!abc%3Amatrix.org:$ev%3Amatrix.org:@bob%3Amatrix.org",
                 "!abc:matrix.org",
                 Some("$ev:matrix.org"),
             ),
@@ -638,7 +740,7 @@ mod tests {
                     .with_chat_type("group")
                     .with_user_id("@bob:matrix.org"),
                 default.clone(),
-                "agent:main:matrix:group:!abc%3Amatrix.org:@bob%3Amatrix.org",
+                "agent%:main:matrix:group:!abc%3Amatrix.org:@bob%3Amatrix.org",
                 "!abc:matrix.org",
                 None,
             ),
@@ -662,20 +764,46 @@ mod tests {
                 Some("1700000000.123456"),
             ),
             (
-                "a literal percent is escaped",
+                "a literal percent without a separator is written as it is",
                 SessionSource::new(Platform::Telegram, "100%"),
                 default.clone(),
-                "agent:main:telegram:dm:100%25",
+                "agent:main:telegram:dm:100%",
                 "100%",
                 None,
             ),
             (
-                "a literal escape sequence survives",
+                "a literal escape sequence without a separator is written as it is",
                 SessionSource::new(Platform::Telegram, "a%3Ab%25c").with_thread_id("%3a"),
                 default.clone(),
-                "agent:main:telegram:dm:a%253Ab%2525c:%253a",
+                "agent:main:telegram:dm:a%3Ab%25c:%3a",
                 "a%3Ab%25c",
                 Some("%3a"),
+            ),
+            (
+                "beside a separator, every percent of every segment is escaped",
+                SessionSource::new(Platform::Telegram, "50%:off").with_thread_id("%3a"),
+                default.clone(),
+                "agent%:main:telegram:dm:50%25%3Aoff:%253a",
+                "50%:off",
+                Some("%3a"),
+            ),
+            (
+                "a url-encoded webhook id is written as it is",
+                SessionSource::new(Platform::Webhook, "https%3A%2F%2Fexample.com%2Fhooks%2F42"),
+                default.clone(),
+                "agent:main:webhook:dm:https%3A%2F%2Fexample.com%2Fhooks%2F42",
+                "https%3A%2F%2Fexample.com%2Fhooks%2F42",
+                None,
+            ),
+            (
+                "a thread without a thread id keeps the user out of the thread part",
+                SessionSource::new(Platform::Slack, "C1")
+                    .with_chat_type("thread")
+                    .with_user_id("U7"),
+                opts(true, true),
+                "agent:main:slack:thread:C1::U7",
+                "C1",
+                None,
             ),
             (
                 "a profile and a chat type with the separator",
@@ -683,7 +811,7 @@ mod tests {
                     .with_chat_type("voice:stage")
                     .with_profile("team:a"),
                 opts(false, false),
-                "agent:team%3Aa:discord:voice%3Astage:c1",
+                "agent%:team%3Aa:discord:voice%3Astage:c1",
                 "c1",
                 None,
             ),
@@ -697,14 +825,14 @@ mod tests {
             assert_eq!(parsed.chat_id, chat_id, "{name}");
             assert_eq!(parsed.thread_id.as_deref(), thread_id, "{name}");
         }
-        let profile = SessionKey::parse("agent:team%3Aa:discord:voice%3Astage:c1").unwrap();
+        let profile = SessionKey::parse("agent%:team%3Aa:discord:voice%3Astage:c1").unwrap();
         assert_eq!(profile.profile.as_deref(), Some("team:a"));
     }
 
     #[test]
-    fn parse_decodes_only_the_two_escapes() {
+    fn only_escaped_keys_are_decoded_and_only_the_two_escapes() {
         let parsed =
-            SessionKey::parse("agent:main:matrix:dm:!abc%3amatrix.org:%2525%41%zz%").unwrap();
+            SessionKey::parse("agent%:main:matrix:dm:!abc%3amatrix.org:%2525%41%zz%").unwrap();
         assert_eq!(
             parsed.chat_id, "!abc:matrix.org",
             "lowercase %3a decodes too"
@@ -714,15 +842,21 @@ mod tests {
             Some("%25%41%zz%"),
             "%25 decodes once; every other % sequence is left alone"
         );
-        // Unescaped keys (the Python harness never escapes) parse exactly as before,
-        // however much they look like escapes.
+        // Plain keys (the Python harness never escapes) are never decoded, however much
+        // they look like escapes.
         let legacy = SessionKey::parse("agent:main:telegram:dm:%41%2:50%").unwrap();
         assert_eq!(legacy.chat_id, "%41%2");
         assert_eq!(legacy.thread_id.as_deref(), Some("50%"));
+        let url = SessionKey::parse("agent:main:webhook:dm:a%3Ab%25c:%3a").unwrap();
+        assert_eq!(
+            (url.chat_id.as_str(), url.thread_id.as_deref()),
+            ("a%3Ab%25c", Some("%3a"))
+        );
     }
 
-    /// The parser as it was before escaping: every key without `%3A`, `%3a` or `%25`
-    /// must still parse exactly like this.
+    /// The parser as it was before escaping, and as the Python harness parses: every key
+    /// whose part 0 is not `agent%` must still parse exactly like this (and it rejects
+    /// every escaped key).
     fn unescaped_parse(key: &str) -> Result<ParsedSessionKey, GatewayError> {
         let invalid = |reason: &'static str| GatewayError::InvalidSessionKey {
             key: key.to_owned(),
@@ -819,54 +953,124 @@ mod tests {
         source
     }
 
-    fn unescaped_chat_type() -> impl Strategy<Value = String> {
+    /// The segments (after `agent`) of the key the Python harness builds for `source`:
+    /// the same shape, an empty chat type as it is, and a user in a `thread` key wherever
+    /// it falls. Also whether a user was appended.
+    fn reference_segments<'s>(
+        source: &'s SessionSource,
+        options: &'s SessionKeyOptions,
+    ) -> (Vec<&'s str>, bool) {
+        let profile = present(&options.profile).or(present(&source.profile));
+        let namespace = match profile {
+            None | Some(MAIN) | Some("default") => MAIN,
+            Some(profile) => profile,
+        };
+        let mut segments = vec![namespace, source.platform.as_str(), &source.chat_type];
+        let chat_id = Some(source.chat_id.as_str()).filter(|id| !id.is_empty());
+        let thread_id = present(&source.thread_id);
+        segments.extend([chat_id, thread_id].into_iter().flatten());
+        let mut user_appended = false;
+        if source.chat_type != CHAT_TYPE_DM {
+            let in_thread = thread_id.is_some() || source.chat_type == CHAT_TYPE_THREAD;
+            if options.group_sessions_per_user && (!in_thread || options.thread_sessions_per_user) {
+                if let Some(user) = present(&source.user_id_alt).or(present(&source.user_id)) {
+                    segments.push(user);
+                    user_appended = true;
+                }
+            }
+        }
+        (segments, user_appended)
+    }
+
+    /// Text in the shape of a key's tail: separators, escape sequences, other `%`
+    /// sequences, dots, anything printable.
+    const KEY_TAIL: &str = "(%3A|%3a|%25|%2|%4F|%|:|[a-z0-9.!]|\\PC){0,40}";
+
+    /// Keys in the shape of session keys, with `%` sequences everywhere.
+    const KEY_SHAPED: &str = "(agent|agent%|agent%25|Agent|cron)?:\
+        (main|w%4Frk|team%3Aa|%25|[^:]{0,4}):(telegram|matrix|%3A|[^:]{0,4}):\
+        (dm|thread|group|d%6D|%3a|[^:]{0,4}):(%3A|%3a|%25|%2|%|[a-z0-9.!]){0,8}\
+        (:(%3A|%3a|%25|%2|%|[a-z0-9.!]){0,8}){0,3}";
+
+    /// Any key, biased towards keys that start `agent:` and hold `%` sequences.
+    fn any_key() -> impl Strategy<Value = String> {
         prop_oneof![
-            Just("dm".to_owned()),
-            Just("thread".to_owned()),
-            "[^:%]{0,6}"
+            any::<String>(),
+            any::<String>().prop_map(|tail| format!("agent:{tail}")),
+            KEY_TAIL.prop_map(|tail| format!("agent:{tail}")),
+            KEY_TAIL.prop_map(|tail| format!("agent%:{tail}")),
+            KEY_SHAPED,
         ]
     }
 
-    /// Keys whose ids hold `%` sequences other than the two escapes (filtered below).
-    const OTHER_PERCENT_SEQUENCES: &str =
-        "agent:(main|w%4Frk):(telegram|matrix):(dm|thread|group):\
-        ([a-z0-9%.!]|%4|%3|%2){0,10}(:([a-z0-9%.!]|%4|%3|%2){0,6}){0,3}";
+    /// Ids without the separator (they may hold `%` and escape sequences).
+    fn id_without_separator() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "(%3A|%3a|%25|%2|%|\\.|[a-zA-Z0-9!$@_]|[^:\\s]){0,10}",
+            Just(String::new()),
+        ]
+    }
 
     proptest! {
         #[test]
-        fn parse_never_panics_and_agrees_with_the_parts(
-            key in "[a-z:%3A25]{0,30}|agent:[^:]{0,6}:[^:]{0,6}:[^:]{0,6}:.{0,12}",
-        ) {
+        fn parse_never_panics_and_agrees_with_the_parts(key in any_key()) {
             if let Ok(parsed) = SessionKey::parse(&key) {
                 let parts: Vec<&str> = key.split(':').collect();
                 prop_assert!(parts.len() >= 5);
-                prop_assert_eq!(parts[0], "agent");
-                prop_assert_eq!(decode(parts[2]), parsed.platform);
-                prop_assert_eq!(decode(parts[3]), parsed.chat_type);
-                prop_assert_eq!(decode(parts[4]), parsed.chat_id);
+                let escaped = parts[0] == ESCAPED;
+                prop_assert!(escaped || parts[0] == PLAIN);
+                let text = |part: &str| if escaped { decode(part).into_owned() } else { part.to_owned() };
+                prop_assert_eq!(text(parts[2]), parsed.platform);
+                prop_assert_eq!(text(parts[3]), parsed.chat_type);
+                prop_assert_eq!(text(parts[4]), parsed.chat_id);
             }
         }
 
+        /// "Keys built by the reference (which never escapes) must still parse exactly
+        /// as today": every key that does not start with `agent%` — every key starting
+        /// `agent:` among them, `%3A`, `%25` and any other `%` sequence included —
+        /// parses exactly as the old, never-decoding parser parsed it.
         #[test]
-        fn keys_without_escapes_parse_exactly_as_before(
-            segments in proptest::collection::vec("[^:%]{0,8}", 0..9),
-            head in proptest::option::of(("[^:%]{1,6}", "[^:%]{1,8}", unescaped_chat_type())),
-        ) {
-            let mut all = Vec::new();
-            if let Some((namespace, platform, chat_type)) = head {
-                all.extend(["agent".to_owned(), namespace, platform, chat_type]);
-            }
-            all.extend(segments);
-            let key = all.join(":");
+        fn every_key_not_marked_escaped_parses_exactly_as_before(key in any_key()) {
+            prop_assume!(key.split(':').next() != Some(ESCAPED));
             prop_assert_eq!(SessionKey::parse(&key), unescaped_parse(&key));
         }
 
+        /// A key is escaped only when a segment holds `:`; otherwise it is byte for byte
+        /// the key the Python harness builds — but for the deliberate difference in
+        /// `thread` keys, which keep a user out of the thread part. An escaped key is
+        /// refused by a reader that knows only plain keys.
         #[test]
-        fn keys_with_other_percent_sequences_parse_exactly_as_before(
-            key in OTHER_PERCENT_SEQUENCES,
+        fn a_key_is_the_reference_key_unless_a_segment_holds_the_separator(
+            chat_type in prop_oneof![
+                Just("dm".to_owned()),
+                Just("thread".to_owned()),
+                Just("group".to_owned()),
+                non_empty_id(),
+            ],
+            chat_id in prop_oneof![any_id(), id_without_separator()],
+            thread_id in prop_oneof![any_id(), id_without_separator()],
+            user_id in proptest::option::of(prop_oneof![any_id(), id_without_separator()]),
+            profile in proptest::option::of(prop_oneof![any_id(), id_without_separator()]),
+            group_per_user in any::<bool>(),
+            thread_per_user in any::<bool>(),
         ) {
-            prop_assume!(!key.contains("%3A") && !key.contains("%3a") && !key.contains("%25"));
-            prop_assert_eq!(SessionKey::parse(&key), unescaped_parse(&key));
+            let options = opts(group_per_user, thread_per_user);
+            for platform in Platform::BUILT_IN {
+                let source =
+                    source(platform, &chat_type, &chat_id, &thread_id, &user_id, &profile);
+                let key = SessionKey::build(&source, &options);
+                let (mut segments, user_appended) = reference_segments(&source, &options);
+                if segments.iter().any(|segment| segment.contains(':')) {
+                    prop_assert!(key.as_str().starts_with("agent%:"), "{}", key);
+                    prop_assert!(unescaped_parse(key.as_str()).is_err(), "{}", key);
+                    continue;
+                }
+                if chat_type == CHAT_TYPE_THREAD && user_appended && segments.len() == 5 {
+                    segments.insert(4, "");
+                }
+                prop_assert_eq!(key.as_str(), format!("agent:{}", segments.join(":")));
+            }
         }
 
         #[test]
@@ -918,6 +1122,37 @@ mod tests {
         #[test]
         fn a_thread_gives_back_its_chat_and_thread(
             chat_id in non_empty_id(),
+            thread_id in any_id(),
+            user_id in proptest::option::of(any_id()),
+            profile in any_profile(),
+            group_per_user in any::<bool>(),
+            thread_per_user in any::<bool>(),
+        ) {
+            let thread = Some(thread_id.clone()).filter(|t| !t.is_empty());
+            let user = user_id.as_ref().is_some_and(|u| !u.is_empty())
+                && group_per_user
+                && thread_per_user;
+            // A user after a missing thread id sits after an empty thread part.
+            let expected_parts = 5 + usize::from(thread.is_some() || user) + usize::from(user);
+            for platform in Platform::BUILT_IN {
+                let source = source(platform, "thread", &chat_id, &thread_id, &user_id, &profile);
+                let key = SessionKey::build(&source, &opts(group_per_user, thread_per_user));
+                prop_assert_eq!(parts(&key), expected_parts, "{}", key);
+                let parsed = SessionKey::parse(key.as_str()).unwrap();
+                prop_assert_eq!(parsed, ParsedSessionKey {
+                    profile: expected_profile(profile.clone()),
+                    platform: platform.as_str().to_owned(),
+                    chat_type: "thread".to_owned(),
+                    chat_id: chat_id.clone(),
+                    thread_id: thread.clone(),
+                });
+            }
+        }
+
+        /// As in a dm, a thread without a chat id gives back its thread id as the chat —
+        /// and never a user as the thread.
+        #[test]
+        fn a_thread_without_a_chat_id_gives_back_its_thread_as_the_chat(
             thread_id in non_empty_id(),
             user_id in proptest::option::of(any_id()),
             profile in any_profile(),
@@ -928,18 +1163,35 @@ mod tests {
                 && group_per_user
                 && thread_per_user;
             for platform in Platform::BUILT_IN {
-                let source = source(platform, "thread", &chat_id, &thread_id, &user_id, &profile);
+                let source = source(platform, "thread", "", &thread_id, &user_id, &profile);
                 let key = SessionKey::build(&source, &opts(group_per_user, thread_per_user));
-                prop_assert_eq!(parts(&key), 6 + usize::from(user), "{}", key);
+                prop_assert_eq!(parts(&key), 5 + 2 * usize::from(user), "{}", key);
                 let parsed = SessionKey::parse(key.as_str()).unwrap();
                 prop_assert_eq!(parsed, ParsedSessionKey {
                     profile: expected_profile(profile.clone()),
                     platform: platform.as_str().to_owned(),
                     chat_type: "thread".to_owned(),
-                    chat_id: chat_id.clone(),
-                    thread_id: Some(thread_id.clone()),
+                    chat_id: thread_id.clone(),
+                    thread_id: None,
                 });
             }
+        }
+
+        /// An empty chat type builds the key of a `dm`, which parses.
+        #[test]
+        fn an_empty_chat_type_builds_a_dm_key(
+            chat_id in non_empty_id(),
+            thread_id in any_id(),
+            user_id in proptest::option::of(any_id()),
+        ) {
+            let empty = source(&Platform::Telegram, "", &chat_id, &thread_id, &user_id, &None);
+            let dm = source(&Platform::Telegram, "dm", &chat_id, &thread_id, &user_id, &None);
+            let options = SessionKeyOptions::default();
+            let key = SessionKey::build(&empty, &options);
+            prop_assert_eq!(&key, &SessionKey::build(&dm, &options));
+            let parsed = key.route().unwrap();
+            prop_assert_eq!(parsed.chat_type, "dm");
+            prop_assert_eq!(parsed.chat_id, chat_id);
         }
 
         /// Group and channel keys, with and without per-user sessions: the chat comes

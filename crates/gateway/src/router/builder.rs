@@ -67,7 +67,10 @@ impl DeliveryRouterBuilder {
     }
 
     /// The platforms the router knows (default: a new registry with the built-ins only).
-    /// Pass the gateway's registry when it has run-time platforms.
+    /// Pass the gateway's registry when it has run-time platforms. Every custom platform
+    /// given an [`adapter`](DeliveryRouterBuilder::adapter) is added to it when the
+    /// router starts (before or after this call alike), so a registry passed here gains
+    /// those platforms.
     pub fn platforms(mut self, platforms: PlatformRegistry) -> Self {
         self.platforms = platforms;
         self
@@ -80,7 +83,10 @@ impl DeliveryRouterBuilder {
     }
 
     /// Registers the adapter of `platform` (more can be added later with
-    /// [`DeliveryRouter::register_adapter`]).
+    /// [`DeliveryRouter::register_adapter`]). A custom platform with an adapter is known
+    /// to the router: [`start`](DeliveryRouterBuilder::start) adds it to the router's
+    /// [`platforms`](DeliveryRouterBuilder::platforms), so its completions route without
+    /// registering it there as well.
     pub fn adapter(mut self, platform: Platform, adapter: impl PlatformAdapter + 'static) -> Self {
         self.adapters.insert(platform, Arc::new(adapter));
         self
@@ -134,6 +140,9 @@ impl DeliveryRouterBuilder {
     /// # Errors
     /// [`GatewayError::SpawnFailed`] when the thread cannot be spawned.
     pub fn start(self) -> Result<DeliveryRouter, GatewayError> {
+        for platform in self.adapters.keys() {
+            self.platforms.know(platform);
+        }
         let (wake, wake_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
             turns: Turns::default(),
@@ -151,7 +160,7 @@ impl DeliveryRouterBuilder {
             wake_rx,
             Settings {
                 queue: self.queue.clone(),
-                platforms: self.platforms,
+                platforms: self.platforms.clone(),
                 origins: self.origins,
                 dead_letters: self.dead_letters.clone(),
                 formatter: self.formatter,
@@ -166,6 +175,7 @@ impl DeliveryRouterBuilder {
         Ok(DeliveryRouter {
             shared,
             queue: self.queue,
+            platforms: self.platforms,
             dead_letters: self.dead_letters,
             thread: Some(thread),
         })

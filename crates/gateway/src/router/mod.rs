@@ -10,7 +10,7 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use process_registry::{CompletionQueue, Event};
 
-use crate::{DeadLetterStore, Platform, SessionKey, SessionSource};
+use crate::{DeadLetterStore, Platform, PlatformRegistry, SessionKey, SessionSource};
 
 mod builder;
 mod turns;
@@ -18,7 +18,7 @@ mod worker;
 
 pub use builder::DeliveryRouterBuilder;
 pub use turns::TurnGuard;
-use turns::{TurnEnded, Turns};
+use turns::{TurnEnded, TurnToken, Turns};
 
 /// The name of the router's thread.
 pub const DELIVERY_THREAD_NAME: &str = "gateway-delivery";
@@ -125,7 +125,17 @@ impl Shared {
 
     /// Ends one open turn; wakes the router when that made the session idle.
     fn end_turn(&self, session_key: &str) -> bool {
-        match self.turns.end(session_key) {
+        self.turn_ended(self.turns.end(session_key))
+    }
+
+    /// Ends a guard's turn if it is still open; wakes the router when that made the
+    /// session idle.
+    fn end_guarded_turn(&self, session_key: &str, token: TurnToken) -> bool {
+        self.turn_ended(self.turns.end_guarded(session_key, token))
+    }
+
+    fn turn_ended(&self, ended: TurnEnded) -> bool {
+        match ended {
             TurnEnded::NoneOpen => false,
             TurnEnded::StillBusy => true,
             TurnEnded::NowIdle => {
@@ -188,14 +198,16 @@ impl Shared {
 ///
 /// # Busy sessions
 ///
-/// The router counts the open turns of each session: open one with
+/// The router tracks the open turns of each session: open one with
 /// [`begin_turn`](DeliveryRouter::begin_turn) and end it with
 /// [`end_turn`](DeliveryRouter::end_turn), or hold a [`TurnGuard`] from
 /// [`turn`](DeliveryRouter::turn). A session is busy from its first open turn until the
 /// **last** one ends, so overlapping turns (say a user message and a tool callback both
 /// running) never let a completion into the turn still running. An `end_turn` with no
-/// turn open is a no-op. The check happens just
-/// before each hand-off; a turn that begins while an adapter call is already under way
+/// turn open is a no-op. `end_turn` ends the oldest `begin_turn` turn, and a guard's turn
+/// only when no `begin_turn` turn is open (a stray end); a guard ends its own turn, and
+/// nothing when a stray `end_turn` already ended it — never a turn opened after it. The
+/// check happens just before each hand-off; a turn that begins while an adapter call is already under way
 /// is not waited for (the adapter only enqueues a new turn, it interrupts nothing).
 ///
 /// # Shutdown contract
@@ -247,6 +259,7 @@ impl Shared {
 pub struct DeliveryRouter {
     shared: Arc<Shared>,
     queue: CompletionQueue,
+    platforms: PlatformRegistry,
     dead_letters: DeadLetterStore,
     thread: Option<JoinHandle<()>>,
 }
@@ -277,6 +290,13 @@ impl DeliveryRouter {
         &self.queue
     }
 
+    /// The platforms this router knows: the registry it was built with (see
+    /// [`DeliveryRouterBuilder::platforms`]), which gains every custom platform given an
+    /// adapter.
+    pub fn platforms(&self) -> &PlatformRegistry {
+        &self.platforms
+    }
+
     /// The dead-letter store of this router.
     pub fn dead_letters(&self) -> &DeadLetterStore {
         &self.dead_letters
@@ -290,17 +310,22 @@ impl DeliveryRouter {
         self.shared.turns.begin(session_key.into())
     }
 
-    /// Ends one open turn of `session_key`. Returns `true` when the session was mid-turn
-    /// (a turn was open and has now ended) and `false` when it had no open turn, in
-    /// which case nothing changes. The session becomes idle only when its last open turn
-    /// ends; then the router is woken to deliver what it held for it.
+    /// Ends one open turn of `session_key`: the oldest one opened by
+    /// [`begin_turn`](DeliveryRouter::begin_turn), or — when only [`TurnGuard`] turns are
+    /// open — the oldest guard's turn (that guard's drop then changes nothing). Returns
+    /// `true` when the session was mid-turn (a turn was open and has now ended) and
+    /// `false` when it had no open turn, in which case nothing changes. The session
+    /// becomes idle only when its last open turn ends; then the router is woken to
+    /// deliver what it held for it.
     pub fn end_turn(&self, session_key: &str) -> bool {
         self.shared.end_turn(session_key)
     }
 
     /// Opens a turn of `session_key` that lasts until the returned guard is dropped (or
-    /// [`TurnGuard::end`] is called). The guard ends that turn only: other open turns of
-    /// the session keep it busy.
+    /// [`TurnGuard::end`] is called). The guard ends that turn only, and only while it is
+    /// open: other open turns of the session keep it busy, and a guard whose turn a
+    /// stray [`end_turn`](DeliveryRouter::end_turn) already ended changes nothing when
+    /// dropped.
     pub fn turn(&self, session_key: impl Into<String>) -> TurnGuard {
         TurnGuard::begin(Arc::clone(&self.shared), session_key.into())
     }
@@ -311,13 +336,17 @@ impl DeliveryRouter {
     }
 
     /// Registers (or replaces) the adapter of `platform`; returns the one it replaced.
-    /// Completions that already went to the dead-letter store for want of an adapter
-    /// stay there (see [`DeadLetterStore::requeue_all`]).
+    /// A custom platform becomes known to the router's
+    /// [`platforms`](DeliveryRouter::platforms) (it stays known when its adapter is
+    /// removed: its completions are then dead letters for want of an adapter, not of a
+    /// platform). Completions that already went to the dead-letter store stay there (see
+    /// [`DeadLetterStore::requeue_all`]).
     pub fn register_adapter(
         &self,
         platform: Platform,
         adapter: impl PlatformAdapter + 'static,
     ) -> Option<Arc<dyn PlatformAdapter>> {
+        self.platforms.know(&platform);
         let previous = self
             .shared
             .adapters

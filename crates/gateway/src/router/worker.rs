@@ -2,12 +2,11 @@
 //! them for busy sessions and hands them to adapters.
 
 use std::collections::{HashMap, VecDeque};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use async_delegation::panic_message;
+use async_delegation::fence;
 use crossbeam_channel::Receiver;
 use process_registry::{CompletionQueue, Event, Routing};
 
@@ -162,20 +161,21 @@ impl Worker {
             Event::AsyncDelegation(e) => &e.routing,
             _ => &no_routing,
         };
-        // The origin store is user code: a panic in it costs this completion only.
-        let routed = catch_unwind(AssertUnwindSafe(|| {
+        // The origin store is user code: a panic in it costs this completion only. What
+        // it returns is ours (a `SessionSource` or an `Unroutable`), so nothing of it
+        // needs a fenced drop.
+        let routed = fence::call(|| {
             resolve_source(
                 &session_key,
                 routing,
                 self.origins.as_ref(),
                 &self.platforms,
             )
-        }));
+        });
         let source = match routed {
             Ok(Ok(source)) => source,
             Ok(Err(reason)) => return self.dead_letter(event, reason),
-            Err(payload) => {
-                let message = panic_message(payload);
+            Err(message) => {
                 return self.dead_letter(
                     event,
                     Unroutable::OriginStorePanicked {
@@ -237,15 +237,15 @@ impl Worker {
             event,
             ..
         } = held;
-        // The formatter is user code: a panic in it costs this completion only.
-        let text = match catch_unwind(AssertUnwindSafe(|| (self.formatter)(&event))) {
+        // The formatter is user code: a panic in it costs this completion only. Its
+        // message is computed by the fence, before anything is logged.
+        let text = match fence::call(|| (self.formatter)(&event)) {
             Ok(Some(text)) => text,
             Ok(None) => {
                 let event_type = event.type_name().to_owned();
                 return self.dead_letter(event, Unroutable::NothingToDeliver { event_type });
             }
-            Err(payload) => {
-                let message = panic_message(payload);
+            Err(message) => {
                 return self.dead_letter(event, Unroutable::FormatterPanicked { message });
             }
         };
@@ -267,15 +267,15 @@ impl Worker {
             text,
             event,
         };
-        // No lock is held here: the adapter is a user callback.
-        // The error's `Display` and drop are user code too: inside the fence. So is the
-        // adapter's drop, when it was replaced or removed during the call.
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            adapter.deliver(&message).map_err(|error| error.to_string())
-        }));
-        drop(catch_unwind(AssertUnwindSafe(move || drop(adapter))));
+        // No lock is held here: the adapter is a user callback, and so are its error's
+        // `Display` and drop, and its own drop when it was replaced or removed during the
+        // call (this clone is then the last). Each is fenced on its own: the error is
+        // formatted by reference and dropped apart, so a panicking `Display` never drops
+        // it while unwinding, and every panic payload is dropped inside a fence.
+        let outcome = fence::call(|| adapter.deliver(&message));
+        fence::drop_logged(adapter, "a replaced adapter");
         let platform = message.source.platform.clone();
-        match outcome {
+        let error = match outcome {
             Ok(Ok(())) => {
                 self.shared.delivered.fetch_add(1, Ordering::SeqCst);
                 tracing::debug!(
@@ -284,13 +284,11 @@ impl Worker {
                     event_type = message.event.type_name(),
                     "delivered a completion"
                 );
+                return;
             }
-            Ok(Err(error)) => {
-                self.dead_letter(message.event, Unroutable::AdapterFailed { platform, error })
-            }
-            Err(payload) => {
-                let message_text = panic_message(payload);
-                self.dead_letter(
+            Ok(Err(error)) => error,
+            Err(message_text) => {
+                return self.dead_letter(
                     message.event,
                     Unroutable::AdapterPanicked {
                         platform,
@@ -298,7 +296,15 @@ impl Worker {
                     },
                 );
             }
-        }
+        };
+        let text = fence::display(&error);
+        fence::drop_logged(error, "an adapter error");
+        let reason = match text {
+            Ok(error) => Unroutable::AdapterFailed { platform, error },
+            // A `Display` that panics is the adapter's panic, as in the call itself.
+            Err(message) => Unroutable::AdapterPanicked { platform, message },
+        };
+        self.dead_letter(message.event, reason);
     }
 
     fn dead_letter(&mut self, event: Event, reason: Unroutable) {
