@@ -5,9 +5,6 @@
 //! measures time: the only clock is [`HANG_GUARD`], a ceiling that turns a hang into a
 //! failure instead of a stuck CI run.
 
-#[doc = include_str!("../../docs/guide.md")]
-pub mod guide {}
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};

@@ -1,8 +1,9 @@
 //! Background dispatch of subagents: capacity, interrupts, retention and crash isolation.
 //!
-//! New to the crates? `docs/guide.md` in the repository walks from "I have an agent" to
-//! "my agent delegates in the background": plugging an agent in, registering the tool
-//! with OpenAI- and Anthropic-style APIs, bringing results back as new turns, testing.
+//! New to the crates? [The guide](../../docs/guide.md) in the repository (rendered by
+//! `cargo doc` as the `gateway::guide` page) walks from "I have an agent" to "my agent
+//! delegates in the background": plugging an agent in, registering the tool with OpenAI-
+//! and Anthropic-style APIs, bringing results back as new turns, testing.
 //!
 //! A parent agent hands a long task to a subagent without blocking its turn.
 //! [`DelegationEngine::dispatch`] answers at once with a handle (`deleg_` + 8 hex

@@ -1,8 +1,9 @@
 //! The `delegate_task` tool an LLM calls to hand work to subagents.
 //!
-//! New to the crates? `docs/guide.md` in the repository walks from "I have an agent" to
-//! "my agent delegates in the background": plugging an agent in, registering the tool
-//! with OpenAI- and Anthropic-style APIs, bringing results back as new turns, testing.
+//! New to the crates? [The guide](../../docs/guide.md) in the repository (rendered by
+//! `cargo doc` as the `gateway::guide` page) walks from "I have an agent" to "my agent
+//! delegates in the background": plugging an agent in, registering the tool with OpenAI-
+//! and Anthropic-style APIs, bringing results back as new turns, testing.
 //!
 //! A model calls `delegate_task` with JSON arguments — `goal`/`context`/`toolsets` for
 //! one task or `tasks` for a batch, a `role`, and a `background` flag. [`delegate_task`]

@@ -1,9 +1,10 @@
 //! Chat routing for background delegation: platforms, session keys, routing enrichment,
 //! the gateway formatter, the watch drain and the delivery router.
 //!
-//! New to the crates? `docs/guide.md` in the repository walks from "I have an agent" to
-//! "my agent delegates in the background": plugging an agent in, registering the tool
-//! with OpenAI- and Anthropic-style APIs, bringing results back as new turns, testing.
+//! New to the crates? [The guide](crate::guide) (`docs/guide.md` in the repository) walks
+//! from "I have an agent" to "my agent delegates in the background": plugging an agent in,
+//! registering the tool with OpenAI- and Anthropic-style APIs, bringing results back as new
+//! turns, testing.
 //!
 //! A gateway serves many chats (Telegram DMs and topics, Discord threads, Slack
 //! channels, …) with one agent process. When a background subagent finishes, its
@@ -109,6 +110,11 @@
 //! router.stop();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+/// The guide: from "I have an agent" to "my agent delegates in the background"
+/// (`docs/guide.md` in the repository; its code blocks run as this crate's doc tests).
+#[doc = include_str!("../../../docs/guide.md")]
+pub mod guide {}
 
 mod dead_letter;
 mod error;

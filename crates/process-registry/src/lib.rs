@@ -1,8 +1,9 @@
 //! Completion queue, event model and notification formatter for background agent work.
 //!
-//! New to the crates? `docs/guide.md` in the repository walks from "I have an agent" to
-//! "my agent delegates in the background": plugging an agent in, registering the tool
-//! with OpenAI- and Anthropic-style APIs, bringing results back as new turns, testing.
+//! New to the crates? [The guide](../../docs/guide.md) in the repository (rendered by
+//! `cargo doc` as the `gateway::guide` page) walks from "I have an agent" to "my agent
+//! delegates in the background": plugging an agent in, registering the tool with OpenAI-
+//! and Anthropic-style APIs, bringing results back as new turns, testing.
 //!
 //! When background work finishes (a delegated subagent, a background process, a watch
 //! on a process's output), an [`Event`] lands on a [`CompletionQueue`]. Whoever drives

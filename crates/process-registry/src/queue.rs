@@ -31,7 +31,7 @@ use crate::{
 /// so one clone can go to each producer thread and another to each consumer.
 /// [`CompletionQueue::new`] keeps everything in memory ([`MemoryLedger`]: nothing
 /// survives the process); [`CompletionQueue::builder`] opens a queue on any backend, such
-/// as the durable [`SqliteLedger`](crate::SqliteLedger) (feature `sqlite`).
+/// as the durable `SqliteLedger` (feature `sqlite`).
 ///
 /// Two ways to consume:
 ///

@@ -297,7 +297,7 @@ pub struct Capabilities {
 /// its guard held (`false` / `None`: nothing changed).
 ///
 /// The crate ships [`MemoryLedger`](crate::MemoryLedger) and, with the `sqlite` feature,
-/// [`SqliteLedger`](crate::SqliteLedger).
+/// `SqliteLedger`.
 pub trait LedgerBackend: Send + Sync + 'static {
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
