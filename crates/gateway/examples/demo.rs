@@ -168,12 +168,12 @@ fn main() -> DemoResult<()> {
     // ---- The Telegram subagents run; ada's turn is still going.
     step("telegram's subagents run while its agent is still answering ada");
     start_line.open();
-    if !wait_until(|| router.stats().pending == 2) {
+    if !wait_until(|| router.stats().waiting == 2) {
         return Err("the telegram completions did not reach the gateway".into());
     }
     println!(
         "  {} completions for telegram are held by the gateway: nothing is spliced into the running turn",
-        router.stats().pending
+        router.stats().waiting
     );
     println!("  agent -> ada: \"On it: two background subagents are reading the repo. Ask me anything meanwhile.\"");
     println!("  (ada's turn ends)");
@@ -211,15 +211,8 @@ fn main() -> DemoResult<()> {
         }),
     )?;
     ledger.dispatched(&manifest, "cli");
-    // The gateway sees the completion first and leaves it on the queue: it is not its.
-    let put_back_before = router.stats().put_back;
-    if !wait_until(|| router.stats().put_back > put_back_before) {
-        return Err("the gateway never looked at the CLI completion".into());
-    }
-    println!(
-        "  gateway: took the CLI-origin completion off the queue and put it back ({} put-back(s)); its adapters never saw it",
-        router.stats().put_back - put_back_before
-    );
+    // The gateway never claims it: the CLI's completion is not its.
+    println!("  gateway: never claims a CLI-origin completion; it waits for the CLI loop");
     let cli_event = cli_drain(&queue)?;
     if let Event::AsyncDelegation(event) = &cli_event {
         ledger.delivered(Delivery {
@@ -237,8 +230,8 @@ fn main() -> DemoResult<()> {
     step("summary");
     ledger.print();
     println!(
-        "router: delivered {}, dead letters {}, re-queued at stop {}, put back as not the gateway's {}",
-        stats.delivered, stats.dead_lettered, stats.requeued_on_stop, stats.put_back
+        "router: delivered {}, dead letters {}, deferred {}, retried {}",
+        stats.delivered, stats.dead_lettered, stats.deferred, stats.released
     );
     println!(
         "queue left: {} event(s); engine running: {}",

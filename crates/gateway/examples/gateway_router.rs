@@ -99,8 +99,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         print_turn(&platform, &message);
     }
     println!(
-        "(discord thread busy; its completion waits: pending = {})\n",
-        router.stats().pending
+        "(discord thread busy; its completion waits: waiting = {})\n",
+        router.stats().waiting
     );
     discord_turn.end();
     let (platform, message) = received.recv_timeout(Duration::from_secs(30))?;
@@ -109,7 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dead_letters = router.dead_letters().clone();
     let stats = router.stop();
     println!("stats: {stats:?}");
-    for letter in dead_letters.snapshot() {
+    for letter in dead_letters.snapshot()? {
         println!("dead letter: {}", letter.reason);
     }
     for event in left_for_cli(&queue) {

@@ -1,82 +1,100 @@
-//! The dead-letter store: completions the router could not deliver, with the reason.
+//! Dead letters: completions a router gave up on, kept in the completion ledger with
+//! their reason.
 
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use process_registry::{
+    AsyncDelegationEvent, CompletionQueue, DeliveryState, Event, LedgerError, ProcessCompletion,
+    RowQuery,
+};
 
-use process_registry::{CompletionQueue, Event};
-
-use crate::Unroutable;
-
-/// A completion the router could not deliver.
+/// A completion a router could not deliver.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
-    /// The event, enriched with whatever route could be found.
+    /// Its row in the ledger (what [`DeadLetterStore::requeue`] takes).
+    pub seq: u64,
+    /// Its idempotency key (the `delegation_id` of a delegation's completion).
+    pub key: String,
+    /// The completion.
     pub event: Event,
-    /// Why it could not be delivered.
-    pub reason: Unroutable,
-    /// When the router gave up on it.
-    pub at: SystemTime,
+    /// Why it could not be delivered: an [`Unroutable`](crate::Unroutable)'s text, or
+    /// `gave up after {n} attempts: {last failure}`.
+    pub reason: String,
+    /// Delivery attempts made.
+    pub attempts: u32,
 }
 
-/// An inspectable store of undeliverable completions.
+/// The dead letters of one queue: routed completions (an `async_delegation` or process
+/// `completion` with a session key) in the dead state of the queue's completion ledger.
 ///
-/// A cloneable handle (clones share one store). The router appends to it; an operator
-/// or the embedding program inspects it ([`snapshot`](DeadLetterStore::snapshot)),
-/// empties it ([`take_all`](DeadLetterStore::take_all)) or retries everything after
-/// fixing the cause ([`requeue_all`](DeadLetterStore::requeue_all)). It is unbounded:
-/// nothing in it is ever dropped by the gateway.
-#[derive(Debug, Clone, Default)]
+/// A cheap handle; the ledger is the store, so dead letters survive a restart with a
+/// durable ledger, and every router on that ledger sees the same ones. An operator lists
+/// them ([`snapshot`](Self::snapshot)) and, after fixing the cause, retries one
+/// ([`requeue`](Self::requeue)) or all ([`requeue_all`](Self::requeue_all)): they go
+/// back to pending with no attempts, and the router delivers them.
+#[derive(Debug, Clone)]
 pub struct DeadLetterStore {
-    letters: Arc<Mutex<Vec<DeadLetter>>>,
+    queue: CompletionQueue,
 }
 
 impl DeadLetterStore {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
+    /// The dead letters of `queue`.
+    pub fn new(queue: CompletionQueue) -> Self {
+        DeadLetterStore { queue }
     }
 
-    /// Appends a dead letter.
-    pub fn record(&self, event: Event, reason: Unroutable) {
-        self.lock().push(DeadLetter {
-            event,
-            reason,
-            at: SystemTime::now(),
-        });
+    /// Every dead letter, oldest first.
+    ///
+    /// # Errors
+    /// When the ledger cannot be read.
+    pub fn snapshot(&self) -> Result<Vec<DeadLetter>, LedgerError> {
+        let rows = self.queue.rows(&RowQuery {
+            delivery: Some(DeliveryState::Dead),
+            ..RowQuery::default()
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter(|row| {
+                !row.session_key.is_empty()
+                    && (row.kind == AsyncDelegationEvent::TYPE
+                        || row.kind == ProcessCompletion::TYPE)
+            })
+            .map(|row| DeadLetter {
+                seq: row.seq,
+                key: row.key,
+                event: (*row.event).clone(),
+                reason: row.reason.unwrap_or_default(),
+                attempts: row.attempts,
+            })
+            .collect())
     }
 
-    /// Number of dead letters.
+    /// How many dead letters there are (0 when the ledger cannot be read).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.snapshot().map_or(0, |letters| letters.len())
     }
 
     /// `true` when there is none.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.len() == 0
     }
 
-    /// A copy of every dead letter, oldest first.
-    pub fn snapshot(&self) -> Vec<DeadLetter> {
-        self.lock().clone()
+    /// Puts one dead letter back to pending for another delivery; `false` when it is no
+    /// longer dead.
+    ///
+    /// # Errors
+    /// When the ledger cannot be written.
+    pub fn requeue(&self, letter: &DeadLetter) -> Result<bool, LedgerError> {
+        self.queue.requeue(letter.seq)
     }
 
-    /// Removes and returns every dead letter, oldest first.
-    pub fn take_all(&self) -> Vec<DeadLetter> {
-        std::mem::take(&mut *self.lock())
-    }
-
-    /// Puts every dead letter's event back on `queue` (oldest first) for another
-    /// delivery attempt, empties the store and returns how many were re-queued.
-    pub fn requeue_all(&self, queue: &CompletionQueue) -> usize {
-        let letters = self.take_all();
-        let count = letters.len();
-        for letter in letters {
-            queue.put(letter.event);
+    /// Puts every dead letter back to pending; returns how many.
+    ///
+    /// # Errors
+    /// When the ledger cannot be read or written.
+    pub fn requeue_all(&self) -> Result<usize, LedgerError> {
+        let mut requeued = 0;
+        for letter in self.snapshot()? {
+            requeued += usize::from(self.queue.requeue(letter.seq)?);
         }
-        count
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<DeadLetter>> {
-        self.letters.lock().unwrap_or_else(PoisonError::into_inner)
+        Ok(requeued)
     }
 }

@@ -132,8 +132,7 @@ pub use format::{format_gateway_process_notification, format_gateway_process_not
 pub use platform::{CustomPlatform, Platform, PlatformRegistry};
 pub use router::{
     AdapterError, DeliveryRouter, DeliveryRouterBuilder, InternalMessage, NotificationFormatter,
-    PlatformAdapter, RouterStats, TurnGuard, DEFAULT_POLL_INTERVAL, DEFAULT_REQUEUE_BACKOFF,
-    DELIVERY_THREAD_NAME,
+    PlatformAdapter, RouterStats, TurnGuard, DELIVERY_THREAD_NAME,
 };
 pub use routing::{
     build_process_event_source, enrich_async_delegation_routing, enrich_event_routing,

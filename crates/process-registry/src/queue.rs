@@ -183,6 +183,42 @@ impl Default for CompletionQueue {
     }
 }
 
+/// A consumer's wait for the next change on a queue, from [`CompletionQueue::listen`].
+/// Wait on it blocking, or `.await` it (it is a `Future`, runtime-agnostic).
+#[must_use = "a wait does nothing unless waited on"]
+pub struct QueueWait {
+    listener: event_listener::EventListener,
+}
+
+impl std::fmt::Debug for QueueWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueWait").finish_non_exhaustive()
+    }
+}
+
+impl QueueWait {
+    /// Blocks until the change.
+    pub fn wait(self) {
+        self.listener.wait();
+    }
+
+    /// Blocks until the change or `deadline`; `true` when the change came.
+    pub fn wait_until(self, deadline: Instant) -> bool {
+        self.listener.wait_deadline(deadline).is_some()
+    }
+}
+
+impl std::future::Future for QueueWait {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        std::pin::Pin::new(&mut self.listener).poll(cx)
+    }
+}
+
 /// What the engine keeps of a dispatch it recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DispatchRecord {
@@ -435,11 +471,25 @@ impl CompletionQueue {
         self.core.wake_all();
     }
 
-    /// A listener that fires on the next change that may make a completion claimable:
-    /// arm it, check, then wait on it — the building block of custom waiting consumers
-    /// (sync [`Listener::wait`](event_listener::Listener) or `.await`).
-    pub fn listen(&self) -> event_listener::EventListener {
-        self.core.signal.listen()
+    /// A wait for the next change that may make a completion claimable (a new
+    /// completion, a deferral, a release, a requeue, [`wake_consumers`](Self::wake_consumers)):
+    /// arm it, look, then wait on it — so a change between the look and the wait is not
+    /// missed. The building block of consumers with their own wake-ups (a router that
+    /// also waits for turns to end). Blocking ([`QueueWait::wait`]) or `.await`.
+    pub fn listen(&self) -> QueueWait {
+        QueueWait {
+            listener: self.core.signal.listen(),
+        }
+    }
+
+    /// When the first completion `filter` matches that is backing off now becomes
+    /// claimable (`None`: none is backing off). A waiting consumer wakes then at the
+    /// latest.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub fn next_due(&self, filter: &ClaimFilter) -> Result<Option<Instant>, LedgerError> {
+        self.core.next_due(filter)
     }
 
     /// Rows of the ledger, for inspection: running, pending, claimed, delivered or dead
@@ -780,10 +830,7 @@ impl Core {
             if let Some(claim) = self.try_claim(filter)? {
                 return Ok(Some(claim));
             }
-            let due = self.backend.next_due(&filter.query(0))?.map(|at| {
-                let wait = (at - self.backend.now()).max(0.0);
-                Instant::now() + Duration::from_secs_f64(wait.min(1e9))
-            });
+            let due = self.next_due(filter)?;
             let until = match (deadline, due) {
                 (Some(deadline), Some(due)) => Some(deadline.min(due)),
                 (deadline, due) => deadline.or(due),
@@ -800,6 +847,13 @@ impl Core {
                 }
             }
         }
+    }
+
+    fn next_due(&self, filter: &ClaimFilter) -> Result<Option<Instant>, LedgerError> {
+        Ok(self.backend.next_due(&filter.query(0))?.map(|at| {
+            let wait = (at - self.backend.now()).clamp(0.0, 1e9);
+            Instant::now() + Duration::from_secs_f64(wait)
+        }))
     }
 
     /// Recovery, expiry, pruning and retries: at open and on every sweep.

@@ -1,18 +1,14 @@
 //! [`DeliveryRouterBuilder`]: configuring a router and spawning its thread.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, RwLock};
 
 use process_registry::{format_process_notification, CompletionQueue, Event};
 
 use super::turns::Turns;
 use super::worker::{Settings, Worker};
-use super::{
-    DeliveryRouter, NotificationFormatter, PlatformAdapter, Shared, DEFAULT_POLL_INTERVAL,
-    DEFAULT_REQUEUE_BACKOFF, DELIVERY_THREAD_NAME,
-};
+use super::{DeliveryRouter, NotificationFormatter, PlatformAdapter, Shared, DELIVERY_THREAD_NAME};
 use crate::{
     format_gateway_process_notification, DeadLetterStore, GatewayError, NoOrigins, OriginStore,
     Platform, PlatformRegistry,
@@ -34,10 +30,7 @@ pub struct DeliveryRouterBuilder {
     platforms: PlatformRegistry,
     origins: Arc<dyn OriginStore>,
     adapters: HashMap<Platform, Arc<dyn PlatformAdapter>>,
-    dead_letters: DeadLetterStore,
     formatter: NotificationFormatter,
-    poll_interval: Duration,
-    requeue_backoff: Duration,
 }
 
 impl std::fmt::Debug for DeliveryRouterBuilder {
@@ -45,8 +38,6 @@ impl std::fmt::Debug for DeliveryRouterBuilder {
         f.debug_struct("DeliveryRouterBuilder")
             .field("platforms", &self.platforms)
             .field("adapters", &self.adapters.keys().collect::<Vec<_>>())
-            .field("poll_interval", &self.poll_interval)
-            .field("requeue_backoff", &self.requeue_backoff)
             .finish_non_exhaustive()
     }
 }
@@ -59,10 +50,7 @@ impl DeliveryRouterBuilder {
             platforms: PlatformRegistry::new(),
             origins: Arc::new(NoOrigins),
             adapters: HashMap::new(),
-            dead_letters: DeadLetterStore::new(),
             formatter: Arc::new(format_delivery),
-            poll_interval: DEFAULT_POLL_INTERVAL,
-            requeue_backoff: DEFAULT_REQUEUE_BACKOFF,
         }
     }
 
@@ -92,12 +80,6 @@ impl DeliveryRouterBuilder {
         self
     }
 
-    /// Use this dead-letter store (default: a new one), e.g. to share it between routers.
-    pub fn dead_letters(mut self, dead_letters: DeadLetterStore) -> Self {
-        self.dead_letters = dead_letters;
-        self
-    }
-
     /// Render completions with `formatter` instead of the default — which renders a
     /// process `completion` with
     /// [`format_process_notification`](process_registry::format_process_notification)
@@ -106,32 +88,13 @@ impl DeliveryRouterBuilder {
     /// gateway formatter renders none for those, a formatter built on it (say
     /// [`format_gateway_process_notification_in`](crate::format_gateway_process_notification_in)
     /// with a pinned time zone) should render [`Event::Completion`] with the general
-    /// formatter. Called on the router thread, holding no lock; returning `None` sends
-    /// the completion to the dead-letter store.
+    /// formatter. Called on the router thread, holding no lock; returning `None` makes
+    /// the completion a dead letter.
     pub fn formatter(
         mut self,
         formatter: impl Fn(&Event) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
         self.formatter = Arc::new(formatter);
-        self
-    }
-
-    /// How long the router waits on an empty queue before looking at its own state
-    /// again (default [`DEFAULT_POLL_INTERVAL`]). It bounds how long [`stop`](DeliveryRouter::stop)
-    /// and a turn's end take to be noticed while the queue is empty. Zero is raised to
-    /// one millisecond.
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval.max(Duration::from_millis(1));
-        self
-    }
-
-    /// How long the router pauses after a pass that only put events back on the queue
-    /// (CLI-origin completions and other events it does not own), so it never spins on
-    /// them (default [`DEFAULT_REQUEUE_BACKOFF`]). A turn's end, a new adapter and
-    /// [`stop`](DeliveryRouter::stop) cut the pause short; a new completion on the queue
-    /// waits for the end of it. Zero is raised to one millisecond.
-    pub fn requeue_backoff(mut self, backoff: Duration) -> Self {
-        self.requeue_backoff = backoff.max(Duration::from_millis(1));
         self
     }
 
@@ -143,29 +106,24 @@ impl DeliveryRouterBuilder {
         for platform in self.adapters.keys() {
             self.platforms.know(platform);
         }
-        let (wake, wake_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
             turns: Turns::default(),
             adapters: RwLock::new(self.adapters),
+            platforms: self.platforms,
+            queue: self.queue.clone(),
             stopping: AtomicBool::new(false),
-            wake,
+            unserved: Mutex::new(HashSet::new()),
             delivered: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
-            pending: AtomicUsize::new(0),
-            put_back: AtomicU64::new(0),
-            requeued_on_stop: AtomicU64::new(0),
+            deferred: AtomicU64::new(0),
+            released: AtomicU64::new(0),
         });
         let worker = Worker::new(
             Arc::clone(&shared),
-            wake_rx,
             Settings {
                 queue: self.queue.clone(),
-                platforms: self.platforms.clone(),
                 origins: self.origins,
-                dead_letters: self.dead_letters.clone(),
                 formatter: self.formatter,
-                poll_interval: self.poll_interval,
-                requeue_backoff: self.requeue_backoff,
             },
         );
         let thread = std::thread::Builder::new()
@@ -174,9 +132,7 @@ impl DeliveryRouterBuilder {
             .map_err(|e| GatewayError::SpawnFailed(e.to_string()))?;
         Ok(DeliveryRouter {
             shared,
-            queue: self.queue,
-            platforms: self.platforms,
-            dead_letters: self.dead_letters,
+            dead_letters: DeadLetterStore::new(self.queue),
             thread: Some(thread),
         })
     }

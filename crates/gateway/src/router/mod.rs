@@ -1,14 +1,12 @@
 //! The delivery router: a named background thread that brings completions — of
 //! background subagents and of background processes — back to their chats as new turns.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use crossbeam_channel::Sender;
-use process_registry::{CompletionQueue, Event};
+use process_registry::{ClaimFilter, CompletionQueue, Event};
 
 use crate::{DeadLetterStore, Platform, PlatformRegistry, SessionKey, SessionSource};
 
@@ -22,12 +20,6 @@ use turns::{TurnEnded, TurnToken, Turns};
 
 /// The name of the router's thread.
 pub const DELIVERY_THREAD_NAME: &str = "gateway-delivery";
-
-/// Default [`DeliveryRouterBuilder::poll_interval`]: 20 ms.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(20);
-
-/// Default [`DeliveryRouterBuilder::requeue_backoff`]: 100 ms.
-pub const DEFAULT_REQUEUE_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The error an adapter returns; its text ends up in the dead letter.
 pub type AdapterError = Box<dyn std::error::Error + Send + Sync>;
@@ -55,6 +47,15 @@ pub struct InternalMessage {
     /// a background process, as it was on the queue (a process completion has no
     /// routing fields; its session key and the origin store routed it).
     pub event: Event,
+    /// The idempotency key: the `delegation_id` of a delegation's completion (else a key
+    /// the ledger made). Stable across redeliveries: an adapter that remembers the keys
+    /// it delivered can drop a repeat.
+    pub idempotency_key: String,
+    /// `true` when this completion may have been delivered before: an earlier delivery
+    /// attempt was not acknowledged (its process died between delivering and acking, or
+    /// its claim's lease ran out). The promise is at least once with a stable key —
+    /// exactly once unless a process dies between delivering and acking.
+    pub possible_redelivery: bool,
 }
 
 /// A chat platform's delivery end: how the router hands a completion to Telegram,
@@ -62,8 +63,10 @@ pub struct InternalMessage {
 ///
 /// `deliver` is a user callback: the router calls it on its `gateway-delivery` thread
 /// holding no lock, one message at a time. It should enqueue the message as a new turn
-/// of `message.session_key` and return quickly. An `Err` (or a panic, which the router
-/// catches) sends the completion to the dead-letter store.
+/// of `message.session_key` and return once the platform has accepted it: `Ok` acks the
+/// completion in the ledger (delivered), an `Err` (or a panic, which the router catches)
+/// is a failed attempt, retried with backoff until the last attempt makes it a dead
+/// letter.
 ///
 /// Closures `Fn(&InternalMessage) -> Result<(), AdapterError>` are adapters.
 pub trait PlatformAdapter: Send + Sync {
@@ -86,37 +89,38 @@ where
 /// Counters of a router, read with [`DeliveryRouter::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RouterStats {
-    /// Completions an adapter accepted.
+    /// Completions an adapter accepted (acknowledged in the ledger).
     pub delivered: u64,
-    /// Completions sent to the dead-letter store.
+    /// Completions this router made dead letters: unroutable, no text, or failed their
+    /// last delivery attempt.
     pub dead_lettered: u64,
-    /// Completions held right now for sessions that are mid-turn.
-    pub pending: usize,
-    /// Events put back on the queue because the router does not own them (completions
-    /// of CLI origin — no session key, or `""` —, watch events, unknown events); counted
-    /// at every put-back.
-    pub put_back: u64,
-    /// Completions put back on the queue by [`DeliveryRouter::stop`] (held for busy
-    /// sessions, or taken and not yet handled).
-    pub requeued_on_stop: u64,
+    /// Claims given back because their session's turn began meanwhile (no attempt spent).
+    pub deferred: u64,
+    /// Failed delivery attempts that will be retried after a backoff.
+    pub released: u64,
+    /// Completions this router serves that are waiting right now: for a busy session,
+    /// for a backoff, or for an adapter to be registered.
+    pub waiting: usize,
 }
 
-struct Shared {
+pub(super) struct Shared {
     turns: Turns,
     adapters: RwLock<HashMap<Platform, Arc<dyn PlatformAdapter>>>,
+    platforms: PlatformRegistry,
+    queue: CompletionQueue,
     stopping: AtomicBool,
-    wake: Sender<()>,
+    /// Platforms whose waiting completions were already logged.
+    unserved: Mutex<HashSet<Platform>>,
     delivered: AtomicU64,
     dead_lettered: AtomicU64,
-    pending: AtomicUsize,
-    put_back: AtomicU64,
-    requeued_on_stop: AtomicU64,
+    deferred: AtomicU64,
+    released: AtomicU64,
 }
 
 impl Shared {
+    /// Wakes the router (and every other consumer waiting on the queue) to look again.
     fn wake(&self) {
-        // A full channel already holds a wake-up: nothing is lost by dropping this one.
-        let _ = self.wake.try_send(());
+        self.queue.wake_consumers();
     }
 
     fn is_busy(&self, session_key: &str) -> bool {
@@ -146,39 +150,48 @@ impl Shared {
     }
 }
 
-/// The delivery loop of a gateway: drains completions off a [`CompletionQueue`] —
+/// The delivery loop of a gateway: claims completions off a [`CompletionQueue`] —
 /// `async_delegation` events of background subagents and `completion` events of
 /// background processes — routes each, renders it and hands it to the
 /// [`PlatformAdapter`] of its platform as an [`InternalMessage`]: a new turn in the chat
 /// and thread that dispatched it.
 ///
-/// # What happens to each event
+/// # What it claims, and what happens to each
 ///
-/// - An `async_delegation` event or a process `completion` event with a non-empty
-///   session key is **owned**. An `async_delegation` event is first enriched
-///   ([`enrich_async_delegation_routing`](crate::enrich_async_delegation_routing)); a
-///   process completion has no routing fields and is left as it is. Each is routed the
-///   same way ([`build_process_event_source`](crate::build_process_event_source) with
-///   the router's origin store and platforms: a known origin, else the event's routing
-///   fields, else its parsed session key), then delivered — or, when its session is
-///   mid-turn ([`begin_turn`](DeliveryRouter::begin_turn)), held until the turn ends.
-///   Completions of one session are delivered in queue order; a held completion is
-///   never delivered during the turn that held it.
-/// - The text comes from the formatter: by default a process completion is rendered by
-///   [`format_process_notification`](process_registry::format_process_notification)
-///   (the gateway formatter renders none for it) and everything else by
-///   [`format_gateway_process_notification`](crate::format_gateway_process_notification);
-///   see [`formatter`](DeliveryRouterBuilder::formatter).
-/// - Every failure — no route, unknown platform, no adapter, adapter error or panic,
-///   no text, a panic in the formatter or the origin store — puts the event in the
-///   [`DeadLetterStore`] with its [`Unroutable`](crate::Unroutable) reason and logs a
-///   `tracing` warning. Nothing is dropped.
-/// - Anything else — completions of CLI origin (session key absent or `""`), watch
-///   events, unknown events — is **not owned**: it is put back at the tail of the queue
-///   for the CLI drain or the gateway's watch drain (so their order relative to events
-///   that arrived meanwhile may rotate). After a pass that only put events back, the
-///   router pauses for [`requeue_backoff`](DeliveryRouterBuilder::requeue_backoff) so
-///   it never spins on events that are not its own.
+/// The router **claims** (in the queue's completion ledger, under a lease) the
+/// completions it serves: an `async_delegation` event or a process `completion` event
+/// with a non-empty session key, whose session has no open turn, routed to a platform
+/// it has an adapter for — including completions restored after a restart, since it owns
+/// those sessions. It never takes anything else, so it never puts anything back:
+/// completions of CLI origin (session key absent or `""`), watch events and unknown
+/// events stay for the CLI loop and the watch drain, and a completion for a platform
+/// without an adapter stays pending (for another router, or until its adapter is
+/// registered). A claimed completion is:
+///
+/// - **delivered**: enriched ([`enrich_async_delegation_routing`](crate::enrich_async_delegation_routing)
+///   for a delegation; a process completion has no routing fields), routed
+///   ([`build_process_event_source`](crate::build_process_event_source): a known origin,
+///   else the event's routing fields, else its parsed key), rendered by the formatter and
+///   handed to the adapter; an `Ok` acks it (delivered). Each delivery carries the
+///   completion's idempotency key and a possible-redelivery flag;
+/// - **released** when the adapter fails or panics: retried after a capped exponential
+///   backoff, and a dead letter after the last attempt (8 by default);
+/// - **deferred** (no attempt spent) when its session's turn began between the claim and
+///   the hand-off;
+/// - **dead** at once when it cannot be routed, renders no text (or the formatter
+///   panics), or its platform has no adapter after all — a dead letter with its
+///   [`Unroutable`](crate::Unroutable) reason, in the ledger: listed and requeued through
+///   [`dead_letters`](DeliveryRouter::dead_letters). Nothing is dropped.
+///
+/// The text comes from the formatter: by default a process completion is rendered by
+/// [`format_process_notification`](process_registry::format_process_notification) (the
+/// gateway formatter renders none for it) and everything else by
+/// [`format_gateway_process_notification`](crate::format_gateway_process_notification);
+/// see [`formatter`](DeliveryRouterBuilder::formatter).
+///
+/// The promise: **at-least-once delivery with a stable idempotency key — exactly once
+/// unless a process dies between delivering and acking** (the completion is then
+/// delivered again, flagged [`possible_redelivery`](InternalMessage::possible_redelivery)).
 ///
 /// # Sharing the queue with the watch drain
 ///
@@ -186,15 +199,14 @@ impl Shared {
 /// event that is neither a watch event nor an `async_delegation` event — process
 /// completions included, keyed or not; that is its contract, and it is kept. A gateway
 /// that runs both the watch drain and this router on one queue may therefore have a
-/// process completion consumed by the drain before the router takes it (the drain logs
+/// process completion consumed by the drain before the router claims it (the drain logs
 /// each one it consumes at `debug` level).
 ///
-/// # Latency
+/// # Waking, not polling
 ///
-/// A completion put on an empty queue is taken at once. While events the router does
-/// not own sit on the queue, a new completion waits at most one `requeue_backoff`
-/// (100 ms by default). A turn's end is noticed within one
-/// [`poll_interval`](DeliveryRouterBuilder::poll_interval) (20 ms by default).
+/// The router sleeps until something may be claimable: a new completion, a session's
+/// last open turn ending, an adapter being registered, a backoff coming due, or a stop.
+/// There is no poll interval: a completion put on the queue is claimed at once.
 ///
 /// # Busy sessions
 ///
@@ -213,11 +225,10 @@ impl Shared {
 /// # Shutdown contract
 ///
 /// [`stop`](DeliveryRouter::stop) (and dropping the router) signals the thread and joins
-/// it. An adapter call in progress is finished first, so `stop` waits for it. Then every
-/// completion the router holds — those waiting for a busy session, and those taken off
-/// the queue but not yet handled — is put back at the tail of the queue, oldest first,
-/// so a later router (or the CLI) delivers it. Stopping never loses an event. Dead
-/// letters stay in the store.
+/// it. An adapter call in progress is finished first, so `stop` waits for it. The router
+/// holds nothing of its own: every completion it has not delivered is still in the
+/// ledger (pending, or dead with its reason), for a later router or another process.
+/// Stopping never loses an event.
 ///
 /// # Example
 ///
@@ -258,8 +269,6 @@ impl Shared {
 /// ```
 pub struct DeliveryRouter {
     shared: Arc<Shared>,
-    queue: CompletionQueue,
-    platforms: PlatformRegistry,
     dead_letters: DeadLetterStore,
     thread: Option<JoinHandle<()>>,
 }
@@ -285,19 +294,20 @@ impl DeliveryRouter {
         Self::builder(process_registry::global().completion_queue().clone())
     }
 
-    /// The queue this router drains.
+    /// The queue this router claims from.
     pub fn queue(&self) -> &CompletionQueue {
-        &self.queue
+        &self.shared.queue
     }
 
     /// The platforms this router knows: the registry it was built with (see
     /// [`DeliveryRouterBuilder::platforms`]), which gains every custom platform given an
     /// adapter.
     pub fn platforms(&self) -> &PlatformRegistry {
-        &self.platforms
+        &self.shared.platforms
     }
 
-    /// The dead-letter store of this router.
+    /// The dead letters of this router's queue: completions it (or another router on the
+    /// same ledger) gave up on, with their reasons, to list and requeue.
     pub fn dead_letters(&self) -> &DeadLetterStore {
         &self.dead_letters
     }
@@ -339,14 +349,14 @@ impl DeliveryRouter {
     /// A custom platform becomes known to the router's
     /// [`platforms`](DeliveryRouter::platforms) (it stays known when its adapter is
     /// removed: its completions are then dead letters for want of an adapter, not of a
-    /// platform). Completions that already went to the dead-letter store stay there (see
-    /// [`DeadLetterStore::requeue_all`]).
+    /// platform). Completions waiting for it are delivered now; those that already went
+    /// to the dead letters stay there (see [`DeadLetterStore::requeue_all`]).
     pub fn register_adapter(
         &self,
         platform: Platform,
         adapter: impl PlatformAdapter + 'static,
     ) -> Option<Arc<dyn PlatformAdapter>> {
-        self.platforms.know(&platform);
+        self.shared.platforms.know(&platform);
         let previous = self
             .shared
             .adapters
@@ -372,14 +382,19 @@ impl DeliveryRouter {
         RouterStats {
             delivered: s.delivered.load(Ordering::SeqCst),
             dead_lettered: s.dead_lettered.load(Ordering::SeqCst),
-            pending: s.pending.load(Ordering::SeqCst),
-            put_back: s.put_back.load(Ordering::SeqCst),
-            requeued_on_stop: s.requeued_on_stop.load(Ordering::SeqCst),
+            deferred: s.deferred.load(Ordering::SeqCst),
+            released: s.released.load(Ordering::SeqCst),
+            waiting: s
+                .queue
+                .count(&ClaimFilter::routed().including_restored().where_event({
+                    let served = s.platforms.clone();
+                    move |event| serves(&served, event)
+                })),
         }
     }
 
     /// Stops the router (see the shutdown contract on [`DeliveryRouter`]) and returns
-    /// its final counters. Everything it held is back on the queue when this returns.
+    /// its final counters. What it has not delivered is in the ledger when this returns.
     pub fn stop(mut self) -> RouterStats {
         self.shutdown();
         self.stats()
@@ -393,14 +408,31 @@ impl DeliveryRouter {
         self.shared.wake();
         if thread.thread().id() == std::thread::current().id() {
             // Dropped from inside an adapter (it held the last handle): the thread
-            // cannot join itself. It sees the stop flag once the adapter returns and
-            // re-queues what it holds on its way out.
+            // cannot join itself. It sees the stop flag once the adapter returns.
             return;
         }
         if thread.join().is_err() {
             tracing::error!("the gateway-delivery thread panicked");
         }
     }
+}
+
+/// `true` for a routed completion whose platform this router knows (the `waiting` count:
+/// what is pending for the router's platforms, busy sessions and backoffs included).
+fn serves(platforms: &PlatformRegistry, event: &Event) -> bool {
+    let Some(session_key) = worker::owned_session_key(event) else {
+        return false;
+    };
+    let name = match event {
+        Event::AsyncDelegation(e) => e.routing.platform.clone().filter(|p| !p.is_empty()),
+        _ => None,
+    }
+    .or_else(|| {
+        SessionKey::parse(session_key)
+            .ok()
+            .map(|route| route.platform)
+    });
+    name.is_some_and(|name| platforms.is_known(&name))
 }
 
 impl Drop for DeliveryRouter {

@@ -1,34 +1,23 @@
-//! The `gateway-delivery` thread: the loop that takes completions off the queue, holds
-//! them for busy sessions and hands them to adapters.
+//! The `gateway-delivery` thread: claims the completions this router serves, routes and
+//! renders each, and hands it to its adapter — then acks, defers, releases or marks it
+//! dead in the completion ledger.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_delegation::fence;
-use crossbeam_channel::Receiver;
-use process_registry::{CompletionQueue, Event, Routing};
+use process_registry::{Claim, ClaimFilter, CompletionQueue, Event, Released, Routing};
 
 use super::{InternalMessage, NotificationFormatter, Shared};
 use crate::routing::resolve_source;
-use crate::{
-    enrich_event_routing, DeadLetterStore, OriginStore, PlatformRegistry, SessionKey,
-    SessionSource, Unroutable,
-};
-
-/// A completion taken off the queue and routed, waiting for its session.
-struct Held {
-    seq: u64,
-    session_key: String,
-    source: SessionSource,
-    event: Event,
-}
+use crate::{enrich_event_routing, OriginStore, Platform, SessionKey, Unroutable};
 
 /// The session key of an event the router owns: an `async_delegation` or a process
 /// `completion` with a non-empty session key. Everything else — CLI-origin completions
-/// (no key, or `""`), watch events, unknown events — is someone else's.
-fn owned_session_key(event: &Event) -> Option<&str> {
+/// (no key, or `""`), watch events, unknown events — is someone else's, and the router
+/// never claims it.
+pub(super) fn owned_session_key(event: &Event) -> Option<&str> {
     let session_key = match event {
         Event::AsyncDelegation(e) => e.session_key.as_str(),
         Event::Completion(e) => e.session_key.as_deref()?,
@@ -37,59 +26,82 @@ fn owned_session_key(event: &Event) -> Option<&str> {
     (!session_key.is_empty()).then_some(session_key)
 }
 
+/// The platform a completion would be delivered on, as far as the event and its key
+/// tell (`None`: neither names one). Cheap: checked for every candidate.
+fn platform_of(event: &Event, session_key: &str) -> Option<String> {
+    if let Event::AsyncDelegation(e) = event {
+        if let Some(platform) = e.routing.platform.as_deref().filter(|p| !p.is_empty()) {
+            return Some(platform.to_owned());
+        }
+    }
+    SessionKey::parse(session_key)
+        .ok()
+        .map(|route| route.platform)
+}
+
+/// `true` for a completion this router should claim now: its session has no open turn,
+/// and it is routable to a platform with an adapter — or not routable at all (the router
+/// claims it to make it a dead letter with its reason). A completion for a known
+/// platform without an adapter is left pending, for another router or for when its
+/// adapter is registered.
+pub(super) fn claimable(shared: &Shared, event: &Event) -> bool {
+    let Some(session_key) = owned_session_key(event) else {
+        return false;
+    };
+    if shared.is_busy(session_key) {
+        return false;
+    }
+    let Some(name) = platform_of(event, session_key) else {
+        return true;
+    };
+    match shared.platforms.parse(&name) {
+        Ok(platform) => {
+            let served = shared.has_adapter(&platform);
+            if !served {
+                shared.warn_unserved(&platform);
+            }
+            served
+        }
+        // An unknown platform: claimed, to be a dead letter with that reason.
+        Err(_) => true,
+    }
+}
+
 /// What a [`DeliveryRouterBuilder`](super::DeliveryRouterBuilder) hands its thread.
 pub(super) struct Settings {
     pub(super) queue: CompletionQueue,
-    pub(super) platforms: PlatformRegistry,
     pub(super) origins: Arc<dyn OriginStore>,
-    pub(super) dead_letters: DeadLetterStore,
     pub(super) formatter: NotificationFormatter,
-    pub(super) poll_interval: Duration,
-    pub(super) requeue_backoff: Duration,
 }
 
 /// The state owned by the `gateway-delivery` thread.
 pub(super) struct Worker {
     shared: Arc<Shared>,
     queue: CompletionQueue,
-    platforms: PlatformRegistry,
     origins: Arc<dyn OriginStore>,
-    dead_letters: DeadLetterStore,
     formatter: NotificationFormatter,
-    poll_interval: Duration,
-    requeue_backoff: Duration,
-    wake_rx: Receiver<()>,
-    /// Completions held for busy sessions, per session in arrival order.
-    pending: HashMap<String, VecDeque<Held>>,
-    /// Events taken but not looked at when a stop arrived (seq, event).
-    leftover: Vec<(u64, Event)>,
-    seq: u64,
+    filter: ClaimFilter,
 }
 
 impl Worker {
-    pub(super) fn new(shared: Arc<Shared>, wake_rx: Receiver<()>, settings: Settings) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, settings: Settings) -> Self {
         let Settings {
             queue,
-            platforms,
             origins,
-            dead_letters,
             formatter,
-            poll_interval,
-            requeue_backoff,
         } = settings;
+        let judge = Arc::clone(&shared);
+        // The router owns the sessions of the platforms it serves: restored completions
+        // of those sessions are its to deliver too.
+        let filter = ClaimFilter::routed()
+            .including_restored()
+            .where_event(move |event| claimable(&judge, event));
         Worker {
             shared,
             queue,
-            platforms,
             origins,
-            dead_letters,
             formatter,
-            poll_interval,
-            requeue_backoff,
-            wake_rx,
-            pending: HashMap::new(),
-            leftover: Vec::new(),
-            seq: 0,
+            filter,
         }
     }
 
@@ -97,62 +109,59 @@ impl Worker {
         self.shared.stopping.load(Ordering::SeqCst)
     }
 
-    pub(super) fn run(mut self) {
+    pub(super) fn run(self) {
+        let mut failures = 0_u32;
         loop {
-            // Wake-ups that arrived while the router was busy are stale: this pass looks
-            // at everything anyway. `stop` raises its flag before waking, so a consumed
-            // stop wake-up is still seen here.
-            while self.wake_rx.try_recv().is_ok() {}
+            // Armed before looking: a completion, a turn's end, a new adapter or a stop
+            // that comes between the look and the wait ends the wait.
+            let wait = self.queue.listen();
             if self.stopping() {
-                break;
+                return;
             }
-            let mut progressed = self.flush_idle_sessions();
-            if self.stopping() {
-                break;
-            }
-            let mut batch = self.queue.drain();
-            if batch.is_empty() {
-                match self.queue.take_timeout(self.poll_interval) {
-                    Some(event) => batch.push(event),
-                    None => continue,
-                }
-            }
-            let mut not_ours = Vec::new();
-            for event in batch {
-                self.seq += 1;
-                if self.stopping() {
-                    // Taken but not looked at: goes back on the queue with the held ones.
-                    self.leftover.push((self.seq, event));
+            match self.queue.claim(&self.filter) {
+                Ok(Some(claim)) => {
+                    failures = 0;
+                    self.handle(claim);
                     continue;
                 }
-                match owned_session_key(&event) {
-                    Some(session_key) => {
-                        let session_key = session_key.to_owned();
-                        self.accept(session_key, event);
-                        progressed = true;
-                    }
-                    None => not_ours.push(event),
+                Ok(None) => failures = 0,
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(%error, failures, "the gateway could not claim completions; retrying");
+                    let _ = wait.wait_until(Instant::now() + retry_after(failures));
+                    continue;
                 }
             }
-            let put_back_only = !not_ours.is_empty() && !progressed;
-            self.shared
-                .put_back
-                .fetch_add(not_ours.len() as u64, Ordering::SeqCst);
-            for event in not_ours {
-                self.queue.put(event);
-            }
-            if put_back_only && !self.stopping() {
-                // Everything on the queue belongs to someone else: pause instead of
-                // taking the same events again at once. A turn's end, a new adapter or
-                // stop cut the pause short.
-                let _ = self.wake_rx.recv_timeout(self.requeue_backoff);
+            match self.queue.next_due(&self.filter) {
+                Ok(Some(due)) => {
+                    let _ = wait.wait_until(due);
+                }
+                Ok(None) => wait.wait(),
+                Err(error) => {
+                    tracing::warn!(%error, "the gateway could not read the ledger; retrying");
+                    let _ = wait.wait_until(Instant::now() + retry_after(1));
+                }
             }
         }
-        self.requeue_everything_held();
     }
 
-    /// Enriches, routes and delivers (or holds) one owned completion.
-    fn accept(&mut self, session_key: String, mut event: Event) {
+    /// Routes, renders and delivers one claimed completion, and settles the claim.
+    fn handle(&self, claim: Claim) {
+        let mut event = claim.event().clone();
+        let Some(session_key) = owned_session_key(&event).map(str::to_owned) else {
+            // The filter only claims owned completions.
+            return self.dead(
+                claim,
+                &event,
+                Unroutable::NothingToDeliver {
+                    event_type: event.type_name().to_owned(),
+                },
+            );
+        };
+        if self.stopping() || self.shared.is_busy(&session_key) {
+            // A turn began (or a stop came) since the claim: not now, and no attempt spent.
+            return self.defer(claim);
+        }
         // An async-delegation completion gains its route from its key; a process
         // completion has no routing fields, so its key and the origin store route it.
         enrich_event_routing(&mut event);
@@ -169,96 +178,35 @@ impl Worker {
                 &session_key,
                 routing,
                 self.origins.as_ref(),
-                &self.platforms,
+                &self.shared.platforms,
             )
         });
         let source = match routed {
             Ok(Ok(source)) => source,
-            Ok(Err(reason)) => return self.dead_letter(event, reason),
+            Ok(Err(reason)) => return self.dead(claim, &event, reason),
             Err(message) => {
-                return self.dead_letter(
-                    event,
-                    Unroutable::OriginStorePanicked {
-                        session_key,
-                        message,
-                    },
-                );
+                let reason = Unroutable::OriginStorePanicked {
+                    session_key,
+                    message,
+                };
+                return self.dead(claim, &event, reason);
             }
         };
-        let held = Held {
-            seq: self.seq,
-            session_key,
-            source,
-            event,
-        };
-        if self.pending.contains_key(&held.session_key) || self.shared.is_busy(&held.session_key) {
-            self.pending
-                .entry(held.session_key.clone())
-                .or_default()
-                .push_back(held);
-            self.shared.pending.fetch_add(1, Ordering::SeqCst);
-        } else {
-            self.deliver(held);
-        }
-    }
-
-    /// Delivers what is held for sessions whose last open turn has ended. Returns `true`
-    /// when it delivered anything.
-    fn flush_idle_sessions(&mut self) -> bool {
-        if self.pending.is_empty() {
-            return false;
-        }
-        let idle = self.shared.turns.idle(self.pending.keys());
-        let mut progressed = false;
-        for session_key in idle {
-            while !self.stopping() && !self.shared.is_busy(&session_key) {
-                let Some(queue) = self.pending.get_mut(&session_key) else {
-                    break;
-                };
-                let Some(held) = queue.pop_front() else {
-                    self.pending.remove(&session_key);
-                    break;
-                };
-                if queue.is_empty() {
-                    self.pending.remove(&session_key);
-                }
-                self.shared.pending.fetch_sub(1, Ordering::SeqCst);
-                self.deliver(held);
-                progressed = true;
-            }
-        }
-        progressed
-    }
-
-    fn deliver(&mut self, held: Held) {
-        let Held {
-            session_key,
-            source,
-            event,
-            ..
-        } = held;
         // The formatter is user code: a panic in it costs this completion only. Its
         // message is computed by the fence, before anything is logged.
         let text = match fence::call(|| (self.formatter)(&event)) {
             Ok(Some(text)) => text,
             Ok(None) => {
                 let event_type = event.type_name().to_owned();
-                return self.dead_letter(event, Unroutable::NothingToDeliver { event_type });
+                return self.dead(claim, &event, Unroutable::NothingToDeliver { event_type });
             }
             Err(message) => {
-                return self.dead_letter(event, Unroutable::FormatterPanicked { message });
+                return self.dead(claim, &event, Unroutable::FormatterPanicked { message })
             }
         };
-        let adapter = self
-            .shared
-            .adapters
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&source.platform)
-            .cloned();
-        let Some(adapter) = adapter else {
-            let platform = source.platform.clone();
-            return self.dead_letter(event, Unroutable::NoAdapter(platform));
+        let Some(adapter) = self.shared.adapter(&source.platform) else {
+            let reason = Unroutable::NoAdapter(source.platform.clone());
+            return self.dead(claim, &event, reason);
         };
         let message = InternalMessage {
             session_key: SessionKey::new(session_key),
@@ -266,6 +214,8 @@ impl Worker {
             source,
             text,
             event,
+            idempotency_key: claim.key().to_owned(),
+            possible_redelivery: claim.is_possible_redelivery(),
         };
         // No lock is held here: the adapter is a user callback, and so are its error's
         // `Display` and drop, and its own drop when it was replaced or removed during the
@@ -276,25 +226,14 @@ impl Worker {
         fence::drop_logged(adapter, "a replaced adapter");
         let platform = message.source.platform.clone();
         let error = match outcome {
-            Ok(Ok(())) => {
-                self.shared.delivered.fetch_add(1, Ordering::SeqCst);
-                tracing::debug!(
-                    session_key = message.session_key.as_str(),
-                    platform = platform.as_str(),
-                    event_type = message.event.type_name(),
-                    "delivered a completion"
-                );
-                return;
-            }
+            Ok(Ok(())) => return self.delivered(claim, &message, &platform),
             Ok(Err(error)) => error,
-            Err(message_text) => {
-                return self.dead_letter(
-                    message.event,
-                    Unroutable::AdapterPanicked {
-                        platform,
-                        message: message_text,
-                    },
-                );
+            Err(panic) => {
+                let reason = Unroutable::AdapterPanicked {
+                    platform,
+                    message: panic,
+                };
+                return self.release(claim, &message.event, reason);
             }
         };
         let text = fence::display(&error);
@@ -304,36 +243,130 @@ impl Worker {
             // A `Display` that panics is the adapter's panic, as in the call itself.
             Err(message) => Unroutable::AdapterPanicked { platform, message },
         };
-        self.dead_letter(message.event, reason);
+        self.release(claim, &message.event, reason);
     }
 
-    fn dead_letter(&mut self, event: Event, reason: Unroutable) {
-        tracing::warn!(
-            session_key = event.session_key().unwrap_or(""),
-            event_type = event.type_name(),
-            reason = %reason,
-            "undeliverable completion kept in the dead-letter store"
-        );
-        self.dead_letters.record(event, reason);
-        self.shared.dead_lettered.fetch_add(1, Ordering::SeqCst);
+    fn delivered(&self, claim: Claim, message: &InternalMessage, platform: &Platform) {
+        match claim.ack() {
+            Ok(_) => {
+                self.shared.delivered.fetch_add(1, Ordering::SeqCst);
+                tracing::debug!(
+                    session_key = message.session_key.as_str(),
+                    key = message.idempotency_key.as_str(),
+                    platform = platform.as_str(),
+                    event_type = message.event.type_name(),
+                    "delivered a completion"
+                );
+            }
+            // Delivered, but the ledger did not take the ack: the completion comes back
+            // once its lease runs out, flagged as a possible redelivery (at least once).
+            Err(error) => {
+                self.shared.delivered.fetch_add(1, Ordering::SeqCst);
+                tracing::warn!(%error, key = message.idempotency_key.as_str(), "a delivered completion could not be acknowledged; it may be delivered again");
+            }
+        }
     }
 
-    /// The shutdown half of the contract: everything held goes back on the queue,
-    /// oldest first.
-    fn requeue_everything_held(&mut self) {
-        let mut held: Vec<(u64, Event)> = self
-            .pending
-            .drain()
-            .flat_map(|(_, queue)| queue.into_iter().map(|h| (h.seq, h.event)))
-            .collect();
-        held.append(&mut self.leftover);
-        held.sort_by_key(|(seq, _)| *seq);
-        self.shared.pending.store(0, Ordering::SeqCst);
-        self.shared
-            .requeued_on_stop
-            .fetch_add(held.len() as u64, Ordering::SeqCst);
-        for (_, event) in held {
-            self.queue.put(event);
+    fn defer(&self, claim: Claim) {
+        let key = claim.key().to_owned();
+        match claim.defer() {
+            Ok(()) => {
+                self.shared.deferred.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(error) => {
+                tracing::warn!(%error, key, "deferring a completion failed; its lease brings it back");
+            }
+        }
+    }
+
+    /// A failed attempt: retried with backoff, dead after the last attempt.
+    fn release(&self, claim: Claim, event: &Event, reason: Unroutable) {
+        let text = reason.to_string();
+        let key = claim.key().to_owned();
+        match claim.release(&text) {
+            Ok(Released::Retry { after }) => {
+                self.shared.released.fetch_add(1, Ordering::SeqCst);
+                tracing::warn!(
+                    session_key = event.session_key().unwrap_or(""),
+                    key,
+                    reason = %text,
+                    retry_in = ?after,
+                    "a completion could not be delivered; it will be retried"
+                );
+            }
+            Ok(Released::Dead) => {
+                self.shared.dead_lettered.fetch_add(1, Ordering::SeqCst);
+                tracing::warn!(
+                    session_key = event.session_key().unwrap_or(""),
+                    key,
+                    reason = %text,
+                    "a completion failed its last delivery attempt; kept as a dead letter"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(%error, key, "releasing a completion failed; its lease brings it back");
+            }
+        }
+    }
+
+    /// Given up on at once (no route, no text, no adapter): a dead letter with its reason.
+    fn dead(&self, claim: Claim, event: &Event, reason: Unroutable) {
+        let text = reason.to_string();
+        let key = claim.key().to_owned();
+        match claim.dead(&text) {
+            Ok(()) => {
+                self.shared.dead_lettered.fetch_add(1, Ordering::SeqCst);
+                tracing::warn!(
+                    session_key = event.session_key().unwrap_or(""),
+                    event_type = event.type_name(),
+                    key,
+                    reason = %text,
+                    "undeliverable completion kept as a dead letter"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(%error, key, "marking a completion dead failed; its lease brings it back");
+            }
+        }
+    }
+}
+
+/// The pause after `failures` consecutive failures to read the ledger: 10 ms doubling,
+/// at most 5 s.
+fn retry_after(failures: u32) -> Duration {
+    Duration::from_millis(10)
+        .saturating_mul(1 << failures.min(9))
+        .min(Duration::from_secs(5))
+}
+
+impl Shared {
+    pub(super) fn adapter(&self, platform: &Platform) -> Option<Arc<dyn super::PlatformAdapter>> {
+        self.adapters
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(platform)
+            .cloned()
+    }
+
+    fn has_adapter(&self, platform: &Platform) -> bool {
+        self.adapters
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(platform)
+    }
+
+    /// Says once per platform that its completions wait for an adapter.
+    fn warn_unserved(&self, platform: &Platform) {
+        let first = self
+            .unserved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(platform.clone());
+        if first {
+            tracing::info!(
+                platform = platform.as_str(),
+                "completions for this platform wait for its adapter to be registered"
+            );
         }
     }
 }
