@@ -10,8 +10,16 @@
 //! gateway leaves it alone). A completion for a session that is mid-turn waits for the
 //! turn to end.
 //!
+//! Part two shows a crash: the gateway runs in a child process on a SQLite completion
+//! ledger, is killed with SIGKILL while subagents are still running and completions are
+//! still undelivered, and starts again on the same ledger; every completion — `unknown`
+//! for the ones that were running — reaches its own chat and thread exactly once.
+//!
+//! Both parts run on SQLite ledgers in `target/demo/` of the workspace (fresh each run).
 //! Run it with `cargo run --release --example demo -p gateway`. It exits by itself
-//! within a second or two.
+//! within a few seconds, and fails loudly if anything it shows does not happen.
+
+mod crash;
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -32,7 +40,9 @@ use gateway::{
     AdapterError, DeliveryRouter, InMemoryOriginStore, InternalMessage, Platform, PlatformAdapter,
     SessionKey, SessionKeyOptions, SessionSource,
 };
-use process_registry::{format_process_notification, CompletionQueue, Event};
+use process_registry::{
+    format_process_notification, ClaimFilter, CompletionQueue, Event, SqliteLedger,
+};
 use serde_json::{json, Value};
 
 type DemoResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
@@ -41,15 +51,32 @@ type DemoResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
 const HANG_GUARD: Duration = Duration::from_secs(10);
 
 fn main() -> DemoResult<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(crash::CHILD_FLAG) {
+        let (phase, ledger) = (
+            args.get(2).ok_or("no phase")?,
+            args.get(3).ok_or("no ledger")?,
+        );
+        return crash::child(Path::new(ledger), phase);
+    }
     let started = Instant::now();
     let root = workspace_root()?;
     install_quiet_panic_hook();
+    let demo_dir = root.join("target").join("demo");
+    fs::create_dir_all(&demo_dir)?;
+    let ledger_path = demo_dir.join("ledger.sqlite3");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = fs::remove_file(format!("{}{suffix}", ledger_path.display()));
+    }
 
     println!("== Background delegation, end to end ==");
     println!("workspace: {}", root.display());
+    println!("ledger:    {} (SQLite)", ledger_path.display());
 
     // ---- The shared pieces: one completion queue, one engine, one delegate_task tool.
-    let queue = CompletionQueue::new();
+    // The completion queue on a durable ledger: every dispatch and completion is a row in
+    // this SQLite file before anyone sees it.
+    let queue = CompletionQueue::builder(SqliteLedger::open(&ledger_path)?).open()?;
     let engine = DelegationEngine::new(queue.clone());
     let config = DelegationConfig::default();
     let start_line = Arc::new(StartLine::default());
@@ -108,7 +135,7 @@ fn main() -> DemoResult<()> {
     let telegram_agent = Agent::new("telegram", telegram_key.as_str());
     let discord_agent = Agent::new("discord", discord_key.as_str());
     let cli_agent = Agent::new("cli", "");
-    let mut ledger = Ledger::default();
+    let mut tally = Tally::default();
 
     // ---- Telegram: ada asks two things; the agent delegates both and keeps talking.
     step("telegram · ada: \"How big is the async engine? And index our docs while you're at it.\"");
@@ -123,7 +150,7 @@ fn main() -> DemoResult<()> {
             "background": true,
         }),
     )?;
-    ledger.dispatched(&sources, "telegram 12345/678");
+    tally.dispatched(&sources, "telegram 12345/678");
     let docs_index = telegram_agent.delegate(
         &tool,
         json!({
@@ -133,7 +160,7 @@ fn main() -> DemoResult<()> {
             "background": true,
         }),
     )?;
-    ledger.dispatched(&docs_index, "telegram 12345/678");
+    tally.dispatched(&docs_index, "telegram 12345/678");
 
     // ---- Discord: bob wants a TODO watch while he refactors.
     step("discord · bob: \"Watch the repo for TODOs while I refactor, and count the words in our docs.\"");
@@ -146,7 +173,7 @@ fn main() -> DemoResult<()> {
             "background": true,
         }),
     )?;
-    ledger.dispatched(&watcher, "discord 881/t-42");
+    tally.dispatched(&watcher, "discord 881/t-42");
     let word_count_args = json!({
         "goal": "Count the words of every docs/*.md file",
         "context": "path: docs",
@@ -163,7 +190,7 @@ fn main() -> DemoResult<()> {
         engine.active_count()
     );
     println!("  > {refusal}");
-    ledger.dispatched(&refused, "discord 881/t-42");
+    tally.dispatched(&refused, "discord 881/t-42");
 
     // ---- The Telegram subagents run; ada's turn is still going.
     step("telegram's subagents run while its agent is still answering ada");
@@ -180,7 +207,7 @@ fn main() -> DemoResult<()> {
     telegram_turn.end();
     for mut delivery in expect_deliveries(&delivered, 2)? {
         delivery.place.push_str(" (after the turn)");
-        ledger.delivered(delivery);
+        tally.delivered(delivery);
     }
 
     // ---- Discord: bob says stop; the gateway interrupts that session's subagents.
@@ -191,13 +218,13 @@ fn main() -> DemoResult<()> {
     let signalled = engine.interrupt_session(discord_key.as_str(), "user asked to stop");
     println!("  gateway: interrupt_session({discord_key}) signalled {signalled} subagent(s)");
     for delivery in expect_deliveries(&delivered, 1)? {
-        ledger.delivered(delivery);
+        tally.delivered(delivery);
     }
     step("discord · the agent retries the refused word count now that a slot is free");
     let word_count = discord_agent.delegate(&tool, word_count_args)?;
-    ledger.dispatched(&word_count, "discord 881/t-42");
+    tally.dispatched(&word_count, "discord 881/t-42");
     for delivery in expect_deliveries(&delivered, 1)? {
-        ledger.delivered(delivery);
+        tally.delivered(delivery);
     }
 
     // ---- CLI: the same tool, no session key; the CLI loop drains its own completion.
@@ -210,12 +237,12 @@ fn main() -> DemoResult<()> {
             "background": true,
         }),
     )?;
-    ledger.dispatched(&manifest, "cli");
+    tally.dispatched(&manifest, "cli");
     // The gateway never claims it: the CLI's completion is not its.
     println!("  gateway: never claims a CLI-origin completion; it waits for the CLI loop");
     let cli_event = cli_drain(&queue)?;
     if let Event::AsyncDelegation(event) = &cli_event {
-        ledger.delivered(Delivery {
+        tally.delivered(Delivery {
             delegation_id: event.delegation_id.clone().unwrap_or_default(),
             status: event.status.clone().unwrap_or_default(),
             place: "CLI drain (unrouted)".to_owned(),
@@ -228,7 +255,7 @@ fn main() -> DemoResult<()> {
     // ---- Done: stop the gateway and show what happened.
     let stats = router.stop();
     step("summary");
-    ledger.print();
+    tally.print();
     println!(
         "router: delivered {}, dead letters {}, deferred {}, retried {}",
         stats.delivered, stats.dead_lettered, stats.deferred, stats.released
@@ -238,6 +265,10 @@ fn main() -> DemoResult<()> {
         queue.len(),
         engine.active_count()
     );
+
+    // ---- Part two: the gateway dies and comes back.
+    step("part two: kill -9 the gateway, start it again on the same ledger");
+    crash::run(&demo_dir)?;
     println!("done in {:.2?}", started.elapsed());
     Ok(())
 }
@@ -345,18 +376,12 @@ impl PlatformAdapter for TerminalAdapter {
 /// The CLI loop: while its parent is idle it takes the CLI-origin completions off the
 /// shared queue and leaves every other event for its owner (the gateway).
 fn cli_drain(queue: &CompletionQueue) -> DemoResult<Event> {
-    let deadline = Instant::now() + HANG_GUARD;
-    while Instant::now() < deadline {
-        let mut taken = queue.take_where(Event::is_cli_completion).into_iter();
-        if let Some(event) = taken.next() {
-            // The demo's CLI dispatched one delegation; anything more waits for a later turn.
-            taken.for_each(|later| queue.put(later));
-            return Ok(event);
-        }
-        // An idle CLI polls between prompts; the demo has nothing else to do meanwhile.
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Err("the CLI completion never arrived".into())
+    // Claims only what is its own; woken by the completion itself, no polling.
+    let claim = queue
+        .claim_timeout(&ClaimFilter::cli_completions(), HANG_GUARD)?
+        .ok_or("the CLI completion never arrived")?;
+    // Acknowledged once the new turn has its text: delivered.
+    Ok(claim.ack()?)
 }
 
 fn expect_deliveries(delivered: &Receiver<Delivery>, n: usize) -> DemoResult<Vec<Delivery>> {
@@ -707,11 +732,11 @@ fn file_name(path: &Path) -> String {
 
 /// What the summary table shows, in dispatch order.
 #[derive(Default)]
-struct Ledger {
+struct Tally {
     rows: Vec<(String, String, String, String)>,
 }
 
-impl Ledger {
+impl Tally {
     fn dispatched(&mut self, dispatch: &Dispatch, chat: &str) {
         let (id, status, place) = match &dispatch.delegation_id {
             Some(id) => (id.clone(), "running".to_owned(), "-".to_owned()),
