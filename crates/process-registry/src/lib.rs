@@ -10,17 +10,48 @@
 //! the parent agent (a CLI loop or a chat gateway) takes events off the queue while the
 //! parent is idle and turns each into a new turn with [`format_process_notification`].
 //!
-//! # The queue
+//! # The queue and its ledger
 //!
-//! [`CompletionQueue`] is one unbounded FIFO shared by every producer and consumer, a
-//! cheap cloneable handle that is safe from any thread. `put` never blocks and never
-//! drops; consumers use `try_take` (never blocks), `take_timeout`, or `drain` (everything
-//! waiting right now) or `take_where` (the waiting events a consumer owns, e.g. a CLI
-//! loop's [`Event::is_cli_completion`] ones, leaving the rest in order), and may `put` an
-//! event back: it goes to the tail. A
-//! [`ProcessRegistry`] bundles the queue; [`global()`] is a lazily created process-wide
-//! default for programs that want exactly one. Components take an explicit queue or
-//! registry, so tests and embedders never need the global.
+//! [`CompletionQueue`] is one FIFO shared by every producer and consumer, a cheap
+//! cloneable handle that is safe from any thread, on a **completion ledger**: one row per
+//! completion with two independent axes — what the run did ([`RunState`]: running, then
+//! the completion's status, or `unknown`) and whether anyone accepted the result
+//! ([`DeliveryState`]: pending → claimed → delivered, or dead) — behind one
+//! [`LedgerBackend`] trait. [`CompletionQueue::new`] keeps it in memory
+//! ([`MemoryLedger`]: today's behaviour, nothing survives the process); with the `sqlite`
+//! feature, `SqliteLedger` keeps it in one file that survives `kill -9` of any process
+//! using it.
+//!
+//! Consumers **claim** what they own ([`CompletionQueue::claim`] with a
+//! [`ClaimFilter`]: the CLI loop its CLI-origin completions, a gateway its chats'), under
+//! a lease, and then [`ack`](Claim::ack) (delivered), [`defer`](Claim::defer) (not now,
+//! no attempt spent), [`release`](Claim::release) (a failed attempt: retried with a
+//! capped exponential backoff, dead after the last) or mark it [`dead`](Claim::dead).
+//! A waiting consumer ([`CompletionQueue::claim_timeout`], [`CompletionQueue::listen`])
+//! is woken by the completion itself: nothing polls. The plain queue API — `put`,
+//! `try_take`, `take_timeout`, `drain`, `take_where` — is a claim acknowledged at once.
+//!
+//! When a queue opens a durable ledger it **recovers** the rows of instances that died
+//! (an instance is a pid, its start time and the boot id): their running delegations
+//! become `unknown` ([`OWNER_EXITED_ERROR`]; never re-run), their pending completions are
+//! *restored* (offered only to a consumer that owns their session) and what they had
+//! claimed comes back as a possible redelivery. A `ledger-sweep` thread repeats this every
+//! 30 s, and prunes delivered rows after 7 days ([`LedgerConfig`]).
+//!
+//! **The delivery promise: at-least-once delivery with a stable idempotency key
+//! ([`Claim::key`], the `delegation_id`) — exactly once unless a process dies between
+//! delivering and acking**, in which case the repeat is flagged
+//! ([`Claim::is_possible_redelivery`]) so the receiving end can drop it.
+//!
+//! A [`ProcessRegistry`] bundles the queue; [`global()`] is a lazily created process-wide
+//! default (in memory) for programs that want exactly one. Components take an explicit
+//! queue or registry, so tests and embedders never need the global.
+//!
+//! # Features
+//!
+//! | feature | adds |
+//! | --- | --- |
+//! | `sqlite` | `SqliteLedger`, `SqliteOptions`, `Durability`: the embedded durable ledger on a bundled SQLite (nothing to install) |
 //!
 //! # Events
 //!
@@ -31,7 +62,8 @@
 //! [`ProcessCompletion`] (also what an untyped object is), [`WatchMatch`],
 //! [`WatchDisabled`] and [`WatchOverflow`]. Fields this crate does not know are kept in
 //! each struct's `extra`, routing fields in [`Routing`], and an event of unknown type is
-//! kept verbatim as [`Event::Other`]: nothing round-trips lossily.
+//! kept byte for byte as [`Event::Other`]; numbers are [`WireNumber`]s: nothing
+//! round-trips lossily.
 //!
 //! # The formatter
 //!
