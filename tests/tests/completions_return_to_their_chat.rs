@@ -163,11 +163,26 @@ fn a_cli_origin_completion_stays_on_the_queue_for_the_cli() {
         .unwrap();
 
     let id = delegate(&world, "", "cli task");
-    // The router looks at it and puts it back: it is not the gateway's.
-    assert!(wait_until(|| router.stats().put_back >= 1));
+    // The router never claims it: it is not the gateway's. It stays pending, untouched.
+    assert!(wait_until(|| world.queue.len() == 1));
+    std::thread::sleep(std::time::Duration::from_millis(100));
     let stats = router.stop();
-    assert_eq!((stats.delivered, stats.dead_lettered), (0, 0));
+    assert_eq!(
+        (
+            stats.delivered,
+            stats.dead_lettered,
+            stats.deferred,
+            stats.released
+        ),
+        (0, 0, 0, 0)
+    );
     assert!(telegram_inbox.try_recv().is_err());
+    let rows = world
+        .queue
+        .rows(&process_registry::RowQuery::default())
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].attempts, 0, "never claimed by the router");
 
     // The CLI drain finds it, unrouted.
     let events = world.queue.drain();
@@ -193,8 +208,9 @@ fn a_busy_session_gets_its_completion_only_after_its_turn_ends() {
 
     let turn = router.turn(key.clone());
     let id = delegate(&world, &key, "while you talk");
-    // The completion reaches the router and waits there for the turn.
-    assert!(wait_until(|| router.stats().pending == 1));
+    // The completion is committed and waits in the ledger for the turn.
+    assert!(wait_until(|| router.stats().waiting == 1));
+    std::thread::sleep(std::time::Duration::from_millis(100));
     assert!(inbox.try_recv().is_err(), "delivered into a running turn");
     assert!(router.is_busy(&key));
 
@@ -203,7 +219,7 @@ fn a_busy_session_gets_its_completion_only_after_its_turn_ends() {
     assert_eq!(delegation_id(&message), id);
     assert_eq!(message.source.thread_id.as_deref(), Some("678"));
     let stats = router.stop();
-    assert_eq!((stats.delivered, stats.pending), (1, 0));
+    assert_eq!((stats.delivered, stats.waiting), (1, 0));
 }
 
 #[test]
@@ -247,13 +263,17 @@ fn an_interrupted_session_gets_its_interrupted_completion_back() {
         .any(|r| r.delegation_id == other && r.is_running()));
 
     gate.open();
-    // The telegram one has no adapter here: it is kept as a dead letter, not lost.
-    assert!(wait_until(|| router.dead_letters().len() == 1));
+    // The telegram one has no adapter here: it waits in the ledger for one, not lost.
+    assert!(wait_until(|| world.queue.len() == 1));
+    assert!(router.dead_letters().is_empty());
     router.stop();
+    let left = world.queue.drain();
+    assert_eq!(left[0].session_key(), Some("agent:main:telegram:dm:1"));
 }
 
 #[test]
-fn a_crashed_subagent_reaches_its_chat_and_an_undeliverable_one_is_a_dead_letter() {
+fn a_crashed_subagent_reaches_its_chat_a_platform_without_adapter_waits_and_an_unroutable_one_is_a_dead_letter(
+) {
     let world = world(ScriptedBackend::new(|_, task| {
         if task.goal.contains("explode") {
             panic!("subagent exploded");
@@ -279,26 +299,34 @@ fn a_crashed_subagent_reaches_its_chat_and_an_undeliverable_one_is_a_dead_letter
         .unwrap_or("")
         .contains("subagent exploded"));
 
-    // Slack has no adapter in this gateway: the completion is kept, with the reason.
+    // Slack has no adapter in this gateway yet: the completion waits for it, pending.
     let slack = SessionSource::new(Platform::Slack, "C1")
         .with_chat_type("channel")
         .with_user_id("U1");
     let stranded = delegate(&world, &key_of(&slack), "no adapter for me");
+    assert!(wait_until(|| router.stats().waiting == 1));
+    assert!(router.dead_letters().is_empty());
+    let (slack_adapter, slack_inbox) = fake_adapter();
+    router.register_adapter(Platform::Slack, slack_adapter);
+    let message = slack_inbox.recv_timeout(HANG_GUARD).unwrap();
+    assert_eq!(delegation_id(&message), stranded);
+    assert_eq!(message.source.chat_id, "C1");
+
+    // A platform nobody knows is unroutable: a dead letter, with the reason.
+    let nowhere = "agent:main:myspace:dm:42".to_owned();
+    let lost = delegate(&world, &nowhere, "unroutable");
     assert!(wait_until(|| router.dead_letters().len() == 1));
-    let letters = router.dead_letters().snapshot();
+    let letters = router.dead_letters().snapshot().unwrap();
+    assert_eq!(letters[0].event.session_key(), Some(nowhere.as_str()));
     assert_eq!(
-        letters[0].event.session_key(),
-        Some(key_of(&slack).as_str())
+        letters[0].reason,
+        Unroutable::UnknownPlatform {
+            platform: "myspace".into(),
+            session_key: nowhere.clone()
+        }
+        .to_string()
     );
-    assert!(
-        matches!(&letters[0].reason, Unroutable::NoAdapter(Platform::Slack)),
-        "{:?}",
-        letters[0].reason
-    );
-    let Event::AsyncDelegation(event) = &letters[0].event else {
-        unreachable!()
-    };
-    assert_eq!(event.delegation_id.as_deref(), Some(stranded.as_ref()));
+    assert_eq!(letters[0].key, lost);
     router.stop();
 }
 
@@ -319,8 +347,8 @@ fn watch_events_and_completions_share_the_queue_without_stealing_each_others() {
     let routed = delegate(&world, &key_of(&telegram_topic()), "routed one");
     let cli = delegate(&world, "", "cli one");
 
-    // The gateway's watch drain gets the watch event (the router puts it back whenever
-    // it takes it), and the router delivers the routed completion.
+    // The gateway's watch drain gets the watch event (the router never takes it), and
+    // the router delivers the routed completion.
     let mut watches = Vec::new();
     assert!(wait_until(|| {
         watches.extend(gateway::drain_gateway_watch_events(&world.queue));

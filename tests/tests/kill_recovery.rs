@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use async_delegation::{DelegationEngine, DelegationResult, DelegationSpec, DispatchError};
 use gateway::{DeliveryRouter, InternalMessage, Platform};
 use process_registry::{
-    Candidate, CandidateQuery, Capabilities, ClaimedRow, CompletionQueue, DeliveryState, Event,
-    Finish, Inserted, LedgerBackend, LedgerConfig, LedgerError, LedgerRow, NewClaim, NewPending,
-    NewRunning, RowQuery, Settle, SqliteLedger,
+    Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, CompletionQueue,
+    DeliveryState, Event, Finish, Inserted, LedgerBackend, LedgerConfig, LedgerError, LedgerRow,
+    NewClaim, NewPending, NewRunning, RowQuery, Settle, SqliteLedger,
 };
 
 const CHILD_ENV: &str = "KILL_RECOVERY_CHILD";
@@ -124,11 +124,16 @@ impl LedgerBackend for Announcing {
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
         self.inner.claim(seq, claim)
     }
-    fn settle(&self, seq: u64, id: &str, settle: Settle<'_>) -> Result<bool, LedgerError> {
-        self.inner.settle(seq, id, settle)
+    fn settle(
+        &self,
+        seq: u64,
+        token: ClaimToken<'_>,
+        settle: Settle<'_>,
+    ) -> Result<bool, LedgerError> {
+        self.inner.settle(seq, token, settle)
     }
-    fn renew(&self, seq: u64, id: &str, lease: f64) -> Result<bool, LedgerError> {
-        self.inner.renew(seq, id, lease)
+    fn renew(&self, seq: u64, token: ClaimToken<'_>, lease: f64) -> Result<bool, LedgerError> {
+        self.inner.renew(seq, token, lease)
     }
     fn rows(&self, q: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError> {
         self.inner.rows(q)

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use async_delegation::{DelegationEngine, DelegationResult, DelegationSpec, DispatchError};
 use common::{gate, take_delegation, wait, HANG_GUARD};
 use process_registry::{
-    Candidate, CandidateQuery, Capabilities, ClaimedRow, CompletionQueue, DeliveryState, Finish,
-    Inserted, LedgerBackend, LedgerError, LedgerRow, MemoryLedger, NewClaim, NewPending,
-    NewRunning, RowQuery, RunState, Settle,
+    Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, CompletionQueue,
+    DeliveryState, Finish, Inserted, LedgerBackend, LedgerError, LedgerRow, MemoryLedger, NewClaim,
+    NewPending, NewRunning, RowQuery, RunState, Settle,
 };
 
 /// A memory ledger whose writes can be made to fail, as a full disk would.
@@ -90,11 +90,16 @@ impl LedgerBackend for Flaky {
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
         self.inner.claim(seq, claim)
     }
-    fn settle(&self, seq: u64, id: &str, settle: Settle<'_>) -> Result<bool, LedgerError> {
-        self.inner.settle(seq, id, settle)
+    fn settle(
+        &self,
+        seq: u64,
+        token: ClaimToken<'_>,
+        settle: Settle<'_>,
+    ) -> Result<bool, LedgerError> {
+        self.inner.settle(seq, token, settle)
     }
-    fn renew(&self, seq: u64, id: &str, lease: f64) -> Result<bool, LedgerError> {
-        self.inner.renew(seq, id, lease)
+    fn renew(&self, seq: u64, token: ClaimToken<'_>, lease: f64) -> Result<bool, LedgerError> {
+        self.inner.renew(seq, token, lease)
     }
     fn rows(&self, q: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError> {
         self.inner.rows(q)

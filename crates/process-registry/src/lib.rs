@@ -122,9 +122,9 @@ pub use event::{
 };
 pub use format::{format_process_notification, format_process_notification_in};
 pub use ledger::backend::{
-    Candidate, CandidateQuery, Capabilities, ClaimedRow, DeliveryState, Finish, Inserted,
-    LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, RowQuery, RunState, SessionMatch,
-    Settle,
+    Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState, Finish,
+    Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, RowQuery, RunState,
+    SessionMatch, Settle,
 };
 pub use ledger::claim::{Claim, ClaimFilter, Released};
 pub use ledger::clock::{Clock, ManualClock, SystemClock};

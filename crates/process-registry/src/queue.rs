@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use event_listener::{Event as Signal, Listener};
 
-use crate::ledger::backend::{Finish, Inserted, LedgerBackend, NewClaim, NewPending, NewRunning};
+use crate::ledger::backend::{
+    ClaimToken, Finish, Inserted, LedgerBackend, NewClaim, NewPending, NewRunning,
+};
 use crate::ledger::sweeper::Sweeper;
 use crate::ledger::unknown_completion;
 use crate::{
@@ -86,7 +88,6 @@ pub(crate) struct Core {
     unoffered_count: AtomicUsize,
     /// Events whose write failed, kept in memory and retried by the sweep.
     outbox: Mutex<VecDeque<Arc<Event>>>,
-    next_claim: AtomicU64,
     sweeper: Mutex<Option<Sweeper>>,
 }
 
@@ -162,7 +163,6 @@ impl CompletionQueueBuilder {
             unoffered: Mutex::new(HashSet::new()),
             unoffered_count: AtomicUsize::new(0),
             outbox: Mutex::new(VecDeque::new()),
-            next_claim: AtomicU64::new(0),
             sweeper: Mutex::new(None),
         });
         core.sweep()?;
@@ -687,7 +687,6 @@ fn unreachable_memory_queue() -> CompletionQueue {
         unoffered: Mutex::new(HashSet::new()),
         unoffered_count: AtomicUsize::new(0),
         outbox: Mutex::new(VecDeque::new()),
-        next_claim: AtomicU64::new(0),
         sweeper: Mutex::new(None),
     });
     CompletionQueue { core }
@@ -773,16 +772,17 @@ impl Core {
     }
 
     fn claim_seq(self: &Arc<Self>, seq: u64) -> Result<Option<Claim>, LedgerError> {
-        let claim_id = format!(
-            "{}#{}",
-            self.instance,
-            self.next_claim.fetch_add(1, Ordering::Relaxed)
-        );
+        // Unique in this process (every queue shares the counter); with the instance id,
+        // unique everywhere.
+        static NEXT_CLAIM: AtomicU64 = AtomicU64::new(1);
+        let claim_id = NEXT_CLAIM.fetch_add(1, Ordering::Relaxed);
         let claimed = self.backend.claim(
             seq,
             NewClaim {
-                claim_id: &claim_id,
-                owner: &self.instance,
+                token: ClaimToken {
+                    id: claim_id,
+                    owner: &self.instance,
+                },
                 lease_seconds: self.config.lease.as_secs_f64(),
             },
         )?;
@@ -796,9 +796,12 @@ impl Core {
 
     fn try_claim(self: &Arc<Self>, filter: &ClaimFilter) -> Result<Option<Claim>, LedgerError> {
         let mut after = 0;
+        // Usually the first candidate is the one: read a single row first, then pages.
+        let mut size = 1;
         loop {
-            let page = self.backend.candidates(&filter.query(after), PAGE)?;
-            let full = page.len() == PAGE;
+            let page = self.backend.candidates(&filter.query(after), size)?;
+            let full = page.len() == size;
+            size = PAGE;
             for candidate in page {
                 after = candidate.seq;
                 if self.is_held(&candidate.event) || !filter.accepts(&candidate.event) {

@@ -214,7 +214,7 @@ impl Worker {
             source,
             text,
             event,
-            idempotency_key: claim.key().to_owned(),
+            idempotency_key: claim.key().into_owned(),
             possible_redelivery: claim.is_possible_redelivery(),
         };
         // No lock is held here: the adapter is a user callback, and so are its error's
@@ -268,7 +268,7 @@ impl Worker {
     }
 
     fn defer(&self, claim: Claim) {
-        let key = claim.key().to_owned();
+        let key = claim.key().into_owned();
         match claim.defer() {
             Ok(()) => {
                 self.shared.deferred.fetch_add(1, Ordering::SeqCst);
@@ -282,7 +282,7 @@ impl Worker {
     /// A failed attempt: retried with backoff, dead after the last attempt.
     fn release(&self, claim: Claim, event: &Event, reason: Unroutable) {
         let text = reason.to_string();
-        let key = claim.key().to_owned();
+        let key = claim.key().into_owned();
         match claim.release(&text) {
             Ok(Released::Retry { after }) => {
                 self.shared.released.fetch_add(1, Ordering::SeqCst);
@@ -312,7 +312,7 @@ impl Worker {
     /// Given up on at once (no route, no text, no adapter): a dead letter with its reason.
     fn dead(&self, claim: Claim, event: &Event, reason: Unroutable) {
         let text = reason.to_string();
-        let key = claim.key().to_owned();
+        let key = claim.key().into_owned();
         match claim.dead(&text) {
             Ok(()) => {
                 self.shared.dead_lettered.fetch_add(1, Ordering::SeqCst);

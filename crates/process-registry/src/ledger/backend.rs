@@ -192,13 +192,23 @@ pub struct Candidate {
     pub event: Arc<Event>,
 }
 
+/// The fencing token of one claim: every transition after the claim names it, and a
+/// store applies the transition only while the row is still claimed under exactly this
+/// token. `id` is unique within the claiming instance; with `owner` it is unique
+/// everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimToken<'a> {
+    /// The claim's number, unique within its instance.
+    pub id: u64,
+    /// The claiming instance.
+    pub owner: &'a str,
+}
+
 /// A claim to make.
 #[derive(Debug, Clone, Copy)]
 pub struct NewClaim<'a> {
-    /// The fencing id every later transition of this claim must name.
-    pub claim_id: &'a str,
-    /// The claiming instance.
-    pub owner: &'a str,
+    /// The fencing token every later transition of this claim must name.
+    pub token: ClaimToken<'a>,
     /// How long the claim lasts, in seconds from the store's now.
     pub lease_seconds: f64,
 }
@@ -208,9 +218,8 @@ pub struct NewClaim<'a> {
 pub struct ClaimedRow {
     /// The row.
     pub seq: u64,
-    /// Its idempotency key.
-    pub key: String,
-    /// Its delegation id, when the engine wrote it.
+    /// Its delegation id, when the engine wrote it (then also its idempotency key; else
+    /// the key is `event-{seq}`).
     pub delegation_id: Option<String>,
     /// The completion.
     pub event: Arc<Event>,
@@ -367,19 +376,29 @@ pub trait LedgerBackend: Send + Sync + 'static {
     /// When the store cannot be written.
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError>;
 
-    /// Ends claim `claim_id` of row `seq`. Guard: the row is claimed under that id.
+    /// Ends the claim `token` of row `seq`. Guard: the row is claimed under that token.
     /// `false` when the claim was lost (it expired and was taken by someone else).
     ///
     /// # Errors
     /// When the store cannot be written.
-    fn settle(&self, seq: u64, claim_id: &str, settle: Settle<'_>) -> Result<bool, LedgerError>;
+    fn settle(
+        &self,
+        seq: u64,
+        token: ClaimToken<'_>,
+        settle: Settle<'_>,
+    ) -> Result<bool, LedgerError>;
 
-    /// Extends claim `claim_id` of row `seq` to `lease_seconds` from now. Guard: the row is
-    /// claimed under that id.
+    /// Extends the claim `token` of row `seq` to `lease_seconds` from now. Guard: the row
+    /// is claimed under that token.
     ///
     /// # Errors
     /// When the store cannot be written.
-    fn renew(&self, seq: u64, claim_id: &str, lease_seconds: f64) -> Result<bool, LedgerError>;
+    fn renew(
+        &self,
+        seq: u64,
+        token: ClaimToken<'_>,
+        lease_seconds: f64,
+    ) -> Result<bool, LedgerError>;
 
     /// Rows matching `query`, oldest first.
     ///

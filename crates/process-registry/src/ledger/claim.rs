@@ -208,14 +208,14 @@ pub enum Released {
 pub struct Claim {
     pub(crate) core: Arc<Core>,
     pub(crate) row: ClaimedRow,
-    pub(crate) claim_id: String,
+    pub(crate) claim_id: u64,
     pub(crate) settled: bool,
 }
 
 impl fmt::Debug for Claim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Claim")
-            .field("key", &self.row.key)
+            .field("key", &self.key())
             .field("attempt", &self.row.attempts)
             .field("possible_redelivery", &self.row.possible_redelivery)
             .field("restored", &self.row.restored)
@@ -230,10 +230,13 @@ impl Claim {
         &self.row.event
     }
 
-    /// The idempotency key: the `delegation_id` of a delegation, else a key the ledger
-    /// made for the event. Stable across redeliveries.
-    pub fn key(&self) -> &str {
-        &self.row.key
+    /// The idempotency key: the `delegation_id` of a delegation, else `event-{seq}`, a
+    /// key the ledger made for the event. Stable across redeliveries.
+    pub fn key(&self) -> std::borrow::Cow<'_, str> {
+        match &self.row.delegation_id {
+            Some(id) => std::borrow::Cow::Borrowed(id),
+            None => std::borrow::Cow::Owned(format!("event-{}", self.row.seq)),
+        }
     }
 
     /// The delegation's id, for completions the engine recorded.
@@ -317,13 +320,16 @@ impl Claim {
     /// As [`ack`](Self::ack).
     pub fn renew(&self) -> Result<(), SettleError> {
         let lease = self.core.config.lease.as_secs_f64();
-        match self
-            .core
-            .backend
-            .renew(self.row.seq, &self.claim_id, lease)?
-        {
+        match self.core.backend.renew(self.row.seq, self.token(), lease)? {
             true => Ok(()),
             false => Err(SettleError::ClaimLost),
+        }
+    }
+
+    fn token(&self) -> crate::ClaimToken<'_> {
+        crate::ClaimToken {
+            id: self.claim_id,
+            owner: &self.core.instance,
         }
     }
 
@@ -348,7 +354,7 @@ impl Claim {
         let settled = self
             .core
             .backend
-            .settle(self.row.seq, &self.claim_id, settle)?;
+            .settle(self.row.seq, self.token(), settle)?;
         if !settled {
             return Err(SettleError::ClaimLost);
         }
@@ -367,7 +373,7 @@ impl Drop for Claim {
                 self.release_inner("the consumer dropped its claim without a decision")
             {
                 // The lease brings the completion back anyway.
-                tracing::warn!(%error, key = %self.row.key, "releasing a dropped claim failed");
+                tracing::warn!(%error, key = %self.key(), "releasing a dropped claim failed");
             }
         }
     }

@@ -4,9 +4,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::backend::{
-    Candidate, CandidateQuery, Capabilities, ClaimedRow, DeliveryState, Finish, Inserted,
-    LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, RowQuery, RunState, SessionMatch,
-    Settle,
+    Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState, Finish,
+    Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, RowQuery, RunState,
+    SessionMatch, Settle,
 };
 use super::clock::{Clock, SystemClock};
 use crate::{Event, LedgerError};
@@ -36,20 +36,20 @@ struct State {
     by_id: HashMap<String, u64>,
     /// Pending and claimed rows: the only ones a claim can take.
     open: BTreeSet<u64>,
+    /// The instances seen, shared by their rows (usually one).
+    owners: Vec<Arc<str>>,
 }
 
+/// A row. Its kind and session key are read off its event; its key is its delegation id
+/// or `event-{seq}`: nothing is stored twice.
 struct Row {
-    key: String,
     delegation_id: Option<String>,
-    kind: String,
-    session_key: String,
     run_state: Option<RunState>,
     delivery: Option<DeliveryState>,
     attempts: u32,
     reason: Option<String>,
-    owner: String,
-    claim_id: Option<String>,
-    claimed_by: Option<String>,
+    owner: Arc<str>,
+    claim: Option<(u64, Arc<str>)>,
     restored: bool,
     possible_redelivery: bool,
     created_at: f64,
@@ -61,6 +61,25 @@ struct Row {
 }
 
 impl Row {
+    fn kind(&self) -> &str {
+        self.event.type_name()
+    }
+
+    fn session_key(&self) -> &str {
+        self.event.session_key().unwrap_or("")
+    }
+
+    fn key(&self, seq: u64) -> String {
+        match &self.delegation_id {
+            Some(id) => id.clone(),
+            None => format!("event-{seq}"),
+        }
+    }
+
+    fn claimed_by(&self) -> Option<&str> {
+        self.claim.as_ref().map(|(_, owner)| &**owner)
+    }
+
     fn claimable(&self, now: f64) -> bool {
         match self.delivery {
             Some(DeliveryState::Pending) => self.not_before.is_none_or(|t| t <= now),
@@ -70,30 +89,31 @@ impl Row {
     }
 
     fn matches(&self, query: &CandidateQuery<'_>) -> bool {
-        (query.kinds.is_empty() || query.kinds.contains(&self.kind.as_str()))
-            && !query.except_kinds.contains(&self.kind.as_str())
+        let kind = self.kind();
+        (query.kinds.is_empty() || query.kinds.contains(&kind))
+            && !query.except_kinds.contains(&kind)
             && (query.restored || !self.restored)
             && match query.sessions {
                 SessionMatch::Any => true,
-                SessionMatch::Cli => self.session_key.is_empty(),
-                SessionMatch::Routed => !self.session_key.is_empty(),
-                SessionMatch::Keys(keys) => keys.contains(&self.session_key),
+                SessionMatch::Cli => self.session_key().is_empty(),
+                SessionMatch::Routed => !self.session_key().is_empty(),
+                SessionMatch::Keys(keys) => keys.iter().any(|k| k == self.session_key()),
             }
     }
 
     fn to_row(&self, seq: u64) -> LedgerRow {
         LedgerRow {
             seq,
-            key: self.key.clone(),
+            key: self.key(seq),
             delegation_id: self.delegation_id.clone(),
-            kind: self.kind.clone(),
-            session_key: self.session_key.clone(),
+            kind: self.kind().to_owned(),
+            session_key: self.session_key().to_owned(),
             run_state: self.run_state.clone(),
             delivery: self.delivery,
             attempts: self.attempts,
             reason: self.reason.clone(),
-            owner: self.owner.clone(),
-            claimed_by: self.claimed_by.clone(),
+            owner: self.owner.to_string(),
+            claimed_by: self.claimed_by().map(str::to_owned),
             restored: self.restored,
             possible_redelivery: self.possible_redelivery,
             created_at: self.created_at,
@@ -134,6 +154,16 @@ impl MemoryLedger {
 }
 
 impl State {
+    /// The shared copy of an instance id.
+    fn owner(&mut self, owner: &str) -> Arc<str> {
+        if let Some(known) = self.owners.iter().find(|known| &***known == owner) {
+            return Arc::clone(known);
+        }
+        let owner: Arc<str> = Arc::from(owner);
+        self.owners.push(Arc::clone(&owner));
+        owner
+    }
+
     fn insert(&mut self, row: Row) -> u64 {
         self.next_seq += 1;
         let seq = self.next_seq;
@@ -179,18 +209,15 @@ impl LedgerBackend for MemoryLedger {
         if state.by_id.contains_key(new.delegation_id) {
             return Ok(Inserted::IdTaken);
         }
+        let owner = state.owner(new.owner);
         let seq = state.insert(Row {
-            key: new.delegation_id.to_owned(),
             delegation_id: Some(new.delegation_id.to_owned()),
-            kind: new.skeleton.type_name().to_owned(),
-            session_key: new.session_key.to_owned(),
             run_state: Some(RunState::Running),
             delivery: None,
             attempts: 0,
             reason: None,
-            owner: new.owner.to_owned(),
-            claim_id: None,
-            claimed_by: None,
+            owner,
+            claim: None,
             restored: false,
             possible_redelivery: false,
             created_at: now,
@@ -206,19 +233,15 @@ impl LedgerBackend for MemoryLedger {
     fn insert_pending(&self, new: NewPending<'_>) -> Result<u64, LedgerError> {
         let now = self.now();
         let mut state = self.lock();
-        let seq = state.next_seq + 1;
+        let owner = state.owner(new.owner);
         Ok(state.insert(Row {
-            key: format!("event-{seq}"),
             delegation_id: None,
-            kind: new.kind.to_owned(),
-            session_key: new.session_key.to_owned(),
             run_state: None,
             delivery: Some(DeliveryState::Pending),
             attempts: 0,
             reason: None,
-            owner: new.owner.to_owned(),
-            claim_id: None,
-            claimed_by: None,
+            owner,
+            claim: None,
             restored: false,
             possible_redelivery: false,
             created_at: now,
@@ -239,7 +262,7 @@ impl LedgerBackend for MemoryLedger {
         let Some(row) = state.rows.get_mut(&seq) else {
             return Ok(None);
         };
-        let owner_ok = finish.expect_owner.is_none_or(|owner| row.owner == owner);
+        let owner_ok = finish.expect_owner.is_none_or(|owner| &*row.owner == owner);
         if row.run_state != Some(RunState::Running) || !owner_ok {
             return Ok(None);
         }
@@ -263,7 +286,7 @@ impl LedgerBackend for MemoryLedger {
         let running = state
             .rows
             .get(&seq)
-            .is_some_and(|row| row.run_state == Some(RunState::Running) && row.owner == owner);
+            .is_some_and(|row| row.run_state == Some(RunState::Running) && &*row.owner == owner);
         if running {
             state.remove(seq);
         }
@@ -317,6 +340,7 @@ impl LedgerBackend for MemoryLedger {
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
         let now = self.now();
         let mut state = self.lock();
+        let claimer = state.owner(claim.token.owner);
         let Some(row) = state.rows.get_mut(&seq) else {
             return Ok(None);
         };
@@ -328,14 +352,12 @@ impl LedgerBackend for MemoryLedger {
             row.possible_redelivery = true;
         }
         row.delivery = Some(DeliveryState::Claimed);
-        row.claim_id = Some(claim.claim_id.to_owned());
-        row.claimed_by = Some(claim.owner.to_owned());
+        row.claim = Some((claim.token.id, claimer));
         row.lease_until = Some(now + claim.lease_seconds);
         row.not_before = None;
         row.attempts = row.attempts.saturating_add(1);
         Ok(Some(ClaimedRow {
             seq,
-            key: row.key.clone(),
             delegation_id: row.delegation_id.clone(),
             event: Arc::clone(&row.event),
             attempts: row.attempts,
@@ -344,18 +366,21 @@ impl LedgerBackend for MemoryLedger {
         }))
     }
 
-    fn settle(&self, seq: u64, claim_id: &str, settle: Settle<'_>) -> Result<bool, LedgerError> {
+    fn settle(
+        &self,
+        seq: u64,
+        token: ClaimToken<'_>,
+        settle: Settle<'_>,
+    ) -> Result<bool, LedgerError> {
         let now = self.now();
         let mut state = self.lock();
         let Some(row) = state.rows.get_mut(&seq) else {
             return Ok(false);
         };
-        if row.delivery != Some(DeliveryState::Claimed) || row.claim_id.as_deref() != Some(claim_id)
-        {
+        if row.delivery != Some(DeliveryState::Claimed) || !holds(row, token) {
             return Ok(false);
         }
-        row.claim_id = None;
-        row.claimed_by = None;
+        row.claim = None;
         row.lease_until = None;
         match settle {
             Settle::Ack => {
@@ -383,14 +408,16 @@ impl LedgerBackend for MemoryLedger {
         Ok(true)
     }
 
-    fn renew(&self, seq: u64, claim_id: &str, lease_seconds: f64) -> Result<bool, LedgerError> {
+    fn renew(
+        &self,
+        seq: u64,
+        token: ClaimToken<'_>,
+        lease_seconds: f64,
+    ) -> Result<bool, LedgerError> {
         let now = self.now();
         let mut state = self.lock();
         match state.rows.get_mut(&seq) {
-            Some(row)
-                if row.delivery == Some(DeliveryState::Claimed)
-                    && row.claim_id.as_deref() == Some(claim_id) =>
-            {
+            Some(row) if row.delivery == Some(DeliveryState::Claimed) && holds(row, token) => {
                 row.lease_until = Some(now + lease_seconds);
                 Ok(true)
             }
@@ -411,11 +438,11 @@ impl LedgerBackend for MemoryLedger {
             .filter(|(_, row)| {
                 (!query.running_only || row.run_state == Some(RunState::Running))
                     && query.delivery.is_none_or(|d| row.delivery == Some(d))
-                    && query.owner.as_ref().is_none_or(|o| &row.owner == o)
+                    && query.owner.as_ref().is_none_or(|o| &*row.owner == o)
                     && query
                         .session_key
                         .as_ref()
-                        .is_none_or(|k| &row.session_key == k)
+                        .is_none_or(|k| row.session_key() == k)
                     && query
                         .delegation_id
                         .as_ref()
@@ -433,10 +460,10 @@ impl LedgerBackend for MemoryLedger {
             if row.run_state == Some(RunState::Running)
                 || (row.delivery == Some(DeliveryState::Pending) && !row.restored)
             {
-                owners.insert(row.owner.clone());
+                owners.insert(row.owner.to_string());
             }
-            if let Some(claimer) = &row.claimed_by {
-                owners.insert(claimer.clone());
+            if let Some(claimer) = row.claimed_by() {
+                owners.insert(claimer.to_owned());
             }
         }
         Ok(owners.into_iter().collect())
@@ -447,17 +474,14 @@ impl LedgerBackend for MemoryLedger {
         let mut changed = 0;
         for row in state.rows.values_mut() {
             let mut touched = false;
-            if row.delivery == Some(DeliveryState::Claimed)
-                && row.claimed_by.as_deref() == Some(owner)
-            {
+            if row.delivery == Some(DeliveryState::Claimed) && row.claimed_by() == Some(owner) {
                 row.delivery = Some(DeliveryState::Pending);
-                row.claim_id = None;
-                row.claimed_by = None;
+                row.claim = None;
                 row.lease_until = None;
                 row.possible_redelivery = true;
                 touched = true;
             }
-            if row.owner == owner
+            if &*row.owner == owner
                 && matches!(
                     row.delivery,
                     Some(DeliveryState::Pending | DeliveryState::Claimed)
@@ -512,4 +536,11 @@ impl LedgerBackend for MemoryLedger {
         // Delivered rows are dropped at once.
         Ok(0)
     }
+}
+
+/// `true` when `row` is claimed under exactly `token`.
+fn holds(row: &Row, token: ClaimToken<'_>) -> bool {
+    row.claim
+        .as_ref()
+        .is_some_and(|(id, owner)| *id == token.id && &**owner == token.owner)
 }

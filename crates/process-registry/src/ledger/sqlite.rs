@@ -20,9 +20,9 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, ToSql};
 
 use super::backend::{
-    Candidate, CandidateQuery, Capabilities, ClaimedRow, DeliveryState, Finish, Inserted,
-    LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, RowQuery, RunState, SessionMatch,
-    Settle,
+    Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState, Finish,
+    Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, RowQuery, RunState,
+    SessionMatch, Settle,
 };
 use super::clock::{Clock, SystemClock};
 use crate::{Event, LedgerError};
@@ -46,7 +46,7 @@ CREATE TABLE ledger_rows (
     attempts            INTEGER NOT NULL DEFAULT 0,
     reason              TEXT,
     owner               TEXT NOT NULL,
-    claim_id            TEXT,
+    claim_id            INTEGER,
     claimed_by          TEXT,
     restored            INTEGER NOT NULL DEFAULT 0,
     possible_redelivery INTEGER NOT NULL DEFAULT 0,
@@ -434,6 +434,11 @@ fn query_params<'a>(now: &'a f64, after: &'a i64, values: &'a [String]) -> Vec<&
     all
 }
 
+/// A claim number as SQLite stores it (the bits of the `u64`).
+fn token_id(token: ClaimToken<'_>) -> i64 {
+    token.id as i64
+}
+
 fn seq_param(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
@@ -642,23 +647,28 @@ impl LedgerBackend for SqliteLedger {
                  SET delivery = 'claimed', claim_id = ?2, claimed_by = ?3, lease_until = ?1 + ?4,
                      not_before = NULL, attempts = attempts + 1,
                      possible_redelivery = possible_redelivery OR delivery = 'claimed'
-                 WHERE seq = ?5 AND {CLAIMABLE}
-                 RETURNING COALESCE(key, 'event-' || seq), delegation_id, event, attempts, possible_redelivery, restored"
+                                  WHERE seq = ?5 AND {CLAIMABLE}
+                 RETURNING delegation_id, event, attempts, possible_redelivery, restored"
             ))
             .and_then(|mut statement| {
                 statement
                     .query_row(
-                        params![now, claim.claim_id, claim.owner, claim.lease_seconds, seq_param(seq)],
+                        params![
+                            now,
+                            token_id(claim.token),
+                            claim.token.owner,
+                            claim.lease_seconds,
+                            seq_param(seq)
+                        ],
                         |row| {
-                            let event: String = row.get(2)?;
+                            let event: String = row.get(1)?;
                             Ok(ClaimedRow {
                                 seq,
-                                key: row.get(0)?,
-                                delegation_id: row.get(1)?,
+                                delegation_id: row.get(0)?,
                                 event: from_json(&event)?,
-                                attempts: u32::try_from(row.get::<_, i64>(3)?).unwrap_or(u32::MAX),
-                                possible_redelivery: row.get::<_, i64>(4)? != 0,
-                                restored: row.get::<_, i64>(5)? != 0,
+                                attempts: u32::try_from(row.get::<_, i64>(2)?).unwrap_or(u32::MAX),
+                                possible_redelivery: row.get::<_, i64>(3)? != 0,
+                                restored: row.get::<_, i64>(4)? != 0,
                             })
                         },
                     )
@@ -668,19 +678,25 @@ impl LedgerBackend for SqliteLedger {
         Ok(claimed)
     }
 
-    fn settle(&self, seq: u64, claim_id: &str, settle: Settle<'_>) -> Result<bool, LedgerError> {
+    fn settle(
+        &self,
+        seq: u64,
+        token: ClaimToken<'_>,
+        settle: Settle<'_>,
+    ) -> Result<bool, LedgerError> {
         const GUARD: &str = "claim_id = NULL, claimed_by = NULL, lease_until = NULL
-             WHERE seq = ?1 AND delivery = 'claimed' AND claim_id = ?2";
+             WHERE seq = ?1 AND delivery = 'claimed' AND claim_id = ?2 AND claimed_by = ?3";
         let now = self.now();
         let (seq, connection) = (seq_param(seq), self.lock());
+        let (id, owner) = (token_id(token), token.owner);
         let run = |sql: &str, extra: &[&dyn ToSql]| -> rusqlite::Result<usize> {
-            let mut all: Vec<&dyn ToSql> = vec![&seq, &claim_id];
+            let mut all: Vec<&dyn ToSql> = vec![&seq, &id, &owner];
             all.extend_from_slice(extra);
             connection.prepare_cached(sql)?.execute(&*all)
         };
         let changed = match settle {
             Settle::Ack => run(
-                &format!("UPDATE ledger_rows SET delivery = 'delivered', delivered_at = ?3, {GUARD}"),
+                &format!("UPDATE ledger_rows SET delivery = 'delivered', delivered_at = ?4, {GUARD}"),
                 &[&now],
             ),
             Settle::Defer => run(
@@ -688,11 +704,11 @@ impl LedgerBackend for SqliteLedger {
                 &[],
             ),
             Settle::Release { backoff_seconds, reason } => run(
-                &format!("UPDATE ledger_rows SET delivery = 'pending', not_before = ?3 + ?4, reason = ?5, {GUARD}"),
+                &format!("UPDATE ledger_rows SET delivery = 'pending', not_before = ?4 + ?5, reason = ?6, {GUARD}"),
                 &[&now, &backoff_seconds, &reason],
             ),
             Settle::Dead { reason } => run(
-                &format!("UPDATE ledger_rows SET delivery = 'dead', reason = ?3, {GUARD}"),
+                &format!("UPDATE ledger_rows SET delivery = 'dead', reason = ?4, {GUARD}"),
                 &[&reason],
             ),
         }
@@ -700,16 +716,27 @@ impl LedgerBackend for SqliteLedger {
         Ok(changed == 1)
     }
 
-    fn renew(&self, seq: u64, claim_id: &str, lease_seconds: f64) -> Result<bool, LedgerError> {
+    fn renew(
+        &self,
+        seq: u64,
+        token: ClaimToken<'_>,
+        lease_seconds: f64,
+    ) -> Result<bool, LedgerError> {
         let now = self.now();
         let changed = self
             .lock()
             .prepare_cached(
                 "UPDATE ledger_rows SET lease_until = ?1 + ?2
-                 WHERE seq = ?3 AND delivery = 'claimed' AND claim_id = ?4",
+                 WHERE seq = ?3 AND delivery = 'claimed' AND claim_id = ?4 AND claimed_by = ?5",
             )
             .and_then(|mut statement| {
-                statement.execute(params![now, lease_seconds, seq_param(seq), claim_id])
+                statement.execute(params![
+                    now,
+                    lease_seconds,
+                    seq_param(seq),
+                    token_id(token),
+                    token.owner
+                ])
             })
             .map_err(write_error)?;
         Ok(changed == 1)

@@ -252,6 +252,57 @@ pub fn claims_and_leases(store: &dyn Store) {
     assert!(queue.is_empty());
 }
 
+/// A claim is fenced by its number *and* its instance: another instance's claim that
+/// happens to carry the same number cannot decide it.
+pub fn claims_are_fenced_by_instance(store: &dyn Store) {
+    let queue = queue(store);
+    queue.put(watch("contended"));
+    let backend = store.backend();
+    let seq = backend
+        .candidates(
+            &process_registry::CandidateQuery {
+                kinds: &[],
+                except_kinds: &[],
+                sessions: process_registry::SessionMatch::Any,
+                restored: false,
+                after_seq: 0,
+            },
+            1,
+        )
+        .unwrap()[0]
+        .seq;
+    let a = process_registry::ClaimToken {
+        id: 7,
+        owner: "instance-x",
+    };
+    let b = process_registry::ClaimToken {
+        id: 7,
+        owner: "instance-y",
+    };
+    let lease = |token| process_registry::NewClaim {
+        token,
+        lease_seconds: 10.0,
+    };
+    assert!(backend.claim(seq, lease(a)).unwrap().is_some());
+    assert!(backend.claim(seq, lease(b)).unwrap().is_none(), "held by x");
+    store.clock().advance(Duration::from_secs(11));
+    let second = backend
+        .claim(seq, lease(b))
+        .unwrap()
+        .expect("x's lease ran out");
+    assert!(second.possible_redelivery);
+    assert!(
+        !backend.renew(seq, a, 10.0).unwrap(),
+        "x no longer holds it"
+    );
+    assert!(!backend
+        .settle(seq, a, process_registry::Settle::Ack)
+        .unwrap());
+    assert!(backend
+        .settle(seq, b, process_registry::Settle::Ack)
+        .unwrap());
+}
+
 /// A deferral costs no attempt and makes the completion claimable again at once.
 pub fn defer_costs_no_attempt(store: &dyn Store) {
     let queue = queue(store);
@@ -348,16 +399,19 @@ pub fn dead_and_dropped_claims(store: &dyn Store) {
 /// A claim of a row the ledger does not hold is never a won claim.
 pub fn untracked_claims(store: &dyn Store) {
     let backend = store.backend();
-    let claim = process_registry::NewClaim {
-        claim_id: "nobody#1",
+    let token = process_registry::ClaimToken {
+        id: 1,
         owner: "nobody",
+    };
+    let claim = process_registry::NewClaim {
+        token,
         lease_seconds: 300.0,
     };
     assert!(backend.claim(999_999, claim).unwrap().is_none());
     assert!(!backend
-        .settle(999_999, "nobody#1", process_registry::Settle::Ack)
+        .settle(999_999, token, process_registry::Settle::Ack)
         .unwrap());
-    assert!(!backend.renew(999_999, "nobody#1", 1.0).unwrap());
+    assert!(!backend.renew(999_999, token, 1.0).unwrap());
     assert!(!backend.requeue(999_999).unwrap());
     // A completion for a delegation the ledger never recorded is not "finished".
     let queue = queue(store);
@@ -682,6 +736,7 @@ macro_rules! conformance_suite {
             case!(dispatch_then_completion);
             case!(id_uniqueness);
             case!(claims_and_leases);
+            case!(claims_are_fenced_by_instance);
             case!(defer_costs_no_attempt);
             case!(release_backoff_and_dead);
             case!(dead_and_dropped_claims);
