@@ -1692,3 +1692,40 @@ fn a_custom_formatter_sees_process_completions_too() {
     assert_eq!(texts, ["custom completion", "custom async_delegation"]);
     router.stop();
 }
+
+/// A completion retried many times on short backoffs is never left behind: each backoff
+/// that runs out is claimed — also one that runs out while the router is between looking
+/// for work and looking up the next backoff (a race that once left the router asleep with
+/// nothing to wake it).
+#[test]
+fn short_backoffs_never_leave_a_retried_completion_behind() {
+    const FAILURES: usize = 2_000;
+    let queue = queue_with(
+        LedgerConfig::default()
+            .with_backoff(Duration::from_micros(20), Duration::from_micros(20))
+            .with_max_attempts(FAILURES as u32 + 1),
+    );
+    let calls = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&calls);
+    let (sender, deliveries) = mpsc::channel::<InternalMessage>();
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, move |message: &InternalMessage| {
+            if counted.fetch_add(1, Ordering::SeqCst) < FAILURES as u64 {
+                return Err("flaky".into());
+            }
+            sender.send(message.clone())?;
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    queue.put(completion("agent:main:telegram:dm:1", 1));
+    let message = deliveries.recv_timeout(HANG_GUARD);
+    let stats = router.stop();
+    assert!(
+        message.is_ok(),
+        "stalled after {} attempts: {stats:?}, rows {:?}",
+        calls.load(Ordering::SeqCst),
+        pending_rows(&queue)
+    );
+    assert_eq!((stats.delivered, stats.released), (1, FAILURES as u64));
+}

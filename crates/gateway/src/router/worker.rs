@@ -74,6 +74,16 @@ pub(super) struct Settings {
     pub(super) formatter: NotificationFormatter,
 }
 
+/// What one look for work did.
+enum Look {
+    /// Claimed a completion and settled it.
+    Handled,
+    /// Nothing to claim now.
+    Nothing,
+    /// The ledger could not be read or written.
+    Failed,
+}
+
 /// The state owned by the `gateway-delivery` thread.
 pub(super) struct Worker {
     shared: Arc<Shared>,
@@ -118,29 +128,59 @@ impl Worker {
             if self.stopping() {
                 return;
             }
-            match self.queue.claim(&self.filter) {
-                Ok(Some(claim)) => {
-                    failures = 0;
-                    self.handle(claim);
-                    continue;
-                }
-                Ok(None) => failures = 0,
-                Err(error) => {
-                    failures += 1;
-                    tracing::warn!(%error, failures, "the gateway could not claim completions; retrying");
+            match self.look(&mut failures) {
+                Look::Handled => continue,
+                Look::Failed => {
                     let _ = wait.wait_until(Instant::now() + retry_after(failures));
                     continue;
                 }
+                Look::Nothing => {}
             }
-            match self.queue.next_due(&self.filter) {
-                Ok(Some(due)) => {
-                    let _ = wait.wait_until(due);
-                }
-                Ok(None) => wait.wait(),
+            let due = match self.queue.next_due(&self.filter) {
+                Ok(due) => due,
                 Err(error) => {
                     tracing::warn!(%error, "the gateway could not read the ledger; retrying");
                     let _ = wait.wait_until(Instant::now() + retry_after(1));
+                    continue;
                 }
+            };
+            // A backoff that ran out between the claim and `next_due` is in neither: it
+            // was not claimable yet, it is no longer backing off, and no write will come
+            // to wake this thread for it. Look once more: whatever still backs off is in
+            // `due`, whatever came due before `next_due` is claimable now.
+            match self.look(&mut failures) {
+                Look::Handled => continue,
+                Look::Failed => {
+                    let _ = wait.wait_until(Instant::now() + retry_after(failures));
+                    continue;
+                }
+                Look::Nothing => {}
+            }
+            match due {
+                Some(due) => {
+                    let _ = wait.wait_until(due);
+                }
+                None => wait.wait(),
+            }
+        }
+    }
+
+    /// Claims the next completion this router serves and handles it.
+    fn look(&self, failures: &mut u32) -> Look {
+        match self.queue.claim(&self.filter) {
+            Ok(Some(claim)) => {
+                *failures = 0;
+                self.handle(claim);
+                Look::Handled
+            }
+            Ok(None) => {
+                *failures = 0;
+                Look::Nothing
+            }
+            Err(error) => {
+                *failures += 1;
+                tracing::warn!(%error, failures = *failures, "the gateway could not claim completions; retrying");
+                Look::Failed
             }
         }
     }
