@@ -174,19 +174,31 @@ fn ids(events: &[Event]) -> Vec<String> {
 /// A memory ledger that counts the router's looks for work: every scan for claimable
 /// rows (`candidates`) and every look for the next backoff to come due (`next_due`).
 /// An idle router makes none; a router that wakes up in a loop makes thousands.
+///
+/// It also runs a hook, once, when a scan reads its second page of candidates (a scan
+/// that skipped a full page): to change the router's world in the middle of a look.
 struct CountingLedger {
     inner: MemoryLedger,
     looks: Arc<AtomicU64>,
+    on_second_page: PageHook,
 }
 
+type PageHook = Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+
 impl CountingLedger {
-    fn queue() -> (CompletionQueue, Arc<AtomicU64>) {
+    fn queue() -> (CompletionQueue, Arc<AtomicU64>, PageHook) {
         let looks = Arc::new(AtomicU64::new(0));
+        let hook = PageHook::default();
         let ledger = CountingLedger {
             inner: MemoryLedger::new(),
             looks: Arc::clone(&looks),
+            on_second_page: Arc::clone(&hook),
         };
-        (CompletionQueue::builder(ledger).open().unwrap(), looks)
+        (
+            CompletionQueue::builder(ledger).open().unwrap(),
+            looks,
+            hook,
+        )
     }
 }
 
@@ -215,6 +227,12 @@ impl LedgerBackend for CountingLedger {
         limit: usize,
     ) -> Result<Vec<Candidate>, LedgerError> {
         self.looks.fetch_add(1, Ordering::SeqCst);
+        if query.after_seq > 0 {
+            let hook = self.on_second_page.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
         self.inner.candidates(query, limit)
     }
     fn count_candidates(&self, query: &CandidateQuery<'_>) -> Result<usize, LedgerError> {
@@ -760,7 +778,7 @@ fn stopping_mid_stream_loses_nothing() {
 /// does not wake up for them: it sleeps until something it serves arrives.
 #[test]
 fn the_router_never_claims_cli_origin_completions_and_sleeps_beside_them() {
-    let (queue, looks) = CountingLedger::queue();
+    let (queue, looks, _) = CountingLedger::queue();
     let cli = Event::from(completion("", 1));
     let cli_process = Event::from(process_completion(None, 2));
     let watch = Event::from(WatchMatch {
@@ -809,7 +827,7 @@ fn the_router_never_claims_cli_origin_completions_and_sleeps_beside_them() {
 /// then it is delivered, in order with the others of its session.
 #[test]
 fn a_completion_for_a_platform_without_an_adapter_waits_for_its_adapter() {
-    let (queue, looks) = CountingLedger::queue();
+    let (queue, looks, _) = CountingLedger::queue();
     let (telegram, telegram_deliveries) = channel_adapter();
     let router = DeliveryRouter::builder(queue.clone())
         .adapter(Platform::Telegram, telegram)
@@ -1728,4 +1746,64 @@ fn short_backoffs_never_leave_a_retried_completion_behind() {
         pending_rows(&queue)
     );
     assert_eq!((stats.delivered, stats.released), (1, FAILURES as u64));
+}
+
+/// A session's completions are delivered in order even when its turn ends while the
+/// router is in the middle of a look: the router judges a whole look by the state it
+/// began with, so it never skips the session's first page of completions as busy and
+/// then claims a later one, from the next page, as idle.
+#[test]
+fn a_turn_ending_during_a_look_keeps_the_session_in_order() {
+    let (queue, _, on_second_page) = CountingLedger::queue();
+    let (adapter, deliveries) = channel_adapter();
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, adapter)
+        .start()
+        .unwrap();
+    let key = "agent:main:telegram:dm:1";
+    let turn = router.turn(key);
+    // More than a page of candidates (32), all for the busy session.
+    let total = 40;
+    for n in 0..total {
+        queue.put(completion(key, n));
+    }
+    assert_eq!(router.stats().waiting, total);
+    // The turn ends while the router reads the second page of its next look.
+    *on_second_page.lock().unwrap() = Some(Box::new(move || drop(turn)));
+    queue.wake_consumers();
+    let got: Vec<String> = (0..total)
+        .map(|_| id_of(&deliveries.recv_timeout(HANG_GUARD).unwrap().event))
+        .collect();
+    let expected: Vec<String> = (0..total).map(|n| format!("deleg_{n:08x}")).collect();
+    assert_eq!(got, expected);
+    assert!(on_second_page.lock().unwrap().is_none(), "the hook ran");
+    let stats = router.stop();
+    assert_eq!((stats.delivered, stats.waiting), (total as u64, 0));
+}
+
+/// Likewise when a platform's adapter is registered in the middle of a look: its
+/// completions are delivered in order, the first first.
+#[test]
+fn an_adapter_registered_during_a_look_keeps_its_completions_in_order() {
+    let (queue, _, on_second_page) = CountingLedger::queue();
+    let router = Arc::new(DeliveryRouter::builder(queue.clone()).start().unwrap());
+    let key = "agent:main:discord:dm:1";
+    let total = 40;
+    for n in 0..total {
+        queue.put(completion(key, n));
+    }
+    assert_eq!(router.stats().waiting, total);
+    let (adapter, deliveries) = channel_adapter();
+    let registrar = Arc::clone(&router);
+    *on_second_page.lock().unwrap() = Some(Box::new(move || {
+        registrar.register_adapter(Platform::Discord, adapter);
+    }));
+    queue.wake_consumers();
+    let got: Vec<String> = (0..total)
+        .map(|_| id_of(&deliveries.recv_timeout(HANG_GUARD).unwrap().event))
+        .collect();
+    let expected: Vec<String> = (0..total).map(|n| format!("deleg_{n:08x}")).collect();
+    assert_eq!(got, expected);
+    let stats = Arc::try_unwrap(router).unwrap().stop();
+    assert_eq!((stats.delivered, stats.waiting), (total as u64, 0));
 }
