@@ -1010,6 +1010,45 @@ fn router_dead_letters_empty(queue: &CompletionQueue) -> bool {
         .is_empty()
 }
 
+/// While a failed completion backs off it is still the router's: counted in `waiting`,
+/// pending in the ledger with its attempt and the failure — and stopping loses it not.
+#[test]
+fn a_completion_backing_off_is_waiting_in_the_ledger() {
+    let queue = queue_with(
+        LedgerConfig::default().with_backoff(Duration::from_secs(600), Duration::from_secs(600)),
+    );
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(
+            Platform::Telegram,
+            |_: &InternalMessage| -> Result<(), AdapterError> { Err("down".into()) },
+        )
+        .start()
+        .unwrap();
+    queue.put(completion("agent:main:telegram:dm:1", 1));
+    wait_until("the failed attempt", || router.stats().released == 1);
+    let rows = pending_rows(&queue);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].attempts, 1);
+    let failure = Unroutable::AdapterFailed {
+        platform: Platform::Telegram,
+        error: "down".into(),
+    }
+    .to_string();
+    assert_eq!(rows[0].reason.as_deref(), Some(failure.as_str()));
+    assert!(rows[0].not_before.is_some(), "backing off");
+    assert_eq!(
+        router.stats(),
+        RouterStats {
+            released: 1,
+            waiting: 1,
+            ..RouterStats::default()
+        },
+        "a completion backing off is waiting"
+    );
+    assert_eq!(router.stop().waiting, 1);
+    assert_eq!(pending_rows(&queue).len(), 1, "still in the ledger");
+}
+
 /// Dead letters live in the ledger; `router.dead_letters()` lists them with their
 /// reasons and attempts, and once the cause is fixed `requeue_all` (or `requeue` of one)
 /// puts them back: the router delivers each, with the key it had.
