@@ -175,15 +175,27 @@ fn ids(events: &[Event]) -> Vec<String> {
 /// rows (`candidates`) and every look for the next backoff to come due (`next_due`).
 /// An idle router makes none; a router that wakes up in a loop makes thousands.
 ///
-/// It also runs a hook, once, when a scan reads its second page of candidates (a scan
-/// that skipped a full page): to change the router's world in the middle of a look.
+/// It also runs a hook when a scan reads a later page of candidates (a scan that skipped
+/// a full page), until the hook returns `true`: to change the router's world in the
+/// middle of a look.
 struct CountingLedger {
     inner: MemoryLedger,
     looks: Arc<AtomicU64>,
     on_second_page: PageHook,
 }
 
-type PageHook = Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+type PageHook = Arc<Mutex<Option<Box<dyn FnMut() -> bool + Send>>>>;
+
+/// A page hook that runs `f` at the first later page.
+fn at_second_page(f: impl FnOnce() + Send + 'static) -> Box<dyn FnMut() -> bool + Send> {
+    let mut f = Some(f);
+    Box::new(move || {
+        if let Some(f) = f.take() {
+            f();
+        }
+        true
+    })
+}
 
 impl CountingLedger {
     fn queue() -> (CompletionQueue, Arc<AtomicU64>, PageHook) {
@@ -229,8 +241,10 @@ impl LedgerBackend for CountingLedger {
         self.looks.fetch_add(1, Ordering::SeqCst);
         if query.after_seq > 0 {
             let hook = self.on_second_page.lock().unwrap().take();
-            if let Some(hook) = hook {
-                hook();
+            if let Some(mut hook) = hook {
+                if !hook() {
+                    *self.on_second_page.lock().unwrap() = Some(hook);
+                }
             }
         }
         self.inner.candidates(query, limit)
@@ -1808,7 +1822,7 @@ fn a_turn_ending_during_a_look_keeps_the_session_in_order() {
     }
     assert_eq!(router.stats().waiting, total);
     // The turn ends while the router reads the second page of its next look.
-    *on_second_page.lock().unwrap() = Some(Box::new(move || drop(turn)));
+    *on_second_page.lock().unwrap() = Some(at_second_page(move || drop(turn)));
     queue.wake_consumers();
     let got: Vec<String> = (0..total)
         .map(|_| id_of(&deliveries.recv_timeout(HANG_GUARD).unwrap().event))
@@ -1834,7 +1848,7 @@ fn an_adapter_registered_during_a_look_keeps_its_completions_in_order() {
     assert_eq!(router.stats().waiting, total);
     let (adapter, deliveries) = channel_adapter();
     let registrar = Arc::clone(&router);
-    *on_second_page.lock().unwrap() = Some(Box::new(move || {
+    *on_second_page.lock().unwrap() = Some(at_second_page(move || {
         registrar.register_adapter(Platform::Discord, adapter);
     }));
     queue.wake_consumers();
@@ -1845,4 +1859,77 @@ fn an_adapter_registered_during_a_look_keeps_its_completions_in_order() {
     assert_eq!(got, expected);
     let stats = Arc::try_unwrap(router).unwrap().stop();
     assert_eq!((stats.delivered, stats.waiting), (total as u64, 0));
+}
+
+/// A turn that begins after the router claimed a completion but before it handed it to
+/// the adapter defers the claim: the completion goes back to pending with its attempt
+/// given back, is not delivered into the turn, and is delivered once the turn ends.
+#[test]
+fn a_turn_beginning_between_claim_and_hand_off_defers_without_spending_an_attempt() {
+    let (queue, _, on_second_page) = CountingLedger::queue();
+    let (adapter, deliveries) = channel_adapter();
+    let router = Arc::new(
+        DeliveryRouter::builder(queue.clone())
+            .adapter(Platform::Telegram, adapter)
+            .start()
+            .unwrap(),
+    );
+    // A full page of a busy session's completions, so the look that finds the idle
+    // session's completion reads a second page.
+    let busy = "agent:main:telegram:dm:1";
+    let late = "agent:main:telegram:dm:2";
+    let turn = router.turn(busy);
+    for n in 0..32 {
+        queue.put(completion(busy, n));
+    }
+    // The look that will claim the idle session's completion (its view taken: the
+    // session is idle) begins a turn of that session before the claim.
+    let starter = Arc::clone(&router);
+    let ledger = queue.clone();
+    *on_second_page.lock().unwrap() = Some(Box::new(move || {
+        let mine = RowQuery {
+            session_key: Some(late.to_owned()),
+            ..RowQuery::default()
+        };
+        if ledger.rows(&mine).unwrap().is_empty() {
+            return false;
+        }
+        assert!(starter.begin_turn(late));
+        true
+    }));
+    queue.put(completion(late, 32));
+    wait_until("the deferral", || router.stats().deferred == 1);
+    assert!(
+        deliveries.recv_timeout(NOTHING_ARRIVES).is_err(),
+        "delivered into the turn that began"
+    );
+    let rows: Vec<(String, u32)> = pending_rows(&queue)
+        .iter()
+        .filter(|row| row.session_key == late)
+        .map(|row| (id_of(&row.event), row.attempts))
+        .collect();
+    assert_eq!(
+        rows,
+        [("deleg_00000020".to_owned(), 0)],
+        "attempt given back"
+    );
+    assert!(router.end_turn(late));
+    let message = deliveries.recv_timeout(HANG_GUARD).unwrap();
+    assert_eq!(id_of(&message.event), "deleg_00000020");
+    assert!(!message.possible_redelivery);
+    drop(turn);
+    let busy_ones: Vec<String> = (0..32)
+        .map(|_| id_of(&deliveries.recv_timeout(HANG_GUARD).unwrap().event))
+        .collect();
+    let expected: Vec<String> = (0..32).map(|n| format!("deleg_{n:08x}")).collect();
+    assert_eq!(busy_ones, expected);
+    let stats = Arc::try_unwrap(router).unwrap().stop();
+    assert_eq!(
+        stats,
+        RouterStats {
+            delivered: 33,
+            deferred: 1,
+            ..RouterStats::default()
+        }
+    );
 }
