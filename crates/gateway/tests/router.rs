@@ -1,23 +1,35 @@
 //! The delivery router across many sessions and platforms: exactly-once delivery to the
-//! right chat and thread, busy sessions, dead letters, CLI-origin events, shutdown.
+//! right chat and thread, busy sessions, completions waiting in the ledger (for a turn,
+//! an adapter or a backoff), retries, dead letters, CLI-origin events, shutdown.
 //!
-//! No timing thresholds: tests wait for conditions, with a generous hang guard.
+//! No timing thresholds for what must happen: tests wait for conditions (or for a
+//! delivery on a channel), with a generous hang guard. Only "nothing happens" is shown
+//! with a short sleep.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use gateway::{
     AdapterError, DeliveryRouter, InMemoryOriginStore, InternalMessage, Platform, PlatformRegistry,
-    SessionKey, SessionKeyOptions, SessionSource, Unroutable, DELIVERY_THREAD_NAME,
+    RouterStats, SessionKey, SessionKeyOptions, SessionSource, Unroutable, DELIVERY_THREAD_NAME,
 };
 use process_registry::{
-    format_process_notification, AsyncDelegationEvent, CompletionQueue, Event, ProcessCompletion,
-    WatchMatch,
+    format_process_notification, AsyncDelegationEvent, Candidate, CandidateQuery, Capabilities,
+    ClaimFilter, ClaimedRow, CompletionQueue, DeliveryState, Event, Finish, Inserted,
+    LedgerBackend, LedgerConfig, LedgerError, LedgerRow, MemoryLedger, NewClaim, NewPending,
+    NewRunning, ProcessCompletion, Recorded, RowQuery, Settle, SettleError, WatchMatch,
 };
 
 const HANG_GUARD: Duration = Duration::from_secs(60);
+
+/// Long enough that a completion wrongly delivered (into a running turn, to a platform
+/// without an adapter, …) would have arrived: the router is woken at once by every change
+/// that could make a completion deliverable, so anything it would deliver comes within
+/// milliseconds.
+const NOTHING_ARRIVES: Duration = Duration::from_millis(200);
 
 fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -28,6 +40,48 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// A memory queue whose failed deliveries are retried after 1 ms, 2 ms, 4 ms, 4 ms, …
+/// (instead of 1 s, 2 s, 4 s, …), so a test sees all 8 attempts at once.
+fn fast_retry_queue() -> CompletionQueue {
+    queue_with(
+        LedgerConfig::default().with_backoff(Duration::from_millis(1), Duration::from_millis(4)),
+    )
+}
+
+fn queue_with(config: LedgerConfig) -> CompletionQueue {
+    CompletionQueue::builder(MemoryLedger::new())
+        .config(config)
+        .open()
+        .unwrap()
+}
+
+/// Records `event` the way the async-delegation engine does: a running row at dispatch,
+/// the completion committed on it, then offered. Its idempotency key is its
+/// `delegation_id`.
+fn record(queue: &CompletionQueue, event: AsyncDelegationEvent) {
+    let id = event.delegation_id.clone().unwrap();
+    let Recorded::Dispatch(dispatch) = queue
+        .record_dispatch(&id, &event.session_key, Event::from(event.clone()))
+        .unwrap()
+    else {
+        panic!("delegation id {id} taken");
+    };
+    queue
+        .record_completion(dispatch, &id, "completed", Arc::new(Event::from(event)))
+        .unwrap()
+        .offer();
+}
+
+/// The pending rows of the ledger, oldest first.
+fn pending_rows(queue: &CompletionQueue) -> Vec<LedgerRow> {
+    queue
+        .rows(&RowQuery {
+            delivery: Some(DeliveryState::Pending),
+            ..RowQuery::default()
+        })
+        .unwrap()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +95,8 @@ struct Delivery {
     text: String,
     reply_to: Option<String>,
     thread_name: Option<String>,
+    idempotency_key: String,
+    possible_redelivery: bool,
 }
 
 type Inbox = Arc<Mutex<Vec<Delivery>>>;
@@ -61,9 +117,34 @@ fn recorder(inbox: &Inbox) -> impl Fn(&InternalMessage) -> Result<(), AdapterErr
             text: message.text.clone(),
             reply_to: message.reply_to_message_id.clone(),
             thread_name: std::thread::current().name().map(str::to_owned),
+            idempotency_key: message.idempotency_key.clone(),
+            possible_redelivery: message.possible_redelivery,
         });
         Ok(())
     }
+}
+
+fn delivered_ids(inbox: &Inbox) -> Vec<String> {
+    inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| d.delegation_id.clone())
+        .collect()
+}
+
+/// A channel-backed adapter: each delivery arrives as a message, so a test waits for
+/// an event instead of sleeping.
+fn channel_adapter() -> (
+    impl Fn(&InternalMessage) -> Result<(), AdapterError>,
+    mpsc::Receiver<InternalMessage>,
+) {
+    let (sender, receiver) = mpsc::channel();
+    let adapter = move |message: &InternalMessage| -> Result<(), AdapterError> {
+        sender.send(message.clone())?;
+        Ok(())
+    };
+    (adapter, receiver)
 }
 
 fn completion(session_key: &str, n: usize) -> AsyncDelegationEvent {
@@ -79,14 +160,147 @@ fn completion(session_key: &str, n: usize) -> AsyncDelegationEvent {
     }
 }
 
+fn id_of(event: &Event) -> String {
+    match event {
+        Event::AsyncDelegation(e) => e.delegation_id.clone().unwrap(),
+        other => other.type_name().to_owned(),
+    }
+}
+
 fn ids(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| match e {
-            Event::AsyncDelegation(e) => e.delegation_id.clone().unwrap(),
-            other => other.type_name().to_owned(),
-        })
-        .collect()
+    events.iter().map(id_of).collect()
+}
+
+/// A memory ledger that counts the router's looks for work: every scan for claimable
+/// rows (`candidates`) and every look for the next backoff to come due (`next_due`).
+/// An idle router makes none; a router that wakes up in a loop makes thousands.
+///
+/// It also runs a hook when a scan reads a later page of candidates (a scan that skipped
+/// a full page), until the hook returns `true`: to change the router's world in the
+/// middle of a look.
+struct CountingLedger {
+    inner: MemoryLedger,
+    looks: Arc<AtomicU64>,
+    on_second_page: PageHook,
+}
+
+type PageHook = Arc<Mutex<Option<Box<dyn FnMut() -> bool + Send>>>>;
+
+/// A page hook that runs `f` at the first later page.
+fn at_second_page(f: impl FnOnce() + Send + 'static) -> Box<dyn FnMut() -> bool + Send> {
+    let mut f = Some(f);
+    Box::new(move || {
+        if let Some(f) = f.take() {
+            f();
+        }
+        true
+    })
+}
+
+impl CountingLedger {
+    fn queue() -> (CompletionQueue, Arc<AtomicU64>, PageHook) {
+        let looks = Arc::new(AtomicU64::new(0));
+        let hook = PageHook::default();
+        let ledger = CountingLedger {
+            inner: MemoryLedger::new(),
+            looks: Arc::clone(&looks),
+            on_second_page: Arc::clone(&hook),
+        };
+        (
+            CompletionQueue::builder(ledger).open().unwrap(),
+            looks,
+            hook,
+        )
+    }
+}
+
+impl LedgerBackend for CountingLedger {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn now(&self) -> f64 {
+        self.inner.now()
+    }
+    fn insert_running(&self, row: NewRunning<'_>) -> Result<Inserted, LedgerError> {
+        self.inner.insert_running(row)
+    }
+    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, LedgerError> {
+        self.inner.insert_pending(row)
+    }
+    fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
+        self.inner.finish_run(finish)
+    }
+    fn retract_running(&self, delegation_id: &str, owner: &str) -> Result<bool, LedgerError> {
+        self.inner.retract_running(delegation_id, owner)
+    }
+    fn candidates(
+        &self,
+        query: &CandidateQuery<'_>,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, LedgerError> {
+        self.looks.fetch_add(1, Ordering::SeqCst);
+        if query.after_seq > 0 {
+            let hook = self.on_second_page.lock().unwrap().take();
+            if let Some(mut hook) = hook {
+                if !hook() {
+                    *self.on_second_page.lock().unwrap() = Some(hook);
+                }
+            }
+        }
+        self.inner.candidates(query, limit)
+    }
+    fn count_candidates(&self, query: &CandidateQuery<'_>) -> Result<usize, LedgerError> {
+        self.inner.count_candidates(query)
+    }
+    fn next_due(&self, query: &CandidateQuery<'_>) -> Result<Option<f64>, LedgerError> {
+        self.looks.fetch_add(1, Ordering::SeqCst);
+        self.inner.next_due(query)
+    }
+    fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
+        self.inner.claim(seq, claim)
+    }
+    fn settle(&self, seq: u64, claim_id: &str, settle: Settle<'_>) -> Result<bool, LedgerError> {
+        self.inner.settle(seq, claim_id, settle)
+    }
+    fn renew(&self, seq: u64, claim_id: &str, lease_seconds: f64) -> Result<bool, LedgerError> {
+        self.inner.renew(seq, claim_id, lease_seconds)
+    }
+    fn rows(&self, query: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError> {
+        self.inner.rows(query)
+    }
+    fn owners(&self) -> Result<Vec<String>, LedgerError> {
+        self.inner.owners()
+    }
+    fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError> {
+        self.inner.adopt_orphans(owner)
+    }
+    fn expire_pending(&self, completed_before: f64, reason: &str) -> Result<u64, LedgerError> {
+        self.inner.expire_pending(completed_before, reason)
+    }
+    fn requeue(&self, seq: u64) -> Result<bool, LedgerError> {
+        self.inner.requeue(seq)
+    }
+    fn prune_delivered(&self, delivered_before: f64) -> Result<u64, LedgerError> {
+        self.inner.prune_delivered(delivered_before)
+    }
+}
+
+/// Waits for the router's first look at the ledger, then shows that it makes no other
+/// in [`NOTHING_ARRIVES`]: it sleeps instead of waking up in a loop.
+fn assert_router_sleeps(looks: &AtomicU64, what: &str) {
+    wait_until("the router's first look", || {
+        looks.load(Ordering::SeqCst) > 0
+    });
+    // Its first look ends with a look for the next backoff, then it waits.
+    std::thread::sleep(Duration::from_millis(20));
+    let before = looks.load(Ordering::SeqCst);
+    std::thread::sleep(NOTHING_ARRIVES);
+    let after = looks.load(Ordering::SeqCst);
+    assert_eq!(
+        after, before,
+        "the router looked at the ledger {} more times in {NOTHING_ARRIVES:?} with nothing new but {what}: it spins",
+        after - before
+    );
 }
 
 /// A routable session: its key and where its completions must land.
@@ -146,13 +360,22 @@ fn sessions() -> Vec<Session> {
     sessions
 }
 
+/// 288 completions across 24 sessions on three platforms, from three producers (half
+/// recorded the way the engine records them, half put on the queue), with a quarter of
+/// the sessions mid-turn; beside them completions that cannot be routed, whose adapter
+/// always fails or panics, whose platform has no adapter yet, and events the router does
+/// not own. Every routable completion is delivered exactly once, in order, to its own
+/// chat and thread, with its idempotency key — busy sessions' only after their turns end,
+/// the adapterless platform's only once its adapter is registered; everything else ends
+/// as a dead letter with its reason, or stays on the queue untouched.
 #[test]
 fn router_delivers_hundreds_of_completions_to_their_own_chats() {
     const PER_SESSION: usize = 12;
     const PER_UNROUTABLE_KIND: usize = 8;
     const CLI_EVENTS: usize = 20;
+    const ATTEMPTS: u64 = 8;
 
-    let queue = CompletionQueue::new();
+    let queue = fast_retry_queue();
     let inbox: Inbox = Arc::default();
     let router = DeliveryRouter::builder(queue.clone())
         .adapter(Platform::Telegram, recorder(&inbox))
@@ -183,22 +406,29 @@ fn router_delivers_hundreds_of_completions_to_their_own_chats() {
     }
     let busy_keys: HashSet<&str> = busy.iter().map(|s| s.key.as_str()).collect();
 
-    // Three producers, one per platform family, each interleaving its sessions.
+    // Three producers, one per platform family, each interleaving its sessions; every
+    // other completion is recorded through the engine's ledger protocol.
     let mut expected_order: HashMap<String, Vec<String>> = HashMap::new();
+    let mut recorded: HashSet<String> = HashSet::new();
     let mut n = 0;
-    let mut per_producer: BTreeMap<String, Vec<AsyncDelegationEvent>> = BTreeMap::new();
+    let mut per_producer: BTreeMap<String, Vec<(bool, AsyncDelegationEvent)>> = BTreeMap::new();
     for _round in 0..PER_SESSION {
         for session in &sessions {
             let event = completion(&session.key, n);
+            let id = event.delegation_id.clone().unwrap();
+            let by_engine = n % 2 == 0;
+            if by_engine {
+                recorded.insert(id.clone());
+            }
             n += 1;
             expected_order
                 .entry(session.key.clone())
                 .or_default()
-                .push(event.delegation_id.clone().unwrap());
+                .push(id);
             per_producer
                 .entry(session.platform.to_string())
                 .or_default()
-                .push(event);
+                .push((by_engine, event));
         }
     }
     let routable = n;
@@ -207,21 +437,27 @@ fn router_delivers_hundreds_of_completions_to_their_own_chats() {
         .map(|events| {
             let queue = queue.clone();
             std::thread::spawn(move || {
-                for event in events {
-                    queue.put(event);
+                for (by_engine, event) in events {
+                    if by_engine {
+                        record(&queue, event);
+                    } else {
+                        queue.put(event);
+                    }
                 }
             })
         })
         .collect();
 
-    // Unroutable completions, one kind per reason, and events the router does not own.
+    // Completions that are dead letters in the end, one kind per reason; completions for
+    // a platform without an adapter (yet); events the router does not own.
     let unroutable_keys = [
         ("agent:main:myspace:dm:1", "unknown platform"),
         ("cron:main:telegram:dm:1", "no platform"),
-        ("agent:main:matrix:dm:!room", "no adapter"),
         ("agent:main:whatsapp:dm:4477", "adapter failed"),
         ("agent:main:signal:dm:+1555", "adapter panicked"),
     ];
+    let adapterless = "agent:main:matrix:dm:!room";
+    let mut adapterless_ids = Vec::new();
     let mut not_owned = Vec::new();
     for i in 0..PER_UNROUTABLE_KIND.max(CLI_EVENTS) {
         if i < PER_UNROUTABLE_KIND {
@@ -229,6 +465,9 @@ fn router_delivers_hundreds_of_completions_to_their_own_chats() {
                 queue.put(completion(key, n));
                 n += 1;
             }
+            queue.put(completion(adapterless, n));
+            adapterless_ids.push(format!("deleg_{n:08x}"));
+            n += 1;
         }
         if i < CLI_EVENTS {
             let cli = Event::from(completion("", n));
@@ -250,14 +489,16 @@ fn router_delivers_hundreds_of_completions_to_their_own_chats() {
     }
 
     let busy_total = busy.len() * PER_SESSION;
+    let failing_total = 2 * PER_UNROUTABLE_KIND as u64;
     let dead_total = (unroutable_keys.len() * PER_UNROUTABLE_KIND) as u64;
     wait_until(
-        "every idle session's completions and every dead letter",
+        "every idle session's completions, every retry and every dead letter",
         || {
             let stats = router.stats();
             stats.delivered == (routable - busy_total) as u64
                 && stats.dead_lettered == dead_total
-                && stats.pending == busy_total
+                && stats.released == failing_total * (ATTEMPTS - 1)
+                && stats.waiting == busy_total + PER_UNROUTABLE_KIND
         },
     );
     {
@@ -269,6 +510,22 @@ fn router_delivers_hundreds_of_completions_to_their_own_chats() {
             "a busy session received a completion during its turn"
         );
     }
+    // What waits is pending in the ledger, never claimed: the busy sessions' completions
+    // and the adapterless platform's.
+    let waiting = pending_rows(&queue)
+        .into_iter()
+        .filter(|row| !row.session_key.is_empty())
+        .collect::<Vec<_>>();
+    assert_eq!(waiting.len(), busy_total + PER_UNROUTABLE_KIND);
+    assert!(waiting.iter().all(|row| row.attempts == 0), "{waiting:?}");
+    assert!(waiting
+        .iter()
+        .all(|row| busy_keys.contains(row.session_key.as_str()) || row.session_key == adapterless));
+    let adapterless_keys: Vec<String> = waiting
+        .iter()
+        .filter(|row| row.session_key == adapterless)
+        .map(|row| row.key.clone())
+        .collect();
 
     // End the turns: half by end_turn, half by dropping guards.
     for (i, session) in busy.iter().enumerate() {
@@ -277,16 +534,37 @@ fn router_delivers_hundreds_of_completions_to_their_own_chats() {
         }
     }
     drop(guards);
-    wait_until("the held completions", || {
+    wait_until("the busy sessions' completions", || {
         router.stats().delivered == routable as u64
     });
-    assert_eq!(router.stats().pending, 0);
+    assert_eq!(router.stats().waiting, PER_UNROUTABLE_KIND);
+
+    // The adapterless platform's completions, once its adapter comes: in order.
+    let matrix_inbox: Inbox = Arc::default();
+    assert!(router
+        .register_adapter(Platform::Matrix, recorder(&matrix_inbox))
+        .is_none());
+    wait_until("the matrix completions", || {
+        router.stats().delivered == (routable + PER_UNROUTABLE_KIND) as u64
+    });
+    assert_eq!(router.stats().waiting, 0);
+    {
+        let matrix = matrix_inbox.lock().unwrap();
+        let got: Vec<&str> = matrix.iter().map(|d| d.delegation_id.as_str()).collect();
+        assert_eq!(got, adapterless_ids);
+        let keys: Vec<String> = matrix.iter().map(|d| d.idempotency_key.clone()).collect();
+        assert_eq!(keys, adapterless_keys, "the ledger's keys of put events");
+        assert!(matrix
+            .iter()
+            .all(|d| d.chat_id == "!room" && !d.possible_redelivery));
+    }
 
     // Exactly once, in order, to the session's own platform, chat and thread.
     let inbox = inbox.lock().unwrap().clone();
     assert_eq!(inbox.len(), routable);
     let by_key: HashMap<&str, &Session> = sessions.iter().map(|s| (s.key.as_str(), s)).collect();
     let mut seen_order: HashMap<String, Vec<String>> = HashMap::new();
+    let mut keys = HashSet::new();
     for delivery in &inbox {
         let session = by_key[delivery.session_key.as_str()];
         assert_eq!(delivery.platform, session.platform, "{delivery:?}");
@@ -301,6 +579,19 @@ fn router_delivers_hundreds_of_completions_to_their_own_chats() {
             "{}",
             delivery.text
         );
+        if recorded.contains(&delivery.delegation_id) {
+            assert_eq!(delivery.idempotency_key, delivery.delegation_id);
+        } else {
+            assert!(
+                delivery.idempotency_key.starts_with("event-"),
+                "{delivery:?}"
+            );
+        }
+        assert!(!delivery.possible_redelivery, "{delivery:?}");
+        assert!(
+            keys.insert(delivery.idempotency_key.clone()),
+            "{delivery:?}"
+        );
         seen_order
             .entry(delivery.session_key.clone())
             .or_default()
@@ -308,51 +599,72 @@ fn router_delivers_hundreds_of_completions_to_their_own_chats() {
     }
     assert_eq!(seen_order, expected_order);
 
-    // Dead letters: each with its reason.
-    let letters = router.dead_letters().snapshot();
+    // Dead letters: each with its reason and the attempts it took.
+    let letters = router.dead_letters().snapshot().unwrap();
     assert_eq!(letters.len() as u64, dead_total);
     let mut kinds: HashMap<&str, usize> = HashMap::new();
     for letter in &letters {
         let key = letter.event.session_key().unwrap();
         let kind = unroutable_keys.iter().find(|(k, _)| *k == key).unwrap().1;
-        let expected = match kind {
-            "unknown platform" => Unroutable::UnknownPlatform {
-                platform: "myspace".into(),
-                session_key: key.into(),
-            },
-            "no platform" => Unroutable::MissingPlatform {
-                session_key: key.into(),
-            },
-            "no adapter" => Unroutable::NoAdapter(Platform::Matrix),
-            "adapter failed" => Unroutable::AdapterFailed {
-                platform: Platform::Whatsapp,
-                error: "rate limited".into(),
-            },
-            _ => Unroutable::AdapterPanicked {
-                platform: Platform::Signal,
-                message: "signal adapter exploded".into(),
-            },
+        let (expected, attempts) = match kind {
+            "unknown platform" => (
+                Unroutable::UnknownPlatform {
+                    platform: "myspace".into(),
+                    session_key: key.into(),
+                }
+                .to_string(),
+                1,
+            ),
+            "no platform" => (
+                Unroutable::MissingPlatform {
+                    session_key: key.into(),
+                }
+                .to_string(),
+                1,
+            ),
+            "adapter failed" => (
+                format!(
+                    "gave up after 8 attempts: {}",
+                    Unroutable::AdapterFailed {
+                        platform: Platform::Whatsapp,
+                        error: "rate limited".into(),
+                    }
+                ),
+                8,
+            ),
+            _ => (
+                format!(
+                    "gave up after 8 attempts: {}",
+                    Unroutable::AdapterPanicked {
+                        platform: Platform::Signal,
+                        message: "signal adapter exploded".into(),
+                    }
+                ),
+                8,
+            ),
         };
         assert_eq!(letter.reason, expected);
+        assert_eq!(letter.attempts, attempts, "{letter:?}");
         *kinds.entry(kind).or_default() += 1;
     }
     assert_eq!(kinds.len(), unroutable_keys.len());
     assert!(kinds.values().all(|&count| count == PER_UNROUTABLE_KIND));
 
-    // CLI-origin and watch events stay on the queue. (Each put-back goes to the tail, so
-    // their order may rotate against events that arrived in between.)
+    // CLI-origin and watch events stay on the queue, never claimed, in their order.
     let stats = router.stop();
-    assert!(stats.put_back >= not_owned.len() as u64);
-    assert_eq!(stats.delivered, routable as u64);
-    let mut left = queue.drain();
-    let key = |e: &Event| serde_json::to_string(e).unwrap();
-    left.sort_by_key(key);
-    not_owned.sort_by_key(key);
-    assert_eq!(left, not_owned);
+    assert_eq!(stats.delivered, (routable + PER_UNROUTABLE_KIND) as u64);
+    assert_eq!(stats.deferred, 0, "no turn began after a claim");
+    let left: Vec<LedgerRow> = pending_rows(&queue);
+    assert_eq!(left.len(), not_owned.len());
+    assert!(left.iter().all(|row| row.attempts == 0), "{left:?}");
+    assert_eq!(queue.drain(), not_owned);
 }
 
+/// Completions for busy sessions are not held by the router: they stay pending in the
+/// ledger, unclaimed and unchanged, and stopping the router loses none of them — a new
+/// router on the same queue delivers them all, in order, enriched with their route.
 #[test]
-fn stop_requeues_completions_held_for_busy_sessions_in_order() {
+fn completions_for_busy_sessions_stay_in_the_ledger_and_stop_loses_none() {
     let queue = CompletionQueue::new();
     let inbox: Inbox = Arc::default();
     let router = DeliveryRouter::builder(queue.clone())
@@ -365,44 +677,54 @@ fn stop_requeues_completions_held_for_busy_sessions_in_order() {
     router.begin_turn(b);
     let mut put = Vec::new();
     for n in 0..9 {
-        let event = completion(if n % 3 == 0 { b } else { a }, n);
-        put.push(Event::from(event.clone()));
+        let event = Event::from(completion(if n % 3 == 0 { b } else { a }, n));
+        put.push(event.clone());
         queue.put(event);
     }
-    wait_until("all nine held", || router.stats().pending == 9);
+    wait_until("all nine waiting", || router.stats().waiting == 9);
+    std::thread::sleep(NOTHING_ARRIVES);
+    assert!(inbox.lock().unwrap().is_empty(), "delivered into a turn");
     let stats = router.stop();
-    assert_eq!(stats.requeued_on_stop, 9);
-    assert_eq!(stats.pending, 0);
-    assert!(inbox.lock().unwrap().is_empty());
-    let requeued = queue.drain();
-    assert_eq!(ids(&requeued), ids(&put), "oldest first");
-    // They come back enriched, ready for the next router.
-    let Event::AsyncDelegation(first) = &requeued[0] else {
+    assert_eq!(
+        stats,
+        RouterStats {
+            waiting: 9,
+            ..RouterStats::default()
+        },
+        "nothing claimed, nothing lost"
+    );
+    // In the ledger: pending, never claimed, exactly as they were put, oldest first.
+    let rows = pending_rows(&queue);
+    assert!(rows.iter().all(|row| row.attempts == 0), "{rows:?}");
+    let in_ledger: Vec<Event> = rows.iter().map(|row| (*row.event).clone()).collect();
+    assert_eq!(in_ledger, put);
+
+    // A later router on the same queue, whose sessions are idle, delivers them in order.
+    let (adapter, deliveries) = channel_adapter();
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, adapter)
+        .start()
+        .unwrap();
+    let messages: Vec<InternalMessage> = (0..9)
+        .map(|_| deliveries.recv_timeout(HANG_GUARD).unwrap())
+        .collect();
+    let got: Vec<Event> = messages.iter().map(|m| m.event.clone()).collect();
+    assert_eq!(ids(&got), ids(&put), "oldest first");
+    // Enriched with its route on the way out.
+    let Event::AsyncDelegation(first) = &messages[0].event else {
         panic!("not async")
     };
     assert_eq!(first.routing.chat_id.as_deref(), Some("2"));
     assert_eq!(first.routing.thread_id.as_deref(), Some("55"));
-
-    // A later router with idle sessions delivers them, in order.
-    for event in requeued {
-        queue.put(event);
-    }
-    let router = DeliveryRouter::builder(queue.clone())
-        .adapter(Platform::Telegram, recorder(&inbox))
-        .start()
-        .unwrap();
-    wait_until("the second router", || router.stats().delivered == 9);
-    drop(router);
-    let delivered: Vec<String> = inbox
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|d| d.delegation_id.clone())
-        .collect();
-    assert_eq!(delivered, ids(&put));
+    assert_eq!(messages[0].source.thread_id.as_deref(), Some("55"));
+    let stats = router.stop();
+    assert_eq!((stats.delivered, stats.waiting), (9, 0));
     assert!(queue.is_empty());
+    assert!(pending_rows(&queue).is_empty());
 }
 
+/// Stopping while completions stream in loses none: what the first router did not
+/// deliver, a new router on the same queue delivers — each completion exactly once.
 #[test]
 fn stopping_mid_stream_loses_nothing() {
     let queue = CompletionQueue::new();
@@ -426,43 +748,430 @@ fn stopping_mid_stream_loses_nothing() {
     };
     wait_until("some deliveries", || router.stats().delivered >= 20);
     let stats = router.stop();
+    let by_first = delivered_ids(&inbox);
+    assert_eq!(by_first.len() as u64, stats.delivered);
     producer.join().unwrap();
 
-    let delivered: Vec<String> = inbox
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|d| d.delegation_id.clone())
-        .collect();
-    assert_eq!(delivered.len() as u64, stats.delivered);
-    let left = ids(&queue.drain());
-    let mut all: Vec<String> = delivered.iter().chain(left.iter()).cloned().collect();
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Discord, recorder(&inbox))
+        .start()
+        .unwrap();
+    wait_until("the rest, by the second router", || {
+        inbox.lock().unwrap().len() >= total
+    });
+    let second = router.stop();
+    assert_eq!(stats.delivered + second.delivered, total as u64);
+    assert_eq!((second.dead_lettered, second.waiting), (0, 0));
+    assert!(queue.is_empty());
+
+    let inbox = inbox.lock().unwrap();
+    let mut all: Vec<String> = inbox.iter().map(|d| d.delegation_id.clone()).collect();
     all.sort();
     let mut expected: Vec<String> = (0..total).map(|n| format!("deleg_{n:08x}")).collect();
     expected.sort();
-    assert_eq!(
-        all, expected,
-        "every completion delivered exactly once or back on the queue"
-    );
+    assert_eq!(all, expected, "every completion delivered exactly once");
+    let keys: HashSet<&str> = inbox.iter().map(|d| d.idempotency_key.as_str()).collect();
+    assert_eq!(keys.len(), total, "one idempotency key per completion");
+    // Each session's completions in the order they were put, across the two routers.
+    for session in 0..7 {
+        let key = format!("agent:main:discord:dm:{session}");
+        let order: Vec<&str> = inbox
+            .iter()
+            .filter(|d| d.session_key == key)
+            .map(|d| d.delegation_id.as_str())
+            .collect();
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(order, sorted, "{key}");
+    }
 }
 
+/// A CLI-origin completion (no session key), a CLI process completion and a watch event
+/// are not the router's: it never claims them — they stay pending with no attempt made,
+/// for the CLI loop (`take_where(Event::is_cli_completion)`) and the watch drain — and it
+/// does not wake up for them: it sleeps until something it serves arrives.
 #[test]
-fn router_pauses_instead_of_spinning_on_events_it_does_not_own() {
-    let queue = CompletionQueue::new();
-    queue.put(completion("", 1));
+fn the_router_never_claims_cli_origin_completions_and_sleeps_beside_them() {
+    let (queue, looks, _) = CountingLedger::queue();
+    let cli = Event::from(completion("", 1));
+    let cli_process = Event::from(process_completion(None, 2));
+    let watch = Event::from(WatchMatch {
+        session_id: Some("proc_3".into()),
+        ..WatchMatch::default()
+    });
+    for event in [&cli, &cli_process, &watch] {
+        queue.put(event.clone());
+    }
+    let (adapter, deliveries) = channel_adapter();
     let router = DeliveryRouter::builder(queue.clone())
-        .poll_interval(Duration::from_millis(5))
-        .requeue_backoff(Duration::from_secs(3600))
+        .adapter(Platform::Telegram, adapter)
         .start()
         .unwrap();
-    wait_until("the first put-back", || router.stats().put_back >= 1);
-    // Plenty of time for a spinning router to take the event again thousands of times.
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(router.stats().put_back, 1);
-    // stop cuts the hour-long pause short.
+    assert_router_sleeps(&looks, "CLI and watch events");
+    assert_eq!(router.stats(), RouterStats::default(), "no activity");
+    assert!(deliveries.try_recv().is_err());
+    let rows = pending_rows(&queue);
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter().all(|row| row.attempts == 0),
+        "claimed by the router: {rows:?}"
+    );
+
+    // Asleep, not stuck: a completion it serves is delivered at once.
+    queue.put(completion("agent:main:telegram:dm:1", 4));
+    let message = deliveries.recv_timeout(HANG_GUARD).unwrap();
+    assert_eq!(id_of(&message.event), "deleg_00000004");
+
+    // The CLI loop takes its own; the rest is the watch drain's.
+    assert_eq!(queue.take_where(Event::is_cli_completion), vec![cli]);
     let stats = router.stop();
-    assert_eq!(stats.put_back, 1);
-    assert_eq!(ids(&queue.drain()), vec!["deleg_00000001".to_owned()]);
+    assert_eq!(
+        stats,
+        RouterStats {
+            delivered: 1,
+            ..RouterStats::default()
+        }
+    );
+    assert_eq!(queue.drain(), vec![cli_process, watch]);
+}
+
+/// A completion for a known platform without an adapter is not a dead letter: it stays
+/// pending — counted in `waiting`, visible in the ledger, never claimed, and the router
+/// does not wake up in a loop over it — until `register_adapter` brings its adapter;
+/// then it is delivered, in order with the others of its session.
+#[test]
+fn a_completion_for_a_platform_without_an_adapter_waits_for_its_adapter() {
+    let (queue, looks, _) = CountingLedger::queue();
+    let (telegram, telegram_deliveries) = channel_adapter();
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, telegram)
+        .start()
+        .unwrap();
+    let discord = "agent:main:discord:dm:7";
+    queue.put(completion(discord, 1));
+    queue.put(completion("agent:main:telegram:dm:1", 2));
+    queue.put(completion(discord, 3));
+    let message = telegram_deliveries.recv_timeout(HANG_GUARD).unwrap();
+    assert_eq!(id_of(&message.event), "deleg_00000002");
+    wait_until("the router to settle", || router.stats().waiting == 2);
+
+    assert_router_sleeps(&looks, "completions for a platform without an adapter");
+    let stats = router.stats();
+    assert_eq!(
+        stats,
+        RouterStats {
+            delivered: 1,
+            waiting: 2,
+            ..RouterStats::default()
+        }
+    );
+    assert!(router.dead_letters().is_empty(), "not a dead letter");
+    let rows = pending_rows(&queue);
+    let waiting: Vec<(String, u32)> = rows
+        .iter()
+        .map(|row| (id_of(&row.event), row.attempts))
+        .collect();
+    assert_eq!(
+        waiting,
+        [("deleg_00000001".into(), 0), ("deleg_00000003".into(), 0)],
+        "pending, never claimed"
+    );
+
+    let (adapter, discord_deliveries) = channel_adapter();
+    assert!(router
+        .register_adapter(Platform::Discord, adapter)
+        .is_none());
+    let got: Vec<String> = (0..2)
+        .map(|_| id_of(&discord_deliveries.recv_timeout(HANG_GUARD).unwrap().event))
+        .collect();
+    assert_eq!(got, ["deleg_00000001", "deleg_00000003"]);
+    let stats = router.stop();
+    assert_eq!(
+        (stats.delivered, stats.dead_lettered, stats.waiting),
+        (3, 0, 0)
+    );
+    assert!(queue.is_empty());
+}
+
+/// Every delivery carries the completion's idempotency key — the `delegation_id` of a
+/// completion the engine recorded, the ledger's `event-{seq}` key of one put on the queue
+/// directly — and `possible_redelivery`: `false`, unless an earlier claim of it may have
+/// delivered it (a consumer that claimed it and never decided before its lease ran out);
+/// then it is `true`, with the same key, and that stale claim can no longer settle it.
+#[test]
+fn every_delivery_carries_its_idempotency_key_and_redelivery_flag() {
+    let queue = queue_with(LedgerConfig::default().with_lease(Duration::from_millis(50)));
+    let key = "agent:main:telegram:dm:1";
+    record(&queue, completion(key, 1));
+    queue.put(completion(key, 2));
+    queue.put(completion(key, 3));
+    let row_keys: Vec<String> = pending_rows(&queue)
+        .into_iter()
+        .map(|row| row.key)
+        .collect();
+    assert_eq!(row_keys[0], "deleg_00000001");
+    assert!(row_keys[1..].iter().all(|k| k.starts_with("event-")));
+    // A consumer claims the third and then hangs (or its process dies) undecided.
+    let stale = queue
+        .claim(&ClaimFilter::routed().where_event(|event| id_of(event) == "deleg_00000003"))
+        .unwrap()
+        .unwrap();
+    assert!(!stale.is_possible_redelivery());
+
+    let (adapter, deliveries) = channel_adapter();
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, adapter)
+        .start()
+        .unwrap();
+    let first = deliveries.recv_timeout(HANG_GUARD).unwrap();
+    let second = deliveries.recv_timeout(HANG_GUARD).unwrap();
+    // The stale claim's lease runs out; a lease's end is seen on the next wake-up (the
+    // ledger sweep's, on a durable queue).
+    let start = Instant::now();
+    let third = loop {
+        queue.wake_consumers();
+        match deliveries.recv_timeout(Duration::from_millis(10)) {
+            Ok(message) => break message,
+            Err(_) => assert!(start.elapsed() < HANG_GUARD, "hang guard: the third"),
+        }
+    };
+    let seen: Vec<(String, String, bool)> = [&first, &second, &third]
+        .iter()
+        .map(|m| {
+            (
+                id_of(&m.event),
+                m.idempotency_key.clone(),
+                m.possible_redelivery,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("deleg_00000001".into(), "deleg_00000001".into(), false),
+            ("deleg_00000002".into(), row_keys[1].clone(), false),
+            ("deleg_00000003".into(), row_keys[2].clone(), true),
+        ]
+    );
+    assert!(matches!(stale.ack(), Err(SettleError::ClaimLost)));
+    let stats = router.stop();
+    assert_eq!((stats.delivered, stats.dead_lettered), (3, 0));
+    assert!(queue.is_empty());
+}
+
+/// An adapter that fails is not the end of a completion: each failed attempt is
+/// released, retried after the ledger's backoff (doubling, capped), and the completion
+/// is delivered once the adapter recovers — with the same idempotency key every time.
+#[test]
+fn a_failing_adapter_is_retried_with_backoff_and_delivers_when_it_recovers() {
+    let base = Duration::from_millis(20);
+    let queue = queue_with(LedgerConfig::default().with_backoff(base, Duration::from_millis(40)));
+    let attempts: Arc<Mutex<Vec<(Instant, String, bool)>>> = Arc::default();
+    let seen = Arc::clone(&attempts);
+    let (sender, deliveries) = mpsc::channel::<InternalMessage>();
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, move |message: &InternalMessage| {
+            let mut seen = seen.lock().unwrap();
+            seen.push((
+                Instant::now(),
+                message.idempotency_key.clone(),
+                message.possible_redelivery,
+            ));
+            if seen.len() <= 3 {
+                return Err(format!("outage {}", seen.len()).into());
+            }
+            sender.send(message.clone())?;
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    record(&queue, completion("agent:main:telegram:dm:1", 1));
+    let message = deliveries.recv_timeout(HANG_GUARD).unwrap();
+    assert_eq!(message.idempotency_key, "deleg_00000001");
+    let stats = router.stop();
+    assert_eq!(
+        stats,
+        RouterStats {
+            delivered: 1,
+            released: 3,
+            ..RouterStats::default()
+        }
+    );
+    let attempts = attempts.lock().unwrap();
+    assert_eq!(attempts.len(), 4);
+    assert!(attempts
+        .iter()
+        .all(|(_, key, redelivery)| key == "deleg_00000001" && !redelivery));
+    // 20 ms, 40 ms, then the 40 ms cap (a little slack for the clocks' rounding).
+    let gaps: Vec<Duration> = attempts
+        .windows(2)
+        .map(|pair| pair[1].0 - pair[0].0)
+        .collect();
+    for (gap, backoff) in gaps.iter().zip([base, base * 2, base * 2]) {
+        assert!(
+            *gap >= backoff - Duration::from_millis(2),
+            "retried after {gap:?}, before its backoff of {backoff:?}: {gaps:?}"
+        );
+    }
+    assert!(queue.is_empty());
+    assert!(router_dead_letters_empty(&queue));
+}
+
+fn router_dead_letters_empty(queue: &CompletionQueue) -> bool {
+    gateway::DeadLetterStore::new(queue.clone())
+        .snapshot()
+        .unwrap()
+        .is_empty()
+}
+
+/// While a failed completion backs off it is still the router's: counted in `waiting`,
+/// pending in the ledger with its attempt and the failure — and stopping loses it not.
+#[test]
+fn a_completion_backing_off_is_waiting_in_the_ledger() {
+    let queue = queue_with(
+        LedgerConfig::default().with_backoff(Duration::from_secs(600), Duration::from_secs(600)),
+    );
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(
+            Platform::Telegram,
+            |_: &InternalMessage| -> Result<(), AdapterError> { Err("down".into()) },
+        )
+        .start()
+        .unwrap();
+    queue.put(completion("agent:main:telegram:dm:1", 1));
+    wait_until("the failed attempt", || router.stats().released == 1);
+    let rows = pending_rows(&queue);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].attempts, 1);
+    let failure = Unroutable::AdapterFailed {
+        platform: Platform::Telegram,
+        error: "down".into(),
+    }
+    .to_string();
+    assert_eq!(rows[0].reason.as_deref(), Some(failure.as_str()));
+    assert!(rows[0].not_before.is_some(), "backing off");
+    assert_eq!(
+        router.stats(),
+        RouterStats {
+            released: 1,
+            waiting: 1,
+            ..RouterStats::default()
+        },
+        "a completion backing off is waiting"
+    );
+    assert_eq!(router.stop().waiting, 1);
+    assert_eq!(pending_rows(&queue).len(), 1, "still in the ledger");
+}
+
+/// Dead letters live in the ledger; `router.dead_letters()` lists them with their
+/// reasons and attempts, and once the cause is fixed `requeue_all` (or `requeue` of one)
+/// puts them back: the router delivers each, with the key it had.
+#[test]
+fn a_requeued_dead_letter_is_delivered_once_its_cause_is_fixed() {
+    let queue = fast_retry_queue();
+    let broken = Arc::new(AtomicBool::new(true));
+    let is_broken = Arc::clone(&broken);
+    let (sender, deliveries) = mpsc::channel::<InternalMessage>();
+    let sender = Mutex::new(sender);
+    let forward = Arc::new(
+        move |message: &InternalMessage| -> Result<(), AdapterError> {
+            sender.lock().unwrap().send(message.clone())?;
+            Ok(())
+        },
+    );
+    let telegram_forward = Arc::clone(&forward);
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, move |message: &InternalMessage| {
+            if is_broken.load(Ordering::SeqCst) {
+                return Err("bot token revoked".into());
+            }
+            telegram_forward(message)
+        })
+        .start()
+        .unwrap();
+    record(&queue, completion("agent:main:telegram:dm:1", 1));
+    queue.put(completion("agent:main:zulip:dm:stream1", 2));
+    record(&queue, completion("agent:main:telegram:dm:3", 3));
+    wait_until("three dead letters", || router.stats().dead_lettered == 3);
+    let letters = router.dead_letters().snapshot().unwrap();
+    let gave_up = format!(
+        "gave up after 8 attempts: {}",
+        Unroutable::AdapterFailed {
+            platform: Platform::Telegram,
+            error: "bot token revoked".into()
+        }
+    );
+    let summary: Vec<(String, String, String, u32)> = letters
+        .iter()
+        .map(|l| (id_of(&l.event), l.key.clone(), l.reason.clone(), l.attempts))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "deleg_00000001".into(),
+                "deleg_00000001".into(),
+                gave_up.clone(),
+                8
+            ),
+            (
+                "deleg_00000002".into(),
+                letters[1].key.clone(),
+                Unroutable::UnknownPlatform {
+                    platform: "zulip".into(),
+                    session_key: "agent:main:zulip:dm:stream1".into()
+                }
+                .to_string(),
+                1
+            ),
+            ("deleg_00000003".into(), "deleg_00000003".into(), gave_up, 8),
+        ]
+    );
+    assert!(letters[1].key.starts_with("event-"));
+    assert_eq!(router.stats().waiting, 0, "dead letters are not waiting");
+    std::thread::sleep(NOTHING_ARRIVES);
+    assert!(deliveries.try_recv().is_err());
+
+    // Fix the causes: the bot works again, and zulip gets an adapter.
+    broken.store(false, Ordering::SeqCst);
+    let zulip = PlatformRegistry::new().register("zulip").unwrap();
+    let zulip_forward = Arc::clone(&forward);
+    router.register_adapter(zulip.clone(), move |m: &InternalMessage| zulip_forward(m));
+    // One by itself, then the rest.
+    assert!(router.dead_letters().requeue(&letters[0]).unwrap());
+    let first = deliveries.recv_timeout(HANG_GUARD).unwrap();
+    assert_eq!(
+        (id_of(&first.event), first.idempotency_key.as_str()),
+        ("deleg_00000001".to_owned(), "deleg_00000001")
+    );
+    assert_eq!(router.dead_letters().len(), 2);
+    assert_eq!(router.dead_letters().requeue_all().unwrap(), 2);
+    let mut rest: Vec<(String, String, Platform)> = (0..2)
+        .map(|_| {
+            let m = deliveries.recv_timeout(HANG_GUARD).unwrap();
+            (id_of(&m.event), m.idempotency_key, m.source.platform)
+        })
+        .collect();
+    rest.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        rest,
+        [
+            ("deleg_00000002".into(), letters[1].key.clone(), zulip),
+            (
+                "deleg_00000003".into(),
+                "deleg_00000003".into(),
+                Platform::Telegram
+            ),
+        ]
+    );
+    assert!(router.dead_letters().is_empty());
+    assert!(
+        !router.dead_letters().requeue(&letters[0]).unwrap(),
+        "no longer dead"
+    );
+    let stats = router.stop();
+    assert_eq!((stats.delivered, stats.dead_lettered), (3, 3));
+    assert!(queue.is_empty());
 }
 
 #[test]
@@ -504,8 +1213,11 @@ fn adapters_run_without_router_locks_and_can_call_back_into_the_router() {
     assert_eq!(inbox.lock().unwrap().len(), 5);
 }
 
+/// The origin store routes a completion (reply anchor, chat type); a completion for a
+/// custom platform the router knows but has no adapter for waits, pending, until its
+/// adapter is registered at run time — then it reaches its chat.
 #[test]
-fn origins_custom_platforms_and_requeued_dead_letters() {
+fn origins_and_a_custom_platform_whose_adapter_comes_later() {
     let queue = CompletionQueue::new();
     let platforms = PlatformRegistry::new();
     let irc = platforms.register("IRC").unwrap();
@@ -526,14 +1238,10 @@ fn origins_custom_platforms_and_requeued_dead_letters() {
         .unwrap();
     queue.put(completion(key, 1));
     queue.put(completion("agent:main:irc:dm:#rust", 2));
-    wait_until("one delivery and one dead letter", || {
+    wait_until("one delivery and one waiting", || {
         let stats = router.stats();
-        stats.delivered == 1 && stats.dead_lettered == 1
+        stats.delivered == 1 && stats.waiting == 1
     });
-    assert_eq!(
-        router.dead_letters().snapshot()[0].reason,
-        Unroutable::NoAdapter(irc.clone())
-    );
     {
         let inbox = inbox.lock().unwrap();
         assert_eq!(
@@ -543,14 +1251,20 @@ fn origins_custom_platforms_and_requeued_dead_letters() {
         );
         assert_eq!(inbox[0].chat_type, "group");
     }
-    // Fix the cause, then retry the dead letters.
-    router.register_adapter(irc.clone(), recorder(&inbox));
-    assert_eq!(router.dead_letters().requeue_all(&queue), 1);
-    wait_until("the retried delivery", || router.stats().delivered == 2);
     assert!(router.dead_letters().is_empty());
+    let rows = pending_rows(&queue);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].session_key.as_str(), rows[0].attempts),
+        ("agent:main:irc:dm:#rust", 0)
+    );
+    // Its adapter comes: it is delivered.
+    router.register_adapter(irc.clone(), recorder(&inbox));
+    wait_until("the irc delivery", || router.stats().delivered == 2);
     let last = inbox.lock().unwrap()[1].clone();
     assert_eq!((last.platform, last.chat_id.as_str()), (irc, "#rust"));
-    drop(router);
+    let stats = router.stop();
+    assert_eq!((stats.dead_lettered, stats.waiting), (0, 0));
     assert!(queue.is_empty());
 }
 
@@ -579,12 +1293,15 @@ fn pluggable_formatter_and_nothing_to_deliver() {
         let stats = router.stats();
         stats.delivered == 1 && stats.dead_lettered == 1
     });
+    let letters = router.dead_letters().snapshot().unwrap();
     assert_eq!(
-        router.dead_letters().snapshot()[0].reason,
+        letters[0].reason,
         Unroutable::NothingToDeliver {
             event_type: "async_delegation".into()
         }
+        .to_string()
     );
+    assert_eq!(letters[0].attempts, 1, "dead at once, not retried");
     let text = inbox.lock().unwrap()[0].text.clone();
     assert!(
         text.contains("\nDispatched: 1970-01-01 00:16:40 (12s ago)\n"),
@@ -594,8 +1311,8 @@ fn pluggable_formatter_and_nothing_to_deliver() {
 }
 
 /// The formatter and the origin store are user callbacks run on the router thread: a
-/// panic in one must cost only its own completion (to the dead-letter store), never the
-/// thread, the completions after it or those held for busy sessions.
+/// panic in one costs only its own completion (a dead letter at once), never the thread,
+/// the completions after it or those waiting for busy sessions.
 #[test]
 fn panicking_formatter_or_origin_store_costs_only_that_completion() {
     struct PanickyOrigins;
@@ -616,10 +1333,11 @@ fn panicking_formatter_or_origin_store_costs_only_that_completion() {
         .adapter(Platform::Telegram, recorder(&inbox))
         .start()
         .unwrap();
-    // Held for a busy session, so the thread's death would also cost this one.
+    // Waiting for a busy session, so the thread's death would keep this one from ever
+    // being delivered.
     router.begin_turn("agent:main:telegram:dm:3");
     queue.put(completion("agent:main:telegram:dm:3", 3));
-    wait_until("the held completion", || router.stats().pending == 1);
+    wait_until("the waiting completion", || router.stats().waiting == 1);
     let mut boom = completion("agent:main:telegram:dm:1", 1);
     boom.goal = "boom".into();
     queue.put(boom);
@@ -629,38 +1347,37 @@ fn panicking_formatter_or_origin_store_costs_only_that_completion() {
         let stats = router.stats();
         stats.delivered == 1 && stats.dead_lettered == 2
     });
-    let reasons: Vec<String> = router
+    let reasons: Vec<(String, u32)> = router
         .dead_letters()
         .snapshot()
+        .unwrap()
         .iter()
-        .map(|letter| letter.reason.to_string())
+        .map(|letter| (letter.reason.clone(), letter.attempts))
         .collect();
     assert_eq!(
         reasons,
         [
-            "the completion formatter panicked: formatter bug",
-            "the origin store panicked for session key \"agent:main:telegram:dm:2\": origin store bug",
+            ("the completion formatter panicked: formatter bug".to_owned(), 1),
+            (
+                "the origin store panicked for session key \"agent:main:telegram:dm:2\": origin store bug".to_owned(),
+                1
+            ),
         ]
     );
     router.end_turn("agent:main:telegram:dm:3");
-    wait_until("the held completion after the turn", || {
+    wait_until("the waiting completion after the turn", || {
         router.stats().delivered == 2
     });
-    let delivered: Vec<String> = inbox
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|d| d.delegation_id.clone())
-        .collect();
-    assert_eq!(delivered, ["deleg_00000004", "deleg_00000003"]);
+    assert_eq!(delivered_ids(&inbox), ["deleg_00000004", "deleg_00000003"]);
     router.stop();
     assert!(queue.is_empty());
 }
 
-/// An adapter error's `Display` is user code: a panic in it is an adapter panic, not
-/// the end of the delivery thread.
+/// An adapter error's `Display` is user code: a panic in it is an adapter panic — a
+/// failed attempt, retried like any other, and a dead letter after the last — not the
+/// end of the delivery thread, which delivers the next completion.
 #[test]
-fn adapter_error_whose_display_panics_is_dead_lettered() {
+fn adapter_error_whose_display_panics_is_retried_then_dead_lettered() {
     #[derive(Debug)]
     struct BadError;
     impl std::fmt::Display for BadError {
@@ -669,7 +1386,7 @@ fn adapter_error_whose_display_panics_is_dead_lettered() {
         }
     }
     impl std::error::Error for BadError {}
-    let queue = CompletionQueue::new();
+    let queue = fast_retry_queue();
     let inbox: Inbox = Arc::default();
     let record = recorder(&inbox);
     let router = DeliveryRouter::builder(queue.clone())
@@ -692,14 +1409,20 @@ fn adapter_error_whose_display_panics_is_dead_lettered() {
         let stats = router.stats();
         stats.delivered == 1 && stats.dead_lettered == 1
     });
+    let letters = router.dead_letters().snapshot().unwrap();
     assert_eq!(
-        router.dead_letters().snapshot()[0].reason,
-        Unroutable::AdapterPanicked {
-            platform: Platform::Telegram,
-            message: "display bug".into()
-        }
+        letters[0].reason,
+        format!(
+            "gave up after 8 attempts: {}",
+            Unroutable::AdapterPanicked {
+                platform: Platform::Telegram,
+                message: "display bug".into()
+            }
+        )
     );
-    router.stop();
+    assert_eq!(letters[0].attempts, 8);
+    assert_eq!(delivered_ids(&inbox), ["deleg_00000002"]);
+    assert_eq!(router.stop().released, 7);
 }
 
 /// A platform name that lowercases to a built-in's (here with a KELVIN SIGN, which
@@ -731,8 +1454,9 @@ fn a_unicode_spelling_of_a_builtin_reaches_the_builtin_adapter() {
     let reasons: Vec<String> = router
         .dead_letters()
         .snapshot()
-        .iter()
-        .map(|letter| letter.reason.to_string())
+        .unwrap()
+        .into_iter()
+        .map(|letter| letter.reason)
         .collect();
     assert_eq!(reasons, Vec::<String>::new());
     assert_eq!(router.stop().delivered, 2);
@@ -751,26 +1475,9 @@ fn a_unicode_spelling_of_a_builtin_reaches_the_builtin_adapter() {
     );
 }
 
-/// A channel-backed adapter: each delivery arrives as a message, so a test waits for
-/// an event instead of sleeping.
-fn channel_adapter() -> (
-    impl Fn(&InternalMessage) -> Result<(), AdapterError>,
-    std::sync::mpsc::Receiver<InternalMessage>,
-) {
-    let (sender, receiver) = std::sync::mpsc::channel();
-    let adapter = move |message: &InternalMessage| -> Result<(), AdapterError> {
-        sender.send(message.clone())?;
-        Ok(())
-    };
-    (adapter, receiver)
-}
-
-/// Long enough that a completion wrongly released into a running turn would have
-/// arrived: the router notices a turn's end within one poll interval (20 ms).
-const NOTHING_ARRIVES: Duration = Duration::from_millis(200);
-
 /// Two overlapping turns on one session: the session stays busy until the last one
-/// ends, so a completion is never delivered into the turn still running.
+/// ends, so a completion is never delivered into the turn still running; it waits,
+/// unclaimed, in the ledger.
 #[test]
 fn a_completion_waits_for_the_last_of_overlapping_turns() {
     let queue = CompletionQueue::new();
@@ -785,19 +1492,19 @@ fn a_completion_waits_for_the_last_of_overlapping_turns() {
     first.end();
     assert!(router.is_busy(key), "the second turn is still open");
     queue.put(completion(key, 1));
-    wait_until("the router to take the completion", || {
-        let stats = router.stats();
-        stats.pending as u64 + stats.delivered == 1
-    });
+    assert_eq!(router.stats().waiting, 1);
     assert!(
         deliveries.recv_timeout(NOTHING_ARRIVES).is_err(),
         "delivered into the turn still running"
     );
-    assert_eq!(router.stats().pending, 1);
+    assert_eq!(router.stats().waiting, 1);
+    let rows = pending_rows(&queue);
+    assert_eq!((rows.len(), rows[0].attempts), (1, 0), "never claimed");
     second.end();
     let message = deliveries.recv_timeout(HANG_GUARD).unwrap();
     assert_eq!(message.session_key.as_str(), key);
-    assert_eq!(router.stop().delivered, 1);
+    let stats = router.stop();
+    assert_eq!((stats.delivered, stats.deferred, stats.waiting), (1, 0, 0));
 }
 
 #[test]
@@ -848,18 +1555,20 @@ fn process_completion(session_key: Option<&str>, n: usize) -> ProcessCompletion 
 
 /// A background process that exits carries its session key: its completion reaches
 /// that chat as a new turn, rendered by the general formatter (the gateway formatter
-/// renders nothing for process completions).
+/// renders nothing for process completions), with the ledger's key of its row.
 #[test]
 fn a_process_completion_with_a_session_key_reaches_its_chat() {
     let queue = CompletionQueue::new();
+    let key = "agent:main:telegram:dm:42";
+    let event = Event::from(process_completion(Some(key), 1));
+    queue.put(event.clone());
+    let row_key = pending_rows(&queue)[0].key.clone();
+    assert!(row_key.starts_with("event-"), "{row_key}");
     let (adapter, deliveries) = channel_adapter();
     let router = DeliveryRouter::builder(queue.clone())
         .adapter(Platform::Telegram, adapter)
         .start()
         .unwrap();
-    let key = "agent:main:telegram:dm:42";
-    let event = Event::from(process_completion(Some(key), 1));
-    queue.put(event.clone());
     let message = deliveries.recv_timeout(HANG_GUARD).unwrap();
     assert_eq!(
         message.text,
@@ -881,6 +1590,8 @@ fn a_process_completion_with_a_session_key_reaches_its_chat() {
             text: message.text.clone(),
             reply_to_message_id: None,
             event,
+            idempotency_key: row_key,
+            possible_redelivery: false,
         },
         "routed from the key, the event handed over unchanged"
     );
@@ -889,8 +1600,11 @@ fn a_process_completion_with_a_session_key_reaches_its_chat() {
     assert!(queue.is_empty());
 }
 
+/// A process completion for a busy session waits, pending, until the turn ends, then
+/// goes to the chat its origin names; one that is still waiting when the router stops
+/// stays in the ledger, unchanged.
 #[test]
-fn a_process_completion_waits_for_a_busy_session_and_comes_back_on_stop() {
+fn a_process_completion_waits_for_a_busy_session_and_stays_in_the_ledger_on_stop() {
     let queue = CompletionQueue::new();
     let (adapter, deliveries) = channel_adapter();
     let origins = InMemoryOriginStore::new();
@@ -908,15 +1622,12 @@ fn a_process_completion_waits_for_a_busy_session_and_comes_back_on_stop() {
         .unwrap();
     let turn = router.turn(key);
     queue.put(process_completion(Some(key), 1));
-    wait_until("the router to take the completion", || {
-        let stats = router.stats();
-        stats.pending as u64 + stats.delivered == 1
-    });
+    assert_eq!(router.stats().waiting, 1);
     assert!(
         deliveries.recv_timeout(NOTHING_ARRIVES).is_err(),
         "delivered into a running turn"
     );
-    assert_eq!(router.stats().pending, 1);
+    assert_eq!(router.stats().waiting, 1);
     turn.end();
     let message = deliveries.recv_timeout(HANG_GUARD).unwrap();
     assert_eq!(message.session_key.as_str(), key);
@@ -933,16 +1644,22 @@ fn a_process_completion_waits_for_a_busy_session_and_comes_back_on_stop() {
         "origin"
     );
 
-    // Held when the router stops: back on the queue, unchanged.
+    // Still waiting when the router stops: in the ledger, unchanged.
     let _turn = router.turn(key);
     let held = Event::from(process_completion(Some(key), 2));
     queue.put(held.clone());
-    wait_until("the completion held", || router.stats().pending == 1);
+    assert_eq!(router.stats().waiting, 1);
     let stats = router.stop();
-    assert_eq!((stats.delivered, stats.requeued_on_stop), (1, 1));
+    assert_eq!((stats.delivered, stats.waiting), (1, 1));
+    let rows = pending_rows(&queue);
+    assert_eq!(rows.len(), 1);
+    assert_eq!((*rows[0].event).clone(), held);
     assert_eq!(queue.drain(), vec![held]);
 }
 
+/// A process completion that cannot be routed (unknown platform, no route at all) is a
+/// dead letter at once; one for a known platform without an adapter waits for its
+/// adapter, and is delivered once it is registered.
 #[test]
 fn an_undeliverable_process_completion_is_a_dead_letter() {
     let queue = CompletionQueue::new();
@@ -953,38 +1670,56 @@ fn an_undeliverable_process_completion_is_a_dead_letter() {
     for event in [&no_adapter, &unknown, &no_route] {
         queue.put(event.clone());
     }
-    wait_until("three dead letters", || router.stats().dead_lettered == 3);
-    let letters: Vec<(Event, Unroutable)> = router
+    wait_until("two dead letters", || router.stats().dead_lettered == 2);
+    let letters: Vec<(Event, String, u32)> = router
         .dead_letters()
         .snapshot()
+        .unwrap()
         .into_iter()
-        .map(|letter| (letter.event, letter.reason))
+        .map(|letter| (letter.event, letter.reason, letter.attempts))
         .collect();
     assert_eq!(
         letters,
         [
-            (no_adapter, Unroutable::NoAdapter(Platform::Discord)),
             (
                 unknown,
                 Unroutable::UnknownPlatform {
                     platform: "myspace".into(),
                     session_key: "agent:main:myspace:dm:1".into()
                 }
+                .to_string(),
+                1
             ),
             (
                 no_route,
                 Unroutable::MissingPlatform {
                     session_key: "proc-session-7".into()
                 }
+                .to_string(),
+                1
             ),
         ]
     );
-    router.stop();
+    assert_eq!(router.stats().waiting, 1, "the discord one waits");
+    let rows = pending_rows(&queue);
+    assert_eq!(rows.len(), 1);
+    assert_eq!((*rows[0].event).clone(), no_adapter);
+
+    let (adapter, deliveries) = channel_adapter();
+    router.register_adapter(Platform::Discord, adapter);
+    let message = deliveries.recv_timeout(HANG_GUARD).unwrap();
+    assert_eq!(message.event, no_adapter);
+    assert_eq!(message.source.chat_id, "1");
+    let stats = router.stop();
+    assert_eq!(
+        (stats.delivered, stats.dead_lettered, stats.waiting),
+        (1, 2, 0)
+    );
     assert!(queue.is_empty());
 }
 
 /// A process completion without a session key (absent or empty) came from a CLI
-/// session: the router leaves it on the queue.
+/// session: the router never claims it, and it stays on the queue.
 #[test]
 fn a_process_completion_without_a_session_key_stays_on_the_queue() {
     let queue = CompletionQueue::new();
@@ -997,10 +1732,15 @@ fn a_process_completion_without_a_session_key_stays_on_the_queue() {
         .adapter(Platform::Telegram, adapter)
         .start()
         .unwrap();
-    wait_until("both put back", || router.stats().put_back >= 2);
+    assert!(deliveries.recv_timeout(NOTHING_ARRIVES).is_err());
+    let rows = pending_rows(&queue);
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter().all(|row| row.attempts == 0),
+        "claimed: {rows:?}"
+    );
     let stats = router.stop();
-    assert_eq!((stats.delivered, stats.dead_lettered), (0, 0));
-    assert!(deliveries.try_recv().is_err());
+    assert_eq!(stats, RouterStats::default());
     assert_eq!(queue.drain(), vec![absent, empty]);
 }
 
@@ -1022,4 +1762,174 @@ fn a_custom_formatter_sees_process_completions_too() {
         .collect();
     assert_eq!(texts, ["custom completion", "custom async_delegation"]);
     router.stop();
+}
+
+/// A completion retried many times on short backoffs is never left behind: each backoff
+/// that runs out is claimed — also one that runs out while the router is between looking
+/// for work and looking up the next backoff (a race that once left the router asleep with
+/// nothing to wake it).
+#[test]
+fn short_backoffs_never_leave_a_retried_completion_behind() {
+    const FAILURES: usize = 2_000;
+    let queue = queue_with(
+        LedgerConfig::default()
+            .with_backoff(Duration::from_micros(20), Duration::from_micros(20))
+            .with_max_attempts(FAILURES as u32 + 1),
+    );
+    let calls = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&calls);
+    let (sender, deliveries) = mpsc::channel::<InternalMessage>();
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, move |message: &InternalMessage| {
+            if counted.fetch_add(1, Ordering::SeqCst) < FAILURES as u64 {
+                return Err("flaky".into());
+            }
+            sender.send(message.clone())?;
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    queue.put(completion("agent:main:telegram:dm:1", 1));
+    let message = deliveries.recv_timeout(HANG_GUARD);
+    let stats = router.stop();
+    assert!(
+        message.is_ok(),
+        "stalled after {} attempts: {stats:?}, rows {:?}",
+        calls.load(Ordering::SeqCst),
+        pending_rows(&queue)
+    );
+    assert_eq!((stats.delivered, stats.released), (1, FAILURES as u64));
+}
+
+/// A session's completions are delivered in order even when its turn ends while the
+/// router is in the middle of a look: the router judges a whole look by the state it
+/// began with, so it never skips the session's first page of completions as busy and
+/// then claims a later one, from the next page, as idle.
+#[test]
+fn a_turn_ending_during_a_look_keeps_the_session_in_order() {
+    let (queue, _, on_second_page) = CountingLedger::queue();
+    let (adapter, deliveries) = channel_adapter();
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, adapter)
+        .start()
+        .unwrap();
+    let key = "agent:main:telegram:dm:1";
+    let turn = router.turn(key);
+    // More than a page of candidates (32), all for the busy session.
+    let total = 40;
+    for n in 0..total {
+        queue.put(completion(key, n));
+    }
+    assert_eq!(router.stats().waiting, total);
+    // The turn ends while the router reads the second page of its next look.
+    *on_second_page.lock().unwrap() = Some(at_second_page(move || drop(turn)));
+    queue.wake_consumers();
+    let got: Vec<String> = (0..total)
+        .map(|_| id_of(&deliveries.recv_timeout(HANG_GUARD).unwrap().event))
+        .collect();
+    let expected: Vec<String> = (0..total).map(|n| format!("deleg_{n:08x}")).collect();
+    assert_eq!(got, expected);
+    assert!(on_second_page.lock().unwrap().is_none(), "the hook ran");
+    let stats = router.stop();
+    assert_eq!((stats.delivered, stats.waiting), (total as u64, 0));
+}
+
+/// Likewise when a platform's adapter is registered in the middle of a look: its
+/// completions are delivered in order, the first first.
+#[test]
+fn an_adapter_registered_during_a_look_keeps_its_completions_in_order() {
+    let (queue, _, on_second_page) = CountingLedger::queue();
+    let router = Arc::new(DeliveryRouter::builder(queue.clone()).start().unwrap());
+    let key = "agent:main:discord:dm:1";
+    let total = 40;
+    for n in 0..total {
+        queue.put(completion(key, n));
+    }
+    assert_eq!(router.stats().waiting, total);
+    let (adapter, deliveries) = channel_adapter();
+    let registrar = Arc::clone(&router);
+    *on_second_page.lock().unwrap() = Some(at_second_page(move || {
+        registrar.register_adapter(Platform::Discord, adapter);
+    }));
+    queue.wake_consumers();
+    let got: Vec<String> = (0..total)
+        .map(|_| id_of(&deliveries.recv_timeout(HANG_GUARD).unwrap().event))
+        .collect();
+    let expected: Vec<String> = (0..total).map(|n| format!("deleg_{n:08x}")).collect();
+    assert_eq!(got, expected);
+    let stats = Arc::try_unwrap(router).unwrap().stop();
+    assert_eq!((stats.delivered, stats.waiting), (total as u64, 0));
+}
+
+/// A turn that begins after the router claimed a completion but before it handed it to
+/// the adapter defers the claim: the completion goes back to pending with its attempt
+/// given back, is not delivered into the turn, and is delivered once the turn ends.
+#[test]
+fn a_turn_beginning_between_claim_and_hand_off_defers_without_spending_an_attempt() {
+    let (queue, _, on_second_page) = CountingLedger::queue();
+    let (adapter, deliveries) = channel_adapter();
+    let router = Arc::new(
+        DeliveryRouter::builder(queue.clone())
+            .adapter(Platform::Telegram, adapter)
+            .start()
+            .unwrap(),
+    );
+    // A full page of a busy session's completions, so the look that finds the idle
+    // session's completion reads a second page.
+    let busy = "agent:main:telegram:dm:1";
+    let late = "agent:main:telegram:dm:2";
+    let turn = router.turn(busy);
+    for n in 0..32 {
+        queue.put(completion(busy, n));
+    }
+    // The look that will claim the idle session's completion (its view taken: the
+    // session is idle) begins a turn of that session before the claim.
+    let starter = Arc::clone(&router);
+    let ledger = queue.clone();
+    *on_second_page.lock().unwrap() = Some(Box::new(move || {
+        let mine = RowQuery {
+            session_key: Some(late.to_owned()),
+            ..RowQuery::default()
+        };
+        if ledger.rows(&mine).unwrap().is_empty() {
+            return false;
+        }
+        assert!(starter.begin_turn(late));
+        true
+    }));
+    queue.put(completion(late, 32));
+    wait_until("the deferral", || router.stats().deferred == 1);
+    assert!(
+        deliveries.recv_timeout(NOTHING_ARRIVES).is_err(),
+        "delivered into the turn that began"
+    );
+    let rows: Vec<(String, u32)> = pending_rows(&queue)
+        .iter()
+        .filter(|row| row.session_key == late)
+        .map(|row| (id_of(&row.event), row.attempts))
+        .collect();
+    assert_eq!(
+        rows,
+        [("deleg_00000020".to_owned(), 0)],
+        "attempt given back"
+    );
+    assert!(router.end_turn(late));
+    let message = deliveries.recv_timeout(HANG_GUARD).unwrap();
+    assert_eq!(id_of(&message.event), "deleg_00000020");
+    assert!(!message.possible_redelivery);
+    drop(turn);
+    let busy_ones: Vec<String> = (0..32)
+        .map(|_| id_of(&deliveries.recv_timeout(HANG_GUARD).unwrap().event))
+        .collect();
+    let expected: Vec<String> = (0..32).map(|n| format!("deleg_{n:08x}")).collect();
+    assert_eq!(busy_ones, expected);
+    let stats = Arc::try_unwrap(router).unwrap().stop();
+    assert_eq!(
+        stats,
+        RouterStats {
+            delivered: 33,
+            deferred: 1,
+            ..RouterStats::default()
+        }
+    );
 }

@@ -15,7 +15,10 @@ use gateway::{
     AdapterError, DeliveryRouter, InternalMessage, Platform, PlatformRegistry, SessionKey,
     SessionKeyOptions, SessionSource, Unroutable,
 };
-use process_registry::{format_process_notification, AsyncDelegationEvent, CompletionQueue, Event};
+use process_registry::{
+    format_process_notification, AsyncDelegationEvent, CompletionQueue, DeliveryState, Event,
+    LedgerConfig, MemoryLedger, RowQuery,
+};
 
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
@@ -28,6 +31,18 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// A memory queue whose failed deliveries are retried after 1 ms, 2 ms, 4 ms, 4 ms, …
+/// (instead of 1 s, 2 s, 4 s, …), so a test sees all 8 attempts at once.
+fn fast_retry_queue() -> CompletionQueue {
+    CompletionQueue::builder(MemoryLedger::new())
+        .config(
+            LedgerConfig::default()
+                .with_backoff(Duration::from_millis(1), Duration::from_millis(4)),
+        )
+        .open()
+        .unwrap()
 }
 
 fn in_child(name: &str) -> bool {
@@ -222,8 +237,9 @@ fn a_name_with_an_invisible_character_registers_no_twin_of_a_builtin() {
 /// A replaced adapter is dropped on the delivery thread when the router's clone is the
 /// last one (it was replaced during its own `deliver` call). Its `Drop` is user code: here
 /// it panics with a payload whose own `Drop` panics. The fence drops that payload inside a
-/// fence of its own, so the `gateway-delivery` thread lives on and the completion it holds
-/// for a busy session is delivered when the turn ends — nothing is lost.
+/// fence of its own, so the `gateway-delivery` thread lives on: the completion in hand is
+/// acknowledged, and the one waiting for a busy session is delivered by the new adapter
+/// when the turn ends — nothing is lost, nothing is a dead letter.
 #[test]
 fn a_replaced_adapter_whose_drop_panics_with_a_panicking_payload_loses_nothing() {
     struct LoudDrop;
@@ -248,54 +264,49 @@ fn a_replaced_adapter_whose_drop_panics_with_a_panicking_payload_loses_nothing()
         .start()
         .unwrap();
 
-    // A completion held for a busy session.
+    // A completion waiting for a busy session.
     let busy = "agent:main:telegram:dm:2";
     router.begin_turn(busy);
     queue.put(completion(busy, "deleg_held0002"));
-    wait_until("the completion to be held", || router.stats().pending == 1);
+    assert_eq!(router.stats().waiting, 1);
 
     // A completion delivered through the adapter, which is replaced during the call.
     queue.put(completion("agent:main:telegram:dm:1", "deleg_0000001"));
     in_call.recv_timeout(HANG_GUARD).unwrap();
-    let delivered: Arc<Mutex<Vec<InternalMessage>>> = Arc::default();
-    let inbox = Arc::clone(&delivered);
+    let (tx, delivered) = mpsc::channel::<InternalMessage>();
+    let tx = Mutex::new(tx);
     let previous = router.register_adapter(Platform::Telegram, move |m: &InternalMessage| {
-        inbox.lock().unwrap().push(m.clone());
+        tx.lock().unwrap().send(m.clone()).unwrap();
         Ok(())
     });
     drop(previous); // the router's copy is now the last one
     go.send(()).unwrap();
+    wait_until("the first delivery to be acknowledged", || {
+        router.stats().delivered == 1
+    });
 
-    std::thread::sleep(Duration::from_millis(200));
+    // The thread survived the drop: the waiting completion reaches the new adapter.
     router.end_turn(busy);
-    std::thread::sleep(Duration::from_millis(200));
-    let dead_letters = router.dead_letters().clone();
-    router.stop();
-
-    let mut seen: Vec<String> = delivered
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|m| delegation_id(&m.event))
-        .collect();
-    seen.extend(queue.drain().iter().filter_map(delegation_id));
-    seen.extend(
-        dead_letters
-            .snapshot()
-            .iter()
-            .filter_map(|l| delegation_id(&l.event)),
+    let message = delivered.recv_timeout(HANG_GUARD).unwrap();
+    assert_eq!(
+        delegation_id(&message.event).as_deref(),
+        Some("deleg_held0002")
     );
-    assert!(
-        seen.iter().any(|id| id == "deleg_held0002"),
-        "the held completion is nowhere (delivered, queued or dead-lettered): {seen:?}"
+    let stats = router.stop();
+    assert_eq!(
+        (stats.delivered, stats.dead_lettered, stats.waiting),
+        (2, 0, 0)
     );
+    assert!(queue.is_empty());
 }
 
 /// An adapter error whose `Display` panics and whose `Drop` panics: the router formats
 /// it by reference and drops it apart, each in its own fence, so the two panics never
-/// meet (a panic while unwinding would abort the process). The completion becomes an
-/// `AdapterPanicked` dead letter and the gateway process lives on.
-/// (`adapter_error_whose_display_panics_is_dead_lettered` covers a `Display` panic alone.)
+/// meet (a panic while unwinding would abort the process). Each attempt is an adapter
+/// panic, retried; after the last the completion is a dead letter (`gave up after 8
+/// attempts: …AdapterPanicked…`) and the gateway process lives on.
+/// (`adapter_error_whose_display_panics_is_retried_then_dead_lettered` covers a `Display`
+/// panic alone.)
 #[test]
 fn an_adapter_error_whose_display_and_drop_panic_is_a_dead_letter_not_an_abort() {
     const NAME: &str =
@@ -310,7 +321,7 @@ fn an_adapter_error_whose_display_and_drop_panic_is_a_dead_letter_not_an_abort()
     impl std::error::Error for Rude {}
 
     if in_child(NAME) {
-        let queue = CompletionQueue::new();
+        let queue = fast_retry_queue();
         let router = DeliveryRouter::builder(queue.clone())
             .adapter(
                 Platform::Telegram,
@@ -322,14 +333,19 @@ fn an_adapter_error_whose_display_and_drop_panic_is_a_dead_letter_not_an_abort()
             .unwrap();
         queue.put(completion("agent:main:telegram:dm:1", "deleg_00000001"));
         wait_until("a dead letter", || router.stats().dead_lettered == 1);
+        let letters = router.dead_letters().snapshot().unwrap();
         assert_eq!(
-            router.dead_letters().snapshot()[0].reason,
-            Unroutable::AdapterPanicked {
-                platform: Platform::Telegram,
-                message: "display exploded".into()
-            }
+            letters[0].reason,
+            format!(
+                "gave up after 8 attempts: {}",
+                Unroutable::AdapterPanicked {
+                    platform: Platform::Telegram,
+                    message: "display exploded".into()
+                }
+            )
         );
-        router.stop();
+        assert_eq!(letters[0].attempts, 8);
+        assert_eq!(router.stop().released, 7);
         return;
     }
     let (ok, report) = survives_in_a_child_process(NAME);
@@ -382,6 +398,14 @@ fn an_untyped_process_completion_with_a_key_reaches_its_matrix_room() {
     );
     let stats = router.stop();
     assert_eq!(stats.delivered, 1);
+    // Never claimed: still pending with no attempt made.
+    let rows = queue
+        .rows(&RowQuery {
+            delivery: Some(DeliveryState::Pending),
+            ..RowQuery::default()
+        })
+        .unwrap();
+    assert_eq!((rows.len(), rows[0].attempts), (1, 0));
     assert_eq!(queue.drain(), vec![cli]);
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
-use process_registry::{ClaimFilter, CompletionQueue, Event};
+use process_registry::{ClaimFilter, CompletionQueue, DeliveryState, Event, RowQuery};
 
 use crate::{DeadLetterStore, Platform, PlatformRegistry, SessionKey, SessionSource};
 
@@ -384,12 +384,7 @@ impl DeliveryRouter {
             dead_lettered: s.dead_lettered.load(Ordering::SeqCst),
             deferred: s.deferred.load(Ordering::SeqCst),
             released: s.released.load(Ordering::SeqCst),
-            waiting: s
-                .queue
-                .count(&ClaimFilter::routed().including_restored().where_event({
-                    let served = s.platforms.clone();
-                    move |event| serves(&served, event)
-                })),
+            waiting: waiting(s),
         }
     }
 
@@ -415,6 +410,48 @@ impl DeliveryRouter {
             tracing::error!("the gateway-delivery thread panicked");
         }
     }
+}
+
+/// The `waiting` count: the routed completions of this router's platforms that are
+/// pending — claimable now (a busy session's, an adapterless platform's) or backing off
+/// after a failed attempt.
+fn waiting(shared: &Shared) -> usize {
+    let served = shared.platforms.clone();
+    let filter = ClaimFilter::routed()
+        .including_restored()
+        .where_event(move |event| serves(&served, event));
+    // What is claimable now; `count` reads the ledger without copying rows. (`count`
+    // and `next_due` judge by the ledger's columns — type, session key, restored — and
+    // not by the filter's predicate, so this part also counts a busy session's
+    // completion for a platform the router does not know.)
+    let claimable = shared.queue.count(&filter);
+    // What backs off is not claimable, so `count` leaves it out: read those rows, but
+    // only when something is backing off.
+    match shared.queue.next_due(&filter) {
+        Ok(Some(_)) => {}
+        Ok(None) => return claimable,
+        Err(error) => {
+            tracing::warn!(%error, "counting waiting completions failed");
+            return claimable;
+        }
+    }
+    let now = shared.queue.backend().now();
+    let pending = RowQuery {
+        delivery: Some(DeliveryState::Pending),
+        ..RowQuery::default()
+    };
+    let backing_off = match shared.queue.rows(&pending) {
+        Ok(rows) => rows
+            .iter()
+            .filter(|row| row.not_before.is_some_and(|t| t > now))
+            .filter(|row| serves(&shared.platforms, &row.event))
+            .count(),
+        Err(error) => {
+            tracing::warn!(%error, "counting waiting completions failed");
+            0
+        }
+    };
+    claimable + backing_off
 }
 
 /// `true` for a routed completion whose platform this router knows (the `waiting` count:

@@ -1,6 +1,6 @@
 //! Turn tracking: the open turns of each session, and the guard that holds one.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::Shared;
@@ -122,6 +122,11 @@ impl Turns {
     /// `true` while the session has an open turn.
     pub(super) fn is_busy(&self, session_key: &str) -> bool {
         self.lock().open.contains_key(session_key)
+    }
+
+    /// The sessions with an open turn right now.
+    pub(super) fn busy_sessions(&self) -> HashSet<String> {
+        self.lock().open.keys().cloned().collect()
     }
 }
 

@@ -2,8 +2,9 @@
 //! renders each, and hands it to its adapter — then acks, defers, releases or marks it
 //! dead in the completion ledger.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_delegation::fence;
@@ -39,16 +40,46 @@ fn platform_of(event: &Event, session_key: &str) -> Option<String> {
         .map(|route| route.platform)
 }
 
-/// `true` for a completion this router should claim now: its session has no open turn,
-/// and it is routable to a platform with an adapter — or not routable at all (the router
-/// claims it to make it a dead letter with its reason). A completion for a known
-/// platform without an adapter is left pending, for another router or for when its
-/// adapter is registered.
-pub(super) fn claimable(shared: &Shared, event: &Event) -> bool {
+/// What one look for work judges completions by: the sessions that were busy and the
+/// platforms that had an adapter when the look began.
+///
+/// A look pages through the ledger. Judged by the live state, a turn ending (or an
+/// adapter being registered) between two pages would let a session's later completion,
+/// on the next page, be claimed before its earlier ones, skipped as busy (or unserved)
+/// on the page before: delivered out of order. Judged by one view, a look sees each
+/// session one way. Whatever changes after the view is taken wakes the router (its wait
+/// is armed before), and the next look sees it.
+#[derive(Debug, Default)]
+struct View {
+    busy: HashSet<String>,
+    served: HashSet<Platform>,
+}
+
+impl View {
+    fn take(shared: &Shared) -> View {
+        View {
+            busy: shared.turns.busy_sessions(),
+            served: shared
+                .adapters
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .keys()
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// `true` for a completion this router should claim now (as `view` sees it): its session
+/// has no open turn, and it is routable to a platform with an adapter — or not routable
+/// at all (the router claims it to make it a dead letter with its reason). A completion
+/// for a known platform without an adapter is left pending, for another router or for
+/// when its adapter is registered.
+fn claimable(shared: &Shared, view: &View, event: &Event) -> bool {
     let Some(session_key) = owned_session_key(event) else {
         return false;
     };
-    if shared.is_busy(session_key) {
+    if view.busy.contains(session_key) {
         return false;
     }
     let Some(name) = platform_of(event, session_key) else {
@@ -56,7 +87,7 @@ pub(super) fn claimable(shared: &Shared, event: &Event) -> bool {
     };
     match shared.platforms.parse(&name) {
         Ok(platform) => {
-            let served = shared.has_adapter(&platform);
+            let served = view.served.contains(&platform);
             if !served {
                 shared.warn_unserved(&platform);
             }
@@ -74,6 +105,16 @@ pub(super) struct Settings {
     pub(super) formatter: NotificationFormatter,
 }
 
+/// What one look for work did.
+enum Look {
+    /// Claimed a completion and settled it.
+    Handled,
+    /// Nothing to claim now.
+    Nothing,
+    /// The ledger could not be read or written.
+    Failed,
+}
+
 /// The state owned by the `gateway-delivery` thread.
 pub(super) struct Worker {
     shared: Arc<Shared>,
@@ -81,6 +122,8 @@ pub(super) struct Worker {
     origins: Arc<dyn OriginStore>,
     formatter: NotificationFormatter,
     filter: ClaimFilter,
+    /// The view the filter judges by, taken anew for every look.
+    view: Arc<Mutex<View>>,
 }
 
 impl Worker {
@@ -91,17 +134,23 @@ impl Worker {
             formatter,
         } = settings;
         let judge = Arc::clone(&shared);
+        let view = Arc::new(Mutex::new(View::default()));
+        let judged_by = Arc::clone(&view);
         // The router owns the sessions of the platforms it serves: restored completions
         // of those sessions are its to deliver too.
         let filter = ClaimFilter::routed()
             .including_restored()
-            .where_event(move |event| claimable(&judge, event));
+            .where_event(move |event| {
+                let view = judged_by.lock().unwrap_or_else(PoisonError::into_inner);
+                claimable(&judge, &view, event)
+            });
         Worker {
             shared,
             queue,
             origins,
             formatter,
             filter,
+            view,
         }
     }
 
@@ -118,29 +167,61 @@ impl Worker {
             if self.stopping() {
                 return;
             }
-            match self.queue.claim(&self.filter) {
-                Ok(Some(claim)) => {
-                    failures = 0;
-                    self.handle(claim);
-                    continue;
-                }
-                Ok(None) => failures = 0,
-                Err(error) => {
-                    failures += 1;
-                    tracing::warn!(%error, failures, "the gateway could not claim completions; retrying");
+            match self.look(&mut failures) {
+                Look::Handled => continue,
+                Look::Failed => {
                     let _ = wait.wait_until(Instant::now() + retry_after(failures));
                     continue;
                 }
+                Look::Nothing => {}
             }
-            match self.queue.next_due(&self.filter) {
-                Ok(Some(due)) => {
-                    let _ = wait.wait_until(due);
-                }
-                Ok(None) => wait.wait(),
+            let due = match self.queue.next_due(&self.filter) {
+                Ok(due) => due,
                 Err(error) => {
                     tracing::warn!(%error, "the gateway could not read the ledger; retrying");
                     let _ = wait.wait_until(Instant::now() + retry_after(1));
+                    continue;
                 }
+            };
+            // A backoff that ran out between the claim and `next_due` is in neither: it
+            // was not claimable yet, it is no longer backing off, and no write will come
+            // to wake this thread for it. Look once more: whatever still backs off is in
+            // `due`, whatever came due before `next_due` is claimable now.
+            match self.look(&mut failures) {
+                Look::Handled => continue,
+                Look::Failed => {
+                    let _ = wait.wait_until(Instant::now() + retry_after(failures));
+                    continue;
+                }
+                Look::Nothing => {}
+            }
+            match due {
+                Some(due) => {
+                    let _ = wait.wait_until(due);
+                }
+                None => wait.wait(),
+            }
+        }
+    }
+
+    /// Claims the next completion this router serves, as a fresh [`View`] sees it, and
+    /// handles it.
+    fn look(&self, failures: &mut u32) -> Look {
+        *self.view.lock().unwrap_or_else(PoisonError::into_inner) = View::take(&self.shared);
+        match self.queue.claim(&self.filter) {
+            Ok(Some(claim)) => {
+                *failures = 0;
+                self.handle(claim);
+                Look::Handled
+            }
+            Ok(None) => {
+                *failures = 0;
+                Look::Nothing
+            }
+            Err(error) => {
+                *failures += 1;
+                tracing::warn!(%error, failures = *failures, "the gateway could not claim completions; retrying");
+                Look::Failed
             }
         }
     }
@@ -346,13 +427,6 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .get(platform)
             .cloned()
-    }
-
-    fn has_adapter(&self, platform: &Platform) -> bool {
-        self.adapters
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(platform)
     }
 
     /// Says once per platform that its completions wait for an adapter.
