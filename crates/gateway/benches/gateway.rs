@@ -108,5 +108,87 @@ fn router_throughput(c: &mut Criterion) {
     router.stop();
 }
 
-criterion_group!(benches, session_keys, enrich_and_format, router_throughput);
+/// On a SQLite ledger: a completion waits for its session's turn; the time from
+/// `end_turn` to the adapter holding it (woken by the turn's end, no timer), beside a bare
+/// two-thread hand-off measured the same way.
+fn turn_end_to_adapter(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("gateway-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ledger = process_registry::SqliteLedger::open(dir.join("ledger.sqlite3")).unwrap();
+    let queue = CompletionQueue::builder(ledger)
+        .config(
+            process_registry::LedgerConfig::default()
+                .with_sweep_interval(Duration::from_secs(3600)),
+        )
+        .open()
+        .unwrap();
+    let (arrived_tx, arrived) = crossbeam_channel::unbounded::<std::time::Instant>();
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, move |_: &InternalMessage| {
+            arrived_tx
+                .send(std::time::Instant::now())
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let key = "agent:main:telegram:dm:12345:678";
+    let mut group = c.benchmark_group("sqlite");
+    let mut n = 0_u64;
+    group.bench_function("turn_end_to_adapter", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                n += 1;
+                let turn = router.turn(key);
+                queue.put(AsyncDelegationEvent {
+                    delegation_id: Some(format!("deleg_{n:08x}")),
+                    session_key: key.into(),
+                    goal: "Investigate flaky test".into(),
+                    summary: Some("Found it".into()),
+                    ..AsyncDelegationEvent::default()
+                });
+                while router.stats().waiting == 0 {
+                    std::thread::yield_now();
+                }
+                // Let the router go back to sleep on the queue.
+                std::thread::sleep(Duration::from_micros(200));
+                let ended = std::time::Instant::now();
+                turn.end();
+                let got = arrived.recv_timeout(Duration::from_secs(20)).unwrap();
+                spent += got.saturating_duration_since(ended);
+            }
+            spent
+        });
+    });
+    group.bench_function("floor/two_thread_hand_off", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let (tx, rx) = crossbeam_channel::bounded::<std::time::Instant>(1);
+                let consumer = std::thread::spawn(move || {
+                    let sent = rx.recv().unwrap();
+                    std::time::Instant::now().saturating_duration_since(sent)
+                });
+                std::thread::sleep(Duration::from_micros(200));
+                tx.send(std::time::Instant::now()).unwrap();
+                spent += consumer.join().unwrap();
+            }
+            spent
+        });
+    });
+    group.finish();
+    router.stop();
+    drop(queue);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(
+    benches,
+    session_keys,
+    enrich_and_format,
+    router_throughput,
+    turn_end_to_adapter
+);
 criterion_main!(benches);

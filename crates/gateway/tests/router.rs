@@ -259,10 +259,20 @@ impl LedgerBackend for CountingLedger {
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
         self.inner.claim(seq, claim)
     }
-    fn settle(&self, seq: u64, claim_id: &str, settle: Settle<'_>) -> Result<bool, LedgerError> {
+    fn settle(
+        &self,
+        seq: u64,
+        claim_id: process_registry::ClaimToken<'_>,
+        settle: Settle<'_>,
+    ) -> Result<bool, LedgerError> {
         self.inner.settle(seq, claim_id, settle)
     }
-    fn renew(&self, seq: u64, claim_id: &str, lease_seconds: f64) -> Result<bool, LedgerError> {
+    fn renew(
+        &self,
+        seq: u64,
+        claim_id: process_registry::ClaimToken<'_>,
+        lease_seconds: f64,
+    ) -> Result<bool, LedgerError> {
         self.inner.renew(seq, claim_id, lease_seconds)
     }
     fn rows(&self, query: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError> {
