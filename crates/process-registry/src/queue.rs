@@ -366,15 +366,20 @@ impl CompletionQueue {
         self.len() == 0
     }
 
-    /// How many completions `filter` could claim now.
+    /// How many completions `filter` could claim now (its `where_event` predicate
+    /// included; `0` when the store cannot be read).
     pub fn count(&self, filter: &ClaimFilter) -> usize {
-        match self.core.backend.count_candidates(&filter.query(0)) {
-            Ok(count) => count,
-            Err(error) => {
-                tracing::warn!(%error, "counting waiting completions failed");
-                0
-            }
-        }
+        let counted = if filter.has_predicate() {
+            self.core
+                .candidates(filter, usize::MAX)
+                .map(|candidates| candidates.len())
+        } else {
+            self.core.backend.count_candidates(&filter.query(0))
+        };
+        counted.unwrap_or_else(|error| {
+            tracing::warn!(%error, "counting waiting completions failed");
+            0
+        })
     }
 
     /// Takes every event that was waiting when the call began, in FIFO order.
@@ -482,9 +487,10 @@ impl CompletionQueue {
         }
     }
 
-    /// When the first completion `filter` matches that is backing off now becomes
-    /// claimable (`None`: none is backing off). A waiting consumer wakes then at the
-    /// latest.
+    /// When the first completion `filter` matches that cannot be claimed now becomes
+    /// claimable: a backoff or a claim's lease running out (`None`: none is waiting for
+    /// either). A waiting consumer wakes then at the latest. A hint: it does not apply the
+    /// filter's `where_event` predicate, so it may be early, never late.
     ///
     /// # Errors
     /// When the store cannot be read.
@@ -834,6 +840,11 @@ impl Core {
                 return Ok(Some(claim));
             }
             let due = self.next_due(filter)?;
+            // A backoff (or lease) that ran out between the look and `next_due` is in
+            // neither answer: look once more, or the wait would sleep beside it.
+            if let Some(claim) = self.try_claim(filter)? {
+                return Ok(Some(claim));
+            }
             let until = match (deadline, due) {
                 (Some(deadline), Some(due)) => Some(deadline.min(due)),
                 (deadline, due) => deadline.or(due),

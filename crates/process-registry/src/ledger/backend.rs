@@ -361,8 +361,8 @@ pub trait LedgerBackend: Send + Sync + 'static {
     /// When the store cannot be read.
     fn count_candidates(&self, query: &CandidateQuery<'_>) -> Result<usize, LedgerError>;
 
-    /// The earliest time a pending row matching `query` stops backing off, when one is
-    /// backing off now.
+    /// The earliest time a row matching `query` becomes claimable that is not claimable
+    /// now: a pending row's backoff or a claimed row's lease running out.
     ///
     /// # Errors
     /// When the store cannot be read.

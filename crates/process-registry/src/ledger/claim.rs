@@ -151,6 +151,11 @@ impl ClaimFilter {
         self
     }
 
+    /// `true` when this filter has a [`where_event`](Self::where_event) predicate.
+    pub fn has_predicate(&self) -> bool {
+        self.predicate.is_some()
+    }
+
     /// `true` when this filter claims restored completions.
     pub fn includes_restored(&self) -> bool {
         self.restored

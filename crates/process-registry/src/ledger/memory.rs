@@ -332,8 +332,13 @@ impl LedgerBackend for MemoryLedger {
             .open
             .iter()
             .filter_map(|seq| state.rows.get(seq))
-            .filter(|row| row.delivery == Some(DeliveryState::Pending) && row.matches(query))
-            .filter_map(|row| row.not_before.filter(|t| *t > now))
+            .filter(|row| row.matches(query))
+            .filter_map(|row| match row.delivery {
+                Some(DeliveryState::Pending) => row.not_before,
+                Some(DeliveryState::Claimed) => row.lease_until,
+                _ => None,
+            })
+            .filter(|t| *t > now)
             .reduce(f64::min))
     }
 

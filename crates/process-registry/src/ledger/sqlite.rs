@@ -625,7 +625,9 @@ impl LedgerBackend for SqliteLedger {
     fn next_due(&self, query: &CandidateQuery<'_>) -> Result<Option<f64>, LedgerError> {
         let (filter, values) = candidate_filter(query);
         let sql = format!(
-            "SELECT min(not_before) FROM ledger_rows WHERE delivery = 'pending' AND not_before > ?1{filter}"
+                        "SELECT min(CASE delivery WHEN 'pending' THEN not_before ELSE lease_until END)
+             FROM ledger_rows
+             WHERE ((delivery = 'pending' AND not_before > ?1) OR (delivery = 'claimed' AND lease_until > ?1)){filter}"
         );
         let now = self.now();
         let after = seq_param(query.after_seq);
