@@ -219,7 +219,7 @@ fn child(ledger: &Path, point: KillPoint) {
     loop {
         let chat = n % SESSIONS;
         // Some run long enough to be running when the kill comes.
-        let run_for = Duration::from_millis(if n % 5 == 0 {
+        let run_for = Duration::from_millis(if n.is_multiple_of(5) {
             400
         } else {
             u64::from(n % 7) * 3

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use process_registry::{
-    AsyncDelegationEvent, Committed, CompletionQueue, DispatchRecord, Event, Recorded, WireNumber,
+    AsyncDelegationEvent, CompletionQueue, DispatchRecord, Event, Recorded, WireNumber,
 };
 
 use crate::fence;
@@ -379,86 +379,104 @@ impl Inner {
             .clone()
             .unwrap_or_else(|| "completed".to_owned());
         let model = event.model.clone();
-        // Committed before anything else: the slot is held until the completion is
-        // durable, so a failing store slows dispatch down instead of losing completions.
-        let committed = self.commit(ledger_record, &delegation_id, &status, event);
         // Whoever reacts to this event may dispatch again at once: let it find this
         // worker idle rather than start a thread.
         idle.fire();
-        let hook = self.release_slot(&delegation_id, committed.seq(), status, model, completed_at);
-        // Offered only now: a consumer of this process that takes it finds the slot free.
-        committed.offer();
+        let hook = self.complete(
+            ledger_record,
+            &delegation_id,
+            &status,
+            model,
+            completed_at,
+            event,
+        );
         // Dropping the interrupt hook runs user code (its captures): never under the lock.
         drop_fenced(hook);
     }
 
-    /// Records the completion in the ledger, retrying (and logging) until the store takes
-    /// it: a completion is never dropped because a disk was full for a while.
-    fn commit(
+    /// Records the completion in the ledger and frees the slot, in one critical section:
+    /// once the completion is visible to any consumer its slot is free (a consumer that
+    /// takes it and dispatches again waits for this lock, then finds the slot free), and
+    /// the slot is freed only once the completion is recorded. A store that refuses the
+    /// write is retried with backoff (logged), outside the lock, with the slot held: a
+    /// failing disk slows dispatch down instead of losing completions. Returns the hook,
+    /// to be dropped outside the lock.
+    fn complete(
         &self,
         record: DispatchRecord,
         delegation_id: &str,
         status: &str,
+        model: Option<String>,
+        completed_at: f64,
         event: AsyncDelegationEvent,
-    ) -> Committed {
+    ) -> Option<InterruptHook> {
         let event = Arc::new(Event::AsyncDelegation(event));
         let mut backoff = Duration::from_millis(10);
         let mut failures = 0_u32;
         loop {
-            match self
-                .queue
-                .record_completion(record, delegation_id, status, Arc::clone(&event))
             {
-                Ok(committed) => {
-                    if failures > 0 {
-                        tracing::info!(
+                let mut state = self.lock_state();
+                match self.queue.record_completion(
+                    record,
+                    delegation_id,
+                    status,
+                    Arc::clone(&event),
+                ) {
+                    Ok(order) => {
+                        if failures > 0 {
+                            tracing::info!(
+                                delegation_id,
+                                failures,
+                                "the completion was recorded after the ledger recovered"
+                            );
+                        }
+                        return release_slot(
+                            &mut state,
                             delegation_id,
-                            failures,
-                            "the completion was recorded after the ledger recovered"
+                            order,
+                            status,
+                            model,
+                            completed_at,
                         );
                     }
-                    return committed;
-                }
-                Err(error) => {
-                    failures += 1;
-                    if failures == 1 || failures.is_multiple_of(20) {
-                        tracing::error!(%error, delegation_id, failures, "a completion could not be recorded; keeping it and retrying");
+                    Err(error) => {
+                        failures += 1;
+                        if failures == 1 || failures.is_multiple_of(20) {
+                            tracing::error!(%error, delegation_id, failures, "a completion could not be recorded; keeping it and retrying");
+                        }
                     }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
+}
 
-    /// Frees the slot and keeps the completed record (at most
-    /// [`MAX_RETAINED_COMPLETED`]); returns the hook to drop outside the lock.
-    fn release_slot(
-        &self,
-        delegation_id: &str,
-        order: u64,
-        status: String,
-        model: Option<String>,
-        completed_at: f64,
-    ) -> Option<InterruptHook> {
-        let mut state = self.lock_state();
-        let Running {
-            mut record,
-            interrupt,
-            ..
-        } = state.running.remove(delegation_id)?;
-        record.status = status;
-        record.model = model;
-        record.completed_at = Some(completed_at);
-        // In the ledger's commit order (the order consumers see the completions), even
-        // when two workers free their slots the other way round.
-        let at = state.completed.partition_point(|(done, _)| *done < order);
-        state.completed.insert(at, (order, record));
-        while state.completed.len() > MAX_RETAINED_COMPLETED {
-            state.completed.pop_front();
-        }
-        interrupt
+/// Frees the slot and keeps the completed record (at most [`MAX_RETAINED_COMPLETED`]),
+/// in the ledger's commit order; returns the hook to drop outside the lock.
+fn release_slot(
+    state: &mut State,
+    delegation_id: &str,
+    order: u64,
+    status: &str,
+    model: Option<String>,
+    completed_at: f64,
+) -> Option<InterruptHook> {
+    let Running {
+        mut record,
+        interrupt,
+        ..
+    } = state.running.remove(delegation_id)?;
+    record.status = status.to_owned();
+    record.model = model;
+    record.completed_at = Some(completed_at);
+    let at = state.completed.partition_point(|(done, _)| *done < order);
+    state.completed.insert(at, (order, record));
+    while state.completed.len() > MAX_RETAINED_COMPLETED {
+        state.completed.pop_front();
     }
+    interrupt
 }
 
 /// The dispatch-time restatement the ledger keeps while a delegation runs: should its

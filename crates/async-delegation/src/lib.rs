@@ -26,11 +26,15 @@
 //!   dispatched rounded to 2 decimals. A runner error gives status `error` with its text;
 //!   a panic gives status `error` with `panic: {message}`, frees its slot and leaves the
 //!   engine fully usable.
-//! - **Ordering.** Freeing the slot, recording the completion and putting the event on the
-//!   queue happen in one critical section. So when a consumer takes the event, the slot
-//!   is already free (re-dispatching from a completion never hits a stale capacity
-//!   limit), and once [`DelegationEngine::active_count`] no longer counts a delegation,
-//!   its event is already on the queue.
+//! - **Durable before visible.** The dispatch is recorded in the queue's completion
+//!   ledger before [`dispatch`](DelegationEngine::dispatch) returns (a refused write
+//!   rejects it with [`DispatchError::LedgerUnavailable`] and holds no slot); the
+//!   completion is recorded before any consumer can see it.
+//! - **Ordering.** Recording the completion and freeing the slot happen in one critical
+//!   section. So when a consumer takes the event, the slot is already free
+//!   (re-dispatching from a completion never hits a stale capacity limit), and once
+//!   [`DelegationEngine::active_count`] no longer counts a delegation, its event is
+//!   already on the queue.
 //! - **Workers.** Runners run on threads named `async-delegate-N` from a small cached
 //!   pool (idle workers exit after a keep-alive). They are detached: exiting `main` or
 //!   dropping the engine never waits for a running child.

@@ -10,8 +10,8 @@
 //! the latest when a backing-off row becomes due. The plain queue API (`put`, `try_take`,
 //! `take_timeout`, `drain`, `take_where`) is a claim that is acknowledged at once.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -81,11 +81,7 @@ pub(crate) struct Core {
     liveness: Arc<dyn Liveness>,
     /// Notified on every write that may make a row claimable.
     signal: Signal,
-    /// Delegations whose completion is committed but not yet offered (the engine frees
-    /// the slot first), so no consumer of this process takes one before its slot is free.
-    unoffered: Mutex<HashSet<String>>,
-    /// `unoffered.len()`, read without the lock on every candidate.
-    unoffered_count: AtomicUsize,
+
     /// Events whose write failed, kept in memory and retried by the sweep.
     outbox: Mutex<VecDeque<Arc<Event>>>,
     sweeper: Mutex<Option<Sweeper>>,
@@ -160,8 +156,6 @@ impl CompletionQueueBuilder {
             instance: self.instance,
             liveness: self.liveness,
             signal: Signal::new(),
-            unoffered: Mutex::new(HashSet::new()),
-            unoffered_count: AtomicUsize::new(0),
             outbox: Mutex::new(VecDeque::new()),
             sweeper: Mutex::new(None),
         });
@@ -223,49 +217,6 @@ impl std::future::Future for QueueWait {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DispatchRecord {
     seq: u64,
-}
-
-/// A completion that is committed but not yet offered to consumers; dropping it offers
-/// it.
-#[must_use = "offer it once the delegation's slot is free"]
-pub struct Committed {
-    core: Arc<Core>,
-    delegation_id: Option<String>,
-    seq: u64,
-}
-
-impl std::fmt::Debug for Committed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Committed")
-            .field("delegation_id", &self.delegation_id)
-            .finish()
-    }
-}
-
-impl Committed {
-    /// The completion's place in the ledger's order: completions are offered in
-    /// increasing `seq`, the order they were committed.
-    pub fn seq(&self) -> u64 {
-        self.seq
-    }
-
-    /// Offers the completion to consumers: it becomes claimable in this process, and
-    /// waiting consumers are woken.
-    pub fn offer(mut self) {
-        self.offer_now();
-    }
-
-    fn offer_now(&mut self) {
-        if let Some(delegation_id) = self.delegation_id.take() {
-            self.core.offer(&delegation_id);
-        }
-    }
-}
-
-impl Drop for Committed {
-    fn drop(&mut self) {
-        self.offer_now();
-    }
 }
 
 /// What a dispatch recording answered.
@@ -573,9 +524,10 @@ impl CompletionQueue {
         })
     }
 
-    /// Records the completion of a dispatched delegation (with its exact wire JSON),
-    /// before it is offered to any consumer. Offer it with [`Committed::offer`] once the
-    /// delegation's slot is free.
+    /// Records the completion of a dispatched delegation (with its exact wire JSON) and
+    /// wakes waiting consumers; returns its place in the ledger's order. The engine calls
+    /// it inside the critical section that frees the delegation's slot, so a consumer that
+    /// takes the completion and dispatches again always finds the slot free.
     ///
     /// # Errors
     /// When the store refused the write: keep the completion and retry.
@@ -585,9 +537,8 @@ impl CompletionQueue {
         delegation_id: &str,
         status: &str,
         event: Arc<Event>,
-    ) -> Result<Committed, LedgerError> {
+    ) -> Result<u64, LedgerError> {
         let _ = record;
-        self.core.hold_offer(delegation_id);
         let run_state = RunState::Finished(status.to_owned());
         let finished = self.core.backend.finish_run(Finish {
             delegation_id,
@@ -595,34 +546,22 @@ impl CompletionQueue {
             run_state: &run_state,
             event: Arc::clone(&event),
             reason: None,
-        });
-        match finished {
-            Ok(Some(seq)) => Ok(Committed {
-                core: Arc::clone(&self.core),
-                delegation_id: Some(delegation_id.to_owned()),
-                seq,
-            }),
-            Ok(None) => {
+        })?;
+        let seq = match finished {
+            Some(seq) => seq,
+            None => {
                 // The running row is gone (recovered as `unknown` by an instance that
                 // judged this one dead): the real outcome is still recorded, as its own
                 // row, rather than lost.
-                self.core.offer(delegation_id);
                 tracing::warn!(
                     delegation_id,
                     "no running row for a finished delegation; recording its completion as a new row"
                 );
-                let seq = self.core.insert_pending(event)?;
-                Ok(Committed {
-                    core: Arc::clone(&self.core),
-                    delegation_id: None,
-                    seq,
-                })
+                return self.core.insert_pending(event);
             }
-            Err(error) => {
-                self.core.offer(delegation_id);
-                Err(error)
-            }
-        }
+        };
+        self.core.wake_all();
+        Ok(seq)
     }
 
     /// Takes back the record of a dispatch that was rejected after all (its worker could
@@ -690,8 +629,6 @@ fn unreachable_memory_queue() -> CompletionQueue {
         instance: current_instance().to_owned(),
         liveness: Arc::new(ProcessLiveness),
         signal: Signal::new(),
-        unoffered: Mutex::new(HashSet::new()),
-        unoffered_count: AtomicUsize::new(0),
         outbox: Mutex::new(VecDeque::new()),
         sweeper: Mutex::new(None),
     });
@@ -704,39 +641,6 @@ const PAGE: usize = 32;
 impl Core {
     pub(crate) fn wake_all(&self) {
         self.signal.notify(usize::MAX);
-    }
-
-    /// Keeps this process's consumers off a completion about to be committed.
-    fn hold_offer(&self, delegation_id: &str) {
-        let mut unoffered = lock(&self.unoffered);
-        unoffered.insert(delegation_id.to_owned());
-        self.unoffered_count
-            .store(unoffered.len(), Ordering::SeqCst);
-    }
-
-    /// Lets consumers take it, and wakes them.
-    fn offer(&self, delegation_id: &str) {
-        {
-            let mut unoffered = lock(&self.unoffered);
-            unoffered.remove(delegation_id);
-            self.unoffered_count
-                .store(unoffered.len(), Ordering::SeqCst);
-        }
-        self.wake_all();
-    }
-
-    /// `true` for a candidate whose completion is committed but not offered yet.
-    fn is_held(&self, event: &Event) -> bool {
-        if self.unoffered_count.load(Ordering::SeqCst) == 0 {
-            return false;
-        }
-        match event {
-            Event::AsyncDelegation(e) => e
-                .delegation_id
-                .as_deref()
-                .is_some_and(|id| lock(&self.unoffered).contains(id)),
-            _ => false,
-        }
     }
 
     fn insert_pending(&self, event: Arc<Event>) -> Result<u64, LedgerError> {
@@ -764,7 +668,7 @@ impl Core {
             let full = page.len() == PAGE;
             for candidate in page {
                 after = candidate.seq;
-                if !self.is_held(&candidate.event) && filter.accepts(&candidate.event) {
+                if filter.accepts(&candidate.event) {
                     found.push(candidate);
                     if found.len() >= limit {
                         return Ok(found);
@@ -810,7 +714,7 @@ impl Core {
             size = PAGE;
             for candidate in page {
                 after = candidate.seq;
-                if self.is_held(&candidate.event) || !filter.accepts(&candidate.event) {
+                if !filter.accepts(&candidate.event) {
                     continue;
                 }
                 if let Some(claim) = self.claim_seq(candidate.seq)? {

@@ -38,14 +38,18 @@ fn a_waiting_consumer_wakes_when_a_stale_claims_lease_runs_out() {
         .unwrap()
         .expect("claimable once the lease ran out");
     assert!(claim.is_possible_redelivery());
-    assert!(started.elapsed() < Duration::from_secs(10), "woken by the lease, not the guard");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "woken by the lease, not the guard"
+    );
     claim.ack().unwrap();
 }
 
 #[test]
 fn a_waiting_consumer_wakes_when_a_backoff_runs_out() {
     let queue = queue(
-        LedgerConfig::default().with_backoff(Duration::from_millis(100), Duration::from_millis(100)),
+        LedgerConfig::default()
+            .with_backoff(Duration::from_millis(100), Duration::from_millis(100)),
     );
     queue.put(watch("retry me"));
     let first = queue.claim(&ClaimFilter::any()).unwrap().unwrap();
@@ -55,7 +59,10 @@ fn a_waiting_consumer_wakes_when_a_backoff_runs_out() {
             after: Duration::from_millis(100)
         }
     );
-    assert!(queue.claim(&ClaimFilter::any()).unwrap().is_none(), "backing off");
+    assert!(
+        queue.claim(&ClaimFilter::any()).unwrap().is_none(),
+        "backing off"
+    );
     let claim = queue
         .claim_timeout(&ClaimFilter::any(), HANG_GUARD)
         .unwrap()

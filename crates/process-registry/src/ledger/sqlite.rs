@@ -370,7 +370,11 @@ fn from_json(text: &str) -> rusqlite::Result<Arc<Event>> {
     })
 }
 
-const CLAIMABLE: &str = "((delivery = 'pending' AND (not_before IS NULL OR not_before <= ?1)) \
+/// Claimable now. The first condition is implied by the rest and is there for the query
+/// planner: it lets SQLite read the `ledger_open` partial index instead of every row,
+/// delivered ones included.
+const CLAIMABLE: &str = "delivery IN ('pending', 'claimed') \
+     AND ((delivery = 'pending' AND (not_before IS NULL OR not_before <= ?1)) \
      OR (delivery = 'claimed' AND lease_until <= ?1))";
 
 /// The `WHERE` of a candidate query after `CLAIMABLE`, and its extra parameters
@@ -627,7 +631,8 @@ impl LedgerBackend for SqliteLedger {
         let sql = format!(
                         "SELECT min(CASE delivery WHEN 'pending' THEN not_before ELSE lease_until END)
              FROM ledger_rows
-             WHERE ((delivery = 'pending' AND not_before > ?1) OR (delivery = 'claimed' AND lease_until > ?1)){filter}"
+                          WHERE delivery IN ('pending', 'claimed')
+               AND ((delivery = 'pending' AND not_before > ?1) OR (delivery = 'claimed' AND lease_until > ?1)){filter}"
         );
         let now = self.now();
         let after = seq_param(query.after_seq);
@@ -784,9 +789,11 @@ impl LedgerBackend for SqliteLedger {
         let connection = self.lock();
         let mut statement = connection
             .prepare_cached(
-                "SELECT owner FROM ledger_rows WHERE run_state = 'running'
-                 UNION SELECT owner FROM ledger_rows WHERE delivery = 'pending' AND restored = 0
-                 UNION SELECT claimed_by FROM ledger_rows WHERE delivery = 'claimed' AND claimed_by IS NOT NULL",
+                                "SELECT owner FROM ledger_rows WHERE run_state = 'running'
+                 UNION SELECT owner FROM ledger_rows
+                     WHERE delivery IN ('pending', 'claimed') AND delivery = 'pending' AND restored = 0
+                 UNION SELECT claimed_by FROM ledger_rows
+                     WHERE delivery IN ('pending', 'claimed') AND delivery = 'claimed' AND claimed_by IS NOT NULL",
             )
             .map_err(read_error)?;
         let owners = statement
@@ -804,7 +811,7 @@ impl LedgerBackend for SqliteLedger {
             .execute(
                 "UPDATE ledger_rows SET delivery = 'pending', claim_id = NULL, claimed_by = NULL,
                      lease_until = NULL, possible_redelivery = 1
-                 WHERE delivery = 'claimed' AND claimed_by = ?1",
+                 WHERE delivery IN ('pending', 'claimed') AND delivery = 'claimed' AND claimed_by = ?1",
                 params![owner],
             )
             .map_err(write_error)?;
@@ -824,7 +831,7 @@ impl LedgerBackend for SqliteLedger {
             .lock()
             .prepare_cached(
                 "UPDATE ledger_rows SET delivery = 'dead', reason = ?2
-                 WHERE delivery = 'pending' AND restored = 1 AND completed_at < ?1",
+                 WHERE delivery IN ('pending', 'claimed') AND delivery = 'pending' AND restored = 1 AND completed_at < ?1",
             )
             .and_then(|mut statement| statement.execute(params![completed_before, reason]))
             .map_err(write_error)?;

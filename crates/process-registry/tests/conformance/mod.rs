@@ -100,8 +100,7 @@ fn complete(queue: &CompletionQueue, record: DispatchRecord, id: &str, session_k
     event.summary = Some(format!("result of {id}"));
     queue
         .record_completion(record, id, "completed", Arc::new(event.into()))
-        .unwrap()
-        .offer();
+        .unwrap();
 }
 
 fn row_of(queue: &CompletionQueue, id: &str) -> process_registry::LedgerRow {
@@ -142,7 +141,7 @@ pub fn dispatch_then_completion(store: &dyn Store) {
     let mut event = delegation("deleg_00000001", "agent:main:telegram:dm:1", "g");
     event.status = Some("error".into());
     event.error = Some("boom".into());
-    let committed = queue
+    let order = queue
         .record_completion(
             record,
             "deleg_00000001",
@@ -150,12 +149,10 @@ pub fn dispatch_then_completion(store: &dyn Store) {
             Arc::new(event.clone().into()),
         )
         .unwrap();
-    // Committed, not yet offered: no consumer of this process takes it.
-    assert!(queue.claim(&ClaimFilter::any()).unwrap().is_none());
     let row = row_of(&queue, "deleg_00000001");
+    assert_eq!(row.seq, order, "moved to the tail, at the seq it returned");
     assert_eq!(row.run_state, Some(RunState::Finished("error".into())));
     assert_eq!(row.delivery, Some(DeliveryState::Pending));
-    committed.offer();
 
     let claim = queue
         .claim(&ClaimFilter::routed())
