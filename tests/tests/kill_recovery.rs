@@ -124,6 +124,9 @@ impl LedgerBackend for Announcing {
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
         self.inner.claim(seq, claim)
     }
+    fn take_next(&self, q: &CandidateQuery<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
+        self.inner.take_next(q)
+    }
     fn settle(
         &self,
         seq: u64,

@@ -260,6 +260,9 @@ impl LedgerBackend for CountingLedger {
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
         self.inner.claim(seq, claim)
     }
+    fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
+        self.inner.take_next(query)
+    }
     fn settle(
         &self,
         seq: u64,

@@ -8,7 +8,7 @@
 //! recovery, and waking. A consumer waiting for a completion sleeps on an
 //! [`event_listener`] signal that every write notifies — no poll interval — and wakes at
 //! the latest when a backing-off row becomes due. The plain queue API (`put`, `try_take`,
-//! `take_timeout`, `drain`, `take_where`) is a claim that is acknowledged at once.
+//! `take_timeout`, `drain`) claims and delivers the next row in one step of the store.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -581,26 +581,22 @@ impl CompletionQueue {
             .retract_running(delegation_id, &self.core.instance)
     }
 
+    /// The plain take: the next row claimed and delivered in one step of the store.
     fn take_with(&self, filter: &ClaimFilter, timeout: Option<Duration>) -> Option<Event> {
-        loop {
-            let claimed = match timeout {
-                None => self.core.try_claim(filter),
-                Some(timeout) => self
-                    .core
-                    .claim_until(filter, Instant::now().checked_add(timeout)),
-            };
-            let claim = match claimed {
-                Ok(Some(claim)) => claim,
-                Ok(None) => return None,
-                Err(error) => {
-                    tracing::warn!(%error, "taking a completion failed");
-                    return None;
-                }
-            };
-            if let Some(event) = ack_logged(claim) {
-                return Some(event);
+        let query = filter.query(0);
+        let take = || self.core.backend.take_next(&query);
+        let taken = match timeout {
+            None => take(),
+            Some(timeout) => self
+                .core
+                .wait_for(filter, Instant::now().checked_add(timeout), take),
+        };
+        match taken {
+            Ok(taken) => taken.map(|row| Arc::unwrap_or_clone(row.event)),
+            Err(error) => {
+                tracing::warn!(%error, "taking a completion failed");
+                None
             }
-            // Lost to another consumer between claim and ack: look again.
         }
     }
 }
@@ -733,21 +729,32 @@ impl Core {
         filter: &ClaimFilter,
         deadline: Option<Instant>,
     ) -> Result<Option<Claim>, LedgerError> {
+        self.wait_for(filter, deadline, || self.try_claim(filter))
+    }
+
+    /// Runs `attempt` until it finds something or `deadline` passes, sleeping between
+    /// tries until a write wakes the queue or a row `filter` matches comes due.
+    fn wait_for<T>(
+        &self,
+        filter: &ClaimFilter,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut() -> Result<Option<T>, LedgerError>,
+    ) -> Result<Option<T>, LedgerError> {
         loop {
-            if let Some(claim) = self.try_claim(filter)? {
-                return Ok(Some(claim));
+            if let Some(found) = attempt()? {
+                return Ok(Some(found));
             }
             // Armed before the second look: a write between the look and the wait wakes
             // the wait.
             let listener = self.signal.listen();
-            if let Some(claim) = self.try_claim(filter)? {
-                return Ok(Some(claim));
+            if let Some(found) = attempt()? {
+                return Ok(Some(found));
             }
             let due = self.next_due(filter)?;
             // A backoff (or lease) that ran out between the look and `next_due` is in
             // neither answer: look once more, or the wait would sleep beside it.
-            if let Some(claim) = self.try_claim(filter)? {
-                return Ok(Some(claim));
+            if let Some(found) = attempt()? {
+                return Ok(Some(found));
             }
             let until = match (deadline, due) {
                 (Some(deadline), Some(due)) => Some(deadline.min(due)),
@@ -760,7 +767,7 @@ impl Core {
                         && deadline.is_some_and(|d| Instant::now() >= d)
                     {
                         // One last look: a row may have come due at the deadline.
-                        return self.try_claim(filter);
+                        return attempt();
                     }
                 }
             }

@@ -376,6 +376,15 @@ pub trait LedgerBackend: Send + Sync + 'static {
     /// When the store cannot be written.
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError>;
 
+    /// Claims and acknowledges, in one atomic step, the first row matching `query` that is
+    /// claimable now: it becomes delivered at once (attempts + 1; a possible redelivery
+    /// when it was claimed with its lease over). For consumers whose delivery *is* the
+    /// take — the plain queue API.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<ClaimedRow>, LedgerError>;
+
     /// Ends the claim `token` of row `seq`. Guard: the row is claimed under that token.
     /// `false` when the claim was lost (it expired and was taken by someone else).
     ///

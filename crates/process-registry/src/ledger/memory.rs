@@ -80,10 +80,12 @@ impl Row {
         self.claim.as_ref().map(|(_, owner)| &**owner)
     }
 
-    fn claimable(&self, now: f64) -> bool {
+    /// Whether a claim can take this row now. `now` is read only when a deadline has to
+    /// be compared: the common row (pending, no backoff) needs no clock.
+    fn claimable(&self, now: &mut impl FnMut() -> f64) -> bool {
         match self.delivery {
-            Some(DeliveryState::Pending) => self.not_before.is_none_or(|t| t <= now),
-            Some(DeliveryState::Claimed) => self.lease_until.is_some_and(|t| t <= now),
+            Some(DeliveryState::Pending) => self.not_before.is_none_or(|t| t <= now()),
+            Some(DeliveryState::Claimed) => self.lease_until.is_some_and(|t| t <= now()),
             _ => false,
         }
     }
@@ -144,6 +146,12 @@ impl MemoryLedger {
             state: Mutex::new(State::default()),
             clock,
         }
+    }
+
+    /// The clock, read at most once and only when asked.
+    fn lazy_now(&self) -> impl FnMut() -> f64 + '_ {
+        let mut read = None;
+        move || *read.get_or_insert_with(|| self.clock.now())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -298,14 +306,14 @@ impl LedgerBackend for MemoryLedger {
         query: &CandidateQuery<'_>,
         limit: usize,
     ) -> Result<Vec<Candidate>, LedgerError> {
-        let now = self.now();
+        let mut now = self.lazy_now();
         let state = self.lock();
         let start = query.after_seq.saturating_add(1);
         Ok(state
             .open
             .range(start..)
             .filter_map(|seq| state.rows.get(seq).map(|row| (*seq, row)))
-            .filter(|(_, row)| row.claimable(now) && row.matches(query))
+            .filter(|(_, row)| row.matches(query) && row.claimable(&mut now))
             .take(limit)
             .map(|(seq, row)| Candidate {
                 seq,
@@ -315,13 +323,13 @@ impl LedgerBackend for MemoryLedger {
     }
 
     fn count_candidates(&self, query: &CandidateQuery<'_>) -> Result<usize, LedgerError> {
-        let now = self.now();
+        let mut now = self.lazy_now();
         let state = self.lock();
         Ok(state
             .open
             .range(query.after_seq.saturating_add(1)..)
             .filter_map(|seq| state.rows.get(seq))
-            .filter(|row| row.claimable(now) && row.matches(query))
+            .filter(|row| row.matches(query) && row.claimable(&mut now))
             .count())
     }
 
@@ -349,7 +357,7 @@ impl LedgerBackend for MemoryLedger {
         let Some(row) = state.rows.get_mut(&seq) else {
             return Ok(None);
         };
-        if !row.claimable(now) {
+        if !row.claimable(&mut || now) {
             return Ok(None);
         }
         if row.delivery == Some(DeliveryState::Claimed) {
@@ -371,13 +379,44 @@ impl LedgerBackend for MemoryLedger {
         }))
     }
 
+    fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
+        let mut now = self.lazy_now();
+        let mut state = self.lock();
+        let start = query.after_seq.saturating_add(1);
+        let Some(seq) = state.open.range(start..).copied().find(|seq| {
+            state
+                .rows
+                .get(seq)
+                .is_some_and(|row| row.matches(query) && row.claimable(&mut now))
+        }) else {
+            return Ok(None);
+        };
+        let Some(row) = state.rows.remove(&seq) else {
+            return Ok(None);
+        };
+        state.open.remove(&seq);
+        if let Some(id) = &row.delegation_id {
+            state.by_id.remove(id);
+        }
+        // Not retained: delivered at once, as a taken event always was.
+        Ok(Some(ClaimedRow {
+            seq,
+            possible_redelivery: row.possible_redelivery
+                || row.delivery == Some(DeliveryState::Claimed),
+            attempts: row.attempts.saturating_add(1),
+            restored: row.restored,
+            delegation_id: row.delegation_id,
+            event: row.event,
+        }))
+    }
+
     fn settle(
         &self,
         seq: u64,
         token: ClaimToken<'_>,
         settle: Settle<'_>,
     ) -> Result<bool, LedgerError> {
-        let now = self.now();
+        let mut now = self.lazy_now();
         let mut state = self.lock();
         let Some(row) = state.rows.get_mut(&seq) else {
             return Ok(false);
@@ -401,7 +440,7 @@ impl LedgerBackend for MemoryLedger {
                 reason,
             } => {
                 row.delivery = Some(DeliveryState::Pending);
-                row.not_before = Some(now + backoff_seconds);
+                row.not_before = Some(now() + backoff_seconds);
                 row.reason = Some(reason.to_owned());
             }
             Settle::Dead { reason } => {

@@ -451,6 +451,21 @@ fn row_seq(seq: i64) -> u64 {
     u64::try_from(seq).unwrap_or(0)
 }
 
+/// What a claim returns, in the order [`read_claimed`] reads it.
+const CLAIMED_COLUMNS: &str = "seq, delegation_id, event, attempts, possible_redelivery, restored";
+
+fn read_claimed(row: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
+    let event: String = row.get(2)?;
+    Ok(ClaimedRow {
+        seq: row_seq(row.get(0)?),
+        delegation_id: row.get(1)?,
+        event: from_json(&event)?,
+        attempts: u32::try_from(row.get::<_, i64>(3)?).unwrap_or(u32::MAX),
+        possible_redelivery: row.get::<_, i64>(4)? != 0,
+        restored: row.get::<_, i64>(5)? != 0,
+    })
+}
+
 const ROW_COLUMNS: &str = "seq, COALESCE(key, 'event-' || seq), delegation_id, kind, session_key, \
      run_state, status, delivery, attempts, reason, owner, claimed_by, restored, possible_redelivery, \
      created_at, completed_at, delivered_at, not_before, lease_until, event";
@@ -629,9 +644,9 @@ impl LedgerBackend for SqliteLedger {
     fn next_due(&self, query: &CandidateQuery<'_>) -> Result<Option<f64>, LedgerError> {
         let (filter, values) = candidate_filter(query);
         let sql = format!(
-                        "SELECT min(CASE delivery WHEN 'pending' THEN not_before ELSE lease_until END)
+            "SELECT min(CASE delivery WHEN 'pending' THEN not_before ELSE lease_until END)
              FROM ledger_rows
-                          WHERE delivery IN ('pending', 'claimed')
+             WHERE delivery IN ('pending', 'claimed')
                AND ((delivery = 'pending' AND not_before > ?1) OR (delivery = 'claimed' AND lease_until > ?1)){filter}"
         );
         let now = self.now();
@@ -654,8 +669,8 @@ impl LedgerBackend for SqliteLedger {
                  SET delivery = 'claimed', claim_id = ?2, claimed_by = ?3, lease_until = ?1 + ?4,
                      not_before = NULL, attempts = attempts + 1,
                      possible_redelivery = possible_redelivery OR delivery = 'claimed'
-                                  WHERE seq = ?5 AND {CLAIMABLE}
-                 RETURNING delegation_id, event, attempts, possible_redelivery, restored"
+                 WHERE seq = ?5 AND {CLAIMABLE}
+                 RETURNING {CLAIMED_COLUMNS}"
             ))
             .and_then(|mut statement| {
                 statement
@@ -667,22 +682,36 @@ impl LedgerBackend for SqliteLedger {
                             claim.lease_seconds,
                             seq_param(seq)
                         ],
-                        |row| {
-                            let event: String = row.get(1)?;
-                            Ok(ClaimedRow {
-                                seq,
-                                delegation_id: row.get(0)?,
-                                event: from_json(&event)?,
-                                attempts: u32::try_from(row.get::<_, i64>(2)?).unwrap_or(u32::MAX),
-                                possible_redelivery: row.get::<_, i64>(3)? != 0,
-                                restored: row.get::<_, i64>(4)? != 0,
-                            })
-                        },
+                        read_claimed,
                     )
                     .optional()
             })
             .map_err(write_error)?;
         Ok(claimed)
+    }
+
+    fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
+        let (filter, values) = candidate_filter(query);
+        // Delivered in the statement that claims it: no lease, no claim columns.
+        let sql = format!(
+            "UPDATE ledger_rows
+             SET delivery = 'delivered', delivered_at = ?1, attempts = attempts + 1,
+                 possible_redelivery = possible_redelivery OR delivery = 'claimed',
+                 claim_id = NULL, claimed_by = NULL, lease_until = NULL, not_before = NULL
+             WHERE seq = (SELECT seq FROM ledger_rows WHERE {CLAIMABLE}{filter} ORDER BY seq LIMIT 1)
+             RETURNING {CLAIMED_COLUMNS}"
+        );
+        let now = self.now();
+        let after = seq_param(query.after_seq);
+        let connection = self.lock();
+        connection
+            .prepare_cached(&sql)
+            .and_then(|mut statement| {
+                statement
+                    .query_row(&*query_params(&now, &after, &values), read_claimed)
+                    .optional()
+            })
+            .map_err(write_error)
     }
 
     fn settle(

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use jiff::{tz::TimeZone, Timestamp};
 use process_registry::{
-    format_process_notification_in, AsyncDelegationEvent, ClaimFilter, CompletionQueue,
-    DeliveryState, DispatchRecord, Event, LedgerBackend, LedgerConfig, Liveness, ManualClock,
-    Recorded, Released, RowQuery, RunState, SettleError, WatchOverflow, OWNER_EXITED_ERROR,
-    RESTORE_HORIZON_REASON,
+    format_process_notification_in, AsyncDelegationEvent, CandidateQuery, ClaimFilter,
+    CompletionQueue, DeliveryState, DispatchRecord, Event, LedgerBackend, LedgerConfig, Liveness,
+    ManualClock, Recorded, Released, RowQuery, RunState, SessionMatch, SettleError, WatchOverflow,
+    OWNER_EXITED_ERROR, RESTORE_HORIZON_REASON,
 };
 
 /// Only a guard against hangs.
@@ -54,6 +54,15 @@ fn queue_as(store: &dyn Store, instance: &str, liveness: &FakeLiveness) -> Compl
         .open()
         .unwrap()
 }
+
+/// Every claimable row but restored ones, from the start.
+const ANY: CandidateQuery<'static> = CandidateQuery {
+    kinds: &[],
+    except_kinds: &[],
+    sessions: SessionMatch::Any,
+    restored: false,
+    after_seq: 0,
+};
 
 fn queue(store: &dyn Store) -> CompletionQueue {
     queue_as(store, "instance-a", &FakeLiveness::default())
@@ -255,19 +264,7 @@ pub fn claims_are_fenced_by_instance(store: &dyn Store) {
     let queue = queue(store);
     queue.put(watch("contended"));
     let backend = store.backend();
-    let seq = backend
-        .candidates(
-            &process_registry::CandidateQuery {
-                kinds: &[],
-                except_kinds: &[],
-                sessions: process_registry::SessionMatch::Any,
-                restored: false,
-                after_seq: 0,
-            },
-            1,
-        )
-        .unwrap()[0]
-        .seq;
+    let seq = backend.candidates(&ANY, 1).unwrap()[0].seq;
     let a = process_registry::ClaimToken {
         id: 7,
         owner: "instance-x",
@@ -478,6 +475,108 @@ pub fn plain_queue_api(store: &dyn Store) {
     assert_eq!(all, ["w0", "w1", "w2", "w3"]);
     assert!(queue.try_take().is_none());
     assert!(queue.take_timeout(Duration::from_millis(1)).is_none());
+}
+
+/// A plain take claims and delivers in one step: FIFO, past a held claim and a row
+/// backing off, taking a claim whose lease ran out as a possible redelivery (and fencing
+/// that claim off), never a restored row unless asked.
+pub fn plain_takes_are_one_step(store: &dyn Store) {
+    let queue = CompletionQueue::builder_shared(store.backend())
+        .instance("instance-a")
+        .config(LedgerConfig::default().with_lease(Duration::from_secs(60)))
+        .open()
+        .unwrap();
+    for name in ["held", "backing off", "free"] {
+        queue.put(watch(name));
+    }
+    let held = queue.claim(&ClaimFilter::any()).unwrap().unwrap();
+    let backing_off = queue.claim(&ClaimFilter::any()).unwrap().unwrap();
+    assert!(matches!(
+        backing_off.release("try later").unwrap(),
+        Released::Retry { .. }
+    ));
+    assert_eq!(message(&queue.try_take().unwrap()), "free");
+    assert!(queue.try_take().is_none(), "one held, one backing off");
+
+    // The backoff (1 s) runs out first, the lease (60 s) later.
+    store.clock().advance(Duration::from_secs(2));
+    let backend = store.backend();
+    let taken = backend.take_next(&ANY).unwrap().unwrap();
+    assert_eq!(message(&taken.event), "backing off");
+    assert_eq!(taken.attempts, 2, "its release counted one");
+    assert!(!taken.possible_redelivery);
+    store.clock().advance(Duration::from_secs(60));
+    let taken = backend.take_next(&ANY).unwrap().unwrap();
+    assert_eq!(message(&taken.event), "held");
+    assert!(taken.possible_redelivery, "its lease ran out undecided");
+    assert_eq!(held.ack().unwrap_err(), SettleError::ClaimLost, "fenced");
+    assert!(backend.take_next(&ANY).unwrap().is_none());
+
+    let retained = backend.capabilities().retains_delivered;
+    let delivered = queue
+        .rows(&RowQuery {
+            delivery: Some(DeliveryState::Delivered),
+            ..RowQuery::default()
+        })
+        .unwrap();
+    assert_eq!(delivered.len(), if retained { 3 } else { 0 });
+    assert!(delivered
+        .iter()
+        .all(|row| row.claimed_by.is_none() && row.lease_until.is_none()));
+    assert_eq!(
+        queue.rows(&RowQuery::default()).unwrap().len(),
+        delivered.len()
+    );
+
+    // A row whose writer died is restored: a plain take leaves it for its session's owner.
+    let liveness = FakeLiveness::default();
+    let writer = queue_as(store, "instance-w", &liveness);
+    writer.put(watch("orphan"));
+    drop(writer);
+    liveness.kill("instance-w");
+    let reader = queue_as(store, "instance-r", &liveness);
+    assert!(
+        reader.try_take().is_none(),
+        "restored rows are not the plain queue's"
+    );
+    let restored = backend
+        .take_next(&CandidateQuery {
+            restored: true,
+            ..ANY
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(message(&restored.event), "orphan");
+    assert!(restored.restored);
+}
+
+/// Plain takers racing each other take every event exactly once, waiting between events
+/// without polling.
+pub fn concurrent_plain_takes_are_exclusive(store: &dyn Store) {
+    const EVENTS: usize = 600;
+    const TAKERS: usize = 3;
+    let queue = queue(store);
+    let taken = Arc::new(Mutex::new(Vec::new()));
+    let takers: Vec<_> = (0..TAKERS)
+        .map(|_| {
+            let (queue, taken) = (queue.clone(), Arc::clone(&taken));
+            std::thread::spawn(move || {
+                while let Some(event) = queue.take_timeout(Duration::from_millis(300)) {
+                    taken.lock().unwrap().push(message(&event));
+                }
+            })
+        })
+        .collect();
+    for n in 0..EVENTS {
+        queue.put(watch(&format!("{n}")));
+    }
+    for taker in takers {
+        taker.join().unwrap();
+    }
+    let taken = taken.lock().unwrap();
+    let unique: HashSet<&String> = taken.iter().collect();
+    assert_eq!(taken.len(), EVENTS, "each taken");
+    assert_eq!(unique.len(), EVENTS, "none twice");
 }
 
 /// After an instance died: its running delegations become `unknown` with the exact text,
@@ -740,6 +839,8 @@ macro_rules! conformance_suite {
             case!(untracked_claims);
             case!(filters);
             case!(plain_queue_api);
+            case!(plain_takes_are_one_step);
+            case!(concurrent_plain_takes_are_exclusive);
             case!(restart_recovery);
             case!(live_owners_keep_their_rows);
             case!(restore_horizon);
