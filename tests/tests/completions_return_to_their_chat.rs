@@ -358,8 +358,10 @@ fn watch_events_and_completions_share_the_queue_without_stealing_each_others() {
     let message = inbox.recv_timeout(HANG_GUARD).unwrap();
     assert_eq!(delegation_id(&message), routed);
 
-    // The CLI's completion is still there for the CLI, whichever drain saw it.
+    // The CLI's completion is still there for the CLI, whichever drain saw it (once its
+    // run, which nothing above waited for, has finished).
     router.stop();
+    assert!(wait_until(|| !world.queue.is_empty()));
     let left = world.queue.drain();
     assert_eq!(left.len(), 1, "{left:?}");
     let Event::AsyncDelegation(event) = &left[0] else {

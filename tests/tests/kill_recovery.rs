@@ -23,7 +23,7 @@ use gateway::{DeliveryRouter, InternalMessage, Platform};
 use process_registry::{
     Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, CompletionQueue,
     DeliveryState, Event, Finish, Inserted, LedgerBackend, LedgerConfig, LedgerError, LedgerRow,
-    NewClaim, NewPending, NewRunning, RowQuery, Settle, SqliteLedger,
+    NewClaim, NewPending, NewRunning, PendingRefused, RowQuery, Settle, SqliteLedger, TakenRow,
 };
 
 const CHILD_ENV: &str = "KILL_RECOVERY_CHILD";
@@ -88,7 +88,7 @@ impl LedgerBackend for Announcing {
     fn insert_running(&self, row: NewRunning<'_>) -> Result<Inserted, LedgerError> {
         self.inner.insert_running(row)
     }
-    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, LedgerError> {
+    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, PendingRefused> {
         self.inner.insert_pending(row)
     }
     fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
@@ -124,7 +124,7 @@ impl LedgerBackend for Announcing {
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
         self.inner.claim(seq, claim)
     }
-    fn take_next(&self, q: &CandidateQuery<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
+    fn take_next(&self, q: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
         self.inner.take_next(q)
     }
     fn settle(

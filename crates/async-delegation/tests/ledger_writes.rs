@@ -15,7 +15,7 @@ use common::{gate, take_delegation, wait, HANG_GUARD};
 use process_registry::{
     Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, CompletionQueue,
     DeliveryState, Finish, Inserted, LedgerBackend, LedgerError, LedgerRow, MemoryLedger, NewClaim,
-    NewPending, NewRunning, RowQuery, RunState, Settle,
+    NewPending, NewRunning, PendingRefused, RowQuery, RunState, Settle, TakenRow,
 };
 
 /// A memory ledger whose writes can be made to fail, as a full disk would.
@@ -61,7 +61,7 @@ impl LedgerBackend for Flaky {
         }
         self.inner.insert_running(row)
     }
-    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, LedgerError> {
+    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, PendingRefused> {
         self.inner.insert_pending(row)
     }
     fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
@@ -90,7 +90,7 @@ impl LedgerBackend for Flaky {
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
         self.inner.claim(seq, claim)
     }
-    fn take_next(&self, q: &CandidateQuery<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
+    fn take_next(&self, q: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
         self.inner.take_next(q)
     }
     fn settle(

@@ -20,7 +20,8 @@ use process_registry::{
     format_process_notification, AsyncDelegationEvent, Candidate, CandidateQuery, Capabilities,
     ClaimFilter, ClaimedRow, CompletionQueue, DeliveryState, Event, Finish, Inserted,
     LedgerBackend, LedgerConfig, LedgerError, LedgerRow, MemoryLedger, NewClaim, NewPending,
-    NewRunning, ProcessCompletion, Recorded, RowQuery, Settle, SettleError, WatchMatch,
+    NewRunning, PendingRefused, ProcessCompletion, Recorded, RowQuery, Settle, SettleError,
+    TakenRow, WatchMatch,
 };
 
 const HANG_GUARD: Duration = Duration::from_secs(60);
@@ -223,7 +224,7 @@ impl LedgerBackend for CountingLedger {
     fn insert_running(&self, row: NewRunning<'_>) -> Result<Inserted, LedgerError> {
         self.inner.insert_running(row)
     }
-    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, LedgerError> {
+    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, PendingRefused> {
         self.inner.insert_pending(row)
     }
     fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
@@ -260,7 +261,7 @@ impl LedgerBackend for CountingLedger {
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
         self.inner.claim(seq, claim)
     }
-    fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
+    fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
         self.inner.take_next(query)
     }
     fn settle(

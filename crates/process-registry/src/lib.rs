@@ -123,8 +123,8 @@ pub use event::{
 pub use format::{format_process_notification, format_process_notification_in};
 pub use ledger::backend::{
     Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState, Finish,
-    Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, RowQuery, RunState,
-    SessionMatch, Settle,
+    Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, PendingRefused, RowQuery,
+    RunState, SessionMatch, Settle, TakenRow,
 };
 pub use ledger::claim::{Claim, ClaimFilter, Released};
 pub use ledger::clock::{Clock, ManualClock, SystemClock};

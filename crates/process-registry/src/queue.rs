@@ -11,14 +11,14 @@
 //! `take_timeout`, `drain`) claims and delivers the next row in one step of the store.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use event_listener::{Event as Signal, Listener};
 
 use crate::ledger::backend::{
-    ClaimToken, Finish, Inserted, LedgerBackend, NewClaim, NewPending, NewRunning,
+    ClaimToken, Finish, Inserted, LedgerBackend, NewClaim, NewPending, NewRunning, PendingRefused,
 };
 use crate::ledger::sweeper::Sweeper;
 use crate::ledger::unknown_completion;
@@ -81,9 +81,11 @@ pub(crate) struct Core {
     liveness: Arc<dyn Liveness>,
     /// Notified on every write that may make a row claimable.
     signal: Signal,
+    /// How many [`QueueWait`]s are armed: a write with none to wake skips the signal.
+    listeners: AtomicUsize,
 
     /// Events whose write failed, kept in memory and retried by the sweep.
-    outbox: Mutex<VecDeque<Arc<Event>>>,
+    outbox: Mutex<VecDeque<Event>>,
     sweeper: Mutex<Option<Sweeper>>,
 }
 
@@ -156,6 +158,7 @@ impl CompletionQueueBuilder {
             instance: self.instance,
             liveness: self.liveness,
             signal: Signal::new(),
+            listeners: AtomicUsize::new(0),
             outbox: Mutex::new(VecDeque::new()),
             sweeper: Mutex::new(None),
         });
@@ -182,6 +185,16 @@ impl Default for CompletionQueue {
 #[must_use = "a wait does nothing unless waited on"]
 pub struct QueueWait {
     listener: event_listener::EventListener,
+    _counted: Counted,
+}
+
+/// A wait's place in [`Core::listeners`], given back when the wait ends.
+struct Counted(Arc<Core>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.listeners.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for QueueWait {
@@ -280,10 +293,9 @@ impl CompletionQueue {
     /// (a full disk), the event is kept in memory, logged, and written by a later sweep.
     /// Never blocks a memory queue; a durable queue commits the write.
     pub fn put(&self, event: impl Into<Event>) {
-        let event = Arc::new(event.into());
-        if let Err(error) = self.core.insert_pending(Arc::clone(&event)) {
+        if let Err(PendingRefused { error, event }) = self.core.insert_pending(event.into()) {
             tracing::error!(%error, event_type = event.type_name(), "a completion could not be written; kept in memory and retried");
-            lock(&self.core.outbox).push_back(event);
+            lock(&self.core.outbox).push_back(*event);
         }
     }
 
@@ -293,7 +305,10 @@ impl CompletionQueue {
     /// # Errors
     /// When the store refused the write; the event was not queued.
     pub fn try_put(&self, event: impl Into<Event>) -> Result<(), LedgerError> {
-        self.core.insert_pending(Arc::new(event.into())).map(drop)
+        self.core
+            .insert_pending(event.into())
+            .map(drop)
+            .map_err(LedgerError::from)
     }
 
     /// Takes the event at the head, or `None` at once when the queue is empty.
@@ -433,9 +448,7 @@ impl CompletionQueue {
     /// missed. The building block of consumers with their own wake-ups (a router that
     /// also waits for turns to end). Blocking ([`QueueWait::wait`]) or `.await`.
     pub fn listen(&self) -> QueueWait {
-        QueueWait {
-            listener: self.core.signal.listen(),
-        }
+        self.core.listen()
     }
 
     /// When the first completion `filter` matches that cannot be claimed now becomes
@@ -557,7 +570,10 @@ impl CompletionQueue {
                     delegation_id,
                     "no running row for a finished delegation; recording its completion as a new row"
                 );
-                return self.core.insert_pending(event);
+                return self
+                    .core
+                    .insert_pending(Arc::unwrap_or_clone(event))
+                    .map_err(LedgerError::from);
             }
         };
         self.core.wake_all();
@@ -592,7 +608,7 @@ impl CompletionQueue {
                 .wait_for(filter, Instant::now().checked_add(timeout), take),
         };
         match taken {
-            Ok(taken) => taken.map(|row| Arc::unwrap_or_clone(row.event)),
+            Ok(taken) => taken.map(|row| row.event),
             Err(error) => {
                 tracing::warn!(%error, "taking a completion failed");
                 None
@@ -625,6 +641,7 @@ fn unreachable_memory_queue() -> CompletionQueue {
         instance: current_instance().to_owned(),
         liveness: Arc::new(ProcessLiveness),
         signal: Signal::new(),
+        listeners: AtomicUsize::new(0),
         outbox: Mutex::new(VecDeque::new()),
         sweeper: Mutex::new(None),
     });
@@ -635,16 +652,31 @@ fn unreachable_memory_queue() -> CompletionQueue {
 const PAGE: usize = 32;
 
 impl Core {
-    pub(crate) fn wake_all(&self) {
-        self.signal.notify(usize::MAX);
+    /// Arms a wait: counted first, so a write either sees it or is seen by the look that
+    /// follows.
+    fn listen(self: &Arc<Self>) -> QueueWait {
+        self.listeners.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the fence in `wake_all`: the look after this sees the write, or the
+        // write sees this wait. (A backend may answer a look from an atomic without a
+        // lock: the memory ledger does when it is empty.)
+        fence(Ordering::SeqCst);
+        QueueWait {
+            listener: self.signal.listen(),
+            _counted: Counted(Arc::clone(self)),
+        }
     }
 
-    fn insert_pending(&self, event: Arc<Event>) -> Result<u64, LedgerError> {
-        let kind = event.type_name().to_owned();
-        let session_key = event.session_key().unwrap_or("").to_owned();
+    pub(crate) fn wake_all(&self) {
+        // With the `SeqCst` count in `listen`: either this sees the wait, or the wait's
+        // look sees the write this follows. The fence is the one `notify` would emit.
+        fence(Ordering::SeqCst);
+        if self.listeners.load(Ordering::Relaxed) > 0 {
+            self.signal.notify_relaxed(usize::MAX);
+        }
+    }
+
+    fn insert_pending(&self, event: Event) -> Result<u64, PendingRefused> {
         let seq = self.backend.insert_pending(NewPending {
-            kind: &kind,
-            session_key: &session_key,
             owner: &self.instance,
             event,
         })?;
@@ -735,7 +767,7 @@ impl Core {
     /// Runs `attempt` until it finds something or `deadline` passes, sleeping between
     /// tries until a write wakes the queue or a row `filter` matches comes due.
     fn wait_for<T>(
-        &self,
+        self: &Arc<Self>,
         filter: &ClaimFilter,
         deadline: Option<Instant>,
         mut attempt: impl FnMut() -> Result<Option<T>, LedgerError>,
@@ -746,7 +778,7 @@ impl Core {
             }
             // Armed before the second look: a write between the look and the wait wakes
             // the wait.
-            let listener = self.signal.listen();
+            let listener = self.listen();
             if let Some(found) = attempt()? {
                 return Ok(Some(found));
             }
@@ -763,8 +795,7 @@ impl Core {
             match until {
                 None => listener.wait(),
                 Some(until) => {
-                    if listener.wait_deadline(until).is_none()
-                        && deadline.is_some_and(|d| Instant::now() >= d)
+                    if !listener.wait_until(until) && deadline.is_some_and(|d| Instant::now() >= d)
                     {
                         // One last look: a row may have come due at the deadline.
                         return attempt();
@@ -842,9 +873,9 @@ impl Core {
             let Some(event) = lock(&self.outbox).pop_front() else {
                 return;
             };
-            if let Err(error) = self.insert_pending(Arc::clone(&event)) {
+            if let Err(PendingRefused { error, event }) = self.insert_pending(event) {
                 tracing::warn!(%error, "a completion kept in memory still cannot be written; retrying later");
-                lock(&self.outbox).push_front(event);
+                lock(&self.outbox).push_front(*event);
                 return;
             }
         }

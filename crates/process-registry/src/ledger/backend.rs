@@ -141,17 +141,42 @@ pub struct NewRunning<'a> {
     pub skeleton: Arc<Event>,
 }
 
-/// An event put on the queue directly (nothing runs for it): pending at once.
+/// An event put on the queue directly (nothing runs for it): pending at once. Its wire
+/// type and session key are read off the event.
 #[derive(Debug, Clone)]
 pub struct NewPending<'a> {
-    /// The event's wire type.
-    pub kind: &'a str,
-    /// Its session key (`""` when it has none).
-    pub session_key: &'a str,
     /// The instance that put it.
     pub owner: &'a str,
-    /// The event.
-    pub event: Arc<Event>,
+    /// The event, by value: a store keeps it as it likes (the memory ledger without a
+    /// copy, SQLite as JSON).
+    pub event: Event,
+}
+
+/// A [`NewPending`] the store could not write, handed back whole with the reason — like
+/// the value in [`std::sync::mpsc::SendError`] — so the caller can keep it for a retry.
+#[derive(Debug)]
+pub struct PendingRefused {
+    /// Why.
+    pub error: LedgerError,
+    /// The event that was not written (boxed: this is the cold path).
+    pub event: Box<Event>,
+}
+
+impl From<PendingRefused> for LedgerError {
+    fn from(refused: PendingRefused) -> Self {
+        refused.error
+    }
+}
+
+/// A row [`LedgerBackend::take_next`] claimed and delivered in one step.
+#[derive(Debug, Clone)]
+pub struct TakenRow {
+    /// The row.
+    pub seq: u64,
+    /// The completion, by value (nothing else holds it any more).
+    pub event: Event,
+    /// An earlier claim may have delivered it (its lease expired, or its process died).
+    pub possible_redelivery: bool,
 }
 
 /// Which session keys a claim may take.
@@ -325,7 +350,7 @@ pub trait LedgerBackend: Send + Sync + 'static {
     ///
     /// # Errors
     /// When the store cannot be written.
-    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, LedgerError>;
+    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, PendingRefused>;
 
     /// Records a finished run: `running` → `finish.run_state`, delivery `pending`, the
     /// event stored, and the row moved to the tail (a new `seq`, greater than every
@@ -383,7 +408,7 @@ pub trait LedgerBackend: Send + Sync + 'static {
     ///
     /// # Errors
     /// When the store cannot be written.
-    fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<ClaimedRow>, LedgerError>;
+    fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError>;
 
     /// Ends the claim `token` of row `seq`. Guard: the row is claimed under that token.
     /// `false` when the claim was lost (it expired and was taken by someone else).

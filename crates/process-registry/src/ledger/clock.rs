@@ -10,6 +10,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync + 'static {
     /// Seconds since the Unix epoch.
     fn now(&self) -> f64;
+
+    /// [`now`](Self::now), allowed to lag by a few milliseconds: for timestamps that
+    /// only record when something happened (a row's `created_at`), never for a deadline.
+    /// Cheaper on Linux, where [`SystemClock`] reads the kernel's coarse clock.
+    fn recent(&self) -> f64 {
+        self.now()
+    }
 }
 
 /// The system's wall clock.
@@ -21,6 +28,14 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+    }
+
+    /// `CLOCK_REALTIME_COARSE`: the time at the last scheduler tick (a few ms of lag at
+    /// most), read without a clock-source access — a quarter of the cost of `now`.
+    #[cfg(target_os = "linux")]
+    fn recent(&self) -> f64 {
+        let at = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        at.tv_sec as f64 + at.tv_nsec as f64 * 1e-9
     }
 }
 

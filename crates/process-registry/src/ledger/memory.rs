@@ -1,30 +1,62 @@
 //! `MemoryLedger`: the default backend. Nothing survives the process.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::backend::{
     Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState, Finish,
-    Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, RowQuery, RunState,
-    SessionMatch, Settle,
+    Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, PendingRefused, RowQuery,
+    RunState, SessionMatch, Settle, TakenRow,
 };
 use super::clock::{Clock, SystemClock};
 use crate::{Event, LedgerError};
 
-/// The in-memory ledger: rows in a map under one mutex. Nothing survives the process,
-/// and a delivered row is dropped at once, so memory stays flat.
+/// The in-memory ledger: rows under one mutex, the claimable ones in a FIFO. Nothing
+/// survives the process, and a delivered row is dropped at once, so memory stays flat.
 ///
 /// This is what [`CompletionQueue::new`](crate::CompletionQueue::new) runs on.
 pub struct MemoryLedger {
     state: Mutex<State>,
+    /// How many rows are open, published at every unlock: a consumer looking at an
+    /// empty ledger (a spinning or woken one) need not take the lock.
+    open_rows: AtomicUsize,
     clock: Arc<dyn Clock>,
+}
+
+/// The lock on a [`MemoryLedger`]'s rows; publishes the open count when released.
+struct Guard<'a> {
+    state: MutexGuard<'a, State>,
+    open_rows: &'a AtomicUsize,
+}
+
+impl std::ops::Deref for Guard<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Guard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        let open = self.state.open.len() - self.state.holes;
+        self.open_rows.store(open, Ordering::Release);
+    }
 }
 
 impl std::fmt::Debug for MemoryLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = self.lock();
         f.debug_struct("MemoryLedger")
-            .field("rows", &state.rows.len())
+            .field("open", &(state.open.len() - state.holes))
+            .field("parked", &state.parked.len())
             .finish_non_exhaustive()
     }
 }
@@ -32,60 +64,165 @@ impl std::fmt::Debug for MemoryLedger {
 #[derive(Default)]
 struct State {
     next_seq: u64,
-    rows: BTreeMap<u64, Row>,
+    /// Pending and claimed rows — the only ones a claim can take — in `seq` order, as a
+    /// FIFO: a row is put at the back, and a row taken from anywhere leaves a hole
+    /// (`None`) that goes when it reaches an end or when holes are half the deque.
+    open: VecDeque<(u64, Option<Row>)>,
+    holes: usize,
+    /// Running and dead rows.
+    parked: BTreeMap<u64, Row>,
     by_id: HashMap<String, u64>,
-    /// Pending and claimed rows: the only ones a claim can take.
-    open: BTreeSet<u64>,
-    /// The instances seen, shared by their rows (usually one).
-    owners: Vec<Arc<str>>,
+    /// The instances seen (usually one), named by their index in rows.
+    owners: Vec<Box<str>>,
 }
 
+/// An instance id, as an index into [`State::owners`].
+type Owner = u32;
+
 /// A row. Its kind and session key are read off its event; its key is its delegation id
-/// or `event-{seq}`: nothing is stored twice.
+/// or `event-{seq}`: nothing is stored twice. What an event put and taken plainly never
+/// needs is boxed apart ([`More`]), so the FIFO holds little more than the events.
 struct Row {
-    delegation_id: Option<String>,
-    run_state: Option<RunState>,
+    event: Stored,
     delivery: Option<DeliveryState>,
     attempts: u32,
-    reason: Option<String>,
-    owner: Arc<str>,
-    claim: Option<(u64, Arc<str>)>,
+    owner: Owner,
     restored: bool,
     possible_redelivery: bool,
     created_at: f64,
     completed_at: Option<f64>,
-    delivered_at: Option<f64>,
+    more: Option<Box<More>>,
+}
+
+/// The fields of an engine's row, a claim, a backoff or a reason.
+#[derive(Default)]
+struct More {
+    delegation_id: Option<String>,
+    run_state: Option<RunState>,
+    reason: Option<String>,
+    claim: Option<(u64, Owner)>,
     not_before: Option<f64>,
     lease_until: Option<f64>,
-    event: Arc<Event>,
+}
+
+/// A row's event: as it was put, with no allocation, until something has to share it
+/// (a candidate or a claim hands out an `Arc`).
+// Inline on purpose: an event put is kept without an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Stored {
+    Owned(Event),
+    Shared(Arc<Event>),
+    /// Moved out of a row that is being emptied.
+    Taken,
+}
+
+impl Stored {
+    fn get(&self) -> Option<&Event> {
+        match self {
+            Stored::Owned(event) => Some(event),
+            Stored::Shared(event) => Some(event),
+            Stored::Taken => None,
+        }
+    }
+
+    /// The event, leaving [`Stored::Taken`].
+    fn take(&mut self) -> Option<Event> {
+        match std::mem::replace(self, Stored::Taken) {
+            Stored::Owned(event) => Some(event),
+            Stored::Shared(event) => Some(Arc::unwrap_or_clone(event)),
+            Stored::Taken => None,
+        }
+    }
+
+    /// A handle on the event, shared from now on (`None` once taken).
+    fn share(&mut self) -> Option<Arc<Event>> {
+        if let Stored::Shared(event) = self {
+            return Some(Arc::clone(event));
+        }
+        let shared = Arc::new(self.take()?);
+        *self = Stored::Shared(Arc::clone(&shared));
+        Some(shared)
+    }
+
+    /// A handle for a reader that cannot change the row (a copy when not yet shared).
+    fn to_arc(&self) -> Option<Arc<Event>> {
+        match self {
+            Stored::Owned(event) => Some(Arc::new(event.clone())),
+            Stored::Shared(event) => Some(Arc::clone(event)),
+            Stored::Taken => None,
+        }
+    }
 }
 
 impl Row {
     fn kind(&self) -> &str {
-        self.event.type_name()
+        self.event.get().map_or("", Event::type_name)
     }
 
     fn session_key(&self) -> &str {
-        self.event.session_key().unwrap_or("")
+        self.event.get().and_then(Event::session_key).unwrap_or("")
     }
 
     fn key(&self, seq: u64) -> String {
-        match &self.delegation_id {
+        match self.delegation_id() {
             Some(id) => id.clone(),
             None => format!("event-{seq}"),
         }
     }
 
-    fn claimed_by(&self) -> Option<&str> {
-        self.claim.as_ref().map(|(_, owner)| &**owner)
+    fn more(&mut self) -> &mut More {
+        self.more.get_or_insert_with(Box::default)
+    }
+
+    fn delegation_id(&self) -> Option<&String> {
+        self.more.as_ref()?.delegation_id.as_ref()
+    }
+
+    fn run_state(&self) -> Option<&RunState> {
+        self.more.as_ref()?.run_state.as_ref()
+    }
+
+    fn reason(&self) -> Option<&String> {
+        self.more.as_ref()?.reason.as_ref()
+    }
+
+    fn claim(&self) -> Option<(u64, Owner)> {
+        self.more.as_ref()?.claim
+    }
+
+    fn not_before(&self) -> Option<f64> {
+        self.more.as_ref()?.not_before
+    }
+
+    fn lease_until(&self) -> Option<f64> {
+        self.more.as_ref()?.lease_until
+    }
+
+    /// Ends the row's claim (if any): no claim, no lease.
+    fn clear_claim(&mut self) {
+        if let Some(more) = &mut self.more {
+            more.claim = None;
+            more.lease_until = None;
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        matches!(
+            self.delivery,
+            Some(DeliveryState::Pending | DeliveryState::Claimed)
+        )
+    }
+
+    fn claimed_by(&self) -> Option<Owner> {
+        self.claim().map(|(_, owner)| owner)
     }
 
     /// Whether a claim can take this row now. `now` is read only when a deadline has to
     /// be compared: the common row (pending, no backoff) needs no clock.
     fn claimable(&self, now: &mut impl FnMut() -> f64) -> bool {
         match self.delivery {
-            Some(DeliveryState::Pending) => self.not_before.is_none_or(|t| t <= now()),
-            Some(DeliveryState::Claimed) => self.lease_until.is_some_and(|t| t <= now()),
+            Some(DeliveryState::Pending) => self.not_before().is_none_or(|t| t <= now()),
+            Some(DeliveryState::Claimed) => self.lease_until().is_some_and(|t| t <= now()),
             _ => false,
         }
     }
@@ -103,28 +240,30 @@ impl Row {
             }
     }
 
-    fn to_row(&self, seq: u64) -> LedgerRow {
-        LedgerRow {
+    fn to_row(&self, seq: u64, owners: &[Box<str>]) -> Option<LedgerRow> {
+        let name = |owner: Owner| owners.get(owner as usize).map_or("", |name| &**name);
+        Some(LedgerRow {
             seq,
             key: self.key(seq),
-            delegation_id: self.delegation_id.clone(),
+            delegation_id: self.delegation_id().cloned(),
             kind: self.kind().to_owned(),
             session_key: self.session_key().to_owned(),
-            run_state: self.run_state.clone(),
+            run_state: self.run_state().cloned(),
             delivery: self.delivery,
             attempts: self.attempts,
-            reason: self.reason.clone(),
-            owner: self.owner.to_string(),
-            claimed_by: self.claimed_by().map(str::to_owned),
+            reason: self.reason().cloned(),
+            owner: name(self.owner).to_owned(),
+            claimed_by: self.claimed_by().map(|owner| name(owner).to_owned()),
             restored: self.restored,
             possible_redelivery: self.possible_redelivery,
             created_at: self.created_at,
             completed_at: self.completed_at,
-            delivered_at: self.delivered_at,
-            not_before: self.not_before,
-            lease_until: self.lease_until,
-            event: Arc::clone(&self.event),
-        }
+            // Never retained.
+            delivered_at: None,
+            not_before: self.not_before(),
+            lease_until: self.lease_until(),
+            event: self.event.to_arc()?,
+        })
     }
 }
 
@@ -144,6 +283,7 @@ impl MemoryLedger {
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         MemoryLedger {
             state: Mutex::new(State::default()),
+            open_rows: AtomicUsize::new(0),
             clock,
         }
     }
@@ -154,47 +294,181 @@ impl MemoryLedger {
         move || *read.get_or_insert_with(|| self.clock.now())
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Every change below is a few field writes with no user code: a poisoned lock
-        // still holds consistent rows.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> Guard<'_> {
+        Guard {
+            // Every change below is a few field writes with no user code: a poisoned
+            // lock still holds consistent rows.
+            state: self.state.lock().unwrap_or_else(PoisonError::into_inner),
+            open_rows: &self.open_rows,
+        }
+    }
+
+    /// `true` when no row is open, read without the lock. A consumer's look that sees
+    /// this is ordered against a write it misses by the queue's wake-up protocol (a
+    /// `SeqCst` fence on both sides).
+    fn none_open(&self) -> bool {
+        self.open_rows.load(Ordering::Acquire) == 0
     }
 }
 
 impl State {
-    /// The shared copy of an instance id.
-    fn owner(&mut self, owner: &str) -> Arc<str> {
-        if let Some(known) = self.owners.iter().find(|known| &***known == owner) {
-            return Arc::clone(known);
+    /// The index of an instance id, added when new.
+    fn owner(&mut self, owner: &str) -> Owner {
+        if let Some(known) = self.known_owner(owner) {
+            return known;
         }
-        let owner: Arc<str> = Arc::from(owner);
-        self.owners.push(Arc::clone(&owner));
-        owner
+        self.owners.push(Box::from(owner));
+        Owner::try_from(self.owners.len() - 1).unwrap_or(Owner::MAX)
     }
 
+    /// The index of an instance id seen before.
+    fn known_owner(&self, owner: &str) -> Option<Owner> {
+        let index = self.owners.iter().position(|known| &**known == owner)?;
+        Owner::try_from(index).ok()
+    }
+
+    /// Adds `row` at the tail: the next `seq`.
+    #[inline(always)]
     fn insert(&mut self, row: Row) -> u64 {
         self.next_seq += 1;
         let seq = self.next_seq;
-        if let Some(id) = &row.delegation_id {
+        if let Some(id) = row.delegation_id() {
             self.by_id.insert(id.clone(), seq);
         }
-        if matches!(
-            row.delivery,
-            Some(DeliveryState::Pending | DeliveryState::Claimed)
-        ) {
-            self.open.insert(seq);
+        if row.is_open() {
+            self.open.push_back((seq, Some(row)));
+        } else {
+            self.parked.insert(seq, row);
         }
-        self.rows.insert(seq, row);
         seq
     }
 
-    fn remove(&mut self, seq: u64) {
-        if let Some(row) = self.rows.remove(&seq) {
-            if let Some(id) = &row.delegation_id {
-                self.by_id.remove(id);
-            }
+    /// Where open row `seq` is in the FIFO.
+    fn open_index(&self, seq: u64) -> Option<usize> {
+        let index = self.open.binary_search_by_key(&seq, |(seq, _)| *seq).ok()?;
+        self.open[index].1.is_some().then_some(index)
+    }
+
+    /// The index in the FIFO of the first row after `after_seq`.
+    fn open_start(&self, after_seq: u64) -> usize {
+        match self.open.front() {
+            // Most looks start before the head: no search.
+            Some((head, _)) if *head > after_seq => 0,
+            _ => self.open.partition_point(|(seq, _)| *seq <= after_seq),
         }
-        self.open.remove(&seq);
+    }
+
+    /// The open rows after `after_seq`, in order, with their index in the FIFO.
+    fn open_rows_at(&self, after_seq: u64) -> impl Iterator<Item = (usize, u64, &Row)> {
+        let start = self.open_start(after_seq);
+        self.open
+            .range(start..)
+            .zip(start..)
+            .filter_map(|((seq, row), index)| row.as_ref().map(|row| (index, *seq, row)))
+    }
+
+    /// The open rows after `after_seq`, in order.
+    fn open_rows(&self, after_seq: u64) -> impl Iterator<Item = (u64, &Row)> {
+        self.open_rows_at(after_seq).map(|(_, seq, row)| (seq, row))
+    }
+
+    fn open_rows_mut(&mut self) -> impl Iterator<Item = (u64, &mut Row)> {
+        self.open
+            .iter_mut()
+            .filter_map(|(seq, row)| row.as_mut().map(|row| (*seq, row)))
+    }
+
+    fn get_mut(&mut self, seq: u64) -> Option<&mut Row> {
+        match self.open_index(seq) {
+            Some(index) => self.open[index].1.as_mut(),
+            None => self.parked.get_mut(&seq),
+        }
+    }
+
+    /// Takes the open row at `index` out of the FIFO.
+    fn take_open(&mut self, index: usize) -> Option<Row> {
+        let row = self.open.get_mut(index)?.1.take()?;
+        self.holes += 1;
+        self.close_holes();
+        Some(row)
+    }
+
+    /// Empties the slot at `index` in place, handing its row to `take` first — which
+    /// moves out what it keeps — so the row itself is never moved.
+    fn take_open_with<R>(
+        &mut self,
+        index: usize,
+        take: impl FnOnce(&mut Row) -> Option<R>,
+    ) -> Option<R> {
+        let slot = &mut self.open.get_mut(index)?.1;
+        let kept = take(slot.as_mut()?);
+        if let Some(id) = slot.as_ref().and_then(Row::delegation_id) {
+            self.by_id.remove(id);
+        }
+        *slot = None;
+        self.holes += 1;
+        self.close_holes();
+        kept
+    }
+
+    /// Drops the holes at either end, and all of them once they are half the FIFO.
+    fn close_holes(&mut self) {
+        // Holes at either end go at once (dropped in place: a hole is large).
+        let leading = self
+            .open
+            .iter()
+            .take_while(|(_, row)| row.is_none())
+            .count();
+        self.open.drain(..leading);
+        let trailing = self
+            .open
+            .iter()
+            .rev()
+            .take_while(|(_, row)| row.is_none())
+            .count();
+        self.open.truncate(self.open.len() - trailing);
+        self.holes -= leading + trailing;
+        if self.holes > 64 && self.holes * 2 > self.open.len() {
+            self.open.retain(|(_, row)| row.is_some());
+            self.holes = 0;
+        }
+    }
+
+    /// Removes row `seq`, open or parked, with its id.
+    fn remove(&mut self, seq: u64) -> Option<Row> {
+        let row = match self.open_index(seq) {
+            Some(index) => self.take_open(index),
+            None => self.parked.remove(&seq),
+        }?;
+        if let Some(id) = row.delegation_id() {
+            self.by_id.remove(id);
+        }
+        Some(row)
+    }
+
+    /// Moves open row `seq` to the parked rows (it died).
+    fn park(&mut self, seq: u64) {
+        if let Some(row) = self.open_index(seq).and_then(|index| self.take_open(index)) {
+            self.parked.insert(seq, row);
+        }
+    }
+
+    /// Moves parked row `seq` back into the FIFO, at its place.
+    fn unpark(&mut self, seq: u64) {
+        if let Some(row) = self.parked.remove(&seq) {
+            let index = self.open.partition_point(|(other, _)| *other < seq);
+            self.open.insert(index, (seq, Some(row)));
+        }
+    }
+
+    /// Every row, in `seq` order.
+    fn all_rows(&self) -> Vec<(u64, &Row)> {
+        let mut all: Vec<(u64, &Row)> = self
+            .open_rows(0)
+            .chain(self.parked.iter().map(|(seq, row)| (*seq, row)))
+            .collect();
+        all.sort_unstable_by_key(|(seq, _)| *seq);
+        all
     }
 }
 
@@ -212,75 +486,69 @@ impl LedgerBackend for MemoryLedger {
     }
 
     fn insert_running(&self, new: NewRunning<'_>) -> Result<Inserted, LedgerError> {
-        let now = self.now();
+        let now = self.clock.recent();
         let mut state = self.lock();
         if state.by_id.contains_key(new.delegation_id) {
             return Ok(Inserted::IdTaken);
         }
         let owner = state.owner(new.owner);
         let seq = state.insert(Row {
-            delegation_id: Some(new.delegation_id.to_owned()),
-            run_state: Some(RunState::Running),
+            event: Stored::Shared(new.skeleton),
             delivery: None,
             attempts: 0,
-            reason: None,
             owner,
-            claim: None,
             restored: false,
             possible_redelivery: false,
             created_at: now,
             completed_at: None,
-            delivered_at: None,
-            not_before: None,
-            lease_until: None,
-            event: new.skeleton,
+            more: Some(Box::new(More {
+                delegation_id: Some(new.delegation_id.to_owned()),
+                run_state: Some(RunState::Running),
+                ..More::default()
+            })),
         });
         Ok(Inserted::Row(seq))
     }
 
-    fn insert_pending(&self, new: NewPending<'_>) -> Result<u64, LedgerError> {
-        let now = self.now();
+    fn insert_pending(&self, new: NewPending<'_>) -> Result<u64, PendingRefused> {
+        let now = self.clock.recent();
         let mut state = self.lock();
         let owner = state.owner(new.owner);
         Ok(state.insert(Row {
-            delegation_id: None,
-            run_state: None,
+            event: Stored::Owned(new.event),
             delivery: Some(DeliveryState::Pending),
             attempts: 0,
-            reason: None,
             owner,
-            claim: None,
             restored: false,
             possible_redelivery: false,
             created_at: now,
             completed_at: Some(now),
-            delivered_at: None,
-            not_before: None,
-            lease_until: None,
-            event: new.event,
+            more: None,
         }))
     }
 
     fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
-        let now = self.now();
+        let now = self.clock.recent();
         let mut state = self.lock();
         let Some(&seq) = state.by_id.get(finish.delegation_id) else {
             return Ok(None);
         };
-        let Some(row) = state.rows.get_mut(&seq) else {
+        let expected = finish.expect_owner.map(|owner| state.known_owner(owner));
+        let Some(row) = state.parked.get_mut(&seq) else {
             return Ok(None);
         };
-        let owner_ok = finish.expect_owner.is_none_or(|owner| &*row.owner == owner);
-        if row.run_state != Some(RunState::Running) || !owner_ok {
+        let owner_ok = expected.is_none_or(|owner| owner == Some(row.owner));
+        if row.run_state() != Some(&RunState::Running) || !owner_ok {
             return Ok(None);
         }
-        row.run_state = Some(finish.run_state.clone());
+        let more = row.more();
+        more.run_state = Some(finish.run_state.clone());
+        more.reason = finish.reason.map(str::to_owned);
         row.delivery = Some(DeliveryState::Pending);
-        row.event = finish.event;
-        row.reason = finish.reason.map(str::to_owned);
+        row.event = Stored::Shared(finish.event);
         row.completed_at = Some(now);
         // To the tail: offered in the order the runs finished.
-        let Some(row) = state.rows.remove(&seq) else {
+        let Some(row) = state.remove(seq) else {
             return Ok(None);
         };
         Ok(Some(state.insert(row)))
@@ -291,10 +559,10 @@ impl LedgerBackend for MemoryLedger {
         let Some(&seq) = state.by_id.get(delegation_id) else {
             return Ok(false);
         };
-        let running = state
-            .rows
-            .get(&seq)
-            .is_some_and(|row| row.run_state == Some(RunState::Running) && &*row.owner == owner);
+        let owner = state.known_owner(owner);
+        let running = state.parked.get(&seq).is_some_and(|row| {
+            row.run_state() == Some(&RunState::Running) && Some(row.owner) == owner
+        });
         if running {
             state.remove(seq);
         }
@@ -306,30 +574,34 @@ impl LedgerBackend for MemoryLedger {
         query: &CandidateQuery<'_>,
         limit: usize,
     ) -> Result<Vec<Candidate>, LedgerError> {
+        if self.none_open() {
+            return Ok(Vec::new());
+        }
         let mut now = self.lazy_now();
-        let state = self.lock();
-        let start = query.after_seq.saturating_add(1);
-        Ok(state
-            .open
-            .range(start..)
-            .filter_map(|seq| state.rows.get(seq).map(|row| (*seq, row)))
-            .filter(|(_, row)| row.matches(query) && row.claimable(&mut now))
-            .take(limit)
-            .map(|(seq, row)| Candidate {
-                seq,
-                event: Arc::clone(&row.event),
-            })
-            .collect())
+        let mut state = self.lock();
+        let start = state.open_start(query.after_seq);
+        let mut found = Vec::new();
+        for (seq, row) in state.open.range_mut(start..) {
+            let Some(row) = row.as_mut() else { continue };
+            if found.len() == limit {
+                break;
+            }
+            if !(row.matches(query) && row.claimable(&mut now)) {
+                continue;
+            }
+            if let Some(event) = row.event.share() {
+                found.push(Candidate { seq: *seq, event });
+            }
+        }
+        Ok(found)
     }
 
     fn count_candidates(&self, query: &CandidateQuery<'_>) -> Result<usize, LedgerError> {
         let mut now = self.lazy_now();
         let state = self.lock();
         Ok(state
-            .open
-            .range(query.after_seq.saturating_add(1)..)
-            .filter_map(|seq| state.rows.get(seq))
-            .filter(|row| row.matches(query) && row.claimable(&mut now))
+            .open_rows(query.after_seq)
+            .filter(|(_, row)| row.matches(query) && row.claimable(&mut now))
             .count())
     }
 
@@ -337,13 +609,12 @@ impl LedgerBackend for MemoryLedger {
         let now = self.now();
         let state = self.lock();
         Ok(state
-            .open
-            .iter()
-            .filter_map(|seq| state.rows.get(seq))
+            .open_rows(0)
+            .map(|(_, row)| row)
             .filter(|row| row.matches(query))
             .filter_map(|row| match row.delivery {
-                Some(DeliveryState::Pending) => row.not_before,
-                Some(DeliveryState::Claimed) => row.lease_until,
+                Some(DeliveryState::Pending) => row.not_before(),
+                Some(DeliveryState::Claimed) => row.lease_until(),
                 _ => None,
             })
             .filter(|t| *t > now)
@@ -354,59 +625,58 @@ impl LedgerBackend for MemoryLedger {
         let now = self.now();
         let mut state = self.lock();
         let claimer = state.owner(claim.token.owner);
-        let Some(row) = state.rows.get_mut(&seq) else {
+        let Some(row) = state.get_mut(seq) else {
             return Ok(None);
         };
         if !row.claimable(&mut || now) {
             return Ok(None);
         }
+        let Some(event) = row.event.share() else {
+            return Ok(None);
+        };
         if row.delivery == Some(DeliveryState::Claimed) {
             // The previous claim's lease ran out undecided: it may have delivered.
             row.possible_redelivery = true;
         }
         row.delivery = Some(DeliveryState::Claimed);
-        row.claim = Some((claim.token.id, claimer));
-        row.lease_until = Some(now + claim.lease_seconds);
-        row.not_before = None;
+        let more = row.more();
+        more.claim = Some((claim.token.id, claimer));
+        more.lease_until = Some(now + claim.lease_seconds);
+        more.not_before = None;
         row.attempts = row.attempts.saturating_add(1);
         Ok(Some(ClaimedRow {
             seq,
-            delegation_id: row.delegation_id.clone(),
-            event: Arc::clone(&row.event),
+            delegation_id: row.delegation_id().cloned(),
+            event,
             attempts: row.attempts,
             possible_redelivery: row.possible_redelivery,
             restored: row.restored,
         }))
     }
 
-    fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
+    fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
+        if self.none_open() {
+            return Ok(None);
+        }
         let mut now = self.lazy_now();
         let mut state = self.lock();
-        let start = query.after_seq.saturating_add(1);
-        let Some(seq) = state.open.range(start..).copied().find(|seq| {
-            state
-                .rows
-                .get(seq)
-                .is_some_and(|row| row.matches(query) && row.claimable(&mut now))
-        }) else {
+        let Some((index, seq)) = state
+            .open_rows_at(query.after_seq)
+            .find(|(_, _, row)| row.matches(query) && row.claimable(&mut now))
+            .map(|(index, seq, _)| (index, seq))
+        else {
             return Ok(None);
         };
-        let Some(row) = state.rows.remove(&seq) else {
-            return Ok(None);
-        };
-        state.open.remove(&seq);
-        if let Some(id) = &row.delegation_id {
-            state.by_id.remove(id);
-        }
         // Not retained: delivered at once, as a taken event always was.
-        Ok(Some(ClaimedRow {
-            seq,
-            possible_redelivery: row.possible_redelivery
-                || row.delivery == Some(DeliveryState::Claimed),
-            attempts: row.attempts.saturating_add(1),
-            restored: row.restored,
-            delegation_id: row.delegation_id,
-            event: row.event,
+        Ok(state.take_open_with(index, |row| {
+            let possible_redelivery =
+                row.possible_redelivery || row.delivery == Some(DeliveryState::Claimed);
+            let event = row.event.take()?;
+            Some(TakenRow {
+                seq,
+                event,
+                possible_redelivery,
+            })
         }))
     }
 
@@ -418,14 +688,14 @@ impl LedgerBackend for MemoryLedger {
     ) -> Result<bool, LedgerError> {
         let mut now = self.lazy_now();
         let mut state = self.lock();
-        let Some(row) = state.rows.get_mut(&seq) else {
+        let holder = state.known_owner(token.owner);
+        let Some(row) = state.get_mut(seq) else {
             return Ok(false);
         };
-        if row.delivery != Some(DeliveryState::Claimed) || !holds(row, token) {
+        if row.delivery != Some(DeliveryState::Claimed) || !holds(row, token, holder) {
             return Ok(false);
         }
-        row.claim = None;
-        row.lease_until = None;
+        row.clear_claim();
         match settle {
             Settle::Ack => {
                 // Not retained: a delivered row is gone, as a taken event always was.
@@ -440,13 +710,14 @@ impl LedgerBackend for MemoryLedger {
                 reason,
             } => {
                 row.delivery = Some(DeliveryState::Pending);
-                row.not_before = Some(now() + backoff_seconds);
-                row.reason = Some(reason.to_owned());
+                let more = row.more();
+                more.not_before = Some(now() + backoff_seconds);
+                more.reason = Some(reason.to_owned());
             }
             Settle::Dead { reason } => {
                 row.delivery = Some(DeliveryState::Dead);
-                row.reason = Some(reason.to_owned());
-                state.open.remove(&seq);
+                row.more().reason = Some(reason.to_owned());
+                state.park(seq);
             }
         }
         Ok(true)
@@ -460,9 +731,12 @@ impl LedgerBackend for MemoryLedger {
     ) -> Result<bool, LedgerError> {
         let now = self.now();
         let mut state = self.lock();
-        match state.rows.get_mut(&seq) {
-            Some(row) if row.delivery == Some(DeliveryState::Claimed) && holds(row, token) => {
-                row.lease_until = Some(now + lease_seconds);
+        let holder = state.known_owner(token.owner);
+        match state.get_mut(seq) {
+            Some(row)
+                if row.delivery == Some(DeliveryState::Claimed) && holds(row, token, holder) =>
+            {
+                row.more().lease_until = Some(now + lease_seconds);
                 Ok(true)
             }
             _ => Ok(false),
@@ -477,12 +751,17 @@ impl LedgerBackend for MemoryLedger {
             query.limit
         };
         Ok(state
-            .rows
-            .iter()
+            .all_rows()
+            .into_iter()
             .filter(|(_, row)| {
-                (!query.running_only || row.run_state == Some(RunState::Running))
+                (!query.running_only || row.run_state() == Some(&RunState::Running))
                     && query.delivery.is_none_or(|d| row.delivery == Some(d))
-                    && query.owner.as_ref().is_none_or(|o| &*row.owner == o)
+                    && query.owner.as_ref().is_none_or(|o| {
+                        state
+                            .owners
+                            .get(row.owner as usize)
+                            .is_some_and(|name| **name == **o)
+                    })
                     && query
                         .session_key
                         .as_ref()
@@ -490,42 +769,53 @@ impl LedgerBackend for MemoryLedger {
                     && query
                         .delegation_id
                         .as_ref()
-                        .is_none_or(|id| row.delegation_id.as_ref() == Some(id))
+                        .is_none_or(|id| row.delegation_id() == Some(id))
             })
+            .filter_map(|(seq, row)| row.to_row(seq, &state.owners))
             .take(limit)
-            .map(|(seq, row)| row.to_row(*seq))
             .collect())
     }
 
     fn owners(&self) -> Result<Vec<String>, LedgerError> {
         let state = self.lock();
         let mut owners = BTreeSet::new();
-        for row in state.rows.values() {
-            if row.run_state == Some(RunState::Running)
+        for row in state
+            .open_rows(0)
+            .map(|(_, row)| row)
+            .chain(state.parked.values())
+        {
+            if row.run_state() == Some(&RunState::Running)
                 || (row.delivery == Some(DeliveryState::Pending) && !row.restored)
             {
-                owners.insert(row.owner.to_string());
+                owners.insert(row.owner);
             }
             if let Some(claimer) = row.claimed_by() {
-                owners.insert(claimer.to_owned());
+                owners.insert(claimer);
             }
         }
-        Ok(owners.into_iter().collect())
+        Ok(owners
+            .into_iter()
+            .filter_map(|owner| state.owners.get(owner as usize))
+            .map(|name| name.to_string())
+            .collect())
     }
 
     fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError> {
         let mut state = self.lock();
+        let Some(owner) = state.known_owner(owner) else {
+            return Ok(0);
+        };
         let mut changed = 0;
-        for row in state.rows.values_mut() {
+        // Only open rows are pending or claimed.
+        for (_, row) in state.open_rows_mut() {
             let mut touched = false;
             if row.delivery == Some(DeliveryState::Claimed) && row.claimed_by() == Some(owner) {
                 row.delivery = Some(DeliveryState::Pending);
-                row.claim = None;
-                row.lease_until = None;
+                row.clear_claim();
                 row.possible_redelivery = true;
                 touched = true;
             }
-            if &*row.owner == owner
+            if row.owner == owner
                 && matches!(
                     row.delivery,
                     Some(DeliveryState::Pending | DeliveryState::Claimed)
@@ -543,33 +833,34 @@ impl LedgerBackend for MemoryLedger {
     fn expire_pending(&self, completed_before: f64, reason: &str) -> Result<u64, LedgerError> {
         let mut state = self.lock();
         let expired: Vec<u64> = state
-            .rows
-            .iter()
+            .open_rows(0)
             .filter(|(_, row)| {
                 row.delivery == Some(DeliveryState::Pending)
                     && row.restored
                     && row.completed_at.is_some_and(|t| t < completed_before)
             })
-            .map(|(seq, _)| *seq)
+            .map(|(seq, _)| seq)
             .collect();
-        for seq in &expired {
-            if let Some(row) = state.rows.get_mut(seq) {
+        for &seq in &expired {
+            if let Some(row) = state.get_mut(seq) {
                 row.delivery = Some(DeliveryState::Dead);
-                row.reason = Some(reason.to_owned());
+                row.more().reason = Some(reason.to_owned());
             }
-            state.open.remove(seq);
+            state.park(seq);
         }
         Ok(expired.len() as u64)
     }
 
     fn requeue(&self, seq: u64) -> Result<bool, LedgerError> {
         let mut state = self.lock();
-        match state.rows.get_mut(&seq) {
+        match state.parked.get_mut(&seq) {
             Some(row) if row.delivery == Some(DeliveryState::Dead) => {
                 row.delivery = Some(DeliveryState::Pending);
                 row.attempts = 0;
-                row.not_before = None;
-                state.open.insert(seq);
+                if let Some(more) = &mut row.more {
+                    more.not_before = None;
+                }
+                state.unpark(seq);
                 Ok(true)
             }
             _ => Ok(false),
@@ -582,9 +873,8 @@ impl LedgerBackend for MemoryLedger {
     }
 }
 
-/// `true` when `row` is claimed under exactly `token`.
-fn holds(row: &Row, token: ClaimToken<'_>) -> bool {
-    row.claim
-        .as_ref()
-        .is_some_and(|(id, owner)| *id == token.id && &**owner == token.owner)
+/// `true` when `row` is claimed under exactly `token`, whose instance is `holder`.
+fn holds(row: &Row, token: ClaimToken<'_>, holder: Option<Owner>) -> bool {
+    row.claim()
+        .is_some_and(|(id, owner)| id == token.id && Some(owner) == holder)
 }

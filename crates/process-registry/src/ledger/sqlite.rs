@@ -21,8 +21,8 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, ToSq
 
 use super::backend::{
     Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState, Finish,
-    Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, RowQuery, RunState,
-    SessionMatch, Settle,
+    Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, PendingRefused, RowQuery,
+    RunState, SessionMatch, Settle, TakenRow,
 };
 use super::clock::{Clock, SystemClock};
 use crate::{Event, LedgerError};
@@ -364,8 +364,8 @@ fn to_json(event: &Event) -> Result<String, LedgerError> {
     })
 }
 
-fn from_json(text: &str) -> rusqlite::Result<Arc<Event>> {
-    Event::from_json(text).map(Arc::new).map_err(|error| {
+fn from_json(text: &str) -> rusqlite::Result<Event> {
+    Event::from_json(text).map_err(|error| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(error))
     })
 }
@@ -459,7 +459,7 @@ fn read_claimed(row: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
     Ok(ClaimedRow {
         seq: row_seq(row.get(0)?),
         delegation_id: row.get(1)?,
-        event: from_json(&event)?,
+        event: Arc::new(from_json(&event)?),
         attempts: u32::try_from(row.get::<_, i64>(3)?).unwrap_or(u32::MAX),
         possible_redelivery: row.get::<_, i64>(4)? != 0,
         restored: row.get::<_, i64>(5)? != 0,
@@ -499,8 +499,26 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
         delivered_at: row.get(16)?,
         not_before: row.get(17)?,
         lease_until: row.get(18)?,
-        event: from_json(&event)?,
+        event: Arc::new(from_json(&event)?),
     })
+}
+
+impl SqliteLedger {
+    fn write_pending(&self, new: &NewPending<'_>) -> Result<u64, LedgerError> {
+        let event = to_json(&new.event)?;
+        let now = self.now();
+        let connection = self.lock();
+        connection
+            .prepare_cached(
+                "INSERT INTO ledger_rows (kind, session_key, delivery, owner, created_at, completed_at, event)
+                 VALUES (?1, ?2, 'pending', ?3, ?4, ?4, ?5)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![new.event.type_name(), new.event.session_key().unwrap_or(""), new.owner, now, event])
+            })
+            .map_err(write_error)?;
+        Ok(row_seq(connection.last_insert_rowid()))
+    }
 }
 
 impl LedgerBackend for SqliteLedger {
@@ -544,20 +562,11 @@ impl LedgerBackend for SqliteLedger {
         })
     }
 
-    fn insert_pending(&self, new: NewPending<'_>) -> Result<u64, LedgerError> {
-        let event = to_json(&new.event)?;
-        let now = self.now();
-        let connection = self.lock();
-        connection
-            .prepare_cached(
-                "INSERT INTO ledger_rows (kind, session_key, delivery, owner, created_at, completed_at, event)
-                 VALUES (?1, ?2, 'pending', ?3, ?4, ?4, ?5)",
-            )
-            .and_then(|mut statement| {
-                statement.execute(params![new.kind, new.session_key, new.owner, now, event])
-            })
-            .map_err(write_error)?;
-        Ok(row_seq(connection.last_insert_rowid()))
+    fn insert_pending(&self, new: NewPending<'_>) -> Result<u64, PendingRefused> {
+        self.write_pending(&new).map_err(|error| PendingRefused {
+            error,
+            event: Box::new(new.event),
+        })
     }
 
     fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
@@ -618,7 +627,7 @@ impl LedgerBackend for SqliteLedger {
                 let event: String = row.get(1)?;
                 Ok(Candidate {
                     seq: row_seq(row.get(0)?),
-                    event: from_json(&event)?,
+                    event: Arc::new(from_json(&event)?),
                 })
             })
             .map_err(read_error)?;
@@ -690,7 +699,7 @@ impl LedgerBackend for SqliteLedger {
         Ok(claimed)
     }
 
-    fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
+    fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
         let (filter, values) = candidate_filter(query);
         // Delivered in the statement that claims it: no lease, no claim columns.
         let sql = format!(
@@ -699,7 +708,7 @@ impl LedgerBackend for SqliteLedger {
                  possible_redelivery = possible_redelivery OR delivery = 'claimed',
                  claim_id = NULL, claimed_by = NULL, lease_until = NULL, not_before = NULL
              WHERE seq = (SELECT seq FROM ledger_rows WHERE {CLAIMABLE}{filter} ORDER BY seq LIMIT 1)
-             RETURNING {CLAIMED_COLUMNS}"
+             RETURNING seq, event, possible_redelivery"
         );
         let now = self.now();
         let after = seq_param(query.after_seq);
@@ -708,7 +717,14 @@ impl LedgerBackend for SqliteLedger {
             .prepare_cached(&sql)
             .and_then(|mut statement| {
                 statement
-                    .query_row(&*query_params(&now, &after, &values), read_claimed)
+                    .query_row(&*query_params(&now, &after, &values), |row| {
+                        let event: String = row.get(1)?;
+                        Ok(TakenRow {
+                            seq: row_seq(row.get(0)?),
+                            event: from_json(&event)?,
+                            possible_redelivery: row.get::<_, i64>(2)? != 0,
+                        })
+                    })
                     .optional()
             })
             .map_err(write_error)

@@ -503,7 +503,6 @@ pub fn plain_takes_are_one_step(store: &dyn Store) {
     let backend = store.backend();
     let taken = backend.take_next(&ANY).unwrap().unwrap();
     assert_eq!(message(&taken.event), "backing off");
-    assert_eq!(taken.attempts, 2, "its release counted one");
     assert!(!taken.possible_redelivery);
     store.clock().advance(Duration::from_secs(60));
     let taken = backend.take_next(&ANY).unwrap().unwrap();
@@ -520,6 +519,11 @@ pub fn plain_takes_are_one_step(store: &dyn Store) {
         })
         .unwrap();
     assert_eq!(delivered.len(), if retained { 3 } else { 0 });
+    if retained {
+        // Each take counts as an attempt, after the claims before it.
+        let attempts: Vec<u32> = delivered.iter().map(|row| row.attempts).collect();
+        assert_eq!(attempts, [2, 2, 1], "held, backing off, free");
+    }
     assert!(delivered
         .iter()
         .all(|row| row.claimed_by.is_none() && row.lease_until.is_none()));
@@ -547,7 +551,6 @@ pub fn plain_takes_are_one_step(store: &dyn Store) {
         .unwrap()
         .unwrap();
     assert_eq!(message(&restored.event), "orphan");
-    assert!(restored.restored);
 }
 
 /// Plain takers racing each other take every event exactly once, waiting between events
