@@ -64,11 +64,24 @@ impl KillPoint {
     }
 }
 
+/// Prints a line for the parent. A child whose parent has gone (its pipe is closed, or it
+/// was adopted by init) exits instead of running on.
 fn say(line: String) {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+    let written = writeln!(out, "{line}").and_then(|()| out.flush());
+    if written.is_err() || orphaned() {
+        std::process::exit(0);
+    }
+}
+
+/// The parent the child started under (0 in the parent itself).
+static PARENT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// `true` in a child whose parent has exited (it was adopted by another process).
+fn orphaned() -> bool {
+    let parent = PARENT.load(std::sync::atomic::Ordering::Relaxed);
+    parent != 0 && std::os::unix::process::parent_id() != parent
 }
 
 /// The SQLite ledger, saying `COMMITTED {id}` after each completion commit — and, at the
@@ -158,9 +171,16 @@ impl LedgerBackend for Announcing {
     }
 }
 
+/// Far longer than any kill point waits: a child still running then has lost its parent.
+const CHILD_LIMIT: Duration = Duration::from_secs(120);
+
 /// The child: dispatch, deliver, print — until killed (or, recovering, until nothing is
 /// left to deliver).
 fn child(ledger: &Path, point: KillPoint) {
+    PARENT.store(
+        std::os::unix::process::parent_id(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     // Start on a line of our own (libtest has written "test … ..." without a newline).
     say(String::new());
     let backend = Announcing {
@@ -218,6 +238,7 @@ fn child(ledger: &Path, point: KillPoint) {
         return;
     }
     let engine = DelegationEngine::new(queue.clone());
+    let started = Instant::now();
     let mut n: u32 = 0;
     loop {
         let chat = n % SESSIONS;
@@ -243,6 +264,11 @@ fn child(ledger: &Path, point: KillPoint) {
                 n += 1;
             }
             Err(DispatchError::CapacityReached { .. }) => {
+                // Also where an orphaned child notices (the parent never lets one run
+                // this long).
+                if orphaned() || started.elapsed() > CHILD_LIMIT {
+                    std::process::exit(0);
+                }
                 std::thread::sleep(Duration::from_millis(2))
             }
             Err(other) => panic!("dispatch failed: {other}"),

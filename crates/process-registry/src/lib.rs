@@ -29,7 +29,8 @@
 //! capped exponential backoff, dead after the last) or mark it [`dead`](Claim::dead).
 //! A waiting consumer ([`CompletionQueue::claim_timeout`], [`CompletionQueue::listen`])
 //! is woken by the completion itself: nothing polls. The plain queue API — `put`,
-//! `try_take`, `take_timeout`, `drain`, `take_where` — is a claim acknowledged at once.
+//! `try_take`, `take_timeout`, `drain`, `take_where` — takes a completion for good: a
+//! claim and its acknowledgement in one step.
 //!
 //! When a queue opens a durable ledger it **recovers** the rows of instances that died
 //! (an instance is a pid, its start time and the boot id): their running delegations

@@ -43,8 +43,8 @@ use crate::{
 ///   dead after the last attempt) or mark it dead. A consumer that crashes mid-delivery
 ///   loses nothing: its lease runs out and the completion is offered again.
 /// - **The plain queue** ([`try_take`](Self::try_take), [`take_timeout`](Self::take_timeout),
-///   [`drain`](Self::drain), [`take_where`](Self::take_where)): a claim of any event
-///   (restored ones excepted), acknowledged at once. [`put`](Self::put) never blocks a
+///   [`drain`](Self::drain), [`take_where`](Self::take_where)): takes an event for good
+///   (restored ones excepted) — a claim and its acknowledgement in one step. [`put`](Self::put) never blocks a
 ///   memory queue and never drops; an event put back goes to the tail.
 ///
 /// ```

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use super::backend::{
     Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState, Finish,
@@ -296,9 +298,7 @@ impl MemoryLedger {
 
     fn lock(&self) -> Guard<'_> {
         Guard {
-            // Every change below is a few field writes with no user code: a poisoned
-            // lock still holds consistent rows.
-            state: self.state.lock().unwrap_or_else(PoisonError::into_inner),
+            state: self.state.lock(),
             open_rows: &self.open_rows,
         }
     }
