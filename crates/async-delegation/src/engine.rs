@@ -414,36 +414,41 @@ impl Inner {
         let mut backoff = Duration::from_millis(10);
         let mut failures = 0_u32;
         loop {
-            {
+            let recorded = {
                 let mut state = self.lock_state();
-                match self.queue.record_completion(
-                    record,
-                    delegation_id,
-                    status,
-                    Arc::clone(&event),
-                ) {
-                    Ok(order) => {
-                        if failures > 0 {
-                            tracing::info!(
-                                delegation_id,
-                                failures,
-                                "the completion was recorded after the ledger recovered"
-                            );
-                        }
-                        return release_slot(
+                self.queue
+                    .record_completion(record, delegation_id, status, Arc::clone(&event))
+                    .map(|committed| {
+                        let hook = release_slot(
                             &mut state,
                             delegation_id,
-                            order,
+                            committed.seq(),
                             status,
-                            model,
+                            model.clone(),
                             completed_at,
                         );
+                        (committed, hook)
+                    })
+            };
+            // The lock is released: consumers woken now find it free — and the ledger's
+            // copy of the event is its only one, so the taker gets it without a clone.
+            match recorded {
+                Ok((committed, hook)) => {
+                    drop(event);
+                    drop(committed);
+                    if failures > 0 {
+                        tracing::info!(
+                            delegation_id,
+                            failures,
+                            "the completion was recorded after the ledger recovered"
+                        );
                     }
-                    Err(error) => {
-                        failures += 1;
-                        if failures == 1 || failures.is_multiple_of(20) {
-                            tracing::error!(%error, delegation_id, failures, "a completion could not be recorded; keeping it and retrying");
-                        }
+                    return hook;
+                }
+                Err(error) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(20) {
+                        tracing::error!(%error, delegation_id, failures, "a completion could not be recorded; keeping it and retrying");
                     }
                 }
             }

@@ -69,9 +69,12 @@ fn record(queue: &CompletionQueue, event: AsyncDelegationEvent) {
     else {
         panic!("delegation id {id} taken");
     };
-    queue
-        .record_completion(dispatch, &id, "completed", Arc::new(Event::from(event)))
-        .unwrap();
+    // Dropping the commit wakes the consumers.
+    drop(
+        queue
+            .record_completion(dispatch, &id, "completed", Arc::new(Event::from(event)))
+            .unwrap(),
+    );
 }
 
 /// The pending rows of the ledger, oldest first.

@@ -139,7 +139,7 @@ pub use ledger::sqlite::{Durability, SqliteLedger, SqliteOptions};
 pub use ledger::sweeper::SWEEP_THREAD_NAME;
 pub use number::{ParseWireNumberError, WireNumber};
 pub use queue::{
-    CompletionQueue, CompletionQueueBuilder, DispatchRecord, QueueWait, Recorded,
+    Committed, CompletionQueue, CompletionQueueBuilder, DispatchRecord, QueueWait, Recorded,
     OWNER_EXITED_ERROR, RESTORE_HORIZON_REASON,
 };
 pub use raw::{ExtraFields, UnknownEvent};

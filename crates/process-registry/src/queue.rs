@@ -226,6 +226,33 @@ impl std::future::Future for QueueWait {
     }
 }
 
+/// A completion the ledger committed ([`CompletionQueue::record_completion`]). Dropping
+/// it wakes the queue's waiting consumers: hold it past a lock they would want.
+#[must_use = "dropping it at once wakes the consumers at once"]
+pub struct Committed {
+    seq: u64,
+    core: Arc<Core>,
+}
+
+impl Committed {
+    /// Its place in the ledger's order.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl std::fmt::Debug for Committed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committed").field("seq", &self.seq).finish()
+    }
+}
+
+impl Drop for Committed {
+    fn drop(&mut self) {
+        self.core.wake_all();
+    }
+}
+
 /// What the engine keeps of a dispatch it recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DispatchRecord {
@@ -537,10 +564,11 @@ impl CompletionQueue {
         })
     }
 
-    /// Records the completion of a dispatched delegation (with its exact wire JSON) and
-    /// wakes waiting consumers; returns its place in the ledger's order. The engine calls
-    /// it inside the critical section that frees the delegation's slot, so a consumer that
-    /// takes the completion and dispatches again always finds the slot free.
+    /// Records the completion of a dispatched delegation (with its exact wire JSON). The
+    /// engine calls it inside the critical section that frees the delegation's slot, so a
+    /// consumer that takes the completion and dispatches again always finds the slot free;
+    /// waiting consumers are woken when the returned [`Committed`] is dropped — after that
+    /// critical section, so none wakes only to wait for it.
     ///
     /// # Errors
     /// When the store refused the write: keep the completion and retry.
@@ -550,7 +578,7 @@ impl CompletionQueue {
         delegation_id: &str,
         status: &str,
         event: Arc<Event>,
-    ) -> Result<u64, LedgerError> {
+    ) -> Result<Committed, LedgerError> {
         let _ = record;
         let run_state = RunState::Finished(status.to_owned());
         let finished = self.core.backend.finish_run(Finish {
@@ -570,14 +598,23 @@ impl CompletionQueue {
                     delegation_id,
                     "no running row for a finished delegation; recording its completion as a new row"
                 );
-                return self
-                    .core
-                    .insert_pending(Arc::unwrap_or_clone(event))
-                    .map_err(LedgerError::from);
+                self.core
+                    .backend
+                    .insert_pending(NewPending {
+                        owner: &self.core.instance,
+                        event: Arc::unwrap_or_clone(event),
+                    })
+                    .map_err(LedgerError::from)?
             }
         };
-        self.core.wake_all();
-        Ok(seq)
+        Ok(self.committed(seq))
+    }
+
+    fn committed(&self, seq: u64) -> Committed {
+        Committed {
+            seq,
+            core: Arc::clone(&self.core),
+        }
     }
 
     /// Takes back the record of a dispatch that was rejected after all (its worker could

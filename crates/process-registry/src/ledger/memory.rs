@@ -58,7 +58,8 @@ impl std::fmt::Debug for MemoryLedger {
         let state = self.lock();
         f.debug_struct("MemoryLedger")
             .field("open", &(state.open.len() - state.holes))
-            .field("parked", &state.parked.len())
+            .field("running", &state.running.len())
+            .field("dead", &state.parked.len())
             .finish_non_exhaustive()
     }
 }
@@ -72,10 +73,53 @@ struct State {
     open: VecDeque<(u64, Option<Row>)>,
     holes: usize,
     /// Running and dead rows.
+    /// Dead rows.
     parked: BTreeMap<u64, Row>,
+    /// Running delegations, by id: a dispatch costs one small insert (the caller waits
+    /// for it).
+    running: HashMap<String, Running>,
+    /// The other rows that have a delegation id.
     by_id: HashMap<String, u64>,
     /// The instances seen (usually one), named by their index in rows.
     owners: Vec<Box<str>>,
+}
+
+/// A delegation that runs: what its row is until it finishes.
+struct Running {
+    seq: u64,
+    owner: Owner,
+    created_at: f64,
+    skeleton: Arc<Event>,
+}
+
+impl Running {
+    fn to_row(&self, delegation_id: &str, owners: &[Box<str>]) -> LedgerRow {
+        LedgerRow {
+            seq: self.seq,
+            key: delegation_id.to_owned(),
+            delegation_id: Some(delegation_id.to_owned()),
+            kind: self.skeleton.type_name().to_owned(),
+            session_key: self.skeleton.session_key().unwrap_or("").to_owned(),
+            run_state: Some(RunState::Running),
+            delivery: None,
+            attempts: 0,
+            reason: None,
+            owner: owner_name(owners, self.owner).to_owned(),
+            claimed_by: None,
+            restored: false,
+            possible_redelivery: false,
+            created_at: self.created_at,
+            completed_at: None,
+            delivered_at: None,
+            not_before: None,
+            lease_until: None,
+            event: Arc::clone(&self.skeleton),
+        }
+    }
+}
+
+fn owner_name(owners: &[Box<str>], owner: Owner) -> &str {
+    owners.get(owner as usize).map_or("", |name| &**name)
 }
 
 /// An instance id, as an index into [`State::owners`].
@@ -243,7 +287,7 @@ impl Row {
     }
 
     fn to_row(&self, seq: u64, owners: &[Box<str>]) -> Option<LedgerRow> {
-        let name = |owner: Owner| owners.get(owner as usize).map_or("", |name| &**name);
+        let name = |owner: Owner| owner_name(owners, owner);
         Some(LedgerRow {
             seq,
             key: self.key(seq),
@@ -488,25 +532,23 @@ impl LedgerBackend for MemoryLedger {
     fn insert_running(&self, new: NewRunning<'_>) -> Result<Inserted, LedgerError> {
         let now = self.clock.recent();
         let mut state = self.lock();
-        if state.by_id.contains_key(new.delegation_id) {
+        if state.running.contains_key(new.delegation_id)
+            || state.by_id.contains_key(new.delegation_id)
+        {
             return Ok(Inserted::IdTaken);
         }
         let owner = state.owner(new.owner);
-        let seq = state.insert(Row {
-            event: Stored::Shared(new.skeleton),
-            delivery: None,
-            attempts: 0,
-            owner,
-            restored: false,
-            possible_redelivery: false,
-            created_at: now,
-            completed_at: None,
-            more: Some(Box::new(More {
-                delegation_id: Some(new.delegation_id.to_owned()),
-                run_state: Some(RunState::Running),
-                ..More::default()
-            })),
-        });
+        state.next_seq += 1;
+        let seq = state.next_seq;
+        state.running.insert(
+            new.delegation_id.to_owned(),
+            Running {
+                seq,
+                owner,
+                created_at: now,
+                skeleton: new.skeleton,
+            },
+        );
         Ok(Inserted::Row(seq))
     }
 
@@ -530,43 +572,48 @@ impl LedgerBackend for MemoryLedger {
     fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
         let now = self.clock.recent();
         let mut state = self.lock();
-        let Some(&seq) = state.by_id.get(finish.delegation_id) else {
-            return Ok(None);
-        };
         let expected = finish.expect_owner.map(|owner| state.known_owner(owner));
-        let Some(row) = state.parked.get_mut(&seq) else {
-            return Ok(None);
-        };
-        let owner_ok = expected.is_none_or(|owner| owner == Some(row.owner));
-        if row.run_state() != Some(&RunState::Running) || !owner_ok {
+        let owner_ok = state
+            .running
+            .get(finish.delegation_id)
+            .is_some_and(|running| expected.is_none_or(|owner| owner == Some(running.owner)));
+        if !owner_ok {
             return Ok(None);
         }
-        let more = row.more();
-        more.run_state = Some(finish.run_state.clone());
-        more.reason = finish.reason.map(str::to_owned);
-        row.delivery = Some(DeliveryState::Pending);
-        row.event = Stored::Shared(finish.event);
-        row.completed_at = Some(now);
-        // To the tail: offered in the order the runs finished.
-        let Some(row) = state.remove(seq) else {
+        let Some((delegation_id, running)) = state.running.remove_entry(finish.delegation_id)
+        else {
             return Ok(None);
         };
-        Ok(Some(state.insert(row)))
+        // To the tail: offered in the order the runs finished.
+        Ok(Some(state.insert(Row {
+            event: Stored::Shared(finish.event),
+            delivery: Some(DeliveryState::Pending),
+            attempts: 0,
+            owner: running.owner,
+            restored: false,
+            possible_redelivery: false,
+            created_at: running.created_at,
+            completed_at: Some(now),
+            more: Some(Box::new(More {
+                delegation_id: Some(delegation_id),
+                run_state: Some(finish.run_state.clone()),
+                reason: finish.reason.map(str::to_owned),
+                ..More::default()
+            })),
+        })))
     }
 
     fn retract_running(&self, delegation_id: &str, owner: &str) -> Result<bool, LedgerError> {
         let mut state = self.lock();
-        let Some(&seq) = state.by_id.get(delegation_id) else {
-            return Ok(false);
-        };
         let owner = state.known_owner(owner);
-        let running = state.parked.get(&seq).is_some_and(|row| {
-            row.run_state() == Some(&RunState::Running) && Some(row.owner) == owner
-        });
-        if running {
-            state.remove(seq);
+        let ours = state
+            .running
+            .get(delegation_id)
+            .is_some_and(|running| Some(running.owner) == owner);
+        if ours {
+            state.running.remove(delegation_id);
         }
-        Ok(running)
+        Ok(ours)
     }
 
     fn candidates(
@@ -750,43 +797,52 @@ impl LedgerBackend for MemoryLedger {
         } else {
             query.limit
         };
-        Ok(state
-            .all_rows()
+        let owners = &state.owners;
+        let mut rows: Vec<LedgerRow> = state
+            .running
+            .iter()
+            .map(|(id, running)| running.to_row(id, owners))
+            .collect();
+        if !query.running_only {
+            rows.extend(
+                state
+                    .all_rows()
+                    .into_iter()
+                    .filter_map(|(seq, row)| row.to_row(seq, owners)),
+            );
+        }
+        rows.sort_unstable_by_key(|row| row.seq);
+        Ok(rows
             .into_iter()
-            .filter(|(_, row)| {
-                (!query.running_only || row.run_state() == Some(&RunState::Running))
-                    && query.delivery.is_none_or(|d| row.delivery == Some(d))
-                    && query.owner.as_ref().is_none_or(|o| {
-                        state
-                            .owners
-                            .get(row.owner as usize)
-                            .is_some_and(|name| **name == **o)
-                    })
+            .filter(|row| {
+                query.delivery.is_none_or(|d| row.delivery == Some(d))
+                    && query.owner.as_ref().is_none_or(|o| row.owner == *o)
                     && query
                         .session_key
                         .as_ref()
-                        .is_none_or(|k| row.session_key() == k)
+                        .is_none_or(|k| row.session_key == *k)
                     && query
                         .delegation_id
                         .as_ref()
-                        .is_none_or(|id| row.delegation_id() == Some(id))
+                        .is_none_or(|id| row.delegation_id.as_ref() == Some(id))
             })
-            .filter_map(|(seq, row)| row.to_row(seq, &state.owners))
             .take(limit)
             .collect())
     }
 
     fn owners(&self) -> Result<Vec<String>, LedgerError> {
         let state = self.lock();
-        let mut owners = BTreeSet::new();
+        let mut owners: BTreeSet<Owner> = state
+            .running
+            .values()
+            .map(|running| running.owner)
+            .collect();
         for row in state
             .open_rows(0)
             .map(|(_, row)| row)
             .chain(state.parked.values())
         {
-            if row.run_state() == Some(&RunState::Running)
-                || (row.delivery == Some(DeliveryState::Pending) && !row.restored)
-            {
+            if row.delivery == Some(DeliveryState::Pending) && !row.restored {
                 owners.insert(row.owner);
             }
             if let Some(claimer) = row.claimed_by() {

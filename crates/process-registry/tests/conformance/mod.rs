@@ -107,9 +107,12 @@ fn complete(queue: &CompletionQueue, record: DispatchRecord, id: &str, session_k
     let mut event = delegation(id, session_key, "g");
     event.status = Some("completed".into());
     event.summary = Some(format!("result of {id}"));
-    queue
-        .record_completion(record, id, "completed", Arc::new(event.into()))
-        .unwrap();
+    // Dropping the commit wakes the consumers.
+    drop(
+        queue
+            .record_completion(record, id, "completed", Arc::new(event.into()))
+            .unwrap(),
+    );
 }
 
 fn row_of(queue: &CompletionQueue, id: &str) -> process_registry::LedgerRow {
@@ -159,7 +162,11 @@ pub fn dispatch_then_completion(store: &dyn Store) {
         )
         .unwrap();
     let row = row_of(&queue, "deleg_00000001");
-    assert_eq!(row.seq, order, "moved to the tail, at the seq it returned");
+    assert_eq!(
+        row.seq,
+        order.seq(),
+        "moved to the tail, at the seq it returned"
+    );
     assert_eq!(row.run_state, Some(RunState::Finished("error".into())));
     assert_eq!(row.delivery, Some(DeliveryState::Pending));
 
