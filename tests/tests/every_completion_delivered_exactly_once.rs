@@ -126,7 +126,7 @@ fn every_dispatched_delegation_is_delivered_once_to_the_session_that_dispatched_
             .push(event.delegation_id.clone().unwrap());
     }
     // The CLI's completions are never the gateway's: nothing it serves is left waiting.
-    assert!(wait_until(|| router.stats().waiting == 0));
+    assert!(wait_until(|| router.waiting() == 0));
     let stats = router.stop();
     assert!(
         inbox.try_recv().is_err(),

@@ -53,15 +53,93 @@ struct State {
     running: HashMap<String, Running>,
     /// Oldest completion first (by the ledger's commit order); at most
     /// [`MAX_RETAINED_COMPLETED`].
-    completed: VecDeque<(u64, DelegationRecord)>,
+    completed: VecDeque<(u64, Finished)>,
     /// Dispatch order, so `list` is stable.
     next_seq: u64,
 }
 
 struct Running {
     seq: u64,
-    record: DelegationRecord,
+    /// The id's number (see [`Finished::number`]).
+    number: u32,
+    dispatched: Dispatched,
     interrupt: Option<InterruptHook>,
+}
+
+/// A retained completed delegation: its dispatch and how it ended.
+struct Finished {
+    /// The id's number: what a new id is checked against.
+    number: u32,
+    dispatched: Dispatched,
+    status: String,
+    model: Option<String>,
+    completed_at: f64,
+}
+
+/// A dispatch as the engine, its worker and the ledger share it: the spec restated as the
+/// `async_delegation` event it will complete (the ledger's running row; should the
+/// process die, the `unknown` completion is built from it). Built once by moving the
+/// spec, never copied: the caller's dispatch pays no clone of the spec.
+#[derive(Clone)]
+struct Dispatched(Arc<Event>);
+
+impl Dispatched {
+    fn restate(spec: DelegationSpec, dispatched_at: f64) -> AsyncDelegationEvent {
+        AsyncDelegationEvent {
+            session_key: spec.session_key,
+            goal: spec.goal,
+            context: spec.context,
+            toolsets: spec.toolsets,
+            role: spec.role,
+            model: spec.model,
+            dispatched_at: WireNumber::from_f64(dispatched_at),
+            ..AsyncDelegationEvent::default()
+        }
+    }
+
+    fn spec(&self) -> &AsyncDelegationEvent {
+        static NONE: std::sync::LazyLock<AsyncDelegationEvent> =
+            std::sync::LazyLock::new(AsyncDelegationEvent::default);
+        match &*self.0 {
+            Event::AsyncDelegation(spec) => spec,
+            // Not built by this module: cannot happen.
+            _ => &NONE,
+        }
+    }
+
+    /// The event back, for another id draw (the ledger refused this one).
+    fn into_spec(self) -> AsyncDelegationEvent {
+        match Arc::unwrap_or_clone(self.0) {
+            Event::AsyncDelegation(spec) => spec,
+            _ => AsyncDelegationEvent::default(),
+        }
+    }
+
+    fn id(&self) -> &str {
+        self.spec().delegation_id.as_deref().unwrap_or("")
+    }
+
+    /// What [`DelegationEngine::list`] shows of it.
+    fn record(
+        &self,
+        status: &str,
+        model: Option<String>,
+        completed_at: Option<f64>,
+    ) -> DelegationRecord {
+        let spec = self.spec();
+        DelegationRecord {
+            delegation_id: self.id().to_owned(),
+            goal: spec.goal.clone(),
+            context: spec.context.clone(),
+            toolsets: spec.toolsets.clone(),
+            role: spec.role.clone(),
+            model,
+            session_key: spec.session_key.clone(),
+            status: status.to_owned(),
+            dispatched_at: spec.dispatched_at.as_ref().map_or(0.0, WireNumber::as_f64),
+            completed_at,
+        }
+    }
 }
 
 impl DelegationEngine {
@@ -138,28 +216,16 @@ impl DelegationEngine {
         R: FnOnce() -> Result<DelegationResult, RunnerError> + Send + 'static,
     {
         let dispatched_at = unix_now();
-        let record = DelegationRecord {
-            delegation_id: String::new(),
-            goal: spec.goal.clone(),
-            context: spec.context.clone(),
-            toolsets: spec.toolsets.clone(),
-            role: spec.role.clone(),
-            model: spec.model.clone(),
-            session_key: spec.session_key.clone(),
-            status: DelegationRecord::RUNNING.to_owned(),
-            dispatched_at,
-            completed_at: None,
-        };
+        let mut spec = Dispatched::restate(spec, dispatched_at);
         // Capacity check, id draw and insert are one critical section: two racing
         // dispatches for the last slot cannot both see it free. Then the ledger records
         // the dispatch before the handle is returned; an id the ledger already holds is
         // drawn again, and a failed write gives the slot back at once.
         let mut interrupt = interrupt;
         let mut draws = 0_u32;
-        let (delegation_id, ledger_record) = loop {
-            let Some(delegation_id) = self
-                .inner
-                .admit(&record, &mut interrupt, max_async_children)
+        let (delegation_id, dispatched, ledger_record) = loop {
+            let Some((delegation_id, dispatched)) =
+                self.inner.admit(spec, &mut interrupt, max_async_children)
             else {
                 // The runner and the hook are the caller's code; their drop runs after the
                 // lock is released and cannot make a refusal a panic. One at a time: a
@@ -170,16 +236,19 @@ impl DelegationEngine {
                     max: max_async_children,
                 });
             };
-            let skeleton = dispatch_skeleton(&delegation_id, &spec, dispatched_at);
-            let recorded =
-                self.inner
-                    .queue
-                    .record_dispatch(&delegation_id, &spec.session_key, skeleton);
+            let recorded = self.inner.queue.record_dispatch(
+                &delegation_id,
+                &dispatched.spec().session_key,
+                Arc::clone(&dispatched.0),
+            );
             match recorded {
-                Ok(Recorded::Dispatch(ledger_record)) => break (delegation_id, ledger_record),
+                Ok(Recorded::Dispatch(ledger_record)) => {
+                    break (delegation_id, dispatched, ledger_record)
+                }
                 Ok(Recorded::IdTaken) if draws < MAX_ID_DRAWS => {
                     draws += 1;
                     interrupt = self.inner.unadmit(&delegation_id);
+                    spec = dispatched.into_spec();
                 }
                 Ok(Recorded::IdTaken) => {
                     let hook = self.inner.unadmit(&delegation_id);
@@ -204,7 +273,7 @@ impl DelegationEngine {
         let inner = Arc::clone(&self.inner);
         let id = delegation_id.clone();
         let job = Box::new(move |idle: IdleSignal| {
-            inner.run(id, ledger_record, spec, dispatched_at, runner, idle);
+            inner.run(id, ledger_record, &dispatched, dispatched_at, runner, idle);
         });
         // A refused thread drops the job (the caller's runner) on this thread: fenced.
         let started = fence::call(|| self.inner.pool.execute(job)).unwrap_or_else(|message| {
@@ -242,7 +311,7 @@ impl DelegationEngine {
     pub fn interrupt(&self, delegation_id: &str, reason: &str) -> bool {
         let hooks = self
             .inner
-            .hooks_where(|record| record.delegation_id == delegation_id);
+            .hooks_where(|dispatched| dispatched.id() == delegation_id);
         call_hooks(hooks, reason) == 1
     }
 
@@ -252,7 +321,7 @@ impl DelegationEngine {
     pub fn interrupt_session(&self, session_key: &str, reason: &str) -> usize {
         let hooks = self
             .inner
-            .hooks_where(|record| record.session_key == session_key);
+            .hooks_where(|dispatched| dispatched.spec().session_key == session_key);
         call_hooks(hooks, reason)
     }
 
@@ -265,16 +334,20 @@ impl DelegationEngine {
     /// completion first (at most [`MAX_RETAINED_COMPLETED`] of those).
     pub fn list(&self) -> Vec<DelegationRecord> {
         let state = self.inner.lock_state();
-        let mut running: Vec<(u64, DelegationRecord)> = state
-            .running
-            .values()
-            .map(|running| (running.seq, running.record.clone()))
-            .collect();
-        running.sort_by_key(|(seq, _)| *seq);
+        let mut running: Vec<&Running> = state.running.values().collect();
+        running.sort_by_key(|running| running.seq);
         running
             .into_iter()
-            .map(|(_, record)| record)
-            .chain(state.completed.iter().map(|(_, record)| record.clone()))
+            .map(|running| {
+                let spec = running.dispatched.spec();
+                running
+                    .dispatched
+                    .record(DelegationRecord::RUNNING, spec.model.clone(), None)
+            })
+            .chain(state.completed.iter().map(|(_, done)| {
+                done.dispatched
+                    .record(&done.status, done.model.clone(), Some(done.completed_at))
+            }))
             .collect()
     }
 }
@@ -289,12 +362,12 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn hooks_where(&self, wanted: impl Fn(&DelegationRecord) -> bool) -> Vec<InterruptHook> {
+    fn hooks_where(&self, wanted: impl Fn(&Dispatched) -> bool) -> Vec<InterruptHook> {
         let state = self.lock_state();
         state
             .running
             .values()
-            .filter(|running| wanted(&running.record))
+            .filter(|running| wanted(&running.dispatched))
             .filter_map(|running| running.interrupt.clone())
             .collect()
     }
@@ -303,38 +376,38 @@ impl Inner {
     /// (taking the hook), in one critical section. `None` at capacity.
     fn admit(
         &self,
-        record: &DelegationRecord,
+        mut spec: AsyncDelegationEvent,
         interrupt: &mut Option<InterruptHook>,
         max_async_children: usize,
-    ) -> Option<String> {
+    ) -> Option<(String, Dispatched)> {
+        // Drawn before the lock; drawn again under it only on a collision.
+        let (mut number, mut candidate) = new_delegation_id();
         let mut state = self.lock_state();
         if state.running.len() >= max_async_children {
             return None;
         }
-        let delegation_id = loop {
-            let candidate = new_delegation_id();
-            if !state.running.contains_key(&candidate)
-                && !state
-                    .completed
-                    .iter()
-                    .any(|(_, done)| done.delegation_id == candidate)
-            {
-                break candidate;
-            }
-        };
+        while state.running.contains_key(&candidate)
+            || state
+                .completed
+                .iter()
+                .any(|(_, done)| done.number == number)
+        {
+            (number, candidate) = new_delegation_id();
+        }
         let seq = state.next_seq;
         state.next_seq += 1;
-        let mut record = record.clone();
-        record.delegation_id = delegation_id.clone();
+        spec.delegation_id = Some(candidate.clone());
+        let dispatched = Dispatched(Arc::new(Event::AsyncDelegation(spec)));
         state.running.insert(
-            delegation_id.clone(),
+            candidate.clone(),
             Running {
                 seq,
-                record,
+                number,
+                dispatched: dispatched.clone(),
                 interrupt: interrupt.take(),
             },
         );
-        Some(delegation_id)
+        Some((candidate, dispatched))
     }
 
     /// Takes an admitted delegation back (its dispatch did not go through) and returns
@@ -358,7 +431,7 @@ impl Inner {
         &self,
         delegation_id: String,
         ledger_record: DispatchRecord,
-        spec: DelegationSpec,
+        dispatched: &Dispatched,
         dispatched_at: f64,
         runner: R,
         mut idle: IdleSignal,
@@ -373,7 +446,13 @@ impl Inner {
         });
         let completed_at = unix_now();
         let result = outcome.unwrap_or_else(|message| failure(format!("panic: {message}")));
-        let event = completion_event(&delegation_id, spec, result, dispatched_at, completed_at);
+        let event = completion_event(
+            &delegation_id,
+            dispatched.spec(),
+            result,
+            dispatched_at,
+            completed_at,
+        );
         let status = event
             .status
             .clone()
@@ -469,35 +548,24 @@ fn release_slot(
     completed_at: f64,
 ) -> Option<InterruptHook> {
     let Running {
-        mut record,
+        number,
+        dispatched,
         interrupt,
         ..
     } = state.running.remove(delegation_id)?;
-    record.status = status.to_owned();
-    record.model = model;
-    record.completed_at = Some(completed_at);
+    let record = Finished {
+        number,
+        dispatched,
+        status: status.to_owned(),
+        model,
+        completed_at,
+    };
     let at = state.completed.partition_point(|(done, _)| *done < order);
     state.completed.insert(at, (order, record));
     while state.completed.len() > MAX_RETAINED_COMPLETED {
         state.completed.pop_front();
     }
     interrupt
-}
-
-/// The dispatch-time restatement the ledger keeps while a delegation runs: should its
-/// process die, the `unknown` completion is built from it.
-fn dispatch_skeleton(delegation_id: &str, spec: &DelegationSpec, dispatched_at: f64) -> Event {
-    Event::AsyncDelegation(AsyncDelegationEvent {
-        delegation_id: Some(delegation_id.to_owned()),
-        session_key: spec.session_key.clone(),
-        goal: spec.goal.clone(),
-        context: spec.context.clone(),
-        toolsets: spec.toolsets.clone(),
-        role: spec.role.clone(),
-        model: spec.model.clone(),
-        dispatched_at: WireNumber::from_f64(dispatched_at),
-        ..AsyncDelegationEvent::default()
-    })
 }
 
 /// The most ids one dispatch draws when the ledger keeps answering that an id is taken.
@@ -515,7 +583,7 @@ fn failure(error: String) -> DelegationResult {
 /// Builds the wire event: the dispatch-time spec verbatim plus the outcome.
 fn completion_event(
     delegation_id: &str,
-    spec: DelegationSpec,
+    spec: &AsyncDelegationEvent,
     result: DelegationResult,
     dispatched_at: f64,
     completed_at: f64,
@@ -531,16 +599,16 @@ fn completion_event(
     let status = result.status_or_completed().to_owned();
     AsyncDelegationEvent {
         delegation_id: Some(delegation_id.to_owned()),
-        session_key: spec.session_key,
-        goal: spec.goal,
-        context: spec.context,
-        toolsets: spec.toolsets,
-        role: spec.role,
+        session_key: spec.session_key.clone(),
+        goal: spec.goal.clone(),
+        context: spec.context.clone(),
+        toolsets: spec.toolsets.clone(),
+        role: spec.role.clone(),
         // Unset or empty means the spec's model, as the Python harness's `or` reads it.
         model: result
             .model
             .filter(|model| !model.is_empty())
-            .or(spec.model),
+            .or_else(|| spec.model.clone()),
         // Unset or empty means completed; consumers of the Python harness never see an
         // empty status.
         status: Some(status),
@@ -579,8 +647,17 @@ fn drop_fenced<T>(value: T) {
     fence::drop_logged(value, "an async delegation's runner or interrupt hook");
 }
 
-fn new_delegation_id() -> String {
-    format!("deleg_{:08x}", rand::random::<u32>())
+/// A random number and its id, `deleg_` + its 8 lowercase hex digits (written by hand:
+/// `format!` costs more than the rest of the draw).
+fn new_delegation_id() -> (u32, String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let number = rand::random::<u32>();
+    let mut id = String::with_capacity(14);
+    id.push_str("deleg_");
+    for shift in (0..8).rev() {
+        id.push(char::from(HEX[(number >> (shift * 4)) as usize & 0xf]));
+    }
+    (number, id)
 }
 
 fn unix_now() -> f64 {

@@ -149,7 +149,7 @@ fn turn_end_to_adapter(c: &mut Criterion) {
                     summary: Some("Found it".into()),
                     ..AsyncDelegationEvent::default()
                 });
-                while router.stats().waiting == 0 {
+                while router.waiting() == 0 {
                     std::thread::yield_now();
                 }
                 // Let the router go back to sleep on the queue.

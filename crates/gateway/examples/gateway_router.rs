@@ -100,7 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "(discord thread busy; its completion waits: waiting = {})\n",
-        router.stats().waiting
+        router.waiting()
     );
     discord_turn.end();
     let (platform, message) = received.recv_timeout(Duration::from_secs(30))?;

@@ -270,60 +270,34 @@ impl SessionKey {
     /// than 5 parts, part 0 neither `agent` nor `agent%`, empty namespace, or an empty
     /// platform, chat type or chat id.
     pub fn parse(key: &str) -> Result<ParsedSessionKey, GatewayError> {
-        let invalid = |reason: &'static str| GatewayError::InvalidSessionKey {
+        let mut parts = KeyParts::split(key).map_err(|reason| GatewayError::InvalidSessionKey {
             key: key.to_owned(),
             reason,
-        };
-        if key.is_empty() {
-            return Err(invalid("the key is empty (a CLI session)"));
-        }
-        let mut parts = key.split(':');
-        let (Some(prefix), Some(namespace), Some(platform), Some(chat_type), Some(chat_id)) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return Err(invalid("fewer than 5 ':'-separated parts"));
-        };
-        let escaped = match prefix {
-            PLAIN => false,
-            ESCAPED => true,
-            _ => return Err(invalid("it does not start with \"agent\"")),
-        };
-        if namespace.is_empty() {
-            return Err(invalid("the profile namespace is empty"));
-        }
-        if platform.is_empty() {
-            return Err(invalid("the platform is empty"));
-        }
-        if chat_type.is_empty() {
-            return Err(invalid("the chat type is empty"));
-        }
-        if chat_id.is_empty() {
-            return Err(invalid("the chat id is empty"));
-        }
-        let text = |part: &str| {
-            if escaped {
-                decode(part).into_owned()
-            } else {
-                part.to_owned()
-            }
-        };
-        let namespace = text(namespace);
-        let chat_type = text(chat_type);
+        })?;
+        let namespace = parts.text(parts.namespace).into_owned();
+        let chat_type = parts.text(parts.chat_type).into_owned();
         let thread_id = match chat_type.as_str() {
-            CHAT_TYPE_DM | CHAT_TYPE_THREAD => parts.next().filter(|t| !t.is_empty()).map(text),
+            CHAT_TYPE_DM | CHAT_TYPE_THREAD => parts
+                .rest
+                .next()
+                .filter(|t| !t.is_empty())
+                .map(|t| parts.text(t).into_owned()),
             _ => None,
         };
         Ok(ParsedSessionKey {
             profile: (namespace != MAIN).then_some(namespace),
-            platform: text(platform),
+            platform: parts.text(parts.platform).into_owned(),
             chat_type,
-            chat_id: text(chat_id),
+            chat_id: parts.text(parts.chat_id).into_owned(),
             thread_id,
         })
+    }
+
+    /// The platform part of a valid key (decoded), without building the rest: what the
+    /// router checks for every candidate. `None` where [`parse`](Self::parse) fails.
+    pub(crate) fn platform_of(key: &str) -> Option<Cow<'_, str>> {
+        let parts = KeyParts::split(key).ok()?;
+        Some(parts.text(parts.platform))
     }
 
     /// [`SessionKey::parse`] of this key.
@@ -362,6 +336,69 @@ impl From<&str> for SessionKey {
 impl From<SessionKey> for String {
     fn from(key: SessionKey) -> Self {
         key.0
+    }
+}
+
+/// A key split into its parts, borrowed and still encoded; the rules of
+/// [`SessionKey::parse`] checked.
+struct KeyParts<'a> {
+    escaped: bool,
+    namespace: &'a str,
+    platform: &'a str,
+    chat_type: &'a str,
+    chat_id: &'a str,
+    rest: std::str::Split<'a, char>,
+}
+
+impl<'a> KeyParts<'a> {
+    fn split(key: &'a str) -> Result<KeyParts<'a>, &'static str> {
+        if key.is_empty() {
+            return Err("the key is empty (a CLI session)");
+        }
+        let mut parts = key.split(':');
+        let (Some(prefix), Some(namespace), Some(platform), Some(chat_type), Some(chat_id)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err("fewer than 5 ':'-separated parts");
+        };
+        let escaped = match prefix {
+            PLAIN => false,
+            ESCAPED => true,
+            _ => return Err("it does not start with \"agent\""),
+        };
+        if namespace.is_empty() {
+            return Err("the profile namespace is empty");
+        }
+        if platform.is_empty() {
+            return Err("the platform is empty");
+        }
+        if chat_type.is_empty() {
+            return Err("the chat type is empty");
+        }
+        if chat_id.is_empty() {
+            return Err("the chat id is empty");
+        }
+        Ok(KeyParts {
+            escaped,
+            namespace,
+            platform,
+            chat_type,
+            chat_id,
+            rest: parts,
+        })
+    }
+
+    /// A part as text: decoded in an escaped key.
+    fn text(&self, part: &'a str) -> Cow<'a, str> {
+        if self.escaped {
+            decode(part)
+        } else {
+            Cow::Borrowed(part)
+        }
     }
 }
 
@@ -1024,6 +1061,16 @@ mod tests {
                 prop_assert_eq!(text(parts[3]), parsed.chat_type);
                 prop_assert_eq!(text(parts[4]), parsed.chat_id);
             }
+        }
+
+        /// The router's shortcut reads the platform exactly as `parse` does, and fails
+        /// exactly where it fails.
+        #[test]
+        fn the_platform_shortcut_agrees_with_parse(key in any_key()) {
+            prop_assert_eq!(
+                SessionKey::platform_of(&key).map(Cow::into_owned),
+                SessionKey::parse(&key).ok().map(|parsed| parsed.platform)
+            );
         }
 
         /// "Keys built by the reference (which never escapes) must still parse exactly

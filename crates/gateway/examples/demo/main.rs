@@ -195,12 +195,12 @@ fn main() -> DemoResult<()> {
     // ---- The Telegram subagents run; ada's turn is still going.
     step("telegram's subagents run while its agent is still answering ada");
     start_line.open();
-    if !wait_until(|| router.stats().waiting == 2) {
+    if !wait_until(|| router.waiting() == 2) {
         return Err("the telegram completions did not reach the gateway".into());
     }
     println!(
         "  {} completions for telegram are held by the gateway: nothing is spliced into the running turn",
-        router.stats().waiting
+        router.waiting()
     );
     println!("  agent -> ada: \"On it: two background subagents are reading the repo. Ask me anything meanwhile.\"");
     println!("  (ada's turn ends)");

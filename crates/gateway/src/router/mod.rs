@@ -98,9 +98,6 @@ pub struct RouterStats {
     pub deferred: u64,
     /// Failed delivery attempts that will be retried after a backoff.
     pub released: u64,
-    /// Completions this router serves that are waiting right now: for a busy session,
-    /// for a backoff, or for an adapter to be registered.
-    pub waiting: usize,
 }
 
 pub(super) struct Shared {
@@ -376,7 +373,7 @@ impl DeliveryRouter {
             .remove(platform)
     }
 
-    /// The router's counters right now.
+    /// The router's counters right now: four atomic reads, cheap enough to poll.
     pub fn stats(&self) -> RouterStats {
         let s = &self.shared;
         RouterStats {
@@ -384,8 +381,18 @@ impl DeliveryRouter {
             dead_lettered: s.dead_lettered.load(Ordering::SeqCst),
             deferred: s.deferred.load(Ordering::SeqCst),
             released: s.released.load(Ordering::SeqCst),
-            waiting: waiting(s),
         }
+    }
+
+    /// How many completions this router serves are waiting right now: for a busy
+    /// session, for a backoff, or for an adapter to be registered.
+    ///
+    /// It reads the ledger (the pending rows, under the ledger's lock for the memory
+    /// backend), so its cost grows with what is pending: call it to report or to wait
+    /// for a state in a test, not in a tight loop beside a busy router — poll
+    /// [`stats`](Self::stats) for progress.
+    pub fn waiting(&self) -> usize {
+        waiting(&self.shared)
     }
 
     /// Stops the router (see the shutdown contract on [`DeliveryRouter`]) and returns
@@ -460,16 +467,7 @@ fn serves(platforms: &PlatformRegistry, event: &Event) -> bool {
     let Some(session_key) = worker::owned_session_key(event) else {
         return false;
     };
-    let name = match event {
-        Event::AsyncDelegation(e) => e.routing.platform.clone().filter(|p| !p.is_empty()),
-        _ => None,
-    }
-    .or_else(|| {
-        SessionKey::parse(session_key)
-            .ok()
-            .map(|route| route.platform)
-    });
-    name.is_some_and(|name| platforms.is_known(&name))
+    worker::platform_of(event, session_key).is_some_and(|name| platforms.is_known(&name))
 }
 
 impl Drop for DeliveryRouter {

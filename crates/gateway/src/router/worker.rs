@@ -2,6 +2,7 @@
 //! renders each, and hands it to its adapter — then acks, defers, releases or marks it
 //! dead in the completion ledger.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,15 +30,13 @@ pub(super) fn owned_session_key(event: &Event) -> Option<&str> {
 
 /// The platform a completion would be delivered on, as far as the event and its key
 /// tell (`None`: neither names one). Cheap: checked for every candidate.
-fn platform_of(event: &Event, session_key: &str) -> Option<String> {
+pub(super) fn platform_of<'a>(event: &'a Event, session_key: &'a str) -> Option<Cow<'a, str>> {
     if let Event::AsyncDelegation(e) = event {
         if let Some(platform) = e.routing.platform.as_deref().filter(|p| !p.is_empty()) {
-            return Some(platform.to_owned());
+            return Some(Cow::Borrowed(platform));
         }
     }
-    SessionKey::parse(session_key)
-        .ok()
-        .map(|route| route.platform)
+    SessionKey::platform_of(session_key)
 }
 
 /// What one look for work judges completions by: the sessions that were busy and the

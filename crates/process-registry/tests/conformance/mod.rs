@@ -95,7 +95,11 @@ fn delegation(id: &str, session_key: &str, goal: &str) -> AsyncDelegationEvent {
 
 fn dispatch(queue: &CompletionQueue, id: &str, session_key: &str) -> DispatchRecord {
     match queue
-        .record_dispatch(id, session_key, delegation(id, session_key, "g").into())
+        .record_dispatch(
+            id,
+            session_key,
+            Event::from(delegation(id, session_key, "g")),
+        )
         .unwrap()
     {
         Recorded::Dispatch(record) => record,
@@ -191,7 +195,7 @@ pub fn id_uniqueness(store: &dyn Store) {
             .record_dispatch(
                 "deleg_0000000a",
                 "",
-                delegation("deleg_0000000a", "", "g").into()
+                Event::from(delegation("deleg_0000000a", "", "g"))
             )
             .unwrap(),
         Recorded::IdTaken,
@@ -203,7 +207,7 @@ pub fn id_uniqueness(store: &dyn Store) {
             .record_dispatch(
                 "deleg_0000000a",
                 "",
-                delegation("deleg_0000000a", "", "g").into()
+                Event::from(delegation("deleg_0000000a", "", "g"))
             )
             .unwrap(),
         Recorded::IdTaken,
@@ -217,7 +221,7 @@ pub fn id_uniqueness(store: &dyn Store) {
             .record_dispatch(
                 "deleg_0000000a",
                 "",
-                delegation("deleg_0000000a", "", "g").into()
+                Event::from(delegation("deleg_0000000a", "", "g"))
             )
             .unwrap(),
         Recorded::IdTaken
