@@ -219,11 +219,13 @@ impl QueueWait {
     /// A few microseconds of spinning, then of yielding, before the thread parks: a
     /// completion that comes while the consumer is still on its core (a runner that
     /// returns at once) is taken without a sleep and a wake-up through the kernel — the
-    /// two cost more than the whole hand-off. Bounded (ten rounds, then the real wait),
-    /// and it ends as soon as the signal fires.
+    /// two cost more than the whole hand-off. Bounded (63 spin hints, then 16 yields of
+    /// the core, then the real wait), and it ends as soon as the signal fires. (With 4
+    /// yields, as `crossbeam-channel` backs off, a worker's completion still missed the
+    /// window on this project's machines: one park and wake per round trip.)
     fn snooze(&self, deadline: Option<Instant>) {
         const SPIN_ROUNDS: u32 = 6;
-        const YIELD_ROUNDS: u32 = 4;
+        const YIELD_ROUNDS: u32 = 16;
         let signal = &self._counted.0.signal;
         for round in 0..SPIN_ROUNDS + YIELD_ROUNDS {
             if signal.is_notified() || deadline.is_some_and(|d| Instant::now() >= d) {

@@ -653,6 +653,11 @@ impl LedgerBackend for MemoryLedger {
     }
 
     fn next_due(&self, query: &CandidateQuery<'_>) -> Result<Option<f64>, LedgerError> {
+        // No open row, nothing to come due: a row written after this look wakes the
+        // waiter that asked (its wait is armed before).
+        if self.none_open() {
+            return Ok(None);
+        }
         let now = self.now();
         let state = self.lock();
         Ok(state
