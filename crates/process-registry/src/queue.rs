@@ -253,6 +253,12 @@ impl std::future::Future for QueueWait {
     }
 }
 
+/// What [`Core::claim_with`] claims.
+enum ClaimTarget<'a> {
+    Row(u64),
+    First(&'a crate::CandidateQuery<'a>),
+}
+
 /// A completion the ledger committed ([`CompletionQueue::record_completion`]). Dropping
 /// it wakes the queue's waiting consumers: hold it past a lock they would want.
 #[must_use = "dropping it at once wakes the consumers at once"]
@@ -773,21 +779,23 @@ impl Core {
         }
     }
 
-    fn claim_seq(self: &Arc<Self>, seq: u64) -> Result<Option<Claim>, LedgerError> {
+    /// Claims `target` with a fresh fencing token.
+    fn claim_with(self: &Arc<Self>, target: ClaimTarget<'_>) -> Result<Option<Claim>, LedgerError> {
         // Unique in this process (every queue shares the counter); with the instance id,
         // unique everywhere.
         static NEXT_CLAIM: AtomicU64 = AtomicU64::new(1);
         let claim_id = NEXT_CLAIM.fetch_add(1, Ordering::Relaxed);
-        let claimed = self.backend.claim(
-            seq,
-            NewClaim {
-                token: ClaimToken {
-                    id: claim_id,
-                    owner: &self.instance,
-                },
-                lease_seconds: self.config.lease.as_secs_f64(),
+        let new = NewClaim {
+            token: ClaimToken {
+                id: claim_id,
+                owner: &self.instance,
             },
-        )?;
+            lease_seconds: self.config.lease.as_secs_f64(),
+        };
+        let claimed = match target {
+            ClaimTarget::Row(seq) => self.backend.claim(seq, new)?,
+            ClaimTarget::First(query) => self.backend.claim_next(query, new)?,
+        };
         Ok(claimed.map(|row| Claim {
             core: Arc::clone(self),
             row,
@@ -796,7 +804,15 @@ impl Core {
         }))
     }
 
+    fn claim_seq(self: &Arc<Self>, seq: u64) -> Result<Option<Claim>, LedgerError> {
+        self.claim_with(ClaimTarget::Row(seq))
+    }
+
     fn try_claim(self: &Arc<Self>, filter: &ClaimFilter) -> Result<Option<Claim>, LedgerError> {
+        if !filter.has_predicate() {
+            // Nothing to judge outside the store: one step.
+            return self.claim_with(ClaimTarget::First(&filter.query(0)));
+        }
         let mut after = 0;
         // Usually the first candidate is the one: read a single row first, then pages.
         let mut size = 1;

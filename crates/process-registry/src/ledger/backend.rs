@@ -401,6 +401,31 @@ pub trait LedgerBackend: Send + Sync + 'static {
     /// When the store cannot be written.
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError>;
 
+    /// Claims the first row that is claimable now and matches `query`, in one step, as
+    /// [`claim`](Self::claim) claims a row; `None` when there is none. What a consumer
+    /// whose filter has no predicate calls: one transaction instead of a read and a
+    /// write. The default reads a candidate and claims it, until a claim holds.
+    ///
+    /// # Errors
+    /// When the store cannot be read or written.
+    fn claim_next(
+        &self,
+        query: &CandidateQuery<'_>,
+        claim: NewClaim<'_>,
+    ) -> Result<Option<ClaimedRow>, LedgerError> {
+        let mut query = *query;
+        loop {
+            let Some(candidate) = self.candidates(&query, 1)?.pop() else {
+                return Ok(None);
+            };
+            if let Some(claimed) = self.claim(candidate.seq, claim)? {
+                return Ok(Some(claimed));
+            }
+            // Taken by another consumer since it was read: the next one.
+            query.after_seq = candidate.seq;
+        }
+    }
+
     /// Claims and acknowledges, in one atomic step, the first row matching `query` that is
     /// claimable now: it becomes delivered at once (attempts + 1; a possible redelivery
     /// when it was claimed with its lease over). For consumers whose delivery *is* the

@@ -273,6 +273,35 @@ impl Row {
         }
     }
 
+    /// Claims this row, which the caller found claimable at `now`.
+    fn take_claim(
+        &mut self,
+        seq: u64,
+        claimer: Owner,
+        claim: &NewClaim<'_>,
+        now: f64,
+    ) -> Option<ClaimedRow> {
+        let event = self.event.share()?;
+        if self.delivery == Some(DeliveryState::Claimed) {
+            // The previous claim's lease ran out undecided: it may have delivered.
+            self.possible_redelivery = true;
+        }
+        self.delivery = Some(DeliveryState::Claimed);
+        let more = self.more();
+        more.claim = Some((claim.token.id, claimer));
+        more.lease_until = Some(now + claim.lease_seconds);
+        more.not_before = None;
+        self.attempts = self.attempts.saturating_add(1);
+        Some(ClaimedRow {
+            seq,
+            delegation_id: self.delegation_id().cloned(),
+            event,
+            attempts: self.attempts,
+            possible_redelivery: self.possible_redelivery,
+            restored: self.restored,
+        })
+    }
+
     fn matches(&self, query: &CandidateQuery<'_>) -> bool {
         let kind = self.kind();
         (query.kinds.is_empty() || query.kinds.contains(&kind))
@@ -683,27 +712,26 @@ impl LedgerBackend for MemoryLedger {
         if !row.claimable(&mut || now) {
             return Ok(None);
         }
-        let Some(event) = row.event.share() else {
+        Ok(row.take_claim(seq, claimer, &claim, now))
+    }
+
+    fn claim_next(
+        &self,
+        query: &CandidateQuery<'_>,
+        claim: NewClaim<'_>,
+    ) -> Result<Option<ClaimedRow>, LedgerError> {
+        if self.none_open() {
             return Ok(None);
-        };
-        if row.delivery == Some(DeliveryState::Claimed) {
-            // The previous claim's lease ran out undecided: it may have delivered.
-            row.possible_redelivery = true;
         }
-        row.delivery = Some(DeliveryState::Claimed);
-        let more = row.more();
-        more.claim = Some((claim.token.id, claimer));
-        more.lease_until = Some(now + claim.lease_seconds);
-        more.not_before = None;
-        row.attempts = row.attempts.saturating_add(1);
-        Ok(Some(ClaimedRow {
-            seq,
-            delegation_id: row.delegation_id().cloned(),
-            event,
-            attempts: row.attempts,
-            possible_redelivery: row.possible_redelivery,
-            restored: row.restored,
-        }))
+        let now = self.now();
+        let mut state = self.lock();
+        let claimer = state.owner(claim.token.owner);
+        let start = state.open_start(query.after_seq);
+        let found = state.open.range_mut(start..).find_map(|(seq, row)| {
+            let row = row.as_mut()?;
+            (row.matches(query) && row.claimable(&mut || now)).then_some((*seq, row))
+        });
+        Ok(found.and_then(|(seq, row)| row.take_claim(seq, claimer, &claim, now)))
     }
 
     fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {

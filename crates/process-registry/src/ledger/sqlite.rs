@@ -699,6 +699,39 @@ impl LedgerBackend for SqliteLedger {
         Ok(claimed)
     }
 
+    fn claim_next(
+        &self,
+        query: &CandidateQuery<'_>,
+        claim: NewClaim<'_>,
+    ) -> Result<Option<ClaimedRow>, LedgerError> {
+        let (filter, values) = candidate_filter(query);
+        // The claim's own parameters come after the filter's.
+        let next = values.len() + 3;
+        let (id, owner, lease) = (next, next + 1, next + 2);
+        let sql = format!(
+            "UPDATE ledger_rows
+             SET delivery = 'claimed', claim_id = ?{id}, claimed_by = ?{owner},
+                 lease_until = ?1 + ?{lease}, not_before = NULL, attempts = attempts + 1,
+                 possible_redelivery = possible_redelivery OR delivery = 'claimed'
+             WHERE seq = (SELECT seq FROM ledger_rows WHERE {CLAIMABLE}{filter} ORDER BY seq LIMIT 1)
+             RETURNING {CLAIMED_COLUMNS}"
+        );
+        let now = self.now();
+        let after = seq_param(query.after_seq);
+        let token = token_id(claim.token);
+        let mut all = query_params(&now, &after, &values);
+        all.extend([
+            &token as &dyn ToSql,
+            &claim.token.owner,
+            &claim.lease_seconds,
+        ]);
+        let connection = self.lock();
+        connection
+            .prepare_cached(&sql)
+            .and_then(|mut statement| statement.query_row(&*all, read_claimed).optional())
+            .map_err(write_error)
+    }
+
     fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
         let (filter, values) = candidate_filter(query);
         // Delivered in the statement that claims it: no lease, no claim columns.
