@@ -242,7 +242,7 @@ impl LedgerBackend for CountingLedger {
         limit: usize,
     ) -> Result<Vec<Candidate>, LedgerError> {
         self.looks.fetch_add(1, Ordering::SeqCst);
-        // The router's own looks only (`stats()` reads pages too, on the test's thread).
+        // The router's own looks only (`waiting()` reads pages too, on the test's thread).
         let router_thread = std::thread::current().name() == Some(gateway::DELIVERY_THREAD_NAME);
         if query.after_seq > 0 && router_thread {
             let hook = self.on_second_page.lock().unwrap().take();

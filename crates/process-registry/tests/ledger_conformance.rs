@@ -39,6 +39,102 @@ conformance_suite!(
     skip [retention = "the memory backend drops delivered rows at once, so memory stays flat"]
 );
 
+/// The memory ledger without its own `claim_next`: the trait's default (a candidate read,
+/// then a claim) is what a backend that does not override it gets, and must conform too.
+mod default_steps {
+    use std::sync::Arc;
+
+    use process_registry::{
+        Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, Finish, Inserted,
+        LedgerBackend, LedgerError, LedgerRow, ManualClock, MemoryLedger, NewClaim, NewPending,
+        NewRunning, PendingRefused, RowQuery, Settle, TakenRow,
+    };
+
+    pub(crate) struct DefaultSteps(pub(crate) MemoryLedger);
+
+    impl LedgerBackend for DefaultSteps {
+        fn capabilities(&self) -> Capabilities {
+            self.0.capabilities()
+        }
+        fn now(&self) -> f64 {
+            self.0.now()
+        }
+        fn insert_running(&self, row: NewRunning<'_>) -> Result<Inserted, LedgerError> {
+            self.0.insert_running(row)
+        }
+        fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, PendingRefused> {
+            self.0.insert_pending(row)
+        }
+        fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
+            self.0.finish_run(finish)
+        }
+        fn retract_running(&self, id: &str, owner: &str) -> Result<bool, LedgerError> {
+            self.0.retract_running(id, owner)
+        }
+        fn candidates(
+            &self,
+            query: &CandidateQuery<'_>,
+            limit: usize,
+        ) -> Result<Vec<Candidate>, LedgerError> {
+            self.0.candidates(query, limit)
+        }
+        fn count_candidates(&self, query: &CandidateQuery<'_>) -> Result<usize, LedgerError> {
+            self.0.count_candidates(query)
+        }
+        fn next_due(&self, query: &CandidateQuery<'_>) -> Result<Option<f64>, LedgerError> {
+            self.0.next_due(query)
+        }
+        fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
+            self.0.claim(seq, claim)
+        }
+        fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
+            self.0.take_next(query)
+        }
+        fn settle(
+            &self,
+            seq: u64,
+            token: ClaimToken<'_>,
+            settle: Settle<'_>,
+        ) -> Result<bool, LedgerError> {
+            self.0.settle(seq, token, settle)
+        }
+        fn renew(&self, seq: u64, token: ClaimToken<'_>, lease: f64) -> Result<bool, LedgerError> {
+            self.0.renew(seq, token, lease)
+        }
+        fn rows(&self, query: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError> {
+            self.0.rows(query)
+        }
+        fn owners(&self) -> Result<Vec<String>, LedgerError> {
+            self.0.owners()
+        }
+        fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError> {
+            self.0.adopt_orphans(owner)
+        }
+        fn expire_pending(&self, before: f64, reason: &str) -> Result<u64, LedgerError> {
+            self.0.expire_pending(before, reason)
+        }
+        fn requeue(&self, seq: u64) -> Result<bool, LedgerError> {
+            self.0.requeue(seq)
+        }
+        fn prune_delivered(&self, before: f64) -> Result<u64, LedgerError> {
+            self.0.prune_delivered(before)
+        }
+    }
+
+    pub(crate) fn store() -> crate::MemoryStore {
+        let clock = Arc::new(ManualClock::new(1_750_000_000.0));
+        let backend: Arc<dyn LedgerBackend> =
+            Arc::new(DefaultSteps(MemoryLedger::with_clock(clock.clone())));
+        crate::MemoryStore { clock, backend }
+    }
+}
+
+conformance_suite!(
+    memory_default_claim_next, crate::default_steps::store();
+    run [];
+    skip [retention = "the memory backend drops delivered rows at once, so memory stays flat"]
+);
+
 #[cfg(feature = "sqlite")]
 mod sqlite_store {
     use std::path::PathBuf;
