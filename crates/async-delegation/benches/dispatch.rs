@@ -6,49 +6,20 @@
 //! parked worker through a channel (what the engine's cached pool costs).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use async_delegation::{DelegationEngine, DelegationResult, DelegationSpec};
+use async_delegation::{DelegationEngine, DelegationResult};
+use common::{runner_return_to_claim, spec, sqlite_queue, take, timed_dispatch};
 use criterion::{criterion_group, criterion_main, Criterion};
 use process_registry::{CompletionQueue, Event};
-
-const TAKE_GUARD: Duration = Duration::from_secs(20);
-
-fn spec() -> DelegationSpec {
-    DelegationSpec::new("Summarise the logs")
-        .with_context("Only the last hour matters")
-        .with_toolsets(["terminal"])
-        .with_role("leaf")
-        .with_session_key("agent:main:telegram:dm:12345")
-}
-
-fn take(queue: &CompletionQueue) -> Event {
-    queue.take_timeout(TAKE_GUARD).expect("completion")
-}
 
 fn dispatch_latency(c: &mut Criterion) {
     let queue = CompletionQueue::new();
     let engine = DelegationEngine::new(queue.clone());
     c.bench_function("dispatch", |b| {
-        b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                let (open, closed) = crossbeam_channel::bounded::<()>(0);
-                let spec = spec();
-                let runner = move || {
-                    let _ = closed.recv_timeout(TAKE_GUARD);
-                    Ok(DelegationResult::completed("done"))
-                };
-                let started = Instant::now();
-                let outcome = engine.dispatch(spec, runner, None, 1);
-                spent += started.elapsed();
-                assert!(outcome.is_dispatched());
-                // Free the slot outside the measurement.
-                drop(open);
-                take(&queue);
-            }
-            spent
-        });
+        b.iter_custom(|iters| (0..iters).map(|_| timed_dispatch(&engine, &queue)).sum());
     });
 }
 
@@ -108,91 +79,26 @@ fn baseline(c: &mut Criterion) {
     group.finish();
 }
 
-/// A fresh SQLite ledger (process durability) in a scratch directory.
-fn sqlite_queue(name: &str) -> (CompletionQueue, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("dispatch-bench-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let ledger = process_registry::SqliteLedger::open(dir.join("ledger.sqlite3")).unwrap();
-    (
-        CompletionQueue::builder(ledger)
-            .config(
-                process_registry::LedgerConfig::default()
-                    .with_sweep_interval(Duration::from_secs(3600)),
-            )
-            .open()
-            .unwrap(),
-        dir,
-    )
-}
-
 /// On the SQLite ledger: the `dispatch` call (its row committed before it returns), and
 /// the time from a runner's return to a consumer — already waiting in `claim_timeout` on
 /// another thread — holding the claim. Floors in the same group: one bare SQLite commit
 /// of the same JSON, and a bare two-thread hand-off through a channel.
 fn sqlite_ledger(c: &mut Criterion) {
-    let (queue, dir) = sqlite_queue("sqlite");
+    let (queue, scratch) = sqlite_queue("sqlite");
     let engine = DelegationEngine::new(queue.clone());
     let mut group = c.benchmark_group("sqlite");
     group.bench_function("dispatch", |b| {
-        b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                let (open, closed) = crossbeam_channel::bounded::<()>(0);
-                let runner = move || {
-                    let _ = closed.recv_timeout(TAKE_GUARD);
-                    Ok(DelegationResult::completed("done"))
-                };
-                let started = Instant::now();
-                let outcome = engine.dispatch(spec(), runner, None, 1);
-                spent += started.elapsed();
-                assert!(outcome.is_dispatched());
-                drop(open);
-                take(&queue);
-            }
-            spent
-        });
+        b.iter_custom(|iters| (0..iters).map(|_| timed_dispatch(&engine, &queue)).sum());
     });
     group.bench_function("runner_return_to_claim_held", |b| {
-        let filter = process_registry::ClaimFilter::routed();
         b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                let (returned_tx, returned) = crossbeam_channel::bounded::<Instant>(1);
-                let consumer = {
-                    let queue = queue.clone();
-                    let filter = filter.clone();
-                    std::thread::spawn(move || {
-                        let claim = queue
-                            .claim_timeout(&filter, TAKE_GUARD)
-                            .unwrap()
-                            .expect("claimed");
-                        let held = Instant::now();
-                        claim.ack().unwrap();
-                        held
-                    })
-                };
-                // Let the consumer reach its wait.
-                std::thread::sleep(Duration::from_micros(200));
-                let outcome = engine.dispatch(
-                    spec(),
-                    move || {
-                        let _ = returned_tx.send(Instant::now());
-                        Ok(DelegationResult::completed("done"))
-                    },
-                    None,
-                    1,
-                );
-                assert!(outcome.is_dispatched());
-                let held = consumer.join().unwrap();
-                let returned = returned.recv().unwrap();
-                spent += held.saturating_duration_since(returned);
-            }
-            spent
+            (0..iters)
+                .map(|_| runner_return_to_claim(&engine, &queue))
+                .sum()
         });
     });
     group.bench_function("floor/bare_commit", |b| {
-        let connection = rusqlite_bare(&dir);
+        let connection = rusqlite_bare(scratch.path());
         let json = serde_json::to_string(&Event::AsyncDelegation(
             process_registry::AsyncDelegationEvent {
                 delegation_id: Some("deleg_0000beef".into()),
@@ -225,7 +131,7 @@ fn sqlite_ledger(c: &mut Criterion) {
     group.finish();
     drop(engine);
     drop(queue);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
 }
 
 fn rusqlite_bare(dir: &std::path::Path) -> rusqlite::Connection {

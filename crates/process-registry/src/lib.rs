@@ -28,7 +28,9 @@
 //! no attempt spent), [`release`](Claim::release) (a failed attempt: retried with a
 //! capped exponential backoff, dead after the last) or mark it [`dead`](Claim::dead).
 //! A waiting consumer ([`CompletionQueue::claim_timeout`], [`CompletionQueue::listen`])
-//! is woken by the completion itself: nothing polls. The plain queue API — `put`,
+//! is woken by the completion itself: nothing polls (before it parks it spins and yields
+//! its core for a few microseconds, so a completion that comes at once costs no kernel
+//! wake-up). The plain queue API — `put`,
 //! `try_take`, `take_timeout`, `drain`, `take_where` — takes a completion for good: a
 //! claim and its acknowledgement in one step.
 //!
