@@ -73,7 +73,10 @@ pub(crate) fn timed_dispatch(engine: &DelegationEngine, queue: &CompletionQueue)
 
 /// From a runner's return to a consumer — already waiting in `claim_timeout` on another
 /// thread — holding the claim.
-pub(crate) fn runner_return_to_claim(engine: &DelegationEngine, queue: &CompletionQueue) -> Duration {
+pub(crate) fn runner_return_to_claim(
+    engine: &DelegationEngine,
+    queue: &CompletionQueue,
+) -> Duration {
     let (returned_tx, returned) = crossbeam_channel::bounded::<Instant>(1);
     let consumer = {
         let queue = queue.clone();
