@@ -504,3 +504,44 @@ fn an_adapter_for_a_custom_platform_makes_the_platform_known_to_the_router() {
     assert_eq!(gateway_platforms.parse("zulip"), Ok(zulip));
     router.stop();
 }
+
+/// The adapters a stopped router still holds are user code too: their `Drop` runs when
+/// the router goes, on the thread that stops or drops it. A panicking `Drop` there must
+/// not become a panic of `stop()` or of dropping the router.
+#[test]
+fn adapters_whose_drop_panics_do_not_panic_the_router_stop_or_drop() {
+    struct LoudDrop(&'static str);
+    impl Drop for LoudDrop {
+        fn drop(&mut self) {
+            panic!("{} exploded on drop", self.0);
+        }
+    }
+    for stop in [true, false] {
+        let queue = CompletionQueue::new();
+        let (loud, louder) = (LoudDrop("telegram adapter"), LoudDrop("slack adapter"));
+        let router = DeliveryRouter::builder(queue.clone())
+            .adapter(Platform::Telegram, move |_: &InternalMessage| {
+                let _keep = &loud;
+                Ok(())
+            })
+            .start()
+            .unwrap();
+        router.register_adapter(Platform::Slack, move |_: &InternalMessage| {
+            let _keep = &louder;
+            Ok(())
+        });
+        queue.put(completion("agent:main:telegram:dm:1", "deleg_0000001"));
+        wait_until("the delivery", || router.stats().delivered == 1);
+        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            if stop {
+                assert_eq!(router.stop().delivered, 1);
+            } else {
+                drop(router);
+            }
+        }));
+        assert!(
+            ended.is_ok(),
+            "a panicking adapter drop escaped (stop: {stop})"
+        );
+    }
+}
