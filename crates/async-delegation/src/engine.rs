@@ -79,7 +79,8 @@ struct Finished {
 /// A dispatch as the engine, its worker and the ledger share it: the spec restated as the
 /// `async_delegation` event it will complete (the ledger's running row; should the
 /// process die, the `unknown` completion is built from it). Built once by moving the
-/// spec, never copied: the caller's dispatch pays no clone of the spec.
+/// spec: the caller's dispatch pays no clone of it (the worker copies its fields once, into
+/// the completion event).
 #[derive(Clone)]
 struct Dispatched(Arc<Event>);
 

@@ -545,3 +545,56 @@ fn adapters_whose_drop_panics_do_not_panic_the_router_stop_or_drop() {
         );
     }
 }
+
+/// A router dropped from inside its own adapter (the adapter held the last handle) ends
+/// its thread once the adapter returns; the adapters it held are dropped there, each in
+/// its own fence — two panicking `Drop`s do not abort the process, and the delivery's ack
+/// is not lost.
+#[test]
+fn a_router_dropped_inside_its_adapter_drops_panicking_adapters_fenced() {
+    struct LoudDrop;
+    impl Drop for LoudDrop {
+        fn drop(&mut self) {
+            panic!("adapter exploded on drop");
+        }
+    }
+    let queue = CompletionQueue::new();
+    let handle: Arc<Mutex<Option<DeliveryRouter>>> = Arc::default();
+    let (done_tx, done) = mpsc::channel::<()>();
+    let done_tx = Mutex::new(done_tx);
+    let loud = LoudDrop;
+    let slot = Arc::clone(&handle);
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, move |_: &InternalMessage| {
+            let _keep = &loud;
+            // The last handle goes here, on the delivery thread.
+            drop(slot.lock().unwrap().take());
+            done_tx.lock().unwrap().send(()).unwrap();
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    // A second one: dropped unfenced, the two panics in one drop would abort the process.
+    let louder = LoudDrop;
+    let (slack_tx, slack_dropped) = mpsc::channel::<()>();
+    let slack_tx = Mutex::new(slack_tx);
+    router.register_adapter(Platform::Slack, move |_: &InternalMessage| {
+        let _keep = (&louder, &slack_tx);
+        Ok(())
+    });
+    *handle.lock().unwrap() = Some(router);
+    queue.put(completion("agent:main:telegram:dm:1", "deleg_0000001"));
+    done.recv_timeout(HANG_GUARD).unwrap();
+    // Both adapters are dropped when the thread ends (their senders go with them).
+    assert_eq!(
+        done.recv_timeout(HANG_GUARD),
+        Err(mpsc::RecvTimeoutError::Disconnected)
+    );
+    assert_eq!(
+        slack_dropped.recv_timeout(HANG_GUARD),
+        Err(mpsc::RecvTimeoutError::Disconnected)
+    );
+    // The delivery was acknowledged before the thread ended: nothing comes back.
+    assert!(queue.rows(&RowQuery::default()).unwrap().is_empty());
+    assert!(queue.is_empty());
+}

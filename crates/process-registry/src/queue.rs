@@ -220,7 +220,8 @@ impl QueueWait {
     /// completion that comes while the consumer is still on its core (a runner that
     /// returns at once) is taken without a sleep and a wake-up through the kernel — the
     /// two cost more than the whole hand-off. Bounded (63 spin hints, then 16 yields of
-    /// the core, then the real wait), and it ends as soon as the signal fires. (With 4
+    /// the core, then the real wait), and it ends as soon as the queue's signal shows a
+    /// notification: this wait's, or another waiter's (which only cuts the spin short). (With 4
     /// yields, as `crossbeam-channel` backs off, a worker's completion still missed the
     /// window on this project's machines: one park and wake per round trip.)
     fn snooze(&self, deadline: Option<Instant>) {

@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use process_registry::{
-    ClaimFilter, CompletionQueue, DeliveryState, Durability, Event, LedgerError, RowQuery,
-    SqliteLedger, SqliteOptions, WatchOverflow,
+    ClaimFilter, CompletionQueue, DeliveryState, Durability, Event, LedgerBackend, LedgerError,
+    RowQuery, SqliteLedger, SqliteOptions, WatchOverflow,
 };
 
 struct Dir(PathBuf);
@@ -217,4 +217,40 @@ fn a_full_ledger_refuses_writes_with_a_clear_error_and_keeps_what_it_has() {
     assert!(
         matches!(&kept, Event::WatchOverflowTripped(e) if e.message.as_deref().unwrap().starts_with("kept in memory"))
     );
+}
+
+/// A look that finds nothing takes no write lock: while another process holds a write
+/// transaction on the file, an empty claim (with or without a predicate) and an empty
+/// plain take answer "nothing", instead of waiting out the busy timeout and failing with
+/// "database is locked".
+#[test]
+fn an_empty_look_answers_nothing_while_another_process_writes() {
+    let dir = Dir::new("empty-look");
+    let path = dir.file("ledger.sqlite3");
+    let mut options = SqliteOptions::default();
+    // Short, so a look that did wait for the lock fails fast (with an error, not a
+    // timing: nothing here measures time).
+    options.busy_timeout = std::time::Duration::from_millis(50);
+    let ledger = std::sync::Arc::new(SqliteLedger::open_with(&path, options).unwrap());
+    let queue = CompletionQueue::builder_shared(ledger.clone())
+        .open()
+        .unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    assert!(queue.claim(&ClaimFilter::any()).unwrap().is_none());
+    let with_predicate = ClaimFilter::any().where_event(|_| true);
+    assert!(queue.claim(&with_predicate).unwrap().is_none());
+    // The plain take's step, asked directly (`try_take` would log an error as `None`).
+    let everything = process_registry::CandidateQuery {
+        kinds: &[],
+        except_kinds: &[],
+        sessions: process_registry::SessionMatch::Any,
+        restored: false,
+        after_seq: 0,
+    };
+    assert!(ledger.take_next(&everything).unwrap().is_none());
+    other.execute_batch("COMMIT").unwrap();
+    queue.put(event("after the other write"));
+    assert!(queue.claim(&ClaimFilter::any()).unwrap().is_some());
 }

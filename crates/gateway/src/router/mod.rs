@@ -115,6 +115,20 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Lets go of the router's copies of its adapters, each drop in its own fence: the
+    /// adapters are user code, and so is their `Drop` (the last copy drops the adapter).
+    pub(super) fn drop_adapters(&self) {
+        let adapters = std::mem::take(
+            &mut *self
+                .adapters
+                .write()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for (_, adapter) in adapters {
+            async_delegation::fence::drop_logged(adapter, "a platform adapter");
+        }
+    }
+
     /// Wakes the router (and every other consumer waiting on the queue) to look again.
     fn wake(&self) {
         self.queue.wake_consumers();
@@ -225,9 +239,9 @@ impl Shared {
 /// it. An adapter call in progress is finished first, so `stop` waits for it. The router
 /// holds nothing of its own: every completion it has not delivered is still in the
 /// ledger (pending, or dead with its reason), for a later router or another process.
-/// Stopping never loses an event. Then the router lets go of its adapters, on the
-/// stopping thread, each drop fenced: an adapter whose `Drop` panics is logged, and
-/// `stop` (or the drop of the router) still returns.
+/// Stopping never loses an event. The delivery thread lets go of the router's adapters as
+/// it ends, each drop fenced: an adapter whose `Drop` panics is logged, and `stop` (or
+/// the drop of the router, even from inside an adapter) still returns.
 ///
 /// # Example
 ///
@@ -418,18 +432,8 @@ impl DeliveryRouter {
         if thread.join().is_err() {
             tracing::error!("the gateway-delivery thread panicked");
         }
-        // The adapters are user code, and so is their `Drop`: the router's copies go here,
-        // on the stopping thread, each in its own fence (the last copy drops the adapter).
-        let adapters = std::mem::take(
-            &mut *self
-                .shared
-                .adapters
-                .write()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for (_, adapter) in adapters {
-            async_delegation::fence::drop_logged(adapter, "a platform adapter");
-        }
+        // The delivery thread let go of the adapters as it ended; if it panicked, here.
+        self.shared.drop_adapters();
     }
 }
 

@@ -164,6 +164,7 @@ impl Worker {
             // that comes between the look and the wait ends the wait.
             let wait = self.queue.listen();
             if self.stopping() {
+                self.shared.drop_adapters();
                 return;
             }
             match self.look(&mut failures) {

@@ -401,10 +401,11 @@ pub trait LedgerBackend: Send + Sync + 'static {
     /// When the store cannot be written.
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError>;
 
-    /// Claims the first row that is claimable now and matches `query`, in one step, as
+    /// Claims the first row that is claimable now and matches `query`, as
     /// [`claim`](Self::claim) claims a row; `None` when there is none. What a consumer
-    /// whose filter has no predicate calls: one transaction instead of a read and a
-    /// write. The default reads a candidate and claims it, until a claim holds.
+    /// whose filter has no predicate calls, so a store can do it in one step (the memory
+    /// ledger: one lock). A look that finds nothing should not wait for a write lock.
+    /// The default reads a candidate and claims it, until a claim holds.
     ///
     /// # Errors
     /// When the store cannot be read or written.

@@ -72,7 +72,6 @@ struct State {
     /// (`None`) that goes when it reaches an end or when holes are half the deque.
     open: VecDeque<(u64, Option<Row>)>,
     holes: usize,
-    /// Running and dead rows.
     /// Dead rows.
     parked: BTreeMap<u64, Row>,
     /// Running delegations, by id: a dispatch costs one small insert (the caller waits

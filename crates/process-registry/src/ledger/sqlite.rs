@@ -5,7 +5,8 @@
 //! One file, one connection per handle behind a mutex (SQLite serializes writers
 //! anyway), WAL journaling so readers never block the writer. Every primitive of
 //! [`LedgerBackend`] is one SQL statement (or one transaction) whose `WHERE` names the
-//! exact state it moves from; the store's clock is this machine's, passed in as a
+//! exact state it moves from — the one-step claims and takes first read which row is
+//! next, so a look that finds nothing takes no write lock, then move it by that guard; the store's clock is this machine's, passed in as a
 //! parameter. The file is marked as ours (`application_id`) and versioned
 //! (`user_version`): a file that is not SQLite, another program's database, a corrupt
 //! one, or one written by a newer schema is refused at open with a clear error and never
@@ -225,6 +226,26 @@ impl SqliteLedger {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The first row claimable now that `query` matches, read without a write lock.
+    fn first_candidate(&self, query: &CandidateQuery<'_>) -> Result<Option<u64>, LedgerError> {
+        let (filter, values) = candidate_filter(query);
+        let sql =
+            format!("SELECT seq FROM ledger_rows WHERE {CLAIMABLE}{filter} ORDER BY seq LIMIT 1");
+        let now = self.now();
+        let after = seq_param(query.after_seq);
+        self.lock()
+            .prepare_cached(&sql)
+            .and_then(|mut statement| {
+                statement
+                    .query_row(&*query_params(&now, &after, &values), |row| {
+                        row.get::<_, i64>(0)
+                    })
+                    .optional()
+            })
+            .map(|seq| seq.map(row_seq))
+            .map_err(read_error)
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -704,63 +725,58 @@ impl LedgerBackend for SqliteLedger {
         query: &CandidateQuery<'_>,
         claim: NewClaim<'_>,
     ) -> Result<Option<ClaimedRow>, LedgerError> {
-        let (filter, values) = candidate_filter(query);
-        // The claim's own parameters come after the filter's.
-        let next = values.len() + 3;
-        let (id, owner, lease) = (next, next + 1, next + 2);
-        let sql = format!(
-            "UPDATE ledger_rows
-             SET delivery = 'claimed', claim_id = ?{id}, claimed_by = ?{owner},
-                 lease_until = ?1 + ?{lease}, not_before = NULL, attempts = attempts + 1,
-                 possible_redelivery = possible_redelivery OR delivery = 'claimed'
-             WHERE seq = (SELECT seq FROM ledger_rows WHERE {CLAIMABLE}{filter} ORDER BY seq LIMIT 1)
-             RETURNING {CLAIMED_COLUMNS}"
-        );
-        let now = self.now();
-        let after = seq_param(query.after_seq);
-        let token = token_id(claim.token);
-        let mut all = query_params(&now, &after, &values);
-        all.extend([
-            &token as &dyn ToSql,
-            &claim.token.owner,
-            &claim.lease_seconds,
-        ]);
-        let connection = self.lock();
-        connection
-            .prepare_cached(&sql)
-            .and_then(|mut statement| statement.query_row(&*all, read_claimed).optional())
-            .map_err(write_error)
+        let mut query = *query;
+        // Read first: a look that finds nothing never waits for another process's write
+        // lock. Then the guarded claim; taken meanwhile by another process, the next.
+        loop {
+            let Some(seq) = self.first_candidate(&query)? else {
+                return Ok(None);
+            };
+            if let Some(claimed) = self.claim(seq, claim)? {
+                return Ok(Some(claimed));
+            }
+            query.after_seq = seq;
+        }
     }
 
     fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
-        let (filter, values) = candidate_filter(query);
         // Delivered in the statement that claims it: no lease, no claim columns.
         let sql = format!(
             "UPDATE ledger_rows
              SET delivery = 'delivered', delivered_at = ?1, attempts = attempts + 1,
                  possible_redelivery = possible_redelivery OR delivery = 'claimed',
                  claim_id = NULL, claimed_by = NULL, lease_until = NULL, not_before = NULL
-             WHERE seq = (SELECT seq FROM ledger_rows WHERE {CLAIMABLE}{filter} ORDER BY seq LIMIT 1)
+             WHERE seq = ?2 AND {CLAIMABLE}
              RETURNING seq, event, possible_redelivery"
         );
-        let now = self.now();
-        let after = seq_param(query.after_seq);
-        let connection = self.lock();
-        connection
-            .prepare_cached(&sql)
-            .and_then(|mut statement| {
-                statement
-                    .query_row(&*query_params(&now, &after, &values), |row| {
-                        let event: String = row.get(1)?;
-                        Ok(TakenRow {
-                            seq: row_seq(row.get(0)?),
-                            event: from_json(&event)?,
-                            possible_redelivery: row.get::<_, i64>(2)? != 0,
+        let mut query = *query;
+        // As `claim_next`: read first, so an empty look takes no write lock.
+        loop {
+            let Some(seq) = self.first_candidate(&query)? else {
+                return Ok(None);
+            };
+            let now = self.now();
+            let taken = self
+                .lock()
+                .prepare_cached(&sql)
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![now, seq_param(seq)], |row| {
+                            let event: String = row.get(1)?;
+                            Ok(TakenRow {
+                                seq: row_seq(row.get(0)?),
+                                event: from_json(&event)?,
+                                possible_redelivery: row.get::<_, i64>(2)? != 0,
+                            })
                         })
-                    })
-                    .optional()
-            })
-            .map_err(write_error)
+                        .optional()
+                })
+                .map_err(write_error)?;
+            if taken.is_some() {
+                return Ok(taken);
+            }
+            query.after_seq = seq;
+        }
     }
 
     fn settle(
