@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use event_listener::{Event as Signal, Listener};
 
 use crate::ledger::backend::{
-    ClaimToken, Finish, Inserted, LedgerBackend, NewClaim, NewPending, NewRunning, PendingRefused,
+    ClaimToken, ClaimedRow, Finish, Inserted, LedgerBackend, NewClaim, NewPending, NewRunning,
+    PendingRefused,
 };
 use crate::ledger::sweeper::Sweeper;
 use crate::ledger::unknown_completion;
@@ -252,12 +253,6 @@ impl std::future::Future for QueueWait {
     ) -> std::task::Poll<()> {
         std::pin::Pin::new(&mut self.listener).poll(cx)
     }
-}
-
-/// What [`Core::claim_with`] claims.
-enum ClaimTarget<'a> {
-    Row(u64),
-    First(&'a crate::CandidateQuery<'a>),
 }
 
 /// A completion the ledger committed ([`CompletionQueue::record_completion`]). Dropping
@@ -780,8 +775,11 @@ impl Core {
         }
     }
 
-    /// Claims `target` with a fresh fencing token.
-    fn claim_with(self: &Arc<Self>, target: ClaimTarget<'_>) -> Result<Option<Claim>, LedgerError> {
+    /// Makes a claim with a fresh fencing token: `claim` asks the store for it.
+    fn claim_with(
+        self: &Arc<Self>,
+        claim: impl FnOnce(NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError>,
+    ) -> Result<Option<Claim>, LedgerError> {
         // Unique in this process (every queue shares the counter); with the instance id,
         // unique everywhere.
         static NEXT_CLAIM: AtomicU64 = AtomicU64::new(1);
@@ -793,11 +791,7 @@ impl Core {
             },
             lease_seconds: self.config.lease.as_secs_f64(),
         };
-        let claimed = match target {
-            ClaimTarget::Row(seq) => self.backend.claim(seq, new)?,
-            ClaimTarget::First(query) => self.backend.claim_next(query, new)?,
-        };
-        Ok(claimed.map(|row| Claim {
+        Ok(claim(new)?.map(|row| Claim {
             core: Arc::clone(self),
             row,
             claim_id,
@@ -806,13 +800,14 @@ impl Core {
     }
 
     fn claim_seq(self: &Arc<Self>, seq: u64) -> Result<Option<Claim>, LedgerError> {
-        self.claim_with(ClaimTarget::Row(seq))
+        self.claim_with(|new| self.backend.claim(seq, new))
     }
 
     fn try_claim(self: &Arc<Self>, filter: &ClaimFilter) -> Result<Option<Claim>, LedgerError> {
         if !filter.has_predicate() {
             // Nothing to judge outside the store: one step.
-            return self.claim_with(ClaimTarget::First(&filter.query(0)));
+            let query = filter.query(0);
+            return self.claim_with(|new| self.backend.claim_next(&query, new));
         }
         let mut after = 0;
         // Usually the first candidate is the one: read a single row first, then pages.

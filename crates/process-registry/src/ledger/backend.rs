@@ -414,17 +414,11 @@ pub trait LedgerBackend: Send + Sync + 'static {
         query: &CandidateQuery<'_>,
         claim: NewClaim<'_>,
     ) -> Result<Option<ClaimedRow>, LedgerError> {
-        let mut query = *query;
-        loop {
-            let Some(candidate) = self.candidates(&query, 1)?.pop() else {
-                return Ok(None);
-            };
-            if let Some(claimed) = self.claim(candidate.seq, claim)? {
-                return Ok(Some(claimed));
-            }
-            // Taken by another consumer since it was read: the next one.
-            query.after_seq = candidate.seq;
-        }
+        first_moved(
+            query,
+            |query| Ok(self.candidates(query, 1)?.pop().map(|first| first.seq)),
+            |seq| self.claim(seq, claim),
+        )
     }
 
     /// Claims and acknowledges, in one atomic step, the first row matching `query` that is
@@ -498,4 +492,24 @@ pub trait LedgerBackend: Send + Sync + 'static {
     /// # Errors
     /// When the store cannot be written.
     fn prune_delivered(&self, delivered_before: f64) -> Result<u64, LedgerError>;
+}
+
+/// Reads which row comes first (`next`: the first candidate of a query), then moves it
+/// by its guard (`moved`: `None` when another consumer moved it first), and looks past
+/// it until a move holds or no candidate is left. A look that finds nothing only reads.
+pub(crate) fn first_moved<T>(
+    query: &CandidateQuery<'_>,
+    mut next: impl FnMut(&CandidateQuery<'_>) -> Result<Option<u64>, LedgerError>,
+    mut moved: impl FnMut(u64) -> Result<Option<T>, LedgerError>,
+) -> Result<Option<T>, LedgerError> {
+    let mut query = *query;
+    loop {
+        let Some(seq) = next(&query)? else {
+            return Ok(None);
+        };
+        if let Some(done) = moved(seq)? {
+            return Ok(Some(done));
+        }
+        query.after_seq = seq;
+    }
 }

@@ -21,9 +21,9 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, ToSql};
 
 use super::backend::{
-    Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState, Finish,
-    Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, PendingRefused, RowQuery,
-    RunState, SessionMatch, Settle, TakenRow,
+    first_moved, Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState,
+    Finish, Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, PendingRefused,
+    RowQuery, RunState, SessionMatch, Settle, TakenRow,
 };
 use super::clock::{Clock, SystemClock};
 use crate::{Event, LedgerError};
@@ -246,6 +246,35 @@ impl SqliteLedger {
             })
             .map(|seq| seq.map(row_seq))
             .map_err(read_error)
+    }
+
+    /// Takes row `seq` if it is claimable now: delivered in the statement that claims it
+    /// (no lease, no claim columns). `None` when its guard failed.
+    fn take_row(&self, seq: u64) -> Result<Option<TakenRow>, LedgerError> {
+        let sql = format!(
+            "UPDATE ledger_rows
+             SET delivery = 'delivered', delivered_at = ?1, attempts = attempts + 1,
+                 possible_redelivery = possible_redelivery OR delivery = 'claimed',
+                 claim_id = NULL, claimed_by = NULL, lease_until = NULL, not_before = NULL
+             WHERE seq = ?2 AND {CLAIMABLE}
+             RETURNING seq, event, possible_redelivery"
+        );
+        let now = self.now();
+        self.lock()
+            .prepare_cached(&sql)
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![now, seq_param(seq)], |row| {
+                        let event: String = row.get(1)?;
+                        Ok(TakenRow {
+                            seq: row_seq(row.get(0)?),
+                            event: from_json(&event)?,
+                            possible_redelivery: row.get::<_, i64>(2)? != 0,
+                        })
+                    })
+                    .optional()
+            })
+            .map_err(write_error)
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -725,58 +754,22 @@ impl LedgerBackend for SqliteLedger {
         query: &CandidateQuery<'_>,
         claim: NewClaim<'_>,
     ) -> Result<Option<ClaimedRow>, LedgerError> {
-        let mut query = *query;
         // Read first: a look that finds nothing never waits for another process's write
-        // lock. Then the guarded claim; taken meanwhile by another process, the next.
-        loop {
-            let Some(seq) = self.first_candidate(&query)? else {
-                return Ok(None);
-            };
-            if let Some(claimed) = self.claim(seq, claim)? {
-                return Ok(Some(claimed));
-            }
-            query.after_seq = seq;
-        }
+        // lock. Then the guarded claim.
+        first_moved(
+            query,
+            |query| self.first_candidate(query),
+            |seq| self.claim(seq, claim),
+        )
     }
 
     fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
-        // Delivered in the statement that claims it: no lease, no claim columns.
-        let sql = format!(
-            "UPDATE ledger_rows
-             SET delivery = 'delivered', delivered_at = ?1, attempts = attempts + 1,
-                 possible_redelivery = possible_redelivery OR delivery = 'claimed',
-                 claim_id = NULL, claimed_by = NULL, lease_until = NULL, not_before = NULL
-             WHERE seq = ?2 AND {CLAIMABLE}
-             RETURNING seq, event, possible_redelivery"
-        );
-        let mut query = *query;
         // As `claim_next`: read first, so an empty look takes no write lock.
-        loop {
-            let Some(seq) = self.first_candidate(&query)? else {
-                return Ok(None);
-            };
-            let now = self.now();
-            let taken = self
-                .lock()
-                .prepare_cached(&sql)
-                .and_then(|mut statement| {
-                    statement
-                        .query_row(params![now, seq_param(seq)], |row| {
-                            let event: String = row.get(1)?;
-                            Ok(TakenRow {
-                                seq: row_seq(row.get(0)?),
-                                event: from_json(&event)?,
-                                possible_redelivery: row.get::<_, i64>(2)? != 0,
-                            })
-                        })
-                        .optional()
-                })
-                .map_err(write_error)?;
-            if taken.is_some() {
-                return Ok(taken);
-            }
-            query.after_seq = seq;
-        }
+        first_moved(
+            query,
+            |query| self.first_candidate(query),
+            |seq| self.take_row(seq),
+        )
     }
 
     fn settle(
