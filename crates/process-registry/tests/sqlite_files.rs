@@ -254,3 +254,46 @@ fn an_empty_look_answers_nothing_while_another_process_writes() {
     queue.put(event("after the other write"));
     assert!(queue.claim(&ClaimFilter::any()).unwrap().is_some());
 }
+
+/// The log is copied back into the file by the ledger's checkpoint thread, not inside a
+/// commit: after writes that pass the wake-up size (1 000 log pages) but stay far below
+/// the size at which a commit would checkpoint on its own thread (16 000), the database
+/// file itself grows — with SQLite's automatic checkpoints replaced, only the thread
+/// could have written it. The log stays bounded as writes go on.
+#[test]
+fn the_log_is_checkpointed_by_the_ledgers_own_thread() {
+    let dir = Dir::new("checkpoint");
+    let path = dir.file("ledger.sqlite3");
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
+    let queue = open(&path).unwrap();
+    let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+    let before = size(&path);
+    // About two pages a row: 1 500 rows pass 1 000 log pages.
+    let text = "x".repeat(6000);
+    for _ in 0..1_500 {
+        queue.try_put(event(&text)).unwrap();
+    }
+    // A bound, not a timing: the thread was woken by the commit that passed 1 000 pages.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while size(&path) < before + 1000 * 4096 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing checkpointed the log: file {} bytes, log {} bytes",
+            size(&path),
+            size(&wal)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for _ in 0..6_000 {
+        queue.try_put(event(&text)).unwrap();
+    }
+    // 7 500 rows are about 15 000 pages; a log that was never reset would hold them all.
+    assert!(
+        size(&wal) < 12_000 * 4096,
+        "the log was not reset: {} bytes",
+        size(&wal)
+    );
+    assert_eq!(queue.len(), 7_500);
+}

@@ -3,14 +3,17 @@
 //! # Design
 //!
 //! One file, one connection per handle behind a mutex (SQLite serializes writers
-//! anyway), WAL journaling so readers never block the writer. Every primitive of
-//! [`LedgerBackend`] is one SQL statement (or one transaction) whose `WHERE` names the
-//! exact state it moves from — the one-step claims and takes first read which row is
-//! next, so a look that finds nothing takes no write lock, then move it by that guard; the store's clock is this machine's, passed in as a
-//! parameter. The file is marked as ours (`application_id`) and versioned
-//! (`user_version`): a file that is not SQLite, another program's database, a corrupt
-//! one, or one written by a newer schema is refused at open with a clear error and never
-//! written to.
+//! anyway), WAL journaling so readers never block the writer, and the log's checkpoints
+//! on a thread of their own (`checkpoint.rs`). Every primitive of [`LedgerBackend`] is one
+//! SQL statement (or one transaction) whose `WHERE` names the exact state it moves from —
+//! the one-step claims and takes first read which row is next, so a look that finds
+//! nothing takes no write lock, then move it by that guard; the store's clock is this
+//! machine's, passed in as a parameter. The file is marked as ours (`application_id`) and
+//! versioned (`user_version`): a file that is not SQLite, another program's database, a
+//! corrupt one, or one written by a newer schema is refused at open with a clear error
+//! and never written to.
+
+mod checkpoint;
 
 use std::fmt::Write as _;
 use std::io::Read as _;
@@ -27,6 +30,7 @@ use super::backend::{
 };
 use super::clock::{Clock, SystemClock};
 use crate::{Event, LedgerError};
+use checkpoint::Checkpointer;
 
 /// `application_id` of a completion ledger file ("BDLG").
 const APPLICATION_ID: i64 = 0x4244_4C47;
@@ -115,6 +119,10 @@ impl SqliteOptions {
 /// survive `kill -9` of any process using the file; with [`Durability::Power`], a power
 /// loss too.
 ///
+/// Each open ledger has one thread, `process-registry-sqlite-checkpoint`, that copies the
+/// write-ahead log back into the file, so that no commit (a dispatch, an ack) waits for
+/// that copy; it ends soon after the ledger is dropped, and is never joined.
+///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use process_registry::{CompletionQueue, Event, SqliteLedger, WatchOverflow};
@@ -137,6 +145,8 @@ impl SqliteOptions {
 /// ```
 pub struct SqliteLedger {
     connection: Mutex<Connection>,
+    /// Runs the log's checkpoints on its own thread (`None`: SQLite's automatic ones).
+    _checkpointer: Option<Checkpointer>,
     path: PathBuf,
     clock: Arc<dyn Clock>,
 }
@@ -185,7 +195,7 @@ impl SqliteLedger {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
         refuse_non_sqlite(&path, &shown)?;
-        let connection = Connection::open_with_flags(
+        let mut connection = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
@@ -216,8 +226,10 @@ impl SqliteLedger {
                 .execute_batch(&format!("PRAGMA max_page_count = {pages};"))
                 .map_err(|e| open_error(&shown, &e))?;
         }
+        let checkpointer = Checkpointer::start(&mut connection, &path);
         Ok(SqliteLedger {
             connection: Mutex::new(connection),
+            _checkpointer: checkpointer,
             path,
             clock,
         })
