@@ -34,6 +34,12 @@
 //! `try_take`, `take_timeout`, `drain`, `take_where` — takes a completion for good: a
 //! claim and its acknowledgement in one step.
 //!
+//! **Async consumers await** the same waits, on any executor (no tokio needed):
+//! [`CompletionQueue::next_event`] and [`CompletionQueue::next_claim`] are futures, and
+//! [`CompletionQueue::events`] and [`CompletionQueue::claims`] are `Stream`s of them;
+//! each is woken by the completion (or by a timer when a held-back row comes due) and is
+//! cancel-safe. See [Awaiting the queue](#awaiting-the-queue) below.
+//!
 //! When a queue opens a durable ledger it **recovers** the rows of instances that died
 //! (an instance is a pid, its start time and the boot id): their running delegations
 //! become `unknown` ([`OWNER_EXITED_ERROR`]; never re-run), their pending completions are
@@ -108,6 +114,37 @@
 //! assert!(queue.is_empty());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Awaiting the queue
+//!
+//! An async consumer awaits instead of blocking its thread. On a tokio runtime (any
+//! flavour, the current-thread one of `#[tokio::test]` too), a CLI loop that brings CLI
+//! completions back as turns:
+//!
+//! ```
+//! use process_registry::{AsyncDelegationEvent, ClaimFilter, CompletionQueue};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let queue = CompletionQueue::new();
+//! let producer = queue.clone();
+//! tokio::spawn(async move {
+//!     // A delegation dispatched from the CLI (no session key) finished.
+//!     producer.put(AsyncDelegationEvent {
+//!         goal: "Summarise the logs".into(),
+//!         status: Some("completed".into()),
+//!         summary: Some("Three errors, all from the cache layer.".into()),
+//!         ..AsyncDelegationEvent::default()
+//!     });
+//! });
+//! // Waits without holding the thread: the producer task runs meanwhile.
+//! let claim = queue.next_claim(&ClaimFilter::cli_completions()).await?;
+//! let turn = process_registry::format_process_notification(claim.event());
+//! assert!(turn.is_some_and(|text| text.contains("all from the cache layer")));
+//! claim.ack()?;
+//! # Ok(())
+//! # }
+//! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -141,8 +178,8 @@ pub use ledger::sqlite::{Durability, SqliteLedger, SqliteOptions};
 pub use ledger::sweeper::SWEEP_THREAD_NAME;
 pub use number::{ParseWireNumberError, WireNumber};
 pub use queue::{
-    Committed, CompletionQueue, CompletionQueueBuilder, DispatchRecord, QueueWait, Recorded,
-    OWNER_EXITED_ERROR, RESTORE_HORIZON_REASON,
+    Claims, Committed, CompletionQueue, CompletionQueueBuilder, DispatchRecord, Events, QueueWait,
+    Recorded, OWNER_EXITED_ERROR, RESTORE_HORIZON_REASON,
 };
 pub use raw::{ExtraFields, UnknownEvent};
 pub use registry::{global, ProcessRegistry};

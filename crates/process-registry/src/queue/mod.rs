@@ -10,6 +10,10 @@
 //! the latest when a backing-off row becomes due. The plain queue API (`put`, `try_take`,
 //! `take_timeout`, `drain`) claims and delivers the next row in one step of the store.
 
+mod awaiting;
+
+pub use awaiting::{Claims, Events};
+
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
