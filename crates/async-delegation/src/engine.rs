@@ -9,6 +9,7 @@ use process_registry::{
 };
 
 use crate::fence;
+use crate::handle::{DelegationHandle, Watch};
 use crate::pool::{IdleSignal, WorkerPool, DEFAULT_KEEP_ALIVE};
 use crate::{
     DelegationRecord, DelegationResult, DelegationSpec, DispatchError, DispatchOutcome,
@@ -42,7 +43,7 @@ impl std::fmt::Debug for DelegationEngine {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     queue: CompletionQueue,
     state: Mutex<State>,
     pool: WorkerPool,
@@ -64,6 +65,8 @@ struct Running {
     number: u32,
     dispatched: Dispatched,
     interrupt: Option<InterruptHook>,
+    /// Where a [`DelegationHandle`] waits for the outcome, when one was asked for.
+    watch: Option<Arc<Watch>>,
 }
 
 /// A retained completed delegation: its dispatch and how it ended.
@@ -82,7 +85,7 @@ struct Finished {
 /// spec: the caller's dispatch pays no clone of it (the worker copies its fields once, into
 /// the completion event).
 #[derive(Clone)]
-struct Dispatched(Arc<Event>);
+pub(crate) struct Dispatched(Arc<Event>);
 
 impl Dispatched {
     fn restate(spec: DelegationSpec, dispatched_at: f64) -> AsyncDelegationEvent {
@@ -162,6 +165,11 @@ impl DelegationEngine {
         }
     }
 
+    #[cfg(feature = "tokio")]
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
     /// The queue completion events are put on.
     pub fn completion_queue(&self) -> &CompletionQueue {
         &self.inner.queue
@@ -216,61 +224,68 @@ impl DelegationEngine {
     where
         R: FnOnce() -> Result<DelegationResult, RunnerError> + Send + 'static,
     {
-        let dispatched_at = unix_now();
-        let mut spec = Dispatched::restate(spec, dispatched_at);
-        // Capacity check, id draw and insert are one critical section: two racing
-        // dispatches for the last slot cannot both see it free. Then the ledger records
-        // the dispatch before the handle is returned; an id the ledger already holds is
-        // drawn again, and a failed write gives the slot back at once.
-        let mut interrupt = interrupt;
-        let mut draws = 0_u32;
-        let (delegation_id, dispatched, ledger_record) = loop {
-            let Some((delegation_id, dispatched)) =
-                self.inner.admit(spec, &mut interrupt, max_async_children)
-            else {
-                // The runner and the hook are the caller's code; their drop runs after the
-                // lock is released and cannot make a refusal a panic. One at a time: a
-                // panic in one drop must not unwind through the other's.
+        self.start(spec, runner, interrupt, max_async_children, None)
+    }
+
+    /// [`try_dispatch`](Self::try_dispatch) that returns a [`DelegationHandle`]: the id,
+    /// the status, the outcome (blocking, with a timeout, or awaited) and cancel. The
+    /// completion still goes to the queue as for any dispatch.
+    ///
+    /// # Errors
+    /// As [`try_dispatch`](Self::try_dispatch).
+    pub fn dispatch_handle<R>(
+        &self,
+        spec: DelegationSpec,
+        runner: R,
+        interrupt: Option<InterruptHook>,
+        max_async_children: usize,
+    ) -> Result<DelegationHandle, DispatchError>
+    where
+        R: FnOnce() -> Result<DelegationResult, RunnerError> + Send + 'static,
+    {
+        let watch = Arc::new(Watch::default());
+        let id = self.start(
+            spec,
+            runner,
+            interrupt,
+            max_async_children,
+            Some(Arc::clone(&watch)),
+        )?;
+        Ok(DelegationHandle::new(id, self.clone(), watch))
+    }
+
+    fn start<R>(
+        &self,
+        spec: DelegationSpec,
+        runner: R,
+        interrupt: Option<InterruptHook>,
+        max_async_children: usize,
+        watch: Option<Arc<Watch>>,
+    ) -> Result<String, DispatchError>
+    where
+        R: FnOnce() -> Result<DelegationResult, RunnerError> + Send + 'static,
+    {
+        let admitted = match self
+            .inner
+            .admit_recorded(spec, interrupt, max_async_children)
+        {
+            Ok(admitted) => admitted,
+            Err(error) => {
+                // The runner is the caller's code; its drop runs after every lock is
+                // released and cannot make a refusal a panic.
                 drop_fenced(runner);
-                drop_fenced(interrupt);
-                return Err(DispatchError::CapacityReached {
-                    max: max_async_children,
-                });
-            };
-            let recorded = self.inner.queue.record_dispatch(
-                &delegation_id,
-                &dispatched.spec().session_key,
-                Arc::clone(&dispatched.0),
-            );
-            match recorded {
-                Ok(Recorded::Dispatch(ledger_record)) => {
-                    break (delegation_id, dispatched, ledger_record)
-                }
-                Ok(Recorded::IdTaken) if draws < MAX_ID_DRAWS => {
-                    draws += 1;
-                    interrupt = self.inner.unadmit(&delegation_id);
-                    spec = dispatched.into_spec();
-                }
-                Ok(Recorded::IdTaken) => {
-                    let hook = self.inner.unadmit(&delegation_id);
-                    drop_fenced(runner);
-                    drop_fenced(hook);
-                    return Err(DispatchError::LedgerUnavailable(
-                        process_registry::LedgerError::Unwritable {
-                            reason: format!("no free delegation id after {MAX_ID_DRAWS} draws"),
-                        },
-                    ));
-                }
-                Err(error) => {
-                    let hook = self.inner.unadmit(&delegation_id);
-                    drop_fenced(runner);
-                    drop_fenced(hook);
-                    tracing::warn!(%error, "an async delegation could not be recorded; rejected");
-                    return Err(DispatchError::LedgerUnavailable(error));
-                }
+                return Err(error);
             }
         };
-
+        let Admitted {
+            delegation_id,
+            dispatched,
+            record: ledger_record,
+            dispatched_at,
+        } = admitted;
+        if let Some(watch) = watch {
+            self.inner.watch(&delegation_id, watch);
+        }
         let inner = Arc::clone(&self.inner);
         let id = delegation_id.clone();
         let job = Box::new(move |idle: IdleSignal| {
@@ -406,9 +421,83 @@ impl Inner {
                 number,
                 dispatched: dispatched.clone(),
                 interrupt: interrupt.take(),
+                watch: None,
             },
         );
         Some((candidate, dispatched))
+    }
+
+    /// Admits a dispatch and records it in the ledger: capacity check, id draw and insert
+    /// are one critical section (two racing dispatches for the last slot cannot both see
+    /// it free), then the ledger records the dispatch before any handle is returned; an id
+    /// the ledger already holds is drawn again, and a failed write gives the slot back at
+    /// once. On a refusal the hook has been dropped (fenced); the runner is the caller's.
+    pub(crate) fn admit_recorded(
+        &self,
+        spec: DelegationSpec,
+        interrupt: Option<InterruptHook>,
+        max_async_children: usize,
+    ) -> Result<Admitted, DispatchError> {
+        let dispatched_at = unix_now();
+        let mut spec = Dispatched::restate(spec, dispatched_at);
+        let mut interrupt = interrupt;
+        let mut draws = 0_u32;
+        loop {
+            let Some((delegation_id, dispatched)) =
+                self.admit(spec, &mut interrupt, max_async_children)
+            else {
+                // The hook is the caller's code; its drop runs after the lock is released
+                // and cannot make a refusal a panic (the runner's, likewise, is dropped
+                // by the caller, after this one: a panic in one drop must not unwind
+                // through the other's).
+                drop_fenced(interrupt);
+                return Err(DispatchError::CapacityReached {
+                    max: max_async_children,
+                });
+            };
+            let recorded = self.queue.record_dispatch(
+                &delegation_id,
+                &dispatched.spec().session_key,
+                Arc::clone(&dispatched.0),
+            );
+            match recorded {
+                Ok(Recorded::Dispatch(record)) => {
+                    return Ok(Admitted {
+                        delegation_id,
+                        dispatched,
+                        record,
+                        dispatched_at,
+                    })
+                }
+                Ok(Recorded::IdTaken) if draws < MAX_ID_DRAWS => {
+                    draws += 1;
+                    interrupt = self.unadmit(&delegation_id);
+                    spec = dispatched.into_spec();
+                }
+                Ok(Recorded::IdTaken) => {
+                    let hook = self.unadmit(&delegation_id);
+                    drop_fenced(hook);
+                    return Err(DispatchError::LedgerUnavailable(
+                        process_registry::LedgerError::Unwritable {
+                            reason: format!("no free delegation id after {MAX_ID_DRAWS} draws"),
+                        },
+                    ));
+                }
+                Err(error) => {
+                    let hook = self.unadmit(&delegation_id);
+                    drop_fenced(hook);
+                    tracing::warn!(%error, "an async delegation could not be recorded; rejected");
+                    return Err(DispatchError::LedgerUnavailable(error));
+                }
+            }
+        }
+    }
+
+    /// Gives an admitted delegation (its runner not yet started) a handle's watch.
+    pub(crate) fn watch(&self, delegation_id: &str, watch: Arc<Watch>) {
+        if let Some(running) = self.lock_state().running.get_mut(delegation_id) {
+            running.watch = Some(watch);
+        }
     }
 
     /// Takes an admitted delegation back (its dispatch did not go through) and returns
@@ -445,10 +534,26 @@ impl Inner {
             Ok(result) => result,
             Err(error) => failure(fence::error_text(error)),
         });
-        let completed_at = unix_now();
         let result = outcome.unwrap_or_else(|message| failure(format!("panic: {message}")));
+        let finished = self.finished(&delegation_id, dispatched, dispatched_at, result);
+        // Whoever reacts to this event may dispatch again at once: let it find this
+        // worker idle rather than start a thread.
+        idle.fire();
+        let ended = self.complete(ledger_record, &delegation_id, finished);
+        ended.publish();
+    }
+
+    /// The completion event of a runner's result, with what the engine keeps of it.
+    pub(crate) fn finished(
+        &self,
+        delegation_id: &str,
+        dispatched: &Dispatched,
+        dispatched_at: f64,
+        result: DelegationResult,
+    ) -> FinishedRun {
+        let completed_at = unix_now();
         let event = completion_event(
-            &delegation_id,
+            delegation_id,
             dispatched.spec(),
             result,
             dispatched_at,
@@ -459,19 +564,12 @@ impl Inner {
             .clone()
             .unwrap_or_else(|| "completed".to_owned());
         let model = event.model.clone();
-        // Whoever reacts to this event may dispatch again at once: let it find this
-        // worker idle rather than start a thread.
-        idle.fire();
-        let hook = self.complete(
-            ledger_record,
-            &delegation_id,
-            &status,
+        FinishedRun {
+            status,
             model,
             completed_at,
-            event,
-        );
-        // Dropping the interrupt hook runs user code (its captures): never under the lock.
-        drop_fenced(hook);
+            event: Arc::new(Event::AsyncDelegation(event)),
+        }
     }
 
     /// Records the completion in the ledger and frees the slot, in one critical section:
@@ -481,41 +579,17 @@ impl Inner {
     /// write is retried with backoff (logged), outside the lock, with the slot held: a
     /// failing disk slows dispatch down instead of losing completions. Returns the hook,
     /// to be dropped outside the lock.
-    fn complete(
+    pub(crate) fn complete(
         &self,
         record: DispatchRecord,
         delegation_id: &str,
-        status: &str,
-        model: Option<String>,
-        completed_at: f64,
-        event: AsyncDelegationEvent,
-    ) -> Option<InterruptHook> {
-        let event = Arc::new(Event::AsyncDelegation(event));
+        finished: FinishedRun,
+    ) -> Ended {
         let mut backoff = Duration::from_millis(10);
         let mut failures = 0_u32;
         loop {
-            let recorded = {
-                let mut state = self.lock_state();
-                self.queue
-                    .record_completion(record, delegation_id, status, Arc::clone(&event))
-                    .map(|committed| {
-                        let hook = release_slot(
-                            &mut state,
-                            delegation_id,
-                            committed.seq(),
-                            status,
-                            model.clone(),
-                            completed_at,
-                        );
-                        (committed, hook)
-                    })
-            };
-            // The lock is released: consumers woken now find it free — and the ledger's
-            // copy of the event is its only one, so the taker gets it without a clone.
-            match recorded {
-                Ok((committed, hook)) => {
-                    drop(event);
-                    drop(committed);
+            match self.try_complete(record, delegation_id, &finished) {
+                Ok(ended) => {
                     if failures > 0 {
                         tracing::info!(
                             delegation_id,
@@ -523,7 +597,7 @@ impl Inner {
                             "the completion was recorded after the ledger recovered"
                         );
                     }
-                    return hook;
+                    return ended;
                 }
                 Err(error) => {
                     failures += 1;
@@ -536,6 +610,39 @@ impl Inner {
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
+
+    /// One attempt of [`complete`](Self::complete): never sleeps.
+    pub(crate) fn try_complete(
+        &self,
+        record: DispatchRecord,
+        delegation_id: &str,
+        finished: &FinishedRun,
+    ) -> Result<Ended, process_registry::LedgerError> {
+        let (committed, hook, watch) = {
+            let mut state = self.lock_state();
+            let committed = self.queue.record_completion(
+                record,
+                delegation_id,
+                &finished.status,
+                Arc::clone(&finished.event),
+            )?;
+            let (hook, watch) = release_slot(
+                &mut state,
+                delegation_id,
+                committed.seq(),
+                &finished.status,
+                finished.model.clone(),
+                finished.completed_at,
+            );
+            (committed, hook, watch)
+        };
+        // The lock is released: consumers woken now find the slot free.
+        Ok(Ended {
+            committed,
+            hook,
+            watch: watch.map(|watch| (watch, Arc::clone(&finished.event))),
+        })
+    }
 }
 
 /// Frees the slot and keeps the completed record (at most [`MAX_RETAINED_COMPLETED`]),
@@ -547,13 +654,17 @@ fn release_slot(
     status: &str,
     model: Option<String>,
     completed_at: f64,
-) -> Option<InterruptHook> {
-    let Running {
+) -> (Option<InterruptHook>, Option<Arc<Watch>>) {
+    let Some(Running {
         number,
         dispatched,
         interrupt,
+        watch,
         ..
-    } = state.running.remove(delegation_id)?;
+    }) = state.running.remove(delegation_id)
+    else {
+        return (None, None);
+    };
     let record = Finished {
         number,
         dispatched,
@@ -566,14 +677,73 @@ fn release_slot(
     while state.completed.len() > MAX_RETAINED_COMPLETED {
         state.completed.pop_front();
     }
-    interrupt
+    (interrupt, watch)
+}
+
+/// A runner's outcome as the engine records it.
+pub(crate) struct FinishedRun {
+    status: String,
+    model: Option<String>,
+    completed_at: f64,
+    event: Arc<Event>,
+}
+
+/// A recorded completion, with what is left to do outside every lock.
+pub(crate) struct Ended {
+    committed: process_registry::Committed,
+    hook: Option<InterruptHook>,
+    watch: Option<(Arc<Watch>, Arc<Event>)>,
+}
+
+impl Ended {
+    /// Wakes the queue's consumers, then a waiting handle, and drops the interrupt hook
+    /// (user code: its captures' drop is fenced).
+    pub(crate) fn publish(self) {
+        let Ended {
+            committed,
+            hook,
+            watch,
+        } = self;
+        drop(committed);
+        if let Some((watch, event)) = watch {
+            watch.set(event);
+        }
+        drop_fenced(hook);
+    }
+}
+
+/// A dispatch the engine admitted and the ledger recorded: what starting it needs.
+pub(crate) struct Admitted {
+    delegation_id: String,
+    dispatched: Dispatched,
+    record: DispatchRecord,
+    dispatched_at: f64,
+}
+
+#[cfg(feature = "tokio")]
+impl Admitted {
+    pub(crate) fn delegation_id(&self) -> &str {
+        &self.delegation_id
+    }
+
+    pub(crate) fn dispatched(&self) -> &Dispatched {
+        &self.dispatched
+    }
+
+    pub(crate) fn dispatched_at(&self) -> f64 {
+        self.dispatched_at
+    }
+
+    pub(crate) fn record(&self) -> DispatchRecord {
+        self.record
+    }
 }
 
 /// The most ids one dispatch draws when the ledger keeps answering that an id is taken.
 const MAX_ID_DRAWS: u32 = 64;
 
 /// The result recorded for a runner that failed or panicked.
-fn failure(error: String) -> DelegationResult {
+pub(crate) fn failure(error: String) -> DelegationResult {
     DelegationResult {
         status: Some("error".to_owned()),
         error: Some(error),

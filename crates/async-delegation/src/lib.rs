@@ -45,6 +45,33 @@
 //! - **Retention.** [`DelegationEngine::list`] shows running delegations and at most
 //!   [`MAX_RETAINED_COMPLETED`] completed ones (oldest dropped first); memory stays flat.
 //!
+//! - **Handles.** [`DelegationEngine::dispatch_handle`] (and, with `tokio`,
+//!   `dispatch_async`) returns a [`DelegationHandle`]: the id, the current status, the
+//!   outcome — blocking ([`wait`](DelegationHandle::wait),
+//!   [`wait_timeout`](DelegationHandle::wait_timeout)) or awaited on any executor
+//!   ([`finished`](DelegationHandle::finished)) — and [`cancel`](DelegationHandle::cancel).
+//!   The completion still goes to the queue and re-enters as a new turn.
+//!
+//! # Async runners
+//!
+//! With the `tokio` feature, a runner may be a future: `DelegationEngine::dispatch_async`
+//! spawns it on a runtime handle the caller passes in (either flavour; no worker thread)
+//! and gives it a `Cancellation` — a `tokio_util` `CancellationToken` that the interrupt
+//! functions cancel, with the first interrupt's reason kept. Sync and async delegations
+//! count against one capacity, and the one-completion rule holds for futures too: a
+//! future that returns gives its result, an error its text (status `error`), a panic —
+//! while it is built, polled or dropped — `panic: {message}` (status `error`), and a
+//! future dropped before it finished because its runtime shut down gives status
+//! `interrupted` with error `runtime shut down before the subagent finished`
+//! (`RUNTIME_SHUT_DOWN_ERROR`). Nothing on that path blocks the runtime: a store that
+//! refuses the completion is retried on a thread of its own (`async-delegate-retry`).
+//!
+//! # Features
+//!
+//! | feature | adds |
+//! | --- | --- |
+//! | `tokio` | `DelegationEngine::dispatch_async`, `Cancellation`, `RUNTIME_SHUT_DOWN_ERROR`: async runners on a tokio runtime |
+//!
 //! Engines are values: build one on the queue you want with [`DelegationEngine::new`].
 //! [`global()`] is a lazily created default on [`process_registry::global()`]'s queue, used
 //! by [`dispatch_async_delegation`], [`active_count`], [`list_async_delegations`] and
@@ -89,7 +116,10 @@ mod engine;
 mod error;
 pub mod fence;
 mod global;
+mod handle;
 mod pool;
+#[cfg(feature = "tokio")]
+mod tokio_runner;
 mod types;
 
 pub use engine::{round_seconds, DelegationEngine};
@@ -100,6 +130,9 @@ pub use fence::panic_message;
 pub use global::{
     active_count, dispatch_async_delegation, global, interrupt_all, list_async_delegations,
 };
+pub use handle::{DelegationHandle, Finished};
+#[cfg(feature = "tokio")]
+pub use tokio_runner::{Cancellation, RUNTIME_SHUT_DOWN_ERROR};
 pub use types::{
     DelegationRecord, DelegationResult, DelegationSpec, DispatchOutcome, InterruptHook,
     RunnerError, DEFAULT_MAX_ASYNC_CHILDREN, MAX_RETAINED_COMPLETED,

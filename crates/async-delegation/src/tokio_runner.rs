@@ -1,0 +1,268 @@
+//! Async runners on a tokio runtime (feature `tokio`).
+//!
+//! A runner may be a future: [`DelegationEngine::dispatch_async`] spawns it on the runtime
+//! the caller hands in (no worker thread), with a [`Cancellation`] that the interrupt
+//! functions cancel. The same capacity counts sync and async delegations, and the same one
+//! completion comes whatever the future does: it returns (its result), errors (`error`
+//! with the error's text), panics (`error`, `panic: {message}`), or is dropped before it
+//! finishes because its runtime shut down (`interrupted`, with
+//! [`RUNTIME_SHUT_DOWN_ERROR`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{failure, Admitted, FinishedRun, Inner};
+use crate::fence;
+use crate::handle::{DelegationHandle, Watch};
+use crate::{
+    DelegationEngine, DelegationResult, DelegationSpec, DispatchError, InterruptHook, RunnerError,
+};
+
+/// The `error` of an async delegation whose future was dropped before it finished (its
+/// runtime shut down); its status is `interrupted`.
+pub const RUNTIME_SHUT_DOWN_ERROR: &str = "runtime shut down before the subagent finished";
+
+/// An async runner's cancellation: a [`CancellationToken`] that
+/// [`DelegationEngine::interrupt`] (and `interrupt_all`, `interrupt_session`,
+/// [`DelegationHandle::cancel`]) cancels, with the reason of the first interrupt kept.
+///
+/// The runner decides what cancellation means: typically it stops its model calls and
+/// returns a result with status `interrupted` and what it has so far.
+#[derive(Clone, Debug, Default)]
+pub struct Cancellation {
+    token: CancellationToken,
+    reason: Arc<OnceLock<String>>,
+}
+
+impl Cancellation {
+    /// The token: hand it (or a child of it) to whatever the runner awaits.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Resolves when the delegation is interrupted.
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// `true` once the delegation was interrupted.
+    pub fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// The first interrupt's reason (a later interrupt does not replace it).
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.get().map(String::as_str)
+    }
+
+    fn cancel(&self, reason: &str) {
+        let _ = self.reason.set(reason.to_owned());
+        self.token.cancel();
+    }
+}
+
+impl DelegationEngine {
+    /// Starts `runner`'s future on `runtime`, unless `max_async_children` delegations
+    /// (sync or async) are already running, and returns its [`DelegationHandle`]. Never
+    /// blocks: nothing waits for the future, and no thread is started.
+    ///
+    /// `runner` is called here, on the caller's thread, with the delegation's
+    /// [`Cancellation`]; the future it returns runs on `runtime`. Exactly one completion
+    /// goes to the queue, as described in the [module docs](crate#async-runners).
+    ///
+    /// ```
+    /// use async_delegation::{DelegationEngine, DelegationResult, DelegationSpec};
+    /// use process_registry::CompletionQueue;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = DelegationEngine::new(CompletionQueue::new());
+    /// let handle = engine.dispatch_async(
+    ///     DelegationSpec::new("Summarise the logs"),
+    ///     &tokio::runtime::Handle::current(),
+    ///     |cancel| async move {
+    ///         tokio::select! {
+    ///             // … an LLM call here, awaited …
+    ///             summary = async { "Three errors." } => Ok(DelegationResult::completed(summary)),
+    ///             () = cancel.cancelled() => Ok(DelegationResult::interrupted("stopped early")),
+    ///         }
+    ///     },
+    ///     3,
+    /// )?;
+    /// assert_eq!(handle.finished().await.summary.as_deref(), Some("Three errors."));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`DispatchError::CapacityReached`] at capacity, [`DispatchError::LedgerUnavailable`]
+    /// when the ledger cannot record the dispatch; `runner` is then dropped uncalled.
+    pub fn dispatch_async<F, Fut>(
+        &self,
+        spec: DelegationSpec,
+        runtime: &tokio::runtime::Handle,
+        runner: F,
+        max_async_children: usize,
+    ) -> Result<DelegationHandle, DispatchError>
+    where
+        F: FnOnce(Cancellation) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<DelegationResult, RunnerError>> + Send + 'static,
+    {
+        let cancellation = Cancellation::default();
+        let signal = cancellation.clone();
+        let hook: InterruptHook = Arc::new(move |reason: &str| signal.cancel(reason));
+        let admitted = match self
+            .inner()
+            .admit_recorded(spec, Some(hook), max_async_children)
+        {
+            Ok(admitted) => admitted,
+            Err(error) => {
+                fence::drop_logged(runner, "a refused async runner");
+                return Err(error);
+            }
+        };
+        let watch = Arc::new(Watch::default());
+        self.inner()
+            .watch(admitted.delegation_id(), Arc::clone(&watch));
+        let handle = DelegationHandle::new(
+            admitted.delegation_id().to_owned(),
+            self.clone(),
+            Arc::clone(&watch),
+        );
+        let mut run = Run {
+            inner: Arc::clone(self.inner()),
+            admitted: Some(admitted),
+        };
+        // Building the future is the caller's code too: a panic there is this
+        // delegation's `panic:` completion, not the caller's.
+        let future = match fence::call(|| runner(cancellation)) {
+            Ok(future) => future,
+            Err(message) => {
+                run.finish(failure(format!("panic: {message}")));
+                return Ok(handle);
+            }
+        };
+        // Fields drop in order: should the task be dropped unfinished, the runner's future
+        // goes first, then `run` records the completion.
+        let mut task = Task {
+            future: FencedFuture {
+                future: Some(Box::pin(future)),
+            },
+            run,
+        };
+        // Should the runtime already be shut down, tokio drops the task unpolled, and with
+        // it `run`, which records the `interrupted` completion.
+        drop(runtime.spawn(async move {
+            let outcome = (&mut task.future).await;
+            let result = match outcome {
+                Ok(Ok(result)) => result,
+                Ok(Err(error)) => failure(fence::error_text(error)),
+                Err(message) => failure(format!("panic: {message}")),
+            };
+            task.run.finish(result);
+        }));
+        Ok(handle)
+    }
+}
+
+/// What the spawned task owns, in drop order.
+struct Task<F> {
+    future: FencedFuture<F>,
+    run: Run,
+}
+
+/// An admitted async delegation until its completion is recorded: finished with its
+/// result, or — dropped unfinished, when its runtime shut down — with
+/// [`RUNTIME_SHUT_DOWN_ERROR`].
+struct Run {
+    inner: Arc<Inner>,
+    admitted: Option<Admitted>,
+}
+
+impl Run {
+    fn finish(&mut self, result: DelegationResult) {
+        let Some(admitted) = self.admitted.take() else {
+            return;
+        };
+        let finished = self.inner.finished(
+            admitted.delegation_id(),
+            admitted.dispatched(),
+            admitted.dispatched_at(),
+            result,
+        );
+        match self
+            .inner
+            .try_complete(admitted.record(), admitted.delegation_id(), &finished)
+        {
+            Ok(ended) => ended.publish(),
+            // The store refused it: the retries sleep, so they go to a thread of their
+            // own rather than hold a runtime thread (the slot stays held meanwhile).
+            Err(_) => retry_on_a_thread(Arc::clone(&self.inner), admitted, finished),
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if self.admitted.is_some() {
+            self.finish(DelegationResult {
+                status: Some("interrupted".to_owned()),
+                error: Some(RUNTIME_SHUT_DOWN_ERROR.to_owned()),
+                ..DelegationResult::default()
+            });
+        }
+    }
+}
+
+fn retry_on_a_thread(inner: Arc<Inner>, admitted: Admitted, finished: FinishedRun) {
+    let retry = move || {
+        inner
+            .complete(admitted.record(), admitted.delegation_id(), finished)
+            .publish();
+    };
+    let spawned = std::thread::Builder::new()
+        .name("async-delegate-retry".into())
+        .spawn(retry);
+    if let Err(error) = spawned {
+        // No thread either: nothing left but to say so loudly (the completion is in
+        // memory only, and the row stays `running` for recovery to find).
+        tracing::error!(%error, "no thread to retry recording an async completion");
+    }
+}
+
+/// A user future, polled and dropped inside fences: a panic while polling is the
+/// delegation's `panic:` completion, and a panic while dropping it is logged.
+struct FencedFuture<F> {
+    future: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future> Future for FencedFuture<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(future) = self.future.as_mut() else {
+            return Poll::Ready(Err("polled after it finished".to_owned()));
+        };
+        match fence::call(|| future.as_mut().poll(cx)) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => {
+                fence::drop_logged(self.future.take(), "an async runner's future");
+                Poll::Ready(Ok(output))
+            }
+            Err(message) => {
+                fence::drop_logged(self.future.take(), "an async runner's future");
+                Poll::Ready(Err(message))
+            }
+        }
+    }
+}
+
+impl<F> Drop for FencedFuture<F> {
+    fn drop(&mut self) {
+        fence::drop_logged(self.future.take(), "an async runner's future");
+    }
+}

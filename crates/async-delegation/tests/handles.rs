@@ -1,0 +1,81 @@
+//! `DelegationHandle` of a sync runner: status, blocking and timed waits, the awaited
+//! outcome on an executor that is not tokio, and cancel through the interrupt hook. Waits
+//! are bounded by a generous timeout; nothing measures time.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_delegation::{DelegationEngine, DelegationResult, DelegationSpec, InterruptHook};
+use process_registry::{CompletionQueue, Event};
+
+const HANG_GUARD: Duration = Duration::from_secs(20);
+
+#[test]
+fn a_handle_follows_its_delegation_from_running_to_its_outcome() {
+    let queue = CompletionQueue::new();
+    let engine = DelegationEngine::new(queue.clone());
+    let (stop, stopped) = mpsc::channel::<String>();
+    let hook: InterruptHook = Arc::new(move |reason: &str| {
+        let _ = stop.send(reason.to_owned());
+    });
+    let handle = engine
+        .dispatch_handle(
+            DelegationSpec::new("Wait for the signal"),
+            move || {
+                let reason = stopped.recv_timeout(HANG_GUARD).unwrap_or_default();
+                Ok(DelegationResult::interrupted(format!("stopped: {reason}")))
+            },
+            Some(hook),
+            3,
+        )
+        .unwrap();
+    assert_eq!(handle.status(), "running");
+    assert!(handle.outcome().is_none());
+    assert!(handle.wait_timeout(Duration::from_millis(5)).is_none());
+    assert!(handle.cancel("enough"));
+
+    let outcome = futures_executor::block_on(handle.finished());
+    assert_eq!(outcome.error.as_deref(), Some("stopped: enough"));
+    assert_eq!(handle.status(), "interrupted");
+    assert_eq!(handle.wait().delegation_id.as_deref(), Some(handle.id()));
+    // The handle saw the same completion the queue got, and the slot is free.
+    let Some(Event::AsyncDelegation(event)) = queue.take_timeout(HANG_GUARD) else {
+        panic!("no completion");
+    };
+    assert_eq!(&event, handle.outcome().unwrap());
+    assert_eq!(engine.active_count(), 0);
+    assert!(!handle.cancel("after the end"), "nothing left to interrupt");
+}
+
+#[test]
+fn many_waiters_of_one_handle_all_see_the_outcome() {
+    let engine = DelegationEngine::new(CompletionQueue::new());
+    let (go, wait_for_go) = mpsc::channel::<()>();
+    let handle = engine
+        .dispatch_handle(
+            DelegationSpec::new("Shared"),
+            move || {
+                wait_for_go.recv_timeout(HANG_GUARD).ok();
+                Ok(DelegationResult::completed("shared result"))
+            },
+            None,
+            3,
+        )
+        .unwrap();
+    let waiters: Vec<_> = (0..4)
+        .map(|_| {
+            let handle = handle.clone();
+            std::thread::spawn(move || {
+                handle
+                    .wait_timeout(HANG_GUARD)
+                    .and_then(|outcome| outcome.summary.clone())
+            })
+        })
+        .collect();
+    go.send(()).unwrap();
+    for waiter in waiters {
+        assert_eq!(waiter.join().unwrap().as_deref(), Some("shared result"));
+    }
+}
