@@ -4,6 +4,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use event_listener::Listener as _;
+
 use process_registry::{
     AsyncDelegationEvent, CompletionQueue, DispatchRecord, Event, Recorded, WireNumber,
 };
@@ -47,6 +49,8 @@ pub(crate) struct Inner {
     queue: CompletionQueue,
     state: Mutex<State>,
     pool: WorkerPool,
+    /// Notified whenever a completion leaves no delegation running.
+    drained: event_listener::Event,
 }
 
 #[derive(Default)]
@@ -57,6 +61,8 @@ struct State {
     completed: VecDeque<(u64, Finished)>,
     /// Dispatch order, so `list` is stable.
     next_seq: u64,
+    /// Set by [`DelegationEngine::shutdown`]: no more admissions.
+    shut_down: bool,
 }
 
 struct Running {
@@ -161,6 +167,7 @@ impl DelegationEngine {
                 queue,
                 state: Mutex::new(State::default()),
                 pool: WorkerPool::new(keep_alive),
+                drained: event_listener::Event::new(),
             }),
         }
     }
@@ -341,6 +348,65 @@ impl DelegationEngine {
         call_hooks(hooks, reason)
     }
 
+    /// Shuts the engine down: from now on every dispatch is refused
+    /// ([`DispatchError::ShutDown`]); every running delegation is interrupted with
+    /// `reason`; then this waits up to `grace` for them to finish. Returns how many were
+    /// still running when the grace ran out — they are not abandoned: each still ends
+    /// through its runner and still yields its one completion. Not for async code: await
+    /// [`shutdown_async`](Self::shutdown_async) there.
+    pub fn shutdown(&self, reason: &str, grace: Duration) -> usize {
+        self.begin_shutdown(reason);
+        let deadline = std::time::Instant::now().checked_add(grace);
+        loop {
+            if self.active_count() == 0 {
+                return 0;
+            }
+            event_listener::listener!(self.inner.drained => drained);
+            if self.active_count() == 0 {
+                return 0;
+            }
+            match deadline {
+                Some(deadline) => {
+                    if drained.wait_deadline(deadline).is_none() {
+                        return self.active_count();
+                    }
+                }
+                None => drained.wait(),
+            }
+        }
+    }
+
+    /// [`shutdown`](Self::shutdown), awaited on any executor: the wait holds no thread.
+    pub async fn shutdown_async(&self, reason: &str, grace: Duration) -> usize {
+        self.begin_shutdown(reason);
+        let mut timer = futures_timer::Delay::new(grace);
+        loop {
+            if self.active_count() == 0 {
+                return 0;
+            }
+            let mut drained = self.inner.drained.listen();
+            if self.active_count() == 0 {
+                return 0;
+            }
+            let timed_out = std::future::poll_fn(|cx| {
+                use std::future::Future as _;
+                if std::pin::Pin::new(&mut drained).poll(cx).is_ready() {
+                    return std::task::Poll::Ready(false);
+                }
+                std::pin::Pin::new(&mut timer).poll(cx).map(|()| true)
+            })
+            .await;
+            if timed_out {
+                return self.active_count();
+            }
+        }
+    }
+
+    fn begin_shutdown(&self, reason: &str) {
+        self.inner.lock_state().shut_down = true;
+        self.interrupt_all(reason);
+    }
+
     /// How many delegations are running (dispatched, runner not yet finished).
     pub fn active_count(&self) -> usize {
         self.inner.lock_state().running.len()
@@ -389,18 +455,24 @@ impl Inner {
     }
 
     /// Checks capacity, draws an id no live record has, and inserts the running record
-    /// (taking the hook), in one critical section. `None` at capacity.
+    /// (taking the hook), in one critical section. Refused at capacity or after a
+    /// shutdown.
     fn admit(
         &self,
         mut spec: AsyncDelegationEvent,
         interrupt: &mut Option<InterruptHook>,
         max_async_children: usize,
-    ) -> Option<(String, Dispatched)> {
+    ) -> Result<(String, Dispatched), DispatchError> {
         // Drawn before the lock; drawn again under it only on a collision.
         let (mut number, mut candidate) = new_delegation_id();
         let mut state = self.lock_state();
+        if state.shut_down {
+            return Err(DispatchError::ShutDown);
+        }
         if state.running.len() >= max_async_children {
-            return None;
+            return Err(DispatchError::CapacityReached {
+                max: max_async_children,
+            });
         }
         while state.running.contains_key(&candidate)
             || state
@@ -424,7 +496,7 @@ impl Inner {
                 watch: None,
             },
         );
-        Some((candidate, dispatched))
+        Ok((candidate, dispatched))
     }
 
     /// Admits a dispatch and records it in the ledger: capacity check, id draw and insert
@@ -443,17 +515,14 @@ impl Inner {
         let mut interrupt = interrupt;
         let mut draws = 0_u32;
         loop {
-            let Some((delegation_id, dispatched)) =
-                self.admit(spec, &mut interrupt, max_async_children)
-            else {
+            let admitted = self.admit(spec, &mut interrupt, max_async_children);
+            let Ok((delegation_id, dispatched)) = admitted else {
                 // The hook is the caller's code; its drop runs after the lock is released
                 // and cannot make a refusal a panic (the runner's, likewise, is dropped
                 // by the caller, after this one: a panic in one drop must not unwind
                 // through the other's).
                 drop_fenced(interrupt);
-                return Err(DispatchError::CapacityReached {
-                    max: max_async_children,
-                });
+                return Err(admitted.err().unwrap_or(DispatchError::ShutDown));
             };
             let recorded = self.queue.record_dispatch(
                 &delegation_id,
@@ -618,7 +687,7 @@ impl Inner {
         delegation_id: &str,
         finished: &FinishedRun,
     ) -> Result<Ended, process_registry::LedgerError> {
-        let (committed, hook, watch) = {
+        let (committed, hook, watch, drained) = {
             let mut state = self.lock_state();
             let committed = self.queue.record_completion(
                 record,
@@ -634,8 +703,11 @@ impl Inner {
                 finished.model.clone(),
                 finished.completed_at,
             );
-            (committed, hook, watch)
+            (committed, hook, watch, state.running.is_empty())
         };
+        if drained {
+            self.drained.notify(usize::MAX);
+        }
         // The lock is released: consumers woken now find the slot free.
         Ok(Ended {
             committed,

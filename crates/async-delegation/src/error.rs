@@ -19,11 +19,14 @@ pub const WORKER_UNAVAILABLE_TEXT: &str = "Async delegation could not start a ba
 /// ledger's error (a full disk, a read-only file, a lost connection).
 pub const LEDGER_UNAVAILABLE_TEXT: &str = "Async delegation could not be recorded ({reason}), so it was not started. Run this task synchronously (background=false) or try again later.";
 
+/// The text of [`DispatchError::ShutDown`].
+pub const SHUT_DOWN_TEXT: &str = "Async delegation is shutting down, so this task was not started. Run it synchronously (background=false) or try again after the restart.";
+
 /// Why [`dispatch`](crate::DelegationEngine::dispatch) rejected a delegation. Its
 /// `Display` text is the `error` of [`DispatchOutcome::Rejected`](crate::DispatchOutcome),
 /// written for the model that asked: [`CAPACITY_REACHED_TEXT`],
-/// [`WORKER_UNAVAILABLE_TEXT`] or [`LEDGER_UNAVAILABLE_TEXT`] with the placeholder filled
-/// in.
+/// [`WORKER_UNAVAILABLE_TEXT`], [`LEDGER_UNAVAILABLE_TEXT`] (with the placeholder filled
+/// in) or [`SHUT_DOWN_TEXT`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DispatchError {
@@ -41,6 +44,10 @@ pub enum DispatchError {
     /// started and no slot is held.
     #[error("{}", LEDGER_UNAVAILABLE_TEXT.replace("{reason}", &.0.to_string()))]
     LedgerUnavailable(#[source] process_registry::LedgerError),
+    /// The engine was shut down ([`DelegationEngine::shutdown`](crate::DelegationEngine::shutdown)):
+    /// it accepts no new delegations.
+    #[error("{}", SHUT_DOWN_TEXT)]
+    ShutDown,
 }
 
 #[cfg(test)]
@@ -57,6 +64,10 @@ mod tests {
         assert_eq!(
             DispatchError::WorkerUnavailable(refused).to_string(),
             "Async delegation could not start a background worker (no threads left). Run this task synchronously (background=false) or try again later."
+        );
+        assert_eq!(
+            DispatchError::ShutDown.to_string(),
+            "Async delegation is shutting down, so this task was not started. Run it synchronously (background=false) or try again after the restart."
         );
     }
 }

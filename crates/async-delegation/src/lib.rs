@@ -45,6 +45,10 @@
 //! - **Retention.** [`DelegationEngine::list`] shows running delegations and at most
 //!   [`MAX_RETAINED_COMPLETED`] completed ones (oldest dropped first); memory stays flat.
 //!
+//! - **Shutdown.** [`DelegationEngine::shutdown`] (or
+//!   [`shutdown_async`](DelegationEngine::shutdown_async)) refuses new dispatches
+//!   ([`SHUT_DOWN_TEXT`]), interrupts every running delegation, and waits up to a grace
+//!   period; a runner that outlives it still yields its one completion.
 //! - **Handles.** [`DelegationEngine::dispatch_handle`] (and, with `tokio`,
 //!   `dispatch_async`) returns a [`DelegationHandle`]: the id, the current status, the
 //!   outcome — blocking ([`wait`](DelegationHandle::wait),
@@ -124,7 +128,8 @@ mod types;
 
 pub use engine::{round_seconds, DelegationEngine};
 pub use error::{
-    DispatchError, CAPACITY_REACHED_TEXT, LEDGER_UNAVAILABLE_TEXT, WORKER_UNAVAILABLE_TEXT,
+    DispatchError, CAPACITY_REACHED_TEXT, LEDGER_UNAVAILABLE_TEXT, SHUT_DOWN_TEXT,
+    WORKER_UNAVAILABLE_TEXT,
 };
 pub use fence::panic_message;
 pub use global::{
