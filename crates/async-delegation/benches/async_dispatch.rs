@@ -16,7 +16,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use process_registry::CompletionQueue;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
 }
 
 fn async_dispatch(c: &mut Criterion) {

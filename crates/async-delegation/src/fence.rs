@@ -211,3 +211,68 @@ mod tests {
         );
     }
 }
+
+/// Wraps a user future so that it is polled and dropped inside fences: a panic while
+/// polling ends it with `Err(message)` (the future is then dropped, fenced too), and a
+/// panic while dropping it is logged as `what`. Runtime-agnostic.
+///
+/// ```
+/// use async_delegation::fence;
+///
+/// let outcome = futures_executor::block_on(fence::future(async { panic!("adapter bug") }, "an adapter"));
+/// # let _: &Result<(), String> = &outcome;
+/// assert_eq!(outcome, Err("adapter bug".to_owned()));
+/// ```
+pub fn future<F: std::future::Future>(future: F, what: &'static str) -> Fenced<F> {
+    Fenced {
+        future: Some(Box::pin(future)),
+        what,
+    }
+}
+
+/// The future of [`future`]: the wrapped future's output, or the message of its panic.
+#[must_use = "a future does nothing unless awaited"]
+pub struct Fenced<F> {
+    future: Option<std::pin::Pin<Box<F>>>,
+    what: &'static str,
+}
+
+impl<F> std::fmt::Debug for Fenced<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fenced")
+            .field("what", &self.what)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Fenced<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let what = self.what;
+        let Some(future) = self.future.as_mut() else {
+            return Poll::Ready(Err("polled after it finished".to_owned()));
+        };
+        match call(|| future.as_mut().poll(cx)) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => {
+                drop_logged(self.future.take(), what);
+                Poll::Ready(Ok(output))
+            }
+            Err(message) => {
+                drop_logged(self.future.take(), what);
+                Poll::Ready(Err(message))
+            }
+        }
+    }
+}
+
+impl<F> Drop for Fenced<F> {
+    fn drop(&mut self) {
+        drop_logged(self.future.take(), self.what);
+    }
+}

@@ -9,9 +9,7 @@
 //! [`RUNTIME_SHUT_DOWN_ERROR`]).
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 
 use tokio_util::sync::CancellationToken;
 
@@ -149,9 +147,7 @@ impl DelegationEngine {
         // Fields drop in order: should the task be dropped unfinished, the runner's future
         // goes first, then `run` records the completion.
         let mut task = Task {
-            future: FencedFuture {
-                future: Some(Box::pin(future)),
-            },
+            future: fence::future(future, "an async runner's future"),
             run,
         };
         // Should the runtime already be shut down, tokio drops the task unpolled, and with
@@ -171,7 +167,7 @@ impl DelegationEngine {
 
 /// What the spawned task owns, in drop order.
 struct Task<F> {
-    future: FencedFuture<F>,
+    future: fence::Fenced<F>,
     run: Run,
 }
 
@@ -231,38 +227,5 @@ fn retry_on_a_thread(inner: Arc<Inner>, admitted: Admitted, finished: FinishedRu
         // No thread either: nothing left but to say so loudly (the completion is in
         // memory only, and the row stays `running` for recovery to find).
         tracing::error!(%error, "no thread to retry recording an async completion");
-    }
-}
-
-/// A user future, polled and dropped inside fences: a panic while polling is the
-/// delegation's `panic:` completion, and a panic while dropping it is logged.
-struct FencedFuture<F> {
-    future: Option<Pin<Box<F>>>,
-}
-
-impl<F: Future> Future for FencedFuture<F> {
-    type Output = Result<F::Output, String>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(future) = self.future.as_mut() else {
-            return Poll::Ready(Err("polled after it finished".to_owned()));
-        };
-        match fence::call(|| future.as_mut().poll(cx)) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(output)) => {
-                fence::drop_logged(self.future.take(), "an async runner's future");
-                Poll::Ready(Ok(output))
-            }
-            Err(message) => {
-                fence::drop_logged(self.future.take(), "an async runner's future");
-                Poll::Ready(Err(message))
-            }
-        }
-    }
-}
-
-impl<F> Drop for FencedFuture<F> {
-    fn drop(&mut self) {
-        fence::drop_logged(self.future.take(), "an async runner's future");
     }
 }
