@@ -170,48 +170,6 @@ impl<T> Drop for DropFenced<T> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Bomb(&'static str);
-
-    impl Drop for Bomb {
-        fn drop(&mut self) {
-            std::panic::panic_any(Bomb(self.0));
-        }
-    }
-
-    #[test]
-    fn payloads_whose_drop_panics_recursively_are_contained() {
-        let payload = catch_unwind(|| std::panic::panic_any(Bomb("deep"))).unwrap_err();
-        assert_eq!(panic_message(payload), "a non-string panic payload");
-        assert_eq!(
-            drop_quietly(Bomb("in drop")),
-            Some("a non-string panic payload".to_owned())
-        );
-    }
-
-    #[test]
-    fn an_error_whose_display_and_drop_both_panic_is_text() {
-        struct Hostile;
-        impl std::fmt::Display for Hostile {
-            fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                panic!("display exploded")
-            }
-        }
-        impl Drop for Hostile {
-            fn drop(&mut self) {
-                panic!("drop exploded")
-            }
-        }
-        assert_eq!(
-            error_text(Box::new(Hostile)),
-            "panic while formatting the error: display exploded"
-        );
-    }
-}
-
 /// Wraps a user future so that it is polled and dropped inside fences: a panic while
 /// polling ends it with `Err(message)` (the future is then dropped, fenced too), and a
 /// panic while dropping it is logged as `what`. Runtime-agnostic.
@@ -274,5 +232,47 @@ impl<F: std::future::Future> std::future::Future for Fenced<F> {
 impl<F> Drop for Fenced<F> {
     fn drop(&mut self) {
         drop_logged(self.future.take(), self.what);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Bomb(&'static str);
+
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            std::panic::panic_any(Bomb(self.0));
+        }
+    }
+
+    #[test]
+    fn payloads_whose_drop_panics_recursively_are_contained() {
+        let payload = catch_unwind(|| std::panic::panic_any(Bomb("deep"))).unwrap_err();
+        assert_eq!(panic_message(payload), "a non-string panic payload");
+        assert_eq!(
+            drop_quietly(Bomb("in drop")),
+            Some("a non-string panic payload".to_owned())
+        );
+    }
+
+    #[test]
+    fn an_error_whose_display_and_drop_both_panic_is_text() {
+        struct Hostile;
+        impl std::fmt::Display for Hostile {
+            fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                panic!("display exploded")
+            }
+        }
+        impl Drop for Hostile {
+            fn drop(&mut self) {
+                panic!("drop exploded")
+            }
+        }
+        assert_eq!(
+            error_text(Box::new(Hostile)),
+            "panic while formatting the error: display exploded"
+        );
     }
 }

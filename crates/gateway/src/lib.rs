@@ -53,6 +53,19 @@
 //!   to the [`PlatformAdapter`] of its platform, keeps what it cannot deliver in a
 //!   [`DeadLetterStore`], leaves CLI-origin events on the queue, and on
 //!   [`stop`](DeliveryRouter::stop) puts back everything it still holds.
+//! - **Async adapters and the router as tasks.** An [`AsyncPlatformAdapter`] sends with a
+//!   future (the platform's HTTP call), and its completion is acked only when that future
+//!   resolves `Ok`. With the `tokio` feature, `DeliveryRouterBuilder::start_on` runs the
+//!   router as tasks on a runtime you pass — one per platform, so a slow platform never
+//!   delays another's deliveries — and `DeliveryRouter::stop_async` waits for them; sync
+//!   adapters then run on the runtime's blocking threads. The thread router drives async
+//!   adapters on its own thread.
+//!
+//! # Features
+//!
+//! | feature | adds |
+//! | --- | --- |
+//! | `tokio` | `DeliveryRouterBuilder::start_on`, `DeliveryRouter::stop_async`: the router as tasks on a tokio runtime |
 //!
 //! Everything is a value passed in: a queue, a registry, an origin store. The process-wide
 //! defaults ([`PlatformRegistry::global`], [`DeliveryRouter::builder_for_global_queue`])
@@ -131,8 +144,9 @@ pub use error::{GatewayError, Unroutable};
 pub use format::{format_gateway_process_notification, format_gateway_process_notification_in};
 pub use platform::{CustomPlatform, Platform, PlatformRegistry};
 pub use router::{
-    AdapterError, DeliveryRouter, DeliveryRouterBuilder, InternalMessage, NotificationFormatter,
-    PlatformAdapter, RouterStats, TurnGuard, DELIVERY_THREAD_NAME,
+    Adapter, AdapterError, AsyncPlatformAdapter, Delivery, DeliveryRouter, DeliveryRouterBuilder,
+    InternalMessage, NotificationFormatter, PlatformAdapter, RouterStats, TurnGuard,
+    DELIVERY_THREAD_NAME,
 };
 pub use routing::{
     build_process_event_source, enrich_async_delegation_routing, enrich_event_routing,

@@ -8,7 +8,10 @@ use process_registry::{format_process_notification, CompletionQueue, Event};
 
 use super::turns::Turns;
 use super::worker::{Settings, Worker};
-use super::{DeliveryRouter, NotificationFormatter, PlatformAdapter, Shared, DELIVERY_THREAD_NAME};
+use super::{
+    Adapter, AsyncPlatformAdapter, DeliveryRouter, NotificationFormatter, PlatformAdapter, Shared,
+    DELIVERY_THREAD_NAME,
+};
 use crate::{
     format_gateway_process_notification, DeadLetterStore, GatewayError, NoOrigins, OriginStore,
     Platform, PlatformRegistry,
@@ -29,7 +32,7 @@ pub struct DeliveryRouterBuilder {
     queue: CompletionQueue,
     platforms: PlatformRegistry,
     origins: Arc<dyn OriginStore>,
-    adapters: HashMap<Platform, Arc<dyn PlatformAdapter>>,
+    adapters: HashMap<Platform, Adapter>,
     formatter: NotificationFormatter,
 }
 
@@ -76,7 +79,20 @@ impl DeliveryRouterBuilder {
     /// [`platforms`](DeliveryRouterBuilder::platforms), so its completions route without
     /// registering it there as well.
     pub fn adapter(mut self, platform: Platform, adapter: impl PlatformAdapter + 'static) -> Self {
-        self.adapters.insert(platform, Arc::new(adapter));
+        self.adapters
+            .insert(platform, Adapter::Sync(Arc::new(adapter)));
+        self
+    }
+
+    /// [`adapter`](Self::adapter) for an [`AsyncPlatformAdapter`]: a send that is a
+    /// future, acked only when it resolves `Ok`.
+    pub fn async_adapter(
+        mut self,
+        platform: Platform,
+        adapter: impl AsyncPlatformAdapter + 'static,
+    ) -> Self {
+        self.adapters
+            .insert(platform, Adapter::Async(Arc::new(adapter)));
         self
     }
 
@@ -103,6 +119,74 @@ impl DeliveryRouterBuilder {
     /// # Errors
     /// [`GatewayError::SpawnFailed`] when the thread cannot be spawned.
     pub fn start(self) -> Result<DeliveryRouter, GatewayError> {
+        let queue = self.queue.clone();
+        let (shared, worker) = self.into_parts();
+        let thread = std::thread::Builder::new()
+            .name(DELIVERY_THREAD_NAME.to_owned())
+            .spawn(move || worker.run())
+            .map_err(|e| GatewayError::SpawnFailed(e.to_string()))?;
+        Ok(DeliveryRouter {
+            shared,
+            dead_letters: DeadLetterStore::new(queue),
+            thread: Some(thread),
+        })
+    }
+
+    /// Starts the router as tasks on `runtime` instead of a thread (feature `tokio`): one
+    /// task per platform with an adapter — so a slow platform never delays another's
+    /// deliveries — and one that makes unroutable completions dead letters. Async
+    /// adapters are awaited; sync adapters run on the runtime's blocking threads. Stop it
+    /// with [`DeliveryRouter::stop_async`].
+    ///
+    /// ```
+    /// use gateway::{DeliveryRouter, InternalMessage, Platform};
+    /// use process_registry::{AsyncDelegationEvent, CompletionQueue};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let queue = CompletionQueue::new();
+    /// let (inbox, mut delivered) = tokio::sync::mpsc::unbounded_channel();
+    /// let router = DeliveryRouter::builder(queue.clone())
+    ///     .async_adapter(Platform::Telegram, move |message: InternalMessage| {
+    ///         let inbox = inbox.clone();
+    ///         async move {
+    ///             // … the platform's HTTP call, awaited: acked only when it succeeded.
+    ///             inbox.send(message.text).map_err(|e| e.to_string().into())
+    ///         }
+    ///     })
+    ///     .start_on(&tokio::runtime::Handle::current())?;
+    /// queue.put(AsyncDelegationEvent {
+    ///     session_key: "agent:main:telegram:dm:12345".into(),
+    ///     goal: "Find why CI is flaky".into(),
+    ///     summary: Some("A race in test_io.".into()),
+    ///     ..AsyncDelegationEvent::default()
+    /// });
+    /// let text = delivered.recv().await.ok_or("no delivery")?;
+    /// assert!(text.contains("A race in test_io."));
+    /// router.stop_async().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// None today; the result matches [`start`](Self::start)'s.
+    #[cfg(feature = "tokio")]
+    pub fn start_on(
+        self,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<DeliveryRouter, GatewayError> {
+        let queue = self.queue.clone();
+        let (shared, worker) = self.into_parts();
+        super::tasks::start(runtime, worker);
+        Ok(DeliveryRouter {
+            shared,
+            dead_letters: DeadLetterStore::new(queue),
+            thread: None,
+        })
+    }
+
+    /// The router's shared state and the worker that delivers for it.
+    pub(super) fn into_parts(self) -> (Arc<Shared>, Worker) {
         for platform in self.adapters.keys() {
             self.platforms.know(platform);
         }
@@ -112,6 +196,9 @@ impl DeliveryRouterBuilder {
             platforms: self.platforms,
             queue: self.queue.clone(),
             stopping: AtomicBool::new(false),
+            stopped: event_listener::Event::new(),
+            #[cfg(feature = "tokio")]
+            tasks: Mutex::new(None),
             unserved: Mutex::new(HashSet::new()),
             delivered: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
@@ -121,19 +208,11 @@ impl DeliveryRouterBuilder {
         let worker = Worker::new(
             Arc::clone(&shared),
             Settings {
-                queue: self.queue.clone(),
+                queue: self.queue,
                 origins: self.origins,
                 formatter: self.formatter,
             },
         );
-        let thread = std::thread::Builder::new()
-            .name(DELIVERY_THREAD_NAME.to_owned())
-            .spawn(move || worker.run())
-            .map_err(|e| GatewayError::SpawnFailed(e.to_string()))?;
-        Ok(DeliveryRouter {
-            shared,
-            dead_letters: DeadLetterStore::new(self.queue),
-            thread: Some(thread),
-        })
+        (shared, worker)
     }
 }

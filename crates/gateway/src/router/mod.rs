@@ -10,19 +10,20 @@ use process_registry::{ClaimFilter, CompletionQueue, DeliveryState, Event, RowQu
 
 use crate::{DeadLetterStore, Platform, PlatformRegistry, SessionKey, SessionSource};
 
+mod adapters;
 mod builder;
+#[cfg(feature = "tokio")]
+mod tasks;
 mod turns;
 mod worker;
 
+pub use adapters::{Adapter, AdapterError, AsyncPlatformAdapter, Delivery, PlatformAdapter};
 pub use builder::DeliveryRouterBuilder;
 pub use turns::TurnGuard;
 use turns::{TurnEnded, TurnToken, Turns};
 
 /// The name of the router's thread.
 pub const DELIVERY_THREAD_NAME: &str = "gateway-delivery";
-
-/// The error an adapter returns; its text ends up in the dead letter.
-pub type AdapterError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The function that renders a completion's text (see
 /// [`DeliveryRouterBuilder::formatter`]).
@@ -58,34 +59,6 @@ pub struct InternalMessage {
     pub possible_redelivery: bool,
 }
 
-/// A chat platform's delivery end: how the router hands a completion to Telegram,
-/// Discord, Slack, … Registered per [`Platform`].
-///
-/// `deliver` is a user callback: the router calls it on its `gateway-delivery` thread
-/// holding no lock, one message at a time. It should enqueue the message as a new turn
-/// of `message.session_key` and return once the platform has accepted it: `Ok` acks the
-/// completion in the ledger (delivered), an `Err` (or a panic, which the router catches)
-/// is a failed attempt, retried with backoff until the last attempt makes it a dead
-/// letter.
-///
-/// Closures `Fn(&InternalMessage) -> Result<(), AdapterError>` are adapters.
-pub trait PlatformAdapter: Send + Sync {
-    /// Delivers one completion.
-    ///
-    /// # Errors
-    /// Whatever kept the platform from accepting it; the text is kept in the dead letter.
-    fn deliver(&self, message: &InternalMessage) -> Result<(), AdapterError>;
-}
-
-impl<F> PlatformAdapter for F
-where
-    F: Fn(&InternalMessage) -> Result<(), AdapterError> + Send + Sync,
-{
-    fn deliver(&self, message: &InternalMessage) -> Result<(), AdapterError> {
-        self(message)
-    }
-}
-
 /// Counters of a router, read with [`DeliveryRouter::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RouterStats {
@@ -100,12 +73,24 @@ pub struct RouterStats {
     pub released: u64,
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last copies of the adapters, user code: each dropped in its own fence.
+        self.drop_adapters();
+    }
+}
+
 pub(super) struct Shared {
     turns: Turns,
-    adapters: RwLock<HashMap<Platform, Arc<dyn PlatformAdapter>>>,
+    adapters: RwLock<HashMap<Platform, Adapter>>,
     platforms: PlatformRegistry,
     queue: CompletionQueue,
     stopping: AtomicBool,
+    /// Notified when `stopping` is set: what the router's tasks wait on beside the queue.
+    stopped: event_listener::Event,
+    /// The router's tasks, when it was started on a runtime.
+    #[cfg(feature = "tokio")]
+    tasks: Mutex<Option<tasks::TaskSet>>,
     /// Platforms whose waiting completions were already logged.
     unserved: Mutex<HashSet<Platform>>,
     delivered: AtomicU64,
@@ -368,20 +353,35 @@ impl DeliveryRouter {
         &self,
         platform: Platform,
         adapter: impl PlatformAdapter + 'static,
-    ) -> Option<Arc<dyn PlatformAdapter>> {
+    ) -> Option<Adapter> {
+        self.register(platform, Adapter::Sync(Arc::new(adapter)))
+    }
+
+    /// [`register_adapter`](Self::register_adapter) for an [`AsyncPlatformAdapter`].
+    pub fn register_async_adapter(
+        &self,
+        platform: Platform,
+        adapter: impl AsyncPlatformAdapter + 'static,
+    ) -> Option<Adapter> {
+        self.register(platform, Adapter::Async(Arc::new(adapter)))
+    }
+
+    fn register(&self, platform: Platform, adapter: Adapter) -> Option<Adapter> {
         self.shared.platforms.know(&platform);
         let previous = self
             .shared
             .adapters
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(platform, Arc::new(adapter));
+            .insert(platform.clone(), adapter);
+        #[cfg(feature = "tokio")]
+        tasks::serve(&self.shared, &platform);
         self.shared.wake();
         previous
     }
 
     /// Removes the adapter of `platform`; returns it.
-    pub fn remove_adapter(&self, platform: &Platform) -> Option<Arc<dyn PlatformAdapter>> {
+    pub fn remove_adapter(&self, platform: &Platform) -> Option<Adapter> {
         self.shared
             .adapters
             .write()
@@ -413,17 +413,42 @@ impl DeliveryRouter {
 
     /// Stops the router (see the shutdown contract on [`DeliveryRouter`]) and returns
     /// its final counters. What it has not delivered is in the ledger when this returns.
+    /// A router started on a runtime is only signalled (its tasks end after the delivery
+    /// each is in): await `stop_async` there to wait for them.
     pub fn stop(mut self) -> RouterStats {
         self.shutdown();
         self.stats()
     }
 
+    /// Stops a router started on a runtime and waits for its tasks: each finishes the
+    /// delivery it is in, then ends. Returns the final counters; what was not delivered
+    /// is in the ledger. (For a router on its thread, the same as [`stop`](Self::stop).)
+    #[cfg(feature = "tokio")]
+    pub async fn stop_async(mut self) -> RouterStats {
+        self.signal_stop();
+        for task in tasks::take_all(&self.shared) {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "a gateway delivery task failed");
+            }
+        }
+        self.shutdown();
+        self.shared.drop_adapters();
+        self.stats()
+    }
+
+    fn signal_stop(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.stopped.notify(usize::MAX);
+        self.shared.wake();
+    }
+
     fn shutdown(&mut self) {
+        // A router on a runtime: its tasks see the signal and end by themselves (a
+        // synchronous stop cannot wait for them without blocking the runtime).
+        self.signal_stop();
         let Some(thread) = self.thread.take() else {
             return;
         };
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        self.shared.wake();
         if thread.thread().id() == std::thread::current().id() {
             // Dropped from inside an adapter (it held the last handle): the thread
             // cannot join itself. It sees the stop flag once the adapter returns.

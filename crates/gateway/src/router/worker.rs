@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_delegation::fence;
 use process_registry::{Claim, ClaimFilter, CompletionQueue, Event, Released, Routing};
 
-use super::{InternalMessage, NotificationFormatter, Shared};
+use super::{Adapter, AdapterError, InternalMessage, NotificationFormatter, Shared};
 use crate::routing::resolve_source;
 use crate::{enrich_event_routing, OriginStore, Platform, SessionKey, Unroutable};
 
@@ -69,31 +69,50 @@ impl View {
     }
 }
 
+/// Where a completion would go, as far as claiming it is concerned.
+pub(super) enum Target {
+    /// Not a routed completion, or its session has an open turn: not now.
+    NotNow,
+    /// Not routable at all (no platform in its key, or one nobody knows): claimed, to be
+    /// a dead letter with its reason.
+    Unroutable,
+    /// A known platform: claimed by whoever serves it (left pending when nobody does).
+    Platform(Platform),
+}
+
+/// Where `event` would go, its session judged busy by `is_busy`.
+pub(super) fn target(shared: &Shared, event: &Event, is_busy: impl Fn(&str) -> bool) -> Target {
+    let Some(session_key) = owned_session_key(event) else {
+        return Target::NotNow;
+    };
+    if is_busy(session_key) {
+        return Target::NotNow;
+    }
+    let Some(name) = platform_of(event, session_key) else {
+        return Target::Unroutable;
+    };
+    match shared.platforms.parse(&name) {
+        Ok(platform) => Target::Platform(platform),
+        Err(_) => Target::Unroutable,
+    }
+}
+
 /// `true` for a completion this router should claim now (as `view` sees it): its session
 /// has no open turn, and it is routable to a platform with an adapter — or not routable
 /// at all (the router claims it to make it a dead letter with its reason). A completion
 /// for a known platform without an adapter is left pending, for another router or for
 /// when its adapter is registered.
 fn claimable(shared: &Shared, view: &View, event: &Event) -> bool {
-    let Some(session_key) = owned_session_key(event) else {
-        return false;
-    };
-    if view.busy.contains(session_key) {
-        return false;
-    }
-    let Some(name) = platform_of(event, session_key) else {
-        return true;
-    };
-    match shared.platforms.parse(&name) {
-        Ok(platform) => {
+    match target(shared, event, |key| view.busy.contains(key)) {
+        Target::NotNow => false,
+        Target::Unroutable => true,
+        Target::Platform(platform) => {
             let served = view.served.contains(&platform);
             if !served {
                 shared.warn_unserved(&platform);
             }
             served
         }
-        // An unknown platform: claimed, to be a dead letter with that reason.
-        Err(_) => true,
     }
 }
 
@@ -155,6 +174,16 @@ impl Worker {
 
     fn stopping(&self) -> bool {
         self.shared.stopping.load(Ordering::SeqCst)
+    }
+
+    #[cfg(feature = "tokio")]
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    #[cfg(feature = "tokio")]
+    pub(super) fn queue(&self) -> &CompletionQueue {
+        &self.queue
     }
 
     pub(super) fn run(self) {
@@ -228,6 +257,40 @@ impl Worker {
 
     /// Routes, renders and delivers one claimed completion, and settles the claim.
     fn handle(&self, claim: Claim) {
+        let Some(Ready {
+            claim,
+            message,
+            adapter,
+        }) = self.prepare(claim)
+        else {
+            return;
+        };
+        // No lock is held here: the adapter is a user callback, and so are its error's
+        // `Display` and drop, and its own drop when it was replaced or removed during the
+        // call (this clone is then the last). Each is fenced on its own.
+        match &adapter {
+            Adapter::Sync(sync) => {
+                let outcome = fence::call(|| sync.deliver(&message));
+                fence::drop_logged(adapter, "a replaced adapter");
+                self.conclude(claim, &Sent::borrowed(&message), outcome);
+            }
+            Adapter::Async(send) => {
+                let sent = Sent::owned(&message);
+                // Driven to its end on this thread: the thread router delivers one
+                // message at a time, whatever the adapter.
+                let outcome = fence::call(|| send.deliver(message)).and_then(|delivery| {
+                    super::adapters::block_on(fence::future(delivery, "an adapter's delivery"))
+                });
+                fence::drop_logged(adapter, "a replaced adapter");
+                self.conclude(claim, &sent.view(), outcome);
+            }
+        }
+    }
+
+    /// Routes and renders one claimed completion: the message for its adapter, or — when
+    /// it cannot or must not go now — `None`, the claim settled (deferred, or dead with
+    /// its reason).
+    pub(super) fn prepare(&self, claim: Claim) -> Option<Ready> {
         let mut event = claim.event().clone();
         let Some(session_key) = owned_session_key(&event).map(str::to_owned) else {
             // The filter only claims owned completions.
@@ -298,23 +361,33 @@ impl Worker {
             idempotency_key: claim.key().into_owned(),
             possible_redelivery: claim.is_possible_redelivery(),
         };
-        // No lock is held here: the adapter is a user callback, and so are its error's
-        // `Display` and drop, and its own drop when it was replaced or removed during the
-        // call (this clone is then the last). Each is fenced on its own: the error is
-        // formatted by reference and dropped apart, so a panicking `Display` never drops
-        // it while unwinding, and every panic payload is dropped inside a fence.
-        let outcome = fence::call(|| adapter.deliver(&message));
-        fence::drop_logged(adapter, "a replaced adapter");
-        let platform = message.source.platform.clone();
+        Some(Ready {
+            claim,
+            message,
+            adapter,
+        })
+    }
+
+    /// Settles a claim after its adapter's attempt: acked when it was accepted, released
+    /// (retried with backoff, dead after the last attempt) when it failed or panicked.
+    /// The error is formatted by reference and dropped apart, so a panicking `Display`
+    /// never drops it while unwinding, and every panic payload is dropped inside a fence.
+    pub(super) fn conclude(
+        &self,
+        claim: Claim,
+        sent: &Sent<'_>,
+        outcome: Result<Result<(), AdapterError>, String>,
+    ) {
+        let platform = sent.platform.clone();
         let error = match outcome {
-            Ok(Ok(())) => return self.delivered(claim, &message, &platform),
+            Ok(Ok(())) => return self.delivered(claim, sent),
             Ok(Err(error)) => error,
             Err(panic) => {
                 let reason = Unroutable::AdapterPanicked {
                     platform,
                     message: panic,
                 };
-                return self.release(claim, &message.event, reason);
+                return self.release(claim, sent.session_key, reason);
             }
         };
         let text = fence::display(&error);
@@ -324,18 +397,18 @@ impl Worker {
             // A `Display` that panics is the adapter's panic, as in the call itself.
             Err(message) => Unroutable::AdapterPanicked { platform, message },
         };
-        self.release(claim, &message.event, reason);
+        self.release(claim, sent.session_key, reason);
     }
 
-    fn delivered(&self, claim: Claim, message: &InternalMessage, platform: &Platform) {
+    fn delivered(&self, claim: Claim, sent: &Sent<'_>) {
         match claim.ack() {
             Ok(_) => {
                 self.shared.delivered.fetch_add(1, Ordering::SeqCst);
                 tracing::debug!(
-                    session_key = message.session_key.as_str(),
-                    key = message.idempotency_key.as_str(),
-                    platform = platform.as_str(),
-                    event_type = message.event.type_name(),
+                    session_key = sent.session_key,
+                    key = sent.key,
+                    platform = sent.platform.as_str(),
+                    event_type = sent.event_type,
                     "delivered a completion"
                 );
             }
@@ -343,12 +416,12 @@ impl Worker {
             // once its lease runs out, flagged as a possible redelivery (at least once).
             Err(error) => {
                 self.shared.delivered.fetch_add(1, Ordering::SeqCst);
-                tracing::warn!(%error, key = message.idempotency_key.as_str(), "a delivered completion could not be acknowledged; it may be delivered again");
+                tracing::warn!(%error, key = sent.key, "a delivered completion could not be acknowledged; it may be delivered again");
             }
         }
     }
 
-    fn defer(&self, claim: Claim) {
+    fn defer(&self, claim: Claim) -> Option<Ready> {
         let key = claim.key().into_owned();
         match claim.defer() {
             Ok(()) => {
@@ -358,17 +431,18 @@ impl Worker {
                 tracing::warn!(%error, key, "deferring a completion failed; its lease brings it back");
             }
         }
+        None
     }
 
     /// A failed attempt: retried with backoff, dead after the last attempt.
-    fn release(&self, claim: Claim, event: &Event, reason: Unroutable) {
+    fn release(&self, claim: Claim, session_key: &str, reason: Unroutable) {
         let text = reason.to_string();
         let key = claim.key().into_owned();
         match claim.release(&text) {
             Ok(Released::Retry { after }) => {
                 self.shared.released.fetch_add(1, Ordering::SeqCst);
                 tracing::warn!(
-                    session_key = event.session_key().unwrap_or(""),
+                    session_key,
                     key,
                     reason = %text,
                     retry_in = ?after,
@@ -378,7 +452,7 @@ impl Worker {
             Ok(Released::Dead) => {
                 self.shared.dead_lettered.fetch_add(1, Ordering::SeqCst);
                 tracing::warn!(
-                    session_key = event.session_key().unwrap_or(""),
+                    session_key,
                     key,
                     reason = %text,
                     "a completion failed its last delivery attempt; kept as a dead letter"
@@ -391,7 +465,7 @@ impl Worker {
     }
 
     /// Given up on at once (no route, no text, no adapter): a dead letter with its reason.
-    fn dead(&self, claim: Claim, event: &Event, reason: Unroutable) {
+    fn dead(&self, claim: Claim, event: &Event, reason: Unroutable) -> Option<Ready> {
         let text = reason.to_string();
         let key = claim.key().into_owned();
         match claim.dead(&text) {
@@ -409,19 +483,75 @@ impl Worker {
                 tracing::warn!(%error, key, "marking a completion dead failed; its lease brings it back");
             }
         }
+        None
+    }
+}
+
+/// A completion ready for its adapter: the claim, the message, the adapter.
+pub(super) struct Ready {
+    pub(super) claim: Claim,
+    pub(super) message: InternalMessage,
+    pub(super) adapter: Adapter,
+}
+
+/// What settling a delivery attempt needs of its message: borrowed from it, or (when an
+/// async adapter took the message) from a [`SentOwned`] kept apart.
+pub(super) struct Sent<'a> {
+    session_key: &'a str,
+    key: &'a str,
+    platform: &'a Platform,
+    event_type: &'a str,
+}
+
+impl<'a> Sent<'a> {
+    pub(super) fn borrowed(message: &'a InternalMessage) -> Self {
+        Sent {
+            session_key: message.session_key.as_str(),
+            key: &message.idempotency_key,
+            platform: &message.source.platform,
+            event_type: message.event.type_name(),
+        }
+    }
+
+    pub(super) fn owned(message: &InternalMessage) -> SentOwned {
+        SentOwned {
+            session_key: message.session_key.as_str().to_owned(),
+            key: message.idempotency_key.clone(),
+            platform: message.source.platform.clone(),
+            event_type: message.event.type_name().to_owned(),
+        }
+    }
+}
+
+/// [`Sent`] kept apart from a message handed to an async adapter.
+pub(super) struct SentOwned {
+    session_key: String,
+    key: String,
+    platform: Platform,
+    event_type: String,
+}
+
+impl SentOwned {
+    pub(super) fn view(&self) -> Sent<'_> {
+        Sent {
+            session_key: &self.session_key,
+            key: &self.key,
+            platform: &self.platform,
+            event_type: &self.event_type,
+        }
     }
 }
 
 /// The pause after `failures` consecutive failures to read the ledger: 10 ms doubling,
 /// at most 5 s.
-fn retry_after(failures: u32) -> Duration {
+pub(super) fn retry_after(failures: u32) -> Duration {
     Duration::from_millis(10)
         .saturating_mul(1 << failures.min(9))
         .min(Duration::from_secs(5))
 }
 
 impl Shared {
-    pub(super) fn adapter(&self, platform: &Platform) -> Option<Arc<dyn super::PlatformAdapter>> {
+    pub(super) fn adapter(&self, platform: &Platform) -> Option<Adapter> {
         self.adapters
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -430,7 +560,7 @@ impl Shared {
     }
 
     /// Says once per platform that its completions wait for an adapter.
-    fn warn_unserved(&self, platform: &Platform) {
+    pub(super) fn warn_unserved(&self, platform: &Platform) {
         let first = self
             .unserved
             .lock()

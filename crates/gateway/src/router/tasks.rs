@@ -1,0 +1,219 @@
+//! The router as tokio tasks (feature `tokio`): one task per platform with an adapter,
+//! awaiting that platform's deliveries one at a time, and one task for the completions no
+//! platform will take (made dead letters with their reason). A slow platform holds only
+//! its own task: every other platform's completions go on being delivered.
+//!
+//! Each task waits with [`CompletionQueue::next_claim`](process_registry::CompletionQueue::next_claim)
+//! (woken by a completion, a turn's end, a new adapter; nothing polls) beside the router's
+//! stop signal. An async adapter's future is awaited to its end; a sync adapter runs on the
+//! runtime's blocking threads, so neither holds a runtime thread. The ledger's claim and
+//! settle calls run on the task (never blocking for the memory ledger, tens of microseconds
+//! for SQLite).
+
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, Weak};
+use std::task::Poll;
+
+use async_delegation::fence;
+use process_registry::{Claim, ClaimFilter};
+use tokio::task::JoinHandle;
+
+use super::worker::{retry_after, target, Ready, Sent, Target, Worker};
+use super::{Adapter, Shared};
+use crate::Platform;
+
+/// The tasks of a router started on a runtime.
+pub(super) struct TaskSet {
+    runtime: tokio::runtime::Handle,
+    /// Held by the tasks themselves; a new platform's task is started from it.
+    worker: Weak<Worker>,
+    /// Per platform (`None`: the task for what no platform takes).
+    running: HashMap<Option<Platform>, JoinHandle<()>>,
+}
+
+/// Starts the router's tasks on `runtime`: one per platform with an adapter, and the one
+/// for unroutable completions.
+pub(super) fn start(runtime: &tokio::runtime::Handle, worker: Worker) {
+    let worker = Arc::new(worker);
+    let shared = Arc::clone(worker.shared());
+    let platforms: Vec<Platform> = shared
+        .adapters
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .keys()
+        .cloned()
+        .collect();
+    let mut set = TaskSet {
+        runtime: runtime.clone(),
+        worker: Arc::downgrade(&worker),
+        running: HashMap::new(),
+    };
+    let rest = runtime.spawn(serve_rest(Arc::clone(&worker)));
+    set.running.insert(None, rest);
+    for platform in platforms {
+        let task = runtime.spawn(serve_platform(Arc::clone(&worker), platform.clone()));
+        set.running.insert(Some(platform), task);
+    }
+    *shared.tasks.lock().unwrap_or_else(PoisonError::into_inner) = Some(set);
+}
+
+/// Gives `platform` a task of its own, if the router runs as tasks and it has none yet
+/// (its adapter was registered after the start).
+pub(super) fn serve(shared: &Shared, platform: &Platform) {
+    let mut tasks = shared.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(set) = tasks.as_mut() else {
+        return;
+    };
+    let key = Some(platform.clone());
+    if set
+        .running
+        .get(&key)
+        .is_some_and(|task| !task.is_finished())
+    {
+        return;
+    }
+    let Some(worker) = set.worker.upgrade() else {
+        // Every task has ended: the router is stopping.
+        return;
+    };
+    let task = set.runtime.spawn(serve_platform(worker, platform.clone()));
+    set.running.insert(key, task);
+}
+
+/// The router's tasks, taken to be awaited by a stop.
+pub(super) fn take_all(shared: &Shared) -> Vec<JoinHandle<()>> {
+    let mut tasks = shared.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+    tasks
+        .as_mut()
+        .map(|set| set.running.drain().map(|(_, task)| task).collect())
+        .unwrap_or_default()
+}
+
+/// Delivers `platform`'s completions, one at a time, until the router stops.
+async fn serve_platform(worker: Arc<Worker>, platform: Platform) {
+    let judge = Arc::clone(worker.shared());
+    let served = platform.clone();
+    let filter = ClaimFilter::routed()
+        .including_restored()
+        .where_event(move |event| {
+            matches!(
+                target(&judge, event, |key| judge.is_busy(key)),
+                Target::Platform(p) if p == served && judge.adapter(&p).is_some()
+            )
+        });
+    claim_and_deliver(&worker, &filter).await;
+}
+
+/// Claims what no platform will take — completions with no route, or for a platform
+/// nobody knows — to make each a dead letter with its reason.
+async fn serve_rest(worker: Arc<Worker>) {
+    let judge = Arc::clone(worker.shared());
+    let filter = ClaimFilter::routed()
+        .including_restored()
+        .where_event(
+            move |event| match target(&judge, event, |key| judge.is_busy(key)) {
+                Target::Unroutable => true,
+                Target::NotNow => false,
+                Target::Platform(platform) => {
+                    if judge.adapter(&platform).is_none() {
+                        judge.warn_unserved(&platform);
+                    }
+                    false
+                }
+            },
+        );
+    claim_and_deliver(&worker, &filter).await;
+}
+
+async fn claim_and_deliver(worker: &Worker, filter: &ClaimFilter) {
+    let shared = worker.shared();
+    let mut failures = 0_u32;
+    loop {
+        match until_stopped(shared, worker.queue().next_claim(filter)).await {
+            None => return,
+            Some(Ok(claim)) => {
+                failures = 0;
+                deliver(worker, claim).await;
+            }
+            Some(Err(error)) => {
+                failures += 1;
+                tracing::warn!(%error, failures, "the gateway could not claim completions; retrying");
+                let pause = futures_timer::Delay::new(retry_after(failures));
+                if until_stopped(shared, pause).await.is_none() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Routes, renders and delivers one claimed completion, and settles the claim.
+async fn deliver(worker: &Worker, claim: Claim) {
+    let Some(Ready {
+        claim,
+        message,
+        adapter,
+    }) = worker.prepare(claim)
+    else {
+        return;
+    };
+    match adapter {
+        Adapter::Async(send) => {
+            let sent = Sent::owned(&message);
+            let outcome = match fence::call(|| send.deliver(message)) {
+                Ok(delivery) => fence::future(delivery, "an adapter's delivery").await,
+                Err(panic) => Err(panic),
+            };
+            fence::drop_logged(send, "a replaced adapter");
+            worker.conclude(claim, &sent.view(), outcome);
+        }
+        Adapter::Sync(sync) => {
+            let sending = tokio::task::spawn_blocking(move || {
+                let outcome = fence::call(|| sync.deliver(&message));
+                fence::drop_logged(sync, "a replaced adapter");
+                (outcome, message)
+            });
+            match sending.await {
+                Ok((outcome, message)) => {
+                    worker.conclude(claim, &Sent::borrowed(&message), outcome);
+                }
+                // The runtime is shutting down: the claim goes unsettled and its lease
+                // brings the completion back, flagged as a possible redelivery.
+                Err(error) => {
+                    tracing::warn!(%error, "a delivery on a blocking thread did not finish");
+                }
+            }
+        }
+    }
+}
+
+/// `future`'s output, or `None` once the router is told to stop (checked before and
+/// while it waits). The futures given here are cancel-safe.
+async fn until_stopped<F: Future>(shared: &Shared, future: F) -> Option<F::Output> {
+    let mut future = pin!(future);
+    loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return None;
+        }
+        let mut stop = shared.stopped.listen();
+        if shared.stopping.load(Ordering::SeqCst) {
+            return None;
+        }
+        let done = poll_fn(|cx| {
+            if let Poll::Ready(output) = future.as_mut().poll(cx) {
+                return Poll::Ready(Some(output));
+            }
+            match Pin::new(&mut stop).poll(cx) {
+                Poll::Ready(()) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        if let Some(output) = done {
+            return Some(output);
+        }
+    }
+}
