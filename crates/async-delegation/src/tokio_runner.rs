@@ -37,6 +37,16 @@ pub struct Cancellation {
 }
 
 impl Cancellation {
+    /// A cancellation on `token`: cancelled when the token is (by whoever holds it), or
+    /// by [`cancel`](Self::cancel). The engine makes one per async delegation; a caller
+    /// running a child itself (a synchronous `delegate_task` call) makes its own.
+    pub fn new(token: CancellationToken) -> Self {
+        Cancellation {
+            token,
+            reason: Arc::default(),
+        }
+    }
+
     /// The token: hand it (or a child of it) to whatever the runner awaits.
     pub fn token(&self) -> &CancellationToken {
         &self.token
@@ -57,7 +67,8 @@ impl Cancellation {
         self.reason.get().map(String::as_str)
     }
 
-    fn cancel(&self, reason: &str) {
+    /// Cancels with `reason` (kept only if it is the first).
+    pub fn cancel(&self, reason: &str) {
         let _ = self.reason.set(reason.to_owned());
         self.token.cancel();
     }

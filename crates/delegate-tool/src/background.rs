@@ -81,7 +81,7 @@ pub(crate) fn run<B: ChildBackend>(
 
 /// The dispatched result with its keys in the documented order (serde_json's map would
 /// sort them).
-fn dispatched_result(delegation_id: &str, goal: &str, note: &str) -> String {
+pub(crate) fn dispatched_result(delegation_id: &str, goal: &str, note: &str) -> String {
     let quote = |s: &str| Value::String(s.to_owned()).to_string();
     format!(
         "{{\"status\":\"dispatched\",\"delegation_id\":{},\"goal\":{},\"mode\":\"background\",\"note\":{}}}",

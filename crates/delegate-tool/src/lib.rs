@@ -57,6 +57,24 @@
 //!   Anthropic-style APIs take. [`tool_schema`], [`openai_tool`] and [`anthropic_tool`]
 //!   are the same with the default texts and settings ([`tool_schema_with`] takes any).
 //!
+//! # Async agents
+//!
+//! With the `tokio` feature, `delegate_task_async` is the same tool for agents whose
+//! children are futures (`AsyncChildBackend` builds them, `AsyncChildAgent` runs them):
+//! the same arguments, checks, texts and JSON results, and it never blocks the runtime —
+//! a synchronous call awaits its child (a batch's children concurrently, on the calling
+//! task), a background call dispatches the child onto the runtime. Who is calling is a
+//! per-call `CallContext` (session key, depth, a cancellation token) rather than state on
+//! a shared parent, and the result is a `ToolOutput`: the text the model reads beside a
+//! typed `ToolOutcome` (the dispatched `DelegationHandle`, the per-task reports, or the
+//! rejection's `ToolError`). See `delegate_task_async` for an example.
+//!
+//! # Features
+//!
+//! | feature | adds |
+//! | --- | --- |
+//! | `tokio` | `delegate_task_async`, `AsyncChildBackend`, `AsyncChildAgent`, `CallContext`, `ToolOutput`: the tool for async agents |
+//!
 //! # Example
 //!
 //! ```
@@ -123,6 +141,8 @@
 //! ```
 
 mod args;
+#[cfg(feature = "tokio")]
+mod async_tool;
 mod backend;
 mod background;
 mod config;
@@ -136,6 +156,11 @@ mod texts;
 mod tool;
 
 pub use args::{parse_background, validate_arguments, DelegateCall, Role};
+#[cfg(feature = "tokio")]
+pub use async_tool::{
+    delegate_task_async, AsyncChildAgent, AsyncChildBackend, CallContext, ChildBuild, ChildRun,
+    TaskReport, ToolOutcome, ToolOutput,
+};
 pub use backend::{BackendError, ChildAgent, ChildBackend, ChildTask};
 pub use config::DelegationConfig;
 pub use error::{ConfigError, ToolError};

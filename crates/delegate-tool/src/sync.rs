@@ -125,7 +125,7 @@ fn finish_child(child: &FencedChild, parent: FencedParent<'_>) {
     child.close();
 }
 
-fn task_result(task_index: usize, result: DelegationResult, measured: f64) -> Value {
+pub(crate) fn task_result(task_index: usize, result: DelegationResult, measured: f64) -> Value {
     let truncated = result
         .truncated
         .unwrap_or(result.exit_reason.as_deref() == Some("max_iterations"));
@@ -142,7 +142,7 @@ fn task_result(task_index: usize, result: DelegationResult, measured: f64) -> Va
     })
 }
 
-fn error_result(task_index: usize, error: String, measured: f64) -> Value {
+pub(crate) fn error_result(task_index: usize, error: String, measured: f64) -> Value {
     json!({
         "task_index": task_index,
         "status": "error",
@@ -158,7 +158,7 @@ fn error_result(task_index: usize, error: String, measured: f64) -> Value {
 
 /// A measured duration as results report it: rounded as the engine rounds a background
 /// child's, so both modes agree.
-fn seconds(elapsed: Duration) -> f64 {
+pub(crate) fn seconds(elapsed: Duration) -> f64 {
     async_delegation::round_seconds(elapsed.as_secs_f64())
 }
 

@@ -1,0 +1,465 @@
+//! The async tool (feature `tokio`): [`delegate_task_async`], children whose build and run
+//! are futures, a per-call [`CallContext`], and a typed [`ToolOutput`] beside the text.
+//!
+//! Nothing here blocks the runtime, on either flavour: a synchronous call awaits its child
+//! (a batch's children concurrently, on the calling task — no threads), and a background
+//! call dispatches the child's run onto the runtime with
+//! [`DelegationEngine::dispatch_async`](async_delegation::DelegationEngine::dispatch_async).
+//! Who is calling — the session key, the delegation depth, the call's cancellation — is
+//! passed in per call, so concurrent turns of one agent never share mutable state.
+//!
+//! Every call into the backend and the children is fenced as in the sync tool: a panic
+//! while building, running (polled) or dropping a child, or in the `Display` of an error
+//! it returns, becomes an error text; every child built is closed exactly once.
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use async_delegation::fence::{self as engine_fence, DropFenced};
+use async_delegation::{
+    Cancellation, DelegationHandle, DelegationResult, DelegationSpec, RunnerError,
+};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{check_depth, parse_argument_text, Arguments};
+use crate::sync::{error_result, seconds, task_result};
+use crate::{
+    BackendError, ChildTask, DelegateCall, DelegateContext, DelegationConfig, ToolError, ToolTexts,
+};
+
+/// A child's run in progress: what [`AsyncChildAgent::run`] returns.
+pub type ChildRun = Pin<Box<dyn Future<Output = Result<DelegationResult, RunnerError>> + Send>>;
+
+/// A child being built: what [`AsyncChildBackend::build_child`] returns.
+pub type ChildBuild<C> = Pin<Box<dyn Future<Output = Result<Arc<C>, BackendError>> + Send>>;
+
+/// A subagent whose run is a future (an LLM call loop, awaited).
+pub trait AsyncChildAgent: Send + Sync + 'static {
+    /// Runs `task`. `cancel` is cancelled when the call is (a synchronous call's
+    /// [`CallContext::cancel`]) or the delegation is interrupted (background); the child
+    /// should then stop and return what it has, with status `interrupted`.
+    fn run(self: Arc<Self>, task: ChildTask, cancel: Cancellation) -> ChildRun;
+
+    /// Called once after the run (or when the call gives the child up): release what it
+    /// holds.
+    fn close(&self) {}
+
+    /// The model it runs on, when known (reported in results and completions).
+    fn model(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Plugs an async agent implementation into [`delegate_task_async`].
+pub trait AsyncChildBackend: Send + Sync {
+    /// What building a child needs (an API key, a client), resolved once per call.
+    type Credentials: Send + Sync;
+    /// The children it builds.
+    type Child: AsyncChildAgent;
+
+    /// Resolves the credentials for this call's children.
+    ///
+    /// # Errors
+    /// Why there are none; the call is refused with this text.
+    fn resolve_credentials(
+        &self,
+        call: &CallContext,
+        config: &DelegationConfig,
+    ) -> Result<Self::Credentials, BackendError>;
+
+    /// Builds the child of one task.
+    fn build_child(
+        &self,
+        task: &ChildTask,
+        credentials: &Self::Credentials,
+        call: &CallContext,
+    ) -> ChildBuild<Self::Child>;
+}
+
+/// Who is calling, passed in per call instead of kept on the parent: the session the
+/// call serves (its background completions come back there), the caller's delegation
+/// depth, and a token that cancels the call's synchronous children.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The session key of the conversation the call serves (`""` for a CLI).
+    pub session_key: String,
+    /// The caller's delegation depth (0 for a top-level agent).
+    pub depth: u32,
+    /// Cancels the call's synchronous children (a background child has its own, through
+    /// the engine's interrupts and its [`DelegationHandle`]).
+    pub cancel: CancellationToken,
+    /// The runtime background children run on (default: the one current when the
+    /// context was made).
+    pub runtime: Option<tokio::runtime::Handle>,
+}
+
+impl CallContext {
+    /// A top-level call serving `session_key`, on the current runtime (if any).
+    pub fn new(session_key: impl Into<String>) -> Self {
+        CallContext {
+            session_key: session_key.into(),
+            depth: 0,
+            cancel: CancellationToken::new(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+
+    /// The caller's delegation depth.
+    pub fn with_depth(mut self, depth: u32) -> Self {
+        self.depth = depth;
+        self
+    }
+
+    /// The token that cancels this call's synchronous children.
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// The runtime background children run on.
+    pub fn with_runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+}
+
+/// What [`delegate_task_async`] did: the text the model reads, and the same outcome typed.
+#[derive(Debug)]
+pub struct ToolOutput {
+    /// The tool result, exactly as the sync tool writes it.
+    pub text: String,
+    /// What happened.
+    pub outcome: ToolOutcome,
+}
+
+/// The typed outcome of a call.
+#[derive(Debug)]
+pub enum ToolOutcome {
+    /// A background child was dispatched: its handle.
+    Dispatched(DelegationHandle),
+    /// A synchronous call ran: one report per task, by `task_index`.
+    Ran(Vec<TaskReport>),
+    /// Refused before anything ran, with its cause.
+    Rejected(ToolError),
+}
+
+/// One task of a synchronous call.
+#[derive(Debug, Clone)]
+pub struct TaskReport {
+    /// Its position in the batch.
+    pub task_index: usize,
+    /// The child's result, or the error text of a child that failed to build, errored or
+    /// panicked.
+    pub result: Result<DelegationResult, String>,
+    /// Seconds it took (the child's own figure when it gave one).
+    pub duration_seconds: f64,
+}
+
+impl<B: AsyncChildBackend> DelegateContext<B> {
+    /// A context for [`delegate_task_async`] on an explicit engine, with the default texts.
+    pub fn new_async(
+        config: DelegationConfig,
+        engine: async_delegation::DelegationEngine,
+        backend: B,
+    ) -> Self {
+        DelegateContext {
+            config,
+            engine,
+            backend,
+            texts: ToolTexts::default(),
+        }
+    }
+}
+
+/// `delegate_task` for async agents: the same arguments, checks, texts and JSON results as
+/// [`delegate_task`](crate::delegate_task), with children that are futures, and the
+/// outcome typed beside the text. Never blocks the runtime.
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use async_delegation::{Cancellation, DelegationEngine, DelegationResult};
+/// use delegate_tool::{
+///     delegate_task_async, AsyncChildAgent, AsyncChildBackend, BackendError, CallContext,
+///     ChildBuild, ChildRun, ChildTask, DelegateContext, DelegationConfig, ToolOutcome,
+/// };
+/// use process_registry::CompletionQueue;
+///
+/// struct Child;
+/// impl AsyncChildAgent for Child {
+///     fn run(self: Arc<Self>, task: ChildTask, _cancel: Cancellation) -> ChildRun {
+///         // … the child's model calls, awaited …
+///         Box::pin(async move { Ok(DelegationResult::completed(format!("done: {}", task.goal))) })
+///     }
+/// }
+/// struct Backend;
+/// impl AsyncChildBackend for Backend {
+///     type Credentials = ();
+///     type Child = Child;
+///     fn resolve_credentials(&self, _: &CallContext, _: &DelegationConfig) -> Result<(), BackendError> {
+///         Ok(())
+///     }
+///     fn build_child(&self, _: &ChildTask, _: &(), _: &CallContext) -> ChildBuild<Child> {
+///         Box::pin(async { Ok(Arc::new(Child)) })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let queue = CompletionQueue::new();
+/// let tools = DelegateContext::new_async(DelegationConfig::default(), DelegationEngine::new(queue.clone()), Backend);
+/// let call = CallContext::new("agent:main:telegram:dm:42");
+///
+/// let out = delegate_task_async(r#"{"goal": "summarise the logs", "background": true}"#, &call, &tools).await;
+/// assert!(out.text.contains(r#""status":"dispatched""#));
+/// let ToolOutcome::Dispatched(handle) = out.outcome else { return Err("not dispatched".into()) };
+/// assert_eq!(handle.finished().await.summary.as_deref(), Some("done: summarise the logs"));
+///
+/// let out = delegate_task_async(r#"{"tasks": [{"goal": "a"}, {"goal": "b"}]}"#, &call, &tools).await;
+/// let ToolOutcome::Ran(reports) = out.outcome else { return Err("did not run".into()) };
+/// assert_eq!(reports.len(), 2);
+/// # Ok(())
+/// # }
+/// ```
+pub async fn delegate_task_async<B: AsyncChildBackend>(
+    arguments: &str,
+    call: &CallContext,
+    context: &DelegateContext<B>,
+) -> ToolOutput {
+    let texts = &context.texts;
+    let prepared = parse_argument_text(arguments).and_then(|value| {
+        let args = Arguments::read(&value)?;
+        check_depth(call.depth, &context.config)?;
+        let credentials = match engine_fence::call(|| {
+            context
+                .backend
+                .resolve_credentials(call, &context.config)
+                .map_err(|error| engine_fence::error_text(Box::new(error)))
+        }) {
+            Ok(Ok(credentials)) => DropFenced::new(credentials, "the subagent credentials"),
+            Ok(Err(reason)) => return Err(ToolError::Credentials(reason)),
+            Err(message) => return Err(ToolError::Credentials(texts.panicked(&message))),
+        };
+        let call = args.into_call(call.depth, &context.config)?;
+        Ok((call, credentials))
+    });
+    let (delegate_call, credentials) = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => return rejected(error, texts),
+    };
+    if delegate_call.background {
+        let Some(task) = delegate_call.tasks.into_iter().next() else {
+            return rejected(ToolError::NothingToDo, texts);
+        };
+        background(task, &*credentials, call, context).await
+    } else {
+        run_now(delegate_call, &*credentials, call, context).await
+    }
+}
+
+fn rejected(error: ToolError, texts: &ToolTexts) -> ToolOutput {
+    ToolOutput {
+        text: error.to_tool_result_with(texts),
+        outcome: ToolOutcome::Rejected(error),
+    }
+}
+
+/// Builds `task`'s child: fenced (the call, the future's polls and drop, the error's text).
+async fn build<B: AsyncChildBackend>(
+    task: &ChildTask,
+    credentials: &B::Credentials,
+    call: &CallContext,
+    context: &DelegateContext<B>,
+) -> Result<Arc<B::Child>, String> {
+    let texts = &context.texts;
+    let building = engine_fence::call(|| context.backend.build_child(task, credentials, call))
+        .map_err(|message| texts.panicked(&message))?;
+    match engine_fence::future(building, "a subagent being built").await {
+        Ok(Ok(child)) => Ok(child),
+        Ok(Err(error)) => Err(engine_fence::error_text(Box::new(error))),
+        Err(message) => Err(texts.panicked(&message)),
+    }
+}
+
+/// Calls `close`, then lets go of this copy of the child; both fenced.
+fn close<C: AsyncChildAgent>(child: Arc<C>) {
+    if let Err(message) = engine_fence::call(|| child.close()) {
+        tracing::warn!(panic = %message, "closing a subagent panicked");
+    }
+    engine_fence::drop_logged(child, "a subagent");
+}
+
+async fn background<B: AsyncChildBackend>(
+    task: ChildTask,
+    credentials: &B::Credentials,
+    call: &CallContext,
+    context: &DelegateContext<B>,
+) -> ToolOutput {
+    let texts = &context.texts;
+    let child = match build(&task, credentials, call, context).await {
+        Ok(child) => child,
+        Err(reason) => return rejected(ToolError::ChildBuild(reason), texts),
+    };
+    let model = match engine_fence::call(|| child.model()) {
+        Ok(model) => model,
+        Err(message) => {
+            close(child);
+            return rejected(ToolError::ChildBuild(texts.panicked(&message)), texts);
+        }
+    };
+    let Some(runtime) = call.runtime.clone() else {
+        close(child);
+        let error =
+            ToolError::Dispatch("no tokio runtime to run the background subagent on".into());
+        return rejected(error, texts);
+    };
+    let goal = task.goal.clone();
+    let spec = DelegationSpec {
+        goal: task.goal.clone(),
+        context: task.context.clone(),
+        toolsets: task.toolsets.clone(),
+        role: Some(task.role.as_str().to_owned()),
+        model,
+        session_key: call.session_key.clone(),
+    };
+    let runner_child = Arc::clone(&child);
+    let panicked_text = texts.clone();
+    let dispatched = context.engine.dispatch_async(
+        spec,
+        &runtime,
+        move |cancel| async move {
+            let running = engine_fence::call(|| Arc::clone(&runner_child).run(task, cancel));
+            let outcome = match running {
+                Ok(run) => match engine_fence::future(run, "a subagent's run").await {
+                    Ok(outcome) => outcome,
+                    Err(message) => Err(RunnerError::from(panicked_text.panicked(&message))),
+                },
+                Err(message) => Err(RunnerError::from(panicked_text.panicked(&message))),
+            };
+            close(runner_child);
+            outcome
+        },
+        context.config.max_async_children,
+    );
+    match dispatched {
+        Ok(handle) => {
+            // The runner holds the child now; this copy goes (fenced).
+            engine_fence::drop_logged(child, "a subagent");
+            ToolOutput {
+                text: crate::background::dispatched_result(
+                    handle.id(),
+                    &goal,
+                    &texts.background_note,
+                ),
+                outcome: ToolOutcome::Dispatched(handle),
+            }
+        }
+        Err(error) => {
+            // The runner was dropped uncalled: nothing else will close the child.
+            close(child);
+            rejected(ToolError::from(error), texts)
+        }
+    }
+}
+
+async fn run_now<B: AsyncChildBackend>(
+    delegate_call: DelegateCall,
+    credentials: &B::Credentials,
+    call: &CallContext,
+    context: &DelegateContext<B>,
+) -> ToolOutput {
+    let started = Instant::now();
+    let texts = &context.texts;
+    let mut reports: Vec<TaskReport> = Vec::with_capacity(delegate_call.tasks.len());
+    let mut runs: Vec<Pin<Box<dyn Future<Output = TaskReport> + Send>>> =
+        Vec::with_capacity(delegate_call.tasks.len());
+    // Built in order, as the sync tool builds them; each run starts when all are built.
+    for task in delegate_call.tasks {
+        let index = task.task_index;
+        match build(&task, credentials, call, context).await {
+            Ok(child) => {
+                let cancel = Cancellation::new(call.cancel.child_token());
+                let texts = texts.clone();
+                let run = async move {
+                    let begun = Instant::now();
+                    let running = engine_fence::call(|| Arc::clone(&child).run(task, cancel));
+                    let result = match running {
+                        Ok(run) => match engine_fence::future(run, "a subagent's run").await {
+                            Ok(Ok(result)) => Ok(result),
+                            Ok(Err(error)) => Err(engine_fence::error_text(error)),
+                            Err(message) => Err(texts.panicked(&message)),
+                        },
+                        Err(message) => Err(texts.panicked(&message)),
+                    };
+                    close(child);
+                    let measured = seconds(begun.elapsed());
+                    let duration_seconds = match &result {
+                        Ok(result) => result
+                            .duration_seconds
+                            .filter(|d| d.is_finite())
+                            .unwrap_or(measured),
+                        Err(_) => measured,
+                    };
+                    TaskReport {
+                        task_index: index,
+                        result,
+                        duration_seconds,
+                    }
+                };
+                runs.push(Box::pin(run));
+            }
+            Err(reason) => reports.push(TaskReport {
+                task_index: index,
+                result: Err(ToolError::ChildBuild(reason).render(texts)),
+                duration_seconds: 0.0,
+            }),
+        }
+    }
+    reports.extend(join_all(runs).await);
+    reports.sort_by_key(|report| report.task_index);
+    let results: Vec<Value> = reports
+        .iter()
+        .map(|report| match &report.result {
+            Ok(result) => task_result(report.task_index, result.clone(), report.duration_seconds),
+            Err(error) => error_result(report.task_index, error.clone(), report.duration_seconds),
+        })
+        .collect();
+    let text = json!({
+        "results": results,
+        "total_duration_seconds": seconds(started.elapsed()),
+    })
+    .to_string();
+    ToolOutput {
+        text,
+        outcome: ToolOutcome::Ran(reports),
+    }
+}
+
+/// Polls every future on this task until all are done (a batch's children run
+/// concurrently without a thread each); outputs in completion order.
+async fn join_all<T>(mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send>>>) -> Vec<T> {
+    let mut done = Vec::with_capacity(futures.len());
+    poll_fn(|cx| {
+        let mut index = 0;
+        while index < futures.len() {
+            match futures[index].as_mut().poll(cx) {
+                Poll::Ready(output) => {
+                    done.push(output);
+                    drop(futures.swap_remove(index));
+                }
+                Poll::Pending => index += 1,
+            }
+        }
+        if futures.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    done
+}
