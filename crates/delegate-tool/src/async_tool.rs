@@ -285,6 +285,25 @@ async fn build<B: AsyncChildBackend>(
     }
 }
 
+/// A child that is closed when this is dropped: after its run, or when the future
+/// holding it is dropped unfinished (the call was dropped, the runtime shut down) — so a
+/// child that was built is closed exactly once however its run ends.
+struct Closing<C: AsyncChildAgent>(Option<Arc<C>>);
+
+impl<C: AsyncChildAgent> Closing<C> {
+    fn child(&self) -> Option<Arc<C>> {
+        self.0.clone()
+    }
+}
+
+impl<C: AsyncChildAgent> Drop for Closing<C> {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.take() {
+            close(child);
+        }
+    }
+}
+
 /// Calls `close`, then lets go of this copy of the child; both fenced.
 fn close<C: AsyncChildAgent>(child: Arc<C>) {
     if let Err(message) = engine_fence::call(|| child.close()) {
@@ -326,13 +345,16 @@ async fn background<B: AsyncChildBackend>(
         model,
         session_key: call.session_key.clone(),
     };
-    let runner_child = Arc::clone(&child);
+    let runner_child = Closing(Some(Arc::clone(&child)));
     let panicked_text = texts.clone();
     let dispatched = context.engine.dispatch_async(
         spec,
         &runtime,
         move |cancel| async move {
-            let running = engine_fence::call(|| Arc::clone(&runner_child).run(task, cancel));
+            let running = runner_child
+                .child()
+                .map(|child| engine_fence::call(|| child.run(task, cancel)));
+            let running = running.unwrap_or_else(|| Err("the subagent is gone".to_owned()));
             let outcome = match running {
                 Ok(run) => match engine_fence::future(run, "a subagent's run").await {
                     Ok(outcome) => outcome,
@@ -340,7 +362,7 @@ async fn background<B: AsyncChildBackend>(
                 },
                 Err(message) => Err(RunnerError::from(panicked_text.panicked(&message))),
             };
-            close(runner_child);
+            drop(runner_child);
             outcome
         },
         context.config.max_async_children,
@@ -359,8 +381,9 @@ async fn background<B: AsyncChildBackend>(
             }
         }
         Err(error) => {
-            // The runner was dropped uncalled: nothing else will close the child.
-            close(child);
+            // The runner was dropped uncalled, and with it its `Closing`, which closed the
+            // child; this is the last copy.
+            engine_fence::drop_logged(child, "a subagent");
             rejected(ToolError::from(error), texts)
         }
     }
@@ -384,9 +407,13 @@ async fn run_now<B: AsyncChildBackend>(
             Ok(child) => {
                 let cancel = Cancellation::new(call.cancel.child_token());
                 let texts = texts.clone();
+                let child = Closing(Some(child));
                 let run = async move {
                     let begun = Instant::now();
-                    let running = engine_fence::call(|| Arc::clone(&child).run(task, cancel));
+                    let running = child
+                        .child()
+                        .map(|child| engine_fence::call(|| child.run(task, cancel)))
+                        .unwrap_or_else(|| Err("the subagent is gone".to_owned()));
                     let result = match running {
                         Ok(run) => match engine_fence::future(run, "a subagent's run").await {
                             Ok(Ok(result)) => Ok(result),
@@ -395,7 +422,7 @@ async fn run_now<B: AsyncChildBackend>(
                         },
                         Err(message) => Err(texts.panicked(&message)),
                     };
-                    close(child);
+                    drop(child);
                     let measured = seconds(begun.elapsed());
                     let duration_seconds = match &result {
                         Ok(result) => result

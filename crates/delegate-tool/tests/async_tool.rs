@@ -371,3 +371,25 @@ fn the_call_is_a_send_future() {
     let context = CallContext::new("");
     send(&delegate_task_async("{}", &context, &tools));
 }
+
+/// A call dropped while its child runs (the caller's task was aborted) still closes the
+/// child, once.
+#[tokio::test(flavor = "current_thread")]
+async fn a_call_dropped_mid_run_closes_its_child_once() {
+    let (tools, _queue) = tools();
+    let tools = Arc::new(tools);
+    let running = tokio::spawn({
+        let tools = Arc::clone(&tools);
+        async move {
+            let context = CallContext::new("");
+            delegate_task_async(r#"{"goal": "until cancelled"}"#, &context, &tools).await
+        }
+    });
+    while tools.backend.built.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    tokio::task::yield_now().await;
+    running.abort();
+    assert!(running.await.unwrap_err().is_cancelled());
+    assert_eq!(tools.backend.closed.load(Ordering::SeqCst), 1);
+}
