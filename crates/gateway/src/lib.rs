@@ -150,7 +150,7 @@ pub use router::{
 };
 pub use routing::{
     build_process_event_source, enrich_async_delegation_routing, enrich_event_routing,
-    InMemoryOriginStore, NoOrigins, OriginStore,
+    AsyncOriginStore, InMemoryOriginStore, NoOrigins, OriginLookup, OriginStore,
 };
 pub use session_key::{ParsedSessionKey, SessionKey, SessionKeyOptions};
 pub use source::{SessionSource, CHAT_TYPE_DM};

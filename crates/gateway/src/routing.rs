@@ -71,6 +71,28 @@ pub trait OriginStore: Send + Sync {
     fn origin(&self, session_key: &str) -> Option<SessionSource>;
 }
 
+/// The lookup in progress of an [`AsyncOriginStore`].
+pub type OriginLookup =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<SessionSource>> + Send>>;
+
+/// An [`OriginStore`] whose lookup is a future (a session store in a database, read
+/// without blocking). The router awaits it before it routes a completion (on a runtime;
+/// the thread router drives it on its thread); a panic while it is polled costs that
+/// completion only, as in an [`OriginStore`].
+pub trait AsyncOriginStore: Send + Sync {
+    /// The source of the session `session_key`, when known.
+    fn origin(&self, session_key: &str) -> OriginLookup;
+}
+
+/// An origin already looked up: what routing reads once an [`AsyncOriginStore`] answered.
+pub(crate) struct Known(pub(crate) Option<SessionSource>);
+
+impl OriginStore for Known {
+    fn origin(&self, _session_key: &str) -> Option<SessionSource> {
+        self.0.clone()
+    }
+}
+
 /// An [`OriginStore`] that knows nothing: routes come from the events and their keys.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoOrigins;

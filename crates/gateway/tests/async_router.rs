@@ -260,3 +260,81 @@ fn the_thread_router_delivers_through_an_async_adapter() {
     }
     assert_eq!(router.stop().delivered, 1);
 }
+
+/// An origin store that answers later (a database read): awaited before routing, on the
+/// task router and on the thread router; one that panics costs nothing but its answer.
+struct SlowOrigins;
+
+impl gateway::AsyncOriginStore for SlowOrigins {
+    fn origin(&self, session_key: &str) -> gateway::OriginLookup {
+        let panics = session_key.ends_with(":666");
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            if panics {
+                panic!("the session store is down");
+            }
+            Some(gateway::SessionSource::new(Platform::Telegram, "-100777").with_thread_id("42"))
+        })
+    }
+}
+
+fn source_of(message: &InternalMessage) -> (String, String, Option<String>) {
+    (
+        id_of(message),
+        message.source.chat_id.clone(),
+        message.source.thread_id.clone(),
+    )
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_async_origin_store_is_awaited_before_routing() {
+    let queue = CompletionQueue::new();
+    let (inbox, mut delivered) = mpsc::unbounded_channel();
+    let router = DeliveryRouter::builder(queue.clone())
+        .async_origins(SlowOrigins)
+        .async_adapter(Platform::Telegram, move |message: InternalMessage| {
+            std::future::ready(
+                inbox
+                    .send(source_of(&message))
+                    .map_err(|e| AdapterError::from(e.to_string())),
+            )
+        })
+        .start_on(&tokio::runtime::Handle::current())
+        .unwrap();
+    queue.put(completion("agent:main:telegram:dm:1", "deleg_o0000001"));
+    queue.put(completion("agent:main:telegram:dm:666", "deleg_o0000002"));
+    assert_eq!(
+        recv(&mut delivered).await,
+        ("deleg_o0000001".into(), "-100777".into(), Some("42".into()))
+    );
+    // The store panicked for this one: routed by its key instead.
+    assert_eq!(
+        recv(&mut delivered).await,
+        ("deleg_o0000002".into(), "666".into(), None)
+    );
+    router.stop_async().await;
+}
+
+#[test]
+fn the_thread_router_awaits_an_async_origin_store_too() {
+    let queue = CompletionQueue::new();
+    let (inbox, delivered) = std::sync::mpsc::channel();
+    let inbox = std::sync::Mutex::new(inbox);
+    let router = DeliveryRouter::builder(queue.clone())
+        .async_origins(SlowOrigins)
+        .adapter(Platform::Telegram, move |message: &InternalMessage| {
+            inbox
+                .lock()
+                .unwrap()
+                .send(source_of(message))
+                .map_err(|e| AdapterError::from(e.to_string()))
+        })
+        .start()
+        .unwrap();
+    queue.put(completion("agent:main:telegram:dm:1", "deleg_o0000003"));
+    assert_eq!(
+        delivered.recv_timeout(HANG_GUARD).unwrap(),
+        ("deleg_o0000003".into(), "-100777".into(), Some("42".into()))
+    );
+    router.stop();
+}

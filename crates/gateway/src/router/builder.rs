@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use process_registry::{format_process_notification, CompletionQueue, Event};
 
 use super::turns::Turns;
-use super::worker::{Settings, Worker};
+use super::worker::{Origins, Settings, Worker};
 use super::{
     Adapter, AsyncPlatformAdapter, DeliveryRouter, NotificationFormatter, PlatformAdapter, Shared,
     DELIVERY_THREAD_NAME,
@@ -31,7 +31,7 @@ fn format_delivery(event: &Event) -> Option<String> {
 pub struct DeliveryRouterBuilder {
     queue: CompletionQueue,
     platforms: PlatformRegistry,
-    origins: Arc<dyn OriginStore>,
+    origins: Origins,
     adapters: HashMap<Platform, Adapter>,
     formatter: NotificationFormatter,
 }
@@ -51,7 +51,7 @@ impl DeliveryRouterBuilder {
         DeliveryRouterBuilder {
             queue,
             platforms: PlatformRegistry::new(),
-            origins: Arc::new(NoOrigins),
+            origins: Origins::Sync(Arc::new(NoOrigins)),
             adapters: HashMap::new(),
             formatter: Arc::new(format_delivery),
         }
@@ -69,7 +69,15 @@ impl DeliveryRouterBuilder {
 
     /// Known session origins, asked first for every route (default: [`NoOrigins`]).
     pub fn origins(mut self, origins: impl OriginStore + 'static) -> Self {
-        self.origins = Arc::new(origins);
+        self.origins = Origins::Sync(Arc::new(origins));
+        self
+    }
+
+    /// [`origins`](Self::origins) for an [`AsyncOriginStore`](crate::AsyncOriginStore):
+    /// its lookup is awaited before each completion is routed (driven on the delivery
+    /// thread by a router started with [`start`](Self::start)).
+    pub fn async_origins(mut self, origins: impl crate::AsyncOriginStore + 'static) -> Self {
+        self.origins = Origins::Async(Arc::new(origins));
         self
     }
 

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::worker::{retry_after, target, Ready, Sent, Target, Worker};
 use super::{Adapter, Shared};
+use crate::routing::Known;
 use crate::Platform;
 
 /// The tasks of a router started on a runtime.
@@ -156,7 +157,21 @@ async fn deliver(worker: &Worker, claim: Claim) {
         claim,
         message,
         adapter,
-    }) = worker.prepare(claim)
+    }) = (if worker.origins_are_async() {
+        // Awaited here, so that routing (synchronous) reads the answer.
+        let known = match worker.async_origin_lookup(&claim) {
+            None => None,
+            Some(lookup) => fence::future(lookup, "an origin lookup")
+                .await
+                .unwrap_or_else(|message| {
+                    tracing::warn!(panic = %message, "the origin store panicked; routing by the session key");
+                    None
+                }),
+        };
+        worker.prepare_with(claim, &Known(known))
+    } else {
+        worker.prepare(claim)
+    })
     else {
         return;
     };

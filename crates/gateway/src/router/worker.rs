@@ -12,7 +12,7 @@ use async_delegation::fence;
 use process_registry::{Claim, ClaimFilter, CompletionQueue, Event, Released, Routing};
 
 use super::{Adapter, AdapterError, InternalMessage, NotificationFormatter, Shared};
-use crate::routing::resolve_source;
+use crate::routing::{resolve_source, Known, OriginLookup};
 use crate::{enrich_event_routing, OriginStore, Platform, SessionKey, Unroutable};
 
 /// The session key of an event the router owns: an `async_delegation` or a process
@@ -119,7 +119,7 @@ fn claimable(shared: &Shared, view: &View, event: &Event) -> bool {
 /// What a [`DeliveryRouterBuilder`](super::DeliveryRouterBuilder) hands its thread.
 pub(super) struct Settings {
     pub(super) queue: CompletionQueue,
-    pub(super) origins: Arc<dyn OriginStore>,
+    pub(super) origins: Origins,
     pub(super) formatter: NotificationFormatter,
 }
 
@@ -137,7 +137,7 @@ enum Look {
 pub(super) struct Worker {
     shared: Arc<Shared>,
     queue: CompletionQueue,
-    origins: Arc<dyn OriginStore>,
+    origins: Origins,
     formatter: NotificationFormatter,
     filter: ClaimFilter,
     /// The view the filter judges by, taken anew for every look.
@@ -287,10 +287,56 @@ impl Worker {
         }
     }
 
-    /// Routes and renders one claimed completion: the message for its adapter, or — when
-    /// it cannot or must not go now — `None`, the claim settled (deferred, or dead with
-    /// its reason).
+    /// `true` when the origin store is an [`AsyncOriginStore`](crate::AsyncOriginStore).
+    #[cfg(feature = "tokio")]
+    pub(super) fn origins_are_async(&self) -> bool {
+        matches!(self.origins, Origins::Async(_))
+    }
+
+    /// The async origin store's lookup for this claim's session (`None`: the store is
+    /// synchronous and is asked while routing, the completion has no session to ask
+    /// about, or the store panicked when asked — then the key alone routes it).
+    pub(super) fn async_origin_lookup(&self, claim: &Claim) -> Option<OriginLookup> {
+        let Origins::Async(store) = &self.origins else {
+            return None;
+        };
+        let session_key = owned_session_key(claim.event()).filter(|key| !key.is_empty())?;
+        match fence::call(|| store.origin(session_key)) {
+            Ok(lookup) => Some(lookup),
+            Err(message) => {
+                tracing::warn!(panic = %message, "the origin store panicked; routing by the session key");
+                None
+            }
+        }
+    }
+
+    /// Routes and renders one claimed completion (see [`prepare_with`](Self::prepare_with)),
+    /// asking the origin store on this thread.
     pub(super) fn prepare(&self, claim: Claim) -> Option<Ready> {
+        match &self.origins {
+            Origins::Sync(store) => {
+                let store = Arc::clone(store);
+                self.prepare_with(claim, store.as_ref())
+            }
+            Origins::Async(_) => {
+                let known = self
+                    .async_origin_lookup(&claim)
+                    .and_then(|lookup| {
+                        super::adapters::block_on(fence::future(lookup, "an origin lookup"))
+                            .unwrap_or_else(|message| {
+                                tracing::warn!(panic = %message, "the origin store panicked; routing by the session key");
+                                None
+                            })
+                    });
+                self.prepare_with(claim, &Known(known))
+            }
+        }
+    }
+
+    /// Routes and renders one claimed completion, asking `origins`: the message for its
+    /// adapter, or — when it cannot or must not go now — `None`, the claim settled
+    /// (deferred, or dead with its reason).
+    pub(super) fn prepare_with(&self, claim: Claim, origins: &dyn OriginStore) -> Option<Ready> {
         let mut event = claim.event().clone();
         let Some(session_key) = owned_session_key(&event).map(str::to_owned) else {
             // The filter only claims owned completions.
@@ -317,14 +363,8 @@ impl Worker {
         // The origin store is user code: a panic in it costs this completion only. What
         // it returns is ours (a `SessionSource` or an `Unroutable`), so nothing of it
         // needs a fenced drop.
-        let routed = fence::call(|| {
-            resolve_source(
-                &session_key,
-                routing,
-                self.origins.as_ref(),
-                &self.shared.platforms,
-            )
-        });
+        let routed =
+            fence::call(|| resolve_source(&session_key, routing, origins, &self.shared.platforms));
         let source = match routed {
             Ok(Ok(source)) => source,
             Ok(Err(reason)) => return self.dead(claim, &event, reason),
@@ -485,6 +525,13 @@ impl Worker {
         }
         None
     }
+}
+
+/// The router's origin store: asked while routing, or awaited before.
+#[derive(Clone)]
+pub(super) enum Origins {
+    Sync(Arc<dyn OriginStore>),
+    Async(Arc<dyn crate::AsyncOriginStore>),
 }
 
 /// A completion ready for its adapter: the claim, the message, the adapter.
