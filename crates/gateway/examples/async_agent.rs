@@ -34,19 +34,19 @@ use serde_json::{json, Value};
 
 /// Where the subagent's model is, when one is configured.
 #[derive(Debug, Clone)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// The API base (`…/v1`).
-    pub base_url: String,
+    pub(crate) base_url: String,
     /// A bearer token, when the endpoint wants one.
-    pub api_key: Option<String>,
+    pub(crate) api_key: Option<String>,
     /// The model asked for.
-    pub model: String,
+    pub(crate) model: String,
 }
 
 impl Endpoint {
     /// From `OPENAI_BASE_URL`, `OPENAI_API_KEY` and `OPENAI_MODEL`; `None` when no base is
     /// set.
-    pub fn from_env() -> Option<Endpoint> {
+    pub(crate) fn from_env() -> Option<Endpoint> {
         let base_url = std::env::var("OPENAI_BASE_URL")
             .ok()
             .filter(|v| !v.trim().is_empty())?;
@@ -159,18 +159,18 @@ impl AsyncChildBackend for Backend {
 /// What a run of the example saw: the tool results the model read, and the new turns
 /// that reached the chat.
 #[derive(Debug)]
-pub struct Report {
+pub(crate) struct Report {
     /// The `delegate_task` results, in call order.
-    pub tool_results: Vec<String>,
+    pub(crate) tool_results: Vec<String>,
     /// The texts the adapter delivered, in delivery order.
-    pub delivered: Vec<String>,
+    pub(crate) delivered: Vec<String>,
 }
 
 /// Runs the whole loop on the current runtime.
 ///
 /// # Errors
 /// When a delegation was refused, or the completions did not all arrive within 60 s.
-pub async fn run(endpoint: Option<Endpoint>) -> Result<Report, Box<dyn std::error::Error>> {
+pub(crate) async fn run(endpoint: Option<Endpoint>) -> Result<Report, Box<dyn std::error::Error>> {
     let queue = CompletionQueue::new();
     let engine = DelegationEngine::new(queue.clone());
     let client = reqwest::Client::builder()
@@ -247,6 +247,7 @@ pub async fn run(endpoint: Option<Endpoint>) -> Result<Report, Box<dyn std::erro
     })
 }
 
+// Unused where this file is a module of the example's test.
 #[allow(dead_code)]
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -255,5 +256,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(e) => println!("subagents call {} (model {})", e.base_url, e.model),
         None => println!("OPENAI_BASE_URL is not set: the subagents are scripted"),
     }
-    run(endpoint).await.map(|_| ())
+    let report = run(endpoint).await?;
+    println!(
+        "{} delegations dispatched, {} completions delivered as new turns",
+        report.tool_results.len(),
+        report.delivered.len()
+    );
+    Ok(())
 }
