@@ -572,7 +572,15 @@ impl Inner {
     /// Takes an admitted delegation back (its dispatch did not go through) and returns
     /// its hook, to be dropped outside the lock.
     fn unadmit(&self, delegation_id: &str) -> Option<InterruptHook> {
-        let removed = self.lock_state().running.remove(delegation_id);
+        let (removed, drained) = {
+            let mut state = self.lock_state();
+            let removed = state.running.remove(delegation_id);
+            (removed, state.running.is_empty())
+        };
+        if drained {
+            // A shutdown may be waiting for the last delegation: this was it.
+            self.drained.notify(usize::MAX);
+        }
         removed.and_then(|running| running.interrupt)
     }
 
@@ -587,7 +595,7 @@ impl Inner {
     /// The worker side of one delegation: run, build the event, record it, free the
     /// slot, offer it.
     fn run<R>(
-        &self,
+        self: &Arc<Self>,
         delegation_id: String,
         ledger_record: DispatchRecord,
         dispatched: &Dispatched,
@@ -649,7 +657,7 @@ impl Inner {
     /// failing disk slows dispatch down instead of losing completions. Returns the hook,
     /// to be dropped outside the lock.
     pub(crate) fn complete(
-        &self,
+        self: &Arc<Self>,
         record: DispatchRecord,
         delegation_id: &str,
         finished: FinishedRun,
@@ -682,7 +690,7 @@ impl Inner {
 
     /// One attempt of [`complete`](Self::complete): never sleeps.
     pub(crate) fn try_complete(
-        &self,
+        self: &Arc<Self>,
         record: DispatchRecord,
         delegation_id: &str,
         finished: &FinishedRun,
@@ -703,16 +711,19 @@ impl Inner {
                 finished.model.clone(),
                 finished.completed_at,
             );
+            // A handle's outcome is set with the slot: whoever sees the slot free (a
+            // consumer of the completion, a shutdown) sees the handle's outcome too.
+            if let Some(watch) = &watch {
+                watch.store(Arc::clone(&finished.event));
+            }
             (committed, hook, watch, state.running.is_empty())
         };
-        if drained {
-            self.drained.notify(usize::MAX);
-        }
         // The lock is released: consumers woken now find the slot free.
         Ok(Ended {
             committed,
             hook,
-            watch: watch.map(|watch| (watch, Arc::clone(&finished.event))),
+            watch,
+            drained: drained.then(|| Arc::clone(self)),
         })
     }
 }
@@ -764,23 +775,29 @@ pub(crate) struct FinishedRun {
 pub(crate) struct Ended {
     committed: process_registry::Committed,
     hook: Option<InterruptHook>,
-    watch: Option<(Arc<Watch>, Arc<Event>)>,
+    watch: Option<Arc<Watch>>,
+    /// The engine, when this completion left nothing running (a shutdown may wait).
+    drained: Option<Arc<Inner>>,
 }
 
 impl Ended {
-    /// Wakes the queue's consumers, then a waiting handle, and drops the interrupt hook
-    /// (user code: its captures' drop is fenced).
+    /// Wakes the queue's consumers, a waiting handle and a waiting shutdown, and drops
+    /// the interrupt hook (user code: its captures' drop is fenced).
     pub(crate) fn publish(self) {
         let Ended {
             committed,
             hook,
             watch,
+            drained,
         } = self;
         drop(committed);
-        if let Some((watch, event)) = watch {
-            watch.set(event);
+        if let Some(watch) = watch {
+            watch.notify();
         }
         drop_fenced(hook);
+        if let Some(inner) = drained {
+            inner.drained.notify(usize::MAX);
+        }
     }
 }
 

@@ -21,10 +21,14 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
-    pub(crate) fn set(&self, event: Arc<Event>) {
-        if self.outcome.set(event).is_ok() {
-            self.done.notify(usize::MAX);
-        }
+    /// Records the outcome (under the engine's lock, with the slot's release).
+    pub(crate) fn store(&self, event: Arc<Event>) {
+        let _ = self.outcome.set(event);
+    }
+
+    /// Wakes every waiter (outside the lock).
+    pub(crate) fn notify(&self) {
+        self.done.notify(usize::MAX);
     }
 
     fn get(&self) -> Option<&AsyncDelegationEvent> {

@@ -108,8 +108,9 @@ impl DelegationEngine {
     /// ```
     ///
     /// # Errors
-    /// [`DispatchError::CapacityReached`] at capacity, [`DispatchError::LedgerUnavailable`]
-    /// when the ledger cannot record the dispatch; `runner` is then dropped uncalled.
+    /// [`DispatchError::CapacityReached`] at capacity, [`DispatchError::ShutDown`] after
+    /// [`shutdown`](DelegationEngine::shutdown), [`DispatchError::LedgerUnavailable`] when
+    /// the ledger cannot record the dispatch; `runner` is then dropped uncalled.
     pub fn dispatch_async<F, Fut>(
         &self,
         spec: DelegationSpec,
@@ -226,17 +227,34 @@ impl Drop for Run {
 }
 
 fn retry_on_a_thread(inner: Arc<Inner>, admitted: Admitted, finished: FinishedRun) {
-    let retry = move || {
-        inner
-            .complete(admitted.record(), admitted.delegation_id(), finished)
-            .publish();
+    // Shared with the thread, so that a thread that cannot start leaves it here.
+    let work = Arc::new(std::sync::Mutex::new(Some((admitted, finished))));
+    let retry = {
+        let inner = Arc::clone(&inner);
+        let work = Arc::clone(&work);
+        move || retry_now(&inner, &work)
     };
     let spawned = std::thread::Builder::new()
         .name("async-delegate-retry".into())
         .spawn(retry);
     if let Err(error) = spawned {
-        // No thread either: nothing left but to say so loudly (the completion is in
-        // memory only, and the row stays `running` for recovery to find).
-        tracing::error!(%error, "no thread to retry recording an async completion");
+        // No thread either: retry on this one (it blocks it, in a process out of threads
+        // with a failing store) rather than lose the completion.
+        tracing::error!(%error, "no thread to retry recording an async completion; retrying on this one");
+        retry_now(&inner, &work);
+    }
+}
+
+type Pending = std::sync::Mutex<Option<(Admitted, FinishedRun)>>;
+
+fn retry_now(inner: &Arc<Inner>, work: &Pending) {
+    let taken = work
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some((admitted, finished)) = taken {
+        inner
+            .complete(admitted.record(), admitted.delegation_id(), finished)
+            .publish();
     }
 }

@@ -79,3 +79,35 @@ fn many_waiters_of_one_handle_all_see_the_outcome() {
         assert_eq!(waiter.join().unwrap().as_deref(), Some("shared result"));
     }
 }
+
+/// A handle's outcome is there as soon as anything else can tell the delegation ended:
+/// when a shutdown finds nothing running, and when a consumer has taken the completion.
+#[test]
+fn the_outcome_is_set_before_the_end_is_visible_anywhere_else() {
+    for _ in 0..500 {
+        let queue = CompletionQueue::new();
+        let engine = DelegationEngine::new(queue.clone());
+        let handle = engine
+            .dispatch_handle(
+                DelegationSpec::new("quick"),
+                || Ok(DelegationResult::completed("done")),
+                None,
+                3,
+            )
+            .unwrap();
+        let Some(Event::AsyncDelegation(_)) = queue.take_timeout(HANG_GUARD) else {
+            panic!("no completion");
+        };
+        assert!(handle.outcome().is_some(), "taken from the queue first");
+        let handle = engine
+            .dispatch_handle(
+                DelegationSpec::new("quick"),
+                || Ok(DelegationResult::completed("done")),
+                None,
+                3,
+            )
+            .unwrap();
+        assert_eq!(engine.shutdown("bye", HANG_GUARD), 0);
+        assert!(handle.outcome().is_some(), "a shutdown saw it end first");
+    }
+}

@@ -28,6 +28,9 @@ struct Flaky {
     /// Answers "id taken" to this many dispatches, recording the ids it refused.
     taken_answers: AtomicUsize,
     refused_ids: std::sync::Mutex<Vec<String>>,
+    /// When set, the next dispatch write says so on the first, waits on the second, then
+    /// fails.
+    held: std::sync::Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
 }
 
 fn full() -> LedgerError {
@@ -44,6 +47,12 @@ impl LedgerBackend for Flaky {
         self.inner.now()
     }
     fn insert_running(&self, row: NewRunning<'_>) -> Result<Inserted, LedgerError> {
+        let held = self.held.lock().unwrap().take();
+        if let Some((entered, go)) = held {
+            entered.send(()).unwrap();
+            go.recv().unwrap();
+            return Err(full());
+        }
         if self.refuse_dispatches.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::SeqCst);
             return Err(full());
@@ -305,4 +314,53 @@ fn ids_the_ledger_already_holds_are_drawn_again() {
         "{error}"
     );
     assert_eq!(engine.active_count(), 0);
+}
+
+/// A shutdown waiting for the last delegation is woken when that delegation's dispatch is
+/// taken back (its write failed after it was admitted): it returns at once instead of
+/// sleeping out its grace.
+#[test]
+fn a_shutdown_is_woken_when_the_last_admitted_dispatch_is_taken_back() {
+    let backend = Arc::new(Flaky::default());
+    let (_queue, engine) = engine(&backend);
+    let (entered, in_write) = std::sync::mpsc::channel();
+    let (go, gate) = std::sync::mpsc::channel();
+    *backend.held.lock().unwrap() = Some((entered, gate));
+    let dispatcher = {
+        let engine = engine.clone();
+        std::thread::spawn(move || {
+            engine.try_dispatch(
+                DelegationSpec::new("admitted, then not recorded"),
+                || Ok(DelegationResult::completed("never")),
+                None,
+                3,
+            )
+        })
+    };
+    in_write.recv().unwrap();
+    let (done, shut) = std::sync::mpsc::channel();
+    let shutting = {
+        let engine = engine.clone();
+        // A grace with no end: only the wake-up can end this wait.
+        std::thread::spawn(move || done.send(engine.shutdown("bye", Duration::MAX)).unwrap())
+    };
+    // Once dispatches are refused as shut down, the shutdown is in its wait (a dispatch
+    // with no capacity is refused without running anything either way).
+    let deadline = Instant::now() + HANG_GUARD;
+    while !matches!(
+        engine.try_dispatch(
+            DelegationSpec::new("probe"),
+            || Ok(DelegationResult::completed("never")),
+            None,
+            0
+        ),
+        Err(async_delegation::DispatchError::ShutDown)
+    ) {
+        assert!(Instant::now() < deadline, "the shutdown began");
+        std::thread::yield_now();
+    }
+    go.send(()).unwrap();
+    assert!(dispatcher.join().unwrap().is_err());
+    assert_eq!(shut.recv_timeout(HANG_GUARD).expect("woken"), 0);
+    shutting.join().unwrap();
 }

@@ -338,3 +338,63 @@ fn the_thread_router_awaits_an_async_origin_store_too() {
     );
     router.stop();
 }
+
+/// An adapter may stop its own router: `stop_async` awaited inside the delivery does not
+/// wait for the task it runs on, and returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_async_from_inside_an_adapter_returns() {
+    let queue = CompletionQueue::new();
+    let slot: std::sync::Arc<std::sync::Mutex<Option<DeliveryRouter>>> = Default::default();
+    let inner = std::sync::Arc::clone(&slot);
+    let (stopped, mut stops) = mpsc::unbounded_channel();
+    let router = DeliveryRouter::builder(queue.clone())
+        .async_adapter(Platform::Telegram, move |_: InternalMessage| {
+            let router = inner.lock().unwrap().take();
+            let stopped = stopped.clone();
+            async move {
+                if let Some(router) = router {
+                    stopped.send(router.stop_async().await).unwrap();
+                }
+                Ok(())
+            }
+        })
+        .start_on(&tokio::runtime::Handle::current())
+        .unwrap();
+    *slot.lock().unwrap() = Some(router);
+    queue.put(completion("agent:main:telegram:dm:1", "deleg_q0000001"));
+    let stats = recv(&mut stops).await;
+    assert_eq!(
+        stats.delivered, 0,
+        "its own delivery is acked after the stop returned"
+    );
+}
+
+/// `stop_async` on a router running on its thread joins that thread off the runtime: on a
+/// current-thread runtime, the adapter it waits for can still be answered by a task.
+#[tokio::test(flavor = "current_thread")]
+async fn stop_async_on_a_thread_router_never_blocks_the_runtime() {
+    let queue = CompletionQueue::new();
+    let (entered, mut in_send) = mpsc::unbounded_channel::<()>();
+    let (ack, acks) = std::sync::mpsc::channel::<()>();
+    let acks = std::sync::Mutex::new(acks);
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, move |_: &InternalMessage| {
+            entered.send(()).unwrap();
+            acks.lock()
+                .unwrap()
+                .recv_timeout(HANG_GUARD)
+                .map_err(|e| AdapterError::from(e.to_string()))
+        })
+        .start()
+        .unwrap();
+    queue.put(completion("agent:main:telegram:dm:1", "deleg_q0000002"));
+    recv(&mut in_send).await;
+    tokio::spawn(async move {
+        tokio::task::yield_now().await;
+        ack.send(()).unwrap();
+    });
+    let stats = tokio::time::timeout(HANG_GUARD, router.stop_async())
+        .await
+        .expect("stopped");
+    assert_eq!(stats.delivered, 1, "the runtime task answered the adapter");
+}

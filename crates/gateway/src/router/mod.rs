@@ -431,7 +431,23 @@ impl DeliveryRouter {
                 tracing::error!(%error, "a gateway delivery task failed");
             }
         }
-        self.shutdown();
+        // A router on its thread: joined on a blocking thread, not on this one.
+        if let Some(thread) = self
+            .thread
+            .take()
+            .filter(|thread| thread.thread().id() != std::thread::current().id())
+        {
+            let joined = match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => runtime
+                    .spawn_blocking(move || thread.join().is_ok())
+                    .await
+                    .unwrap_or(false),
+                Err(_) => thread.join().is_ok(),
+            };
+            if !joined {
+                tracing::error!("the gateway-delivery thread panicked");
+            }
+        }
         self.shared.drop_adapters();
         self.stats()
     }

@@ -14,14 +14,14 @@ use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::Poll;
 
 use async_delegation::fence;
 use process_registry::{Claim, ClaimFilter};
 use tokio::task::JoinHandle;
 
-use super::worker::{retry_after, target, Ready, Sent, Target, Worker};
+use super::worker::{retry_after, target, Ready, Sent, Target, View, Worker};
 use super::{Adapter, Shared};
 use crate::routing::Known;
 use crate::Platform;
@@ -84,69 +84,143 @@ pub(super) fn serve(shared: &Shared, platform: &Platform) {
     set.running.insert(key, task);
 }
 
-/// The router's tasks, taken to be awaited by a stop.
+/// The router's tasks, taken to be awaited by a stop — except the task the stop runs on
+/// (an adapter that stops its own router), which cannot await itself and ends once the
+/// adapter returns.
 pub(super) fn take_all(shared: &Shared) -> Vec<JoinHandle<()>> {
+    let current = tokio::task::try_id();
     let mut tasks = shared.tasks.lock().unwrap_or_else(PoisonError::into_inner);
     tasks
         .as_mut()
-        .map(|set| set.running.drain().map(|(_, task)| task).collect())
+        .map(|set| {
+            set.running
+                .drain()
+                .map(|(_, task)| task)
+                .filter(|task| Some(task.id()) != current)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// Delivers `platform`'s completions, one at a time, until the router stops.
 async fn serve_platform(worker: Arc<Worker>, platform: Platform) {
+    let view = Arc::new(Mutex::new(View::default()));
+    let judged_by = Arc::clone(&view);
     let judge = Arc::clone(worker.shared());
-    let served = platform.clone();
     let filter = ClaimFilter::routed()
         .including_restored()
         .where_event(move |event| {
+            let view = judged_by.lock().unwrap_or_else(PoisonError::into_inner);
             matches!(
-                target(&judge, event, |key| judge.is_busy(key)),
-                Target::Platform(p) if p == served && judge.adapter(&p).is_some()
+                target(&judge, event, |key| view.busy.contains(key)),
+                Target::Platform(p) if p == platform && view.served.contains(&p)
             )
         });
-    claim_and_deliver(&worker, &filter).await;
+    claim_and_deliver(&worker, &filter, &view).await;
 }
 
 /// Claims what no platform will take — completions with no route, or for a platform
 /// nobody knows — to make each a dead letter with its reason.
 async fn serve_rest(worker: Arc<Worker>) {
+    let view = Arc::new(Mutex::new(View::default()));
+    let judged_by = Arc::clone(&view);
     let judge = Arc::clone(worker.shared());
     let filter = ClaimFilter::routed()
         .including_restored()
-        .where_event(
-            move |event| match target(&judge, event, |key| judge.is_busy(key)) {
+        .where_event(move |event| {
+            let view = judged_by.lock().unwrap_or_else(PoisonError::into_inner);
+            match target(&judge, event, |key| view.busy.contains(key)) {
                 Target::Unroutable => true,
                 Target::NotNow => false,
                 Target::Platform(platform) => {
-                    if judge.adapter(&platform).is_none() {
+                    if !view.served.contains(&platform) {
                         judge.warn_unserved(&platform);
                     }
                     false
                 }
-            },
-        );
-    claim_and_deliver(&worker, &filter).await;
+            }
+        });
+    claim_and_deliver(&worker, &filter, &view).await;
 }
 
-async fn claim_and_deliver(worker: &Worker, filter: &ClaimFilter) {
+/// What one look for work found.
+enum Look {
+    Claimed(Claim),
+    Nothing,
+    Failed,
+}
+
+/// One look, judged by one view of the turns and adapters taken just before it (as the
+/// thread router looks): a turn that ends during the look cannot let a session's later
+/// completion be claimed before an earlier one that the same look judged busy.
+fn look(worker: &Worker, filter: &ClaimFilter, view: &Mutex<View>) -> Look {
+    *view.lock().unwrap_or_else(PoisonError::into_inner) = View::take(worker.shared());
+    match worker.queue().claim(filter) {
+        Ok(Some(claim)) => Look::Claimed(claim),
+        Ok(None) => Look::Nothing,
+        Err(error) => {
+            tracing::warn!(%error, "the gateway could not claim completions; retrying");
+            Look::Failed
+        }
+    }
+}
+
+/// The thread router's loop as a task: arm the wait, look, look once more after reading
+/// when a held-back row comes due, then wait — for a write, a turn's end, a new adapter,
+/// that time, or the stop.
+async fn claim_and_deliver(worker: &Worker, filter: &ClaimFilter, view: &Mutex<View>) {
     let shared = worker.shared();
+    let queue = worker.queue();
     let mut failures = 0_u32;
     loop {
-        match until_stopped(shared, worker.queue().next_claim(filter)).await {
-            None => return,
-            Some(Ok(claim)) => {
-                failures = 0;
-                deliver(worker, claim).await;
-            }
-            Some(Err(error)) => {
-                failures += 1;
-                tracing::warn!(%error, failures, "the gateway could not claim completions; retrying");
-                let pause = futures_timer::Delay::new(retry_after(failures));
-                if until_stopped(shared, pause).await.is_none() {
-                    return;
+        let wait = queue.listen();
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut found = look(worker, filter, view);
+        let mut due = None;
+        if matches!(found, Look::Nothing) {
+            match queue.next_due(filter) {
+                Ok(next) => {
+                    due = next;
+                    // A backoff that ran out between the look and `next_due` is in
+                    // neither: look once more.
+                    found = look(worker, filter, view);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the gateway could not read the ledger; retrying");
+                    found = Look::Failed;
                 }
             }
+        }
+        match found {
+            Look::Claimed(claim) => {
+                failures = 0;
+                drop(wait);
+                deliver(worker, claim).await;
+                continue;
+            }
+            Look::Failed => {
+                failures += 1;
+                due = Some(std::time::Instant::now() + retry_after(failures));
+            }
+            Look::Nothing => failures = 0,
+        }
+        let mut wait = wait;
+        let mut timer = due.map(|due| {
+            futures_timer::Delay::new(due.saturating_duration_since(std::time::Instant::now()))
+        });
+        let woken = poll_fn(|cx| {
+            if Pin::new(&mut wait).poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            match &mut timer {
+                Some(timer) => Pin::new(timer).poll(cx),
+                None => Poll::Pending,
+            }
+        });
+        if until_stopped(shared, woken).await.is_none() {
+            return;
         }
     }
 }
@@ -195,8 +269,8 @@ async fn deliver(worker: &Worker, claim: Claim) {
                 Ok((outcome, message)) => {
                     worker.conclude(claim, &Sent::borrowed(&message), outcome);
                 }
-                // The runtime is shutting down: the claim goes unsettled and its lease
-                // brings the completion back, flagged as a possible redelivery.
+                // The runtime is shutting down: the claim is dropped undecided, which
+                // releases it (a failed attempt; it is offered again after its backoff).
                 Err(error) => {
                     tracing::warn!(%error, "a delivery on a blocking thread did not finish");
                 }

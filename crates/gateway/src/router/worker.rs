@@ -49,13 +49,13 @@ pub(super) fn platform_of<'a>(event: &'a Event, session_key: &'a str) -> Option<
 /// session one way. Whatever changes after the view is taken wakes the router (its wait
 /// is armed before), and the next look sees it.
 #[derive(Debug, Default)]
-struct View {
-    busy: HashSet<String>,
-    served: HashSet<Platform>,
+pub(super) struct View {
+    pub(super) busy: HashSet<String>,
+    pub(super) served: HashSet<Platform>,
 }
 
 impl View {
-    fn take(shared: &Shared) -> View {
+    pub(super) fn take(shared: &Shared) -> View {
         View {
             busy: shared.turns.busy_sessions(),
             served: shared
