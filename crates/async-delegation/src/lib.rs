@@ -70,6 +70,38 @@
 //! (`RUNTIME_SHUT_DOWN_ERROR`). Nothing on that path blocks the runtime: a store that
 //! refuses the completion is retried on a thread of its own (`async-delegate-retry`).
 //!
+//! ```
+//! # #[cfg(not(feature = "tokio"))] fn main() {}
+//! # #[cfg(feature = "tokio")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use async_delegation::{DelegationEngine, DelegationResult, DelegationSpec};
+//! use process_registry::CompletionQueue;
+//!
+//! let queue = CompletionQueue::new();
+//! let engine = DelegationEngine::new(queue.clone());
+//! let handle = engine.dispatch_async(
+//!     DelegationSpec::new("Summarise the logs").with_session_key("agent:main:cli"),
+//!     &tokio::runtime::Handle::current(),
+//!     |cancel| async move {
+//!         tokio::select! {
+//!             // The subagent's model calls, awaited on this runtime.
+//!             summary = async { "Three errors, all in the cache layer." } => {
+//!                 Ok(DelegationResult::completed(summary))
+//!             }
+//!             () = cancel.cancelled() => Ok(DelegationResult::interrupted("stopped")),
+//!         }
+//!     },
+//!     3,
+//! )?;
+//! // The parent goes on; later the completion is awaited (or re-enters as a new turn).
+//! let event = queue.next_event().await?;
+//! assert_eq!(event.type_name(), "async_delegation");
+//! assert_eq!(handle.status(), "completed");
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Features
 //!
 //! | feature | adds |

@@ -61,11 +61,40 @@
 //!   adapters then run on the runtime's blocking threads. The thread router drives async
 //!   adapters on its own thread.
 //!
+//! ```
+//! # #[cfg(not(feature = "tokio"))] fn main() {}
+//! # #[cfg(feature = "tokio")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use gateway::{DeliveryRouter, InternalMessage, Platform};
+//! use process_registry::{AsyncDelegationEvent, CompletionQueue};
+//!
+//! let queue = CompletionQueue::new();
+//! let (sent, mut telegram) = tokio::sync::mpsc::unbounded_channel();
+//! let router = DeliveryRouter::builder(queue.clone())
+//!     .async_adapter(Platform::Telegram, move |message: InternalMessage| {
+//!         let sent = sent.clone();
+//!         // The platform's API call, awaited; `Ok` acks the completion.
+//!         async move { sent.send(message.text).map_err(|e| e.to_string().into()) }
+//!     })
+//!     .start_on(&tokio::runtime::Handle::current())?;
+//! queue.put(AsyncDelegationEvent {
+//!     session_key: "agent:main:telegram:dm:12345".into(),
+//!     goal: "Find why CI is flaky".into(),
+//!     summary: Some("A race in test_io.".into()),
+//!     ..AsyncDelegationEvent::default()
+//! });
+//! assert!(telegram.recv().await.ok_or("no delivery")?.contains("A race in test_io."));
+//! router.stop_async().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Features
 //!
 //! | feature | adds |
 //! | --- | --- |
-//! | `tokio` | `DeliveryRouterBuilder::start_on`, `DeliveryRouter::stop_async`: the router as tasks on a tokio runtime |
+//! | `tokio` | `DeliveryRouterBuilder::start_on`, `DeliveryRouter::stop_async`: the router as tasks on a tokio runtime (and `delegate-tool`'s `tokio` feature) |
 //!
 //! Everything is a value passed in: a queue, a registry, an origin store. The process-wide
 //! defaults ([`PlatformRegistry::global`], [`DeliveryRouter::builder_for_global_queue`])
