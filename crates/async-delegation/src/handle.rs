@@ -151,6 +151,21 @@ impl DelegationHandle {
         }
     }
 
+    /// [`finished`](Self::finished) for at most `timeout`, on any executor (its timer is
+    /// `futures-timer`'s, so no runtime's timer is needed); `None` when it is still
+    /// running. Cancel-safe.
+    pub async fn finished_within(&self, timeout: Duration) -> Option<&AsyncDelegationEvent> {
+        let mut finished = self.finished();
+        let mut timer = futures_timer::Delay::new(timeout);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(outcome) = Pin::new(&mut finished).poll(cx) {
+                return Poll::Ready(Some(outcome));
+            }
+            Pin::new(&mut timer).poll(cx).map(|()| None)
+        })
+        .await
+    }
+
     /// Interrupts the delegation with `reason` (through its interrupt hook, or its
     /// cancellation token for an async runner). `true` when it was running and was
     /// signalled; its completion still comes, usually `interrupted`.

@@ -34,9 +34,14 @@ fn a_handle_follows_its_delegation_from_running_to_its_outcome() {
     assert_eq!(handle.status(), "running");
     assert!(handle.outcome().is_none());
     assert!(handle.wait_timeout(Duration::from_millis(5)).is_none());
-    assert!(handle.cancel("enough"));
 
-    let outcome = futures_executor::block_on(handle.finished());
+    assert!(
+        futures_executor::block_on(handle.finished_within(Duration::from_millis(5))).is_none(),
+        "still running"
+    );
+    assert!(handle.cancel("enough"));
+    let outcome = futures_executor::block_on(handle.finished_within(HANG_GUARD))
+        .expect("finished after the cancel");
     assert_eq!(outcome.error.as_deref(), Some("stopped: enough"));
     assert_eq!(handle.status(), "interrupted");
     assert_eq!(handle.wait().delegation_id.as_deref(), Some(handle.id()));

@@ -67,7 +67,60 @@
 //! per-call `CallContext` (session key, depth, a cancellation token) rather than state on
 //! a shared parent, and the result is a `ToolOutput`: the text the model reads beside a
 //! typed `ToolOutcome` (the dispatched `DelegationHandle`, the per-task reports, or the
-//! rejection's `ToolError`). See `delegate_task_async` for an example.
+//! rejection's `ToolError`).
+//!
+//! ```
+//! # #[cfg(feature = "tokio")]
+//! # mod example {
+//! use std::sync::Arc;
+//!
+//! use async_delegation::{Cancellation, DelegationEngine, DelegationResult};
+//! use delegate_tool::{
+//!     delegate_task_async, AsyncChildAgent, AsyncChildBackend, BackendError, CallContext,
+//!     ChildBuild, ChildRun, ChildTask, DelegateContext, DelegationConfig, ToolOutcome,
+//! };
+//! use process_registry::CompletionQueue;
+//!
+//! struct Child;
+//! impl AsyncChildAgent for Child {
+//!     fn run(self: Arc<Self>, task: ChildTask, _cancel: Cancellation) -> ChildRun {
+//!         // … the child's model calls, awaited …
+//!         Box::pin(async move { Ok(DelegationResult::completed(format!("done: {}", task.goal))) })
+//!     }
+//! }
+//! struct Backend;
+//! impl AsyncChildBackend for Backend {
+//!     type Credentials = ();
+//!     type Child = Child;
+//!     fn resolve_credentials(&self, _: &CallContext, _: &DelegationConfig) -> Result<(), BackendError> {
+//!         Ok(())
+//!     }
+//!     fn build_child(&self, _: &ChildTask, _: &(), _: &CallContext) -> ChildBuild<Child> {
+//!         Box::pin(async { Ok(Arc::new(Child)) })
+//!     }
+//! }
+//!
+//! # pub(crate) async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let queue = CompletionQueue::new();
+//! let tools = DelegateContext::new_async(DelegationConfig::default(), DelegationEngine::new(queue.clone()), Backend);
+//! let call = CallContext::new("agent:main:telegram:dm:42");
+//!
+//! let out = delegate_task_async(r#"{"goal": "summarise the logs", "background": true}"#, &call, &tools).await;
+//! assert!(out.text.contains(r#""status":"dispatched""#));
+//! let ToolOutcome::Dispatched(handle) = out.outcome else { return Err("not dispatched".into()) };
+//! assert_eq!(handle.finished().await.summary.as_deref(), Some("done: summarise the logs"));
+//!
+//! let out = delegate_task_async(r#"{"tasks": [{"goal": "a"}, {"goal": "b"}]}"#, &call, &tools).await;
+//! let ToolOutcome::Ran(reports) = out.outcome else { return Err("did not run".into()) };
+//! assert_eq!(reports.len(), 2);
+//! # Ok(())
+//! # }
+//! # }
+//! # #[cfg(feature = "tokio")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> { example::run().await }
+//! # #[cfg(not(feature = "tokio"))] fn main() {}
+//! ```
 //!
 //! # Features
 //!
