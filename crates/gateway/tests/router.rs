@@ -189,6 +189,9 @@ struct CountingLedger {
 
 type PageHook = Arc<Mutex<Option<Box<dyn FnMut() -> bool + Send>>>>;
 
+/// The worker threads of the runtime a task router runs on in these tests.
+const TASK_ROUTER_WORKER: &str = "task-router-worker";
+
 /// A page hook that runs `f` at the first later page.
 fn at_second_page(f: impl FnOnce() + Send + 'static) -> Box<dyn FnMut() -> bool + Send> {
     let mut f = Some(f);
@@ -242,8 +245,12 @@ impl LedgerBackend for CountingLedger {
         limit: usize,
     ) -> Result<Vec<Candidate>, LedgerError> {
         self.looks.fetch_add(1, Ordering::SeqCst);
-        // The router's own looks only (`waiting()` reads pages too, on the test's thread).
-        let router_thread = std::thread::current().name() == Some(gateway::DELIVERY_THREAD_NAME);
+        // The router's own looks only (`waiting()` reads pages too, on the test's thread):
+        // its thread's, or its tasks' on the test runtime's workers.
+        let router_thread = matches!(
+            std::thread::current().name(),
+            Some(gateway::DELIVERY_THREAD_NAME | TASK_ROUTER_WORKER)
+        );
         if query.after_seq > 0 && router_thread {
             let hook = self.on_second_page.lock().unwrap().take();
             if let Some(mut hook) = hook {
@@ -1849,6 +1856,40 @@ fn a_turn_ending_during_a_look_keeps_the_session_in_order() {
     let waiting = router.waiting();
     let stats = router.stop();
     assert_eq!((stats.delivered, waiting), (total as u64, 0));
+}
+
+/// The same on a router running as tasks (each task judges a look by one view).
+#[cfg(feature = "tokio")]
+#[test]
+fn a_turn_ending_during_a_look_keeps_the_session_in_order_on_the_task_router() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(TASK_ROUTER_WORKER)
+        .build()
+        .unwrap();
+    let (queue, _, on_second_page) = CountingLedger::queue();
+    let (adapter, deliveries) = channel_adapter();
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, adapter)
+        .start_on(runtime.handle())
+        .unwrap();
+    let key = "agent:main:telegram:dm:1";
+    let turn = router.turn(key);
+    let total = 40;
+    for n in 0..total {
+        queue.put(completion(key, n));
+    }
+    assert_eq!(router.waiting(), total);
+    *on_second_page.lock().unwrap() = Some(at_second_page(move || drop(turn)));
+    queue.wake_consumers();
+    let got: Vec<String> = (0..total)
+        .map(|_| id_of(&deliveries.recv_timeout(HANG_GUARD).unwrap().event))
+        .collect();
+    let expected: Vec<String> = (0..total).map(|n| format!("deleg_{n:08x}")).collect();
+    assert_eq!(got, expected);
+    assert!(on_second_page.lock().unwrap().is_none(), "the hook ran");
+    let stats = runtime.block_on(router.stop_async());
+    assert_eq!(stats.delivered, total as u64);
 }
 
 /// Likewise when a platform's adapter is registered in the middle of a look: its
