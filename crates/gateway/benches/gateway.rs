@@ -184,11 +184,62 @@ fn turn_end_to_adapter(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The router as tasks (feature `tokio`), on a two-worker runtime: 1 000 completions to a
+/// no-op async adapter, as `router/deliver 1000` measures the thread router.
+#[cfg(feature = "tokio")]
+fn task_router_throughput(c: &mut Criterion) {
+    const BATCH: usize = 1_000;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let queue = CompletionQueue::new();
+    let router = DeliveryRouter::builder(queue.clone())
+        .async_adapter(Platform::Telegram, |message: InternalMessage| {
+            black_box(&message);
+            std::future::ready(Ok(()))
+        })
+        .start_on(runtime.handle())
+        .unwrap();
+    let events: Vec<AsyncDelegationEvent> = (0..BATCH)
+        .map(|n| match harness_test_event() {
+            Event::AsyncDelegation(mut e) => {
+                e.session_key = format!("agent:main:telegram:dm:{}:{}", n % 50, n % 7);
+                e
+            }
+            _ => unreachable!(),
+        })
+        .collect();
+    let mut group = c.benchmark_group("router");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.measurement_time(Duration::from_secs(5));
+    group.bench_function(
+        "tasks: deliver 1000 completions to a no-op async adapter",
+        |b| {
+            b.iter(|| {
+                let target = router.stats().delivered + BATCH as u64;
+                for event in &events {
+                    queue.put(event.clone());
+                }
+                while router.stats().delivered < target {
+                    std::thread::yield_now();
+                }
+            })
+        },
+    );
+    group.finish();
+    runtime.block_on(router.stop_async());
+}
+
+#[cfg(not(feature = "tokio"))]
+fn task_router_throughput(_: &mut Criterion) {}
+
 criterion_group!(
     benches,
     session_keys,
     enrich_and_format,
     router_throughput,
+    task_router_throughput,
     turn_end_to_adapter
 );
 criterion_main!(benches);
