@@ -74,6 +74,16 @@ fn formatting(c: &mut Criterion) {
     group.bench_function("single_block_system_tz", |b| {
         b.iter(|| format_process_notification(black_box(&single)))
     });
+    // The floor: building the same text when it is already made — one allocation of its
+    // length and a copy (what any formatter pays at least).
+    let single_text = format_process_notification_in(&single, &tz, now).unwrap();
+    let batch_text = format_process_notification_in(&batch, &tz, now).unwrap();
+    group.bench_function("floor/copy_single_block_text", |b| {
+        b.iter(|| String::from(black_box(single_text.as_str())))
+    });
+    group.bench_function("floor/copy_batch_text", |b| {
+        b.iter(|| String::from(black_box(batch_text.as_str())))
+    });
     group.finish();
 }
 

@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 
+use crate::number::push_u64;
 use crate::{
     AsyncDelegationEvent, BatchTaskResult, Event, ProcessCompletion, WatchMatch, WireNumber,
 };
@@ -352,10 +353,9 @@ fn batch_block(out: &mut String, e: &AsyncDelegationEvent, dispatched: Option<&D
 
     out.push_str("[ASYNC DELEGATION BATCH COMPLETE — ");
     out.push_str(delegation_id(e));
-    let _ = write!(
-        out,
-        "]\nA background fan-out of {n} subagent(s) you dispatched earlier has finished. All ran in parallel and waited on each other; their consolidated results are below. You may have moved on since dispatching — act on these or re-dispatch if things have changed.\n\n"
-    );
+    out.push_str("]\nA background fan-out of ");
+    push_u64(out, n as u64);
+    out.push_str(" subagent(s) you dispatched earlier has finished. All ran in parallel and waited on each other; their consolidated results are below. You may have moved on since dispatching — act on these or re-dispatch if things have changed.\n\n");
     write_source_lines(out, e, dispatched, false);
     write_role_model(out, e);
     out.push_str("   Total duration: ");
@@ -404,7 +404,12 @@ fn batch_task(out: &mut String, r: &BatchTaskResult, goals: &[String], n: usize)
         '✗'
     };
 
-    let _ = write!(out, "\n\n--- {icon} TASK {}/{n}", r.task_index.plus_one());
+    out.push_str("\n\n--- ");
+    out.push(icon);
+    out.push_str(" TASK ");
+    r.task_index.plus_one().push_to(out);
+    out.push('/');
+    push_u64(out, n as u64);
     if let Some(goal) = goal {
         out.push_str(": ");
         out.push_str(goal);
@@ -504,7 +509,7 @@ fn write_number_or_unknown(out: &mut String, number: Option<&WireNumber>) {
 /// Writes a wire number as it came: an integer as its digits, a float as Python's
 /// `repr` prints it (see [`WireNumber`]'s `Display`).
 fn write_number(out: &mut String, number: &WireNumber) {
-    let _ = write!(out, "{number}");
+    number.push_to(out);
 }
 
 /// The title's id: `unknown` when the producer sent none, else the id as it is (even

@@ -356,6 +356,43 @@ fn decrement(digits: &str) -> String {
     }
 }
 
+impl WireNumber {
+    /// Appends the number as [`Display`](fmt::Display) writes it, without the formatting
+    /// machinery for integers and exact texts (the formatter's hot path).
+    pub(crate) fn push_to(&self, out: &mut String) {
+        match &self.0 {
+            Repr::PosInt(n) => push_u64(out, *n),
+            Repr::NegInt(n) => {
+                if *n < 0 {
+                    out.push('-');
+                }
+                push_u64(out, n.unsigned_abs());
+            }
+            Repr::Exact { text, .. } => out.push_str(text),
+            Repr::Float(value) => {
+                let _ = write_python_float(out, *value);
+            }
+        }
+    }
+}
+
+/// Appends `n`'s decimal digits.
+pub(crate) fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0_u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[at..] {
+        out.push(char::from(digit));
+    }
+}
+
 impl fmt::Display for WireNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
