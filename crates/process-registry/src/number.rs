@@ -590,6 +590,35 @@ mod tests {
     }
 
     #[test]
+    fn push_to_writes_what_display_writes() {
+        for text in [
+            "0",
+            "7",
+            "-1",
+            "-9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-92233720368547758080",
+            "1.5",
+            "12.0",
+            "1e-05",
+            "1e+16",
+            "0.1",
+            "-2.5",
+        ] {
+            let number: WireNumber = text.parse().unwrap();
+            let mut pushed = String::from("x");
+            number.push_to(&mut pushed);
+            assert_eq!(pushed, format!("x{number}"), "{text}");
+        }
+        for n in [0_u64, 9, 10, 99, 100, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+    }
+
+    #[test]
     fn plus_one_and_ordering_are_exact_for_any_integer() {
         let next = |text: &str| text.parse::<WireNumber>().unwrap().plus_one().to_string();
         assert_eq!(next("0"), "1");
