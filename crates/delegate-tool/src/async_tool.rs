@@ -19,9 +19,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use async_delegation::fence::{self as engine_fence, DropFenced};
-use async_delegation::{
-    Cancellation, DelegationHandle, DelegationResult, DelegationSpec, RunnerError,
-};
+use async_delegation::{Cancellation, DelegationHandle, DelegationResult, RunnerError};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -246,8 +244,27 @@ async fn build<B: AsyncChildBackend>(
 struct Closing<C: AsyncChildAgent>(Option<Arc<C>>);
 
 impl<C: AsyncChildAgent> Closing<C> {
-    fn child(&self) -> Option<Arc<C>> {
-        self.0.clone()
+    /// Runs the child on `task`, fenced (building its run, polling and dropping it), then
+    /// closes it: a panic is its `panic: …` error, as an error of the run.
+    async fn run(
+        self,
+        task: ChildTask,
+        cancel: Cancellation,
+        texts: ToolTexts,
+    ) -> Result<DelegationResult, RunnerError> {
+        let running = match &self.0 {
+            Some(child) => engine_fence::call(|| Arc::clone(child).run(task, cancel)),
+            None => Err("the subagent is gone".to_owned()),
+        };
+        let outcome = match running {
+            Ok(run) => match engine_fence::future(run, "a subagent's run").await {
+                Ok(outcome) => outcome,
+                Err(message) => Err(texts.panicked(&message).into()),
+            },
+            Err(message) => Err(texts.panicked(&message).into()),
+        };
+        drop(self);
+        outcome
     }
 }
 
@@ -292,34 +309,13 @@ async fn background<B: AsyncChildBackend>(
         return rejected(error, texts);
     };
     let goal = task.goal.clone();
-    let spec = DelegationSpec {
-        goal: task.goal.clone(),
-        context: task.context.clone(),
-        toolsets: task.toolsets.clone(),
-        role: Some(task.role.as_str().to_owned()),
-        model,
-        session_key: call.session_key.clone(),
-    };
+    let spec = crate::background::delegation_spec(&task, model, call.session_key.clone());
     let runner_child = Closing(Some(Arc::clone(&child)));
-    let panicked_text = texts.clone();
+    let runner_texts = texts.clone();
     let dispatched = context.engine.dispatch_async(
         spec,
         &runtime,
-        move |cancel| async move {
-            let running = runner_child
-                .child()
-                .map(|child| engine_fence::call(|| child.run(task, cancel)));
-            let running = running.unwrap_or_else(|| Err("the subagent is gone".to_owned()));
-            let outcome = match running {
-                Ok(run) => match engine_fence::future(run, "a subagent's run").await {
-                    Ok(outcome) => outcome,
-                    Err(message) => Err(RunnerError::from(panicked_text.panicked(&message))),
-                },
-                Err(message) => Err(RunnerError::from(panicked_text.panicked(&message))),
-            };
-            drop(runner_child);
-            outcome
-        },
+        move |cancel| runner_child.run(task, cancel, runner_texts),
         context.config.max_async_children,
     );
     match dispatched {
@@ -365,19 +361,10 @@ async fn run_now<B: AsyncChildBackend>(
                 let child = Closing(Some(child));
                 let run = async move {
                     let begun = Instant::now();
-                    let running = child
-                        .child()
-                        .map(|child| engine_fence::call(|| child.run(task, cancel)))
-                        .unwrap_or_else(|| Err("the subagent is gone".to_owned()));
-                    let result = match running {
-                        Ok(run) => match engine_fence::future(run, "a subagent's run").await {
-                            Ok(Ok(result)) => Ok(result),
-                            Ok(Err(error)) => Err(engine_fence::error_text(error)),
-                            Err(message) => Err(texts.panicked(&message)),
-                        },
-                        Err(message) => Err(texts.panicked(&message)),
-                    };
-                    drop(child);
+                    let result = child
+                        .run(task, cancel, texts)
+                        .await
+                        .map_err(engine_fence::error_text);
                     let measured = seconds(begun.elapsed());
                     let duration_seconds = match &result {
                         Ok(result) => result

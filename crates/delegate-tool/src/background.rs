@@ -41,14 +41,7 @@ pub(crate) fn run<B: ChildBackend>(
     };
 
     let goal = task.goal.clone();
-    let spec = DelegationSpec {
-        goal: task.goal.clone(),
-        context: task.context.clone(),
-        toolsets: task.toolsets.clone(),
-        role: Some(task.role.as_str().to_owned()),
-        model,
-        session_key,
-    };
+    let spec = delegation_spec(&task, model, session_key);
     // The closures hold fenced handles: the engine drops them on its worker, or on this
     // thread when it refuses the dispatch, and a child's panicking `Drop` must not
     // escape either way.
@@ -76,6 +69,23 @@ pub(crate) fn run<B: ChildBackend>(
             child.close();
             ToolError::from(error).to_tool_result_with(texts)
         }
+    }
+}
+
+/// What the engine restates of a background task: its fields, the child's model and the
+/// dispatching session.
+pub(crate) fn delegation_spec(
+    task: &ChildTask,
+    model: Option<String>,
+    session_key: String,
+) -> DelegationSpec {
+    DelegationSpec {
+        goal: task.goal.clone(),
+        context: task.context.clone(),
+        toolsets: task.toolsets.clone(),
+        role: Some(task.role.as_str().to_owned()),
+        model,
+        session_key,
     }
 }
 
