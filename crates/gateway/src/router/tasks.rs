@@ -21,7 +21,7 @@ use async_delegation::fence;
 use process_registry::{Claim, ClaimFilter};
 use tokio::task::JoinHandle;
 
-use super::worker::{retry_after, target, Ready, Sent, Target, View, Worker};
+use super::worker::{judged_filter, retry_after, target, Ready, Sent, Target, View, Worker};
 use super::{Adapter, Shared};
 use crate::routing::Known;
 use crate::Platform;
@@ -104,42 +104,30 @@ pub(super) fn take_all(shared: &Shared) -> Vec<JoinHandle<()>> {
 
 /// Delivers `platform`'s completions, one at a time, until the router stops.
 async fn serve_platform(worker: Arc<Worker>, platform: Platform) {
-    let view = Arc::new(Mutex::new(View::default()));
-    let judged_by = Arc::clone(&view);
-    let judge = Arc::clone(worker.shared());
-    let filter = ClaimFilter::routed()
-        .including_restored()
-        .where_event(move |event| {
-            let view = judged_by.lock().unwrap_or_else(PoisonError::into_inner);
-            matches!(
-                target(&judge, event, |key| view.busy.contains(key)),
-                Target::Platform(p) if p == platform && view.served.contains(&p)
-            )
-        });
+    let (filter, view) = judged_filter(worker.shared(), move |shared, view, event| {
+        matches!(
+            target(shared, event, |key| view.busy.contains(key)),
+            Target::Platform(p) if p == platform && view.served.contains(&p)
+        )
+    });
     claim_and_deliver(&worker, &filter, &view).await;
 }
 
 /// Claims what no platform will take — completions with no route, or for a platform
 /// nobody knows — to make each a dead letter with its reason.
 async fn serve_rest(worker: Arc<Worker>) {
-    let view = Arc::new(Mutex::new(View::default()));
-    let judged_by = Arc::clone(&view);
-    let judge = Arc::clone(worker.shared());
-    let filter = ClaimFilter::routed()
-        .including_restored()
-        .where_event(move |event| {
-            let view = judged_by.lock().unwrap_or_else(PoisonError::into_inner);
-            match target(&judge, event, |key| view.busy.contains(key)) {
-                Target::Unroutable => true,
-                Target::NotNow => false,
-                Target::Platform(platform) => {
-                    if !view.served.contains(&platform) {
-                        judge.warn_unserved(&platform);
-                    }
-                    false
+    let (filter, view) = judged_filter(worker.shared(), |shared, view, event| {
+        match target(shared, event, |key| view.busy.contains(key)) {
+            Target::Unroutable => true,
+            Target::NotNow => false,
+            Target::Platform(platform) => {
+                if !view.served.contains(&platform) {
+                    shared.warn_unserved(&platform);
                 }
+                false
             }
-        });
+        }
+    });
     claim_and_deliver(&worker, &filter, &view).await;
 }
 
@@ -234,13 +222,8 @@ async fn deliver(worker: &Worker, claim: Claim) {
     }) = (if worker.origins_are_async() {
         // Awaited here, so that routing (synchronous) reads the answer.
         let known = match worker.async_origin_lookup(&claim) {
+            Some(lookup) => lookup.await,
             None => None,
-            Some(lookup) => fence::future(lookup, "an origin lookup")
-                .await
-                .unwrap_or_else(|message| {
-                    tracing::warn!(panic = %message, "the origin store panicked; routing by the session key");
-                    None
-                }),
         };
         worker.prepare_with(claim, &Known(known))
     } else {

@@ -12,8 +12,8 @@ use async_delegation::fence;
 use process_registry::{Claim, ClaimFilter, CompletionQueue, Event, Released, Routing};
 
 use super::{Adapter, AdapterError, InternalMessage, NotificationFormatter, Shared};
-use crate::routing::{resolve_source, Known, OriginLookup};
-use crate::{enrich_event_routing, OriginStore, Platform, SessionKey, Unroutable};
+use crate::routing::{resolve_source, Known};
+use crate::{enrich_event_routing, OriginStore, Platform, SessionKey, SessionSource, Unroutable};
 
 /// The session key of an event the router owns: an `async_delegation` or a process
 /// `completion` with a non-empty session key. Everything else — CLI-origin completions
@@ -116,6 +116,26 @@ fn claimable(shared: &Shared, view: &View, event: &Event) -> bool {
     }
 }
 
+/// A router's claim filter, judging each completion with `judge` by the [`View`] a look
+/// takes before it claims (the view is returned to be refreshed per look). The router
+/// owns the sessions of the platforms it serves: restored completions of those sessions
+/// are its to deliver too.
+pub(super) fn judged_filter(
+    shared: &Arc<Shared>,
+    judge: impl Fn(&Shared, &View, &Event) -> bool + Send + Sync + 'static,
+) -> (ClaimFilter, Arc<Mutex<View>>) {
+    let shared = Arc::clone(shared);
+    let view = Arc::new(Mutex::new(View::default()));
+    let judged_by = Arc::clone(&view);
+    let filter = ClaimFilter::routed()
+        .including_restored()
+        .where_event(move |event| {
+            let view = judged_by.lock().unwrap_or_else(PoisonError::into_inner);
+            judge(&shared, &view, event)
+        });
+    (filter, view)
+}
+
 /// What a [`DeliveryRouterBuilder`](super::DeliveryRouterBuilder) hands its thread.
 pub(super) struct Settings {
     pub(super) queue: CompletionQueue,
@@ -151,17 +171,7 @@ impl Worker {
             origins,
             formatter,
         } = settings;
-        let judge = Arc::clone(&shared);
-        let view = Arc::new(Mutex::new(View::default()));
-        let judged_by = Arc::clone(&view);
-        // The router owns the sessions of the platforms it serves: restored completions
-        // of those sessions are its to deliver too.
-        let filter = ClaimFilter::routed()
-            .including_restored()
-            .where_event(move |event| {
-                let view = judged_by.lock().unwrap_or_else(PoisonError::into_inner);
-                claimable(&judge, &view, event)
-            });
+        let (filter, view) = judged_filter(&shared, claimable);
         Worker {
             shared,
             queue,
@@ -296,18 +306,25 @@ impl Worker {
     /// The async origin store's lookup for this claim's session (`None`: the store is
     /// synchronous and is asked while routing, the completion has no session to ask
     /// about, or the store panicked when asked — then the key alone routes it).
-    pub(super) fn async_origin_lookup(&self, claim: &Claim) -> Option<OriginLookup> {
+    pub(super) fn async_origin_lookup(
+        &self,
+        claim: &Claim,
+    ) -> Option<impl std::future::Future<Output = Option<SessionSource>>> {
         let Origins::Async(store) = &self.origins else {
             return None;
         };
         let session_key = owned_session_key(claim.event()).filter(|key| !key.is_empty())?;
-        match fence::call(|| store.origin(session_key)) {
-            Ok(lookup) => Some(lookup),
-            Err(message) => {
-                tracing::warn!(panic = %message, "the origin store panicked; routing by the session key");
-                None
-            }
-        }
+        let lookup = fence::call(|| store.origin(session_key)).map_err(origin_store_panicked);
+        let lookup = lookup.ok()?;
+        // Polled and dropped in a fence: a panic there is an answer of "unknown".
+        Some(async move {
+            fence::future(lookup, "an origin lookup")
+                .await
+                .unwrap_or_else(|message| {
+                    origin_store_panicked(message);
+                    None
+                })
+        })
     }
 
     /// Routes and renders one claimed completion (see [`prepare_with`](Self::prepare_with)),
@@ -321,13 +338,7 @@ impl Worker {
             Origins::Async(_) => {
                 let known = self
                     .async_origin_lookup(&claim)
-                    .and_then(|lookup| {
-                        super::adapters::block_on(fence::future(lookup, "an origin lookup"))
-                            .unwrap_or_else(|message| {
-                                tracing::warn!(panic = %message, "the origin store panicked; routing by the session key");
-                                None
-                            })
-                    });
+                    .and_then(super::adapters::block_on);
                 self.prepare_with(claim, &Known(known))
             }
         }
@@ -525,6 +536,11 @@ impl Worker {
         }
         None
     }
+}
+
+/// Says that an async origin store panicked: the completion is routed by its key.
+fn origin_store_panicked(message: String) {
+    tracing::warn!(panic = %message, "the origin store panicked; routing by the session key");
 }
 
 /// The router's origin store: asked while routing, or awaited before.
