@@ -111,20 +111,19 @@ impl DelegationHandle {
     /// [`finished`](Self::finished) there.
     pub fn wait(&self) -> &AsyncDelegationEvent {
         loop {
-            if let Some(outcome) = self.watch.get() {
+            // Without a deadline the wait ends only with the outcome.
+            if let Some(outcome) = self.wait_until(None) {
                 return outcome;
             }
-            listener!(self.watch.done => done);
-            if let Some(outcome) = self.watch.get() {
-                return outcome;
-            }
-            done.wait();
         }
     }
 
     /// [`wait`](Self::wait) for at most `timeout`; `None` when it is still running.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<&AsyncDelegationEvent> {
-        let deadline = Instant::now().checked_add(timeout);
+        self.wait_until(Instant::now().checked_add(timeout))
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Option<&AsyncDelegationEvent> {
         loop {
             if let Some(outcome) = self.watch.get() {
                 return Some(outcome);
