@@ -71,16 +71,15 @@ fn enrich_and_format(c: &mut Criterion) {
     });
 }
 
-fn router_throughput(c: &mut Criterion) {
+/// Benchmarks `name` in the `router` group: 1 000 completions put on `queue` and
+/// delivered by `router` (one of 50 × 7 chats each), waiting for the router's count.
+fn deliver_batches(
+    c: &mut Criterion,
+    name: &str,
+    queue: &CompletionQueue,
+    router: &DeliveryRouter,
+) {
     const BATCH: usize = 1_000;
-    let queue = CompletionQueue::new();
-    let router = DeliveryRouter::builder(queue.clone())
-        .adapter(Platform::Telegram, |message: &InternalMessage| {
-            black_box(message);
-            Ok(())
-        })
-        .start()
-        .unwrap();
     let events: Vec<AsyncDelegationEvent> = (0..BATCH)
         .map(|n| match harness_test_event() {
             Event::AsyncDelegation(mut e) => {
@@ -93,7 +92,7 @@ fn router_throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("router");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.measurement_time(Duration::from_secs(5));
-    group.bench_function("deliver 1000 completions to a no-op adapter", |b| {
+    group.bench_function(name, |b| {
         b.iter(|| {
             let target = router.stats().delivered + BATCH as u64;
             for event in &events {
@@ -105,6 +104,23 @@ fn router_throughput(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+fn router_throughput(c: &mut Criterion) {
+    let queue = CompletionQueue::new();
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, |message: &InternalMessage| {
+            black_box(message);
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    deliver_batches(
+        c,
+        "deliver 1000 completions to a no-op adapter",
+        &queue,
+        &router,
+    );
     router.stop();
 }
 
@@ -188,7 +204,6 @@ fn turn_end_to_adapter(c: &mut Criterion) {
 /// no-op async adapter, as `router/deliver 1000` measures the thread router.
 #[cfg(feature = "tokio")]
 fn task_router_throughput(c: &mut Criterion) {
-    const BATCH: usize = 1_000;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()
@@ -201,33 +216,12 @@ fn task_router_throughput(c: &mut Criterion) {
         })
         .start_on(runtime.handle())
         .unwrap();
-    let events: Vec<AsyncDelegationEvent> = (0..BATCH)
-        .map(|n| match harness_test_event() {
-            Event::AsyncDelegation(mut e) => {
-                e.session_key = format!("agent:main:telegram:dm:{}:{}", n % 50, n % 7);
-                e
-            }
-            _ => unreachable!(),
-        })
-        .collect();
-    let mut group = c.benchmark_group("router");
-    group.throughput(Throughput::Elements(BATCH as u64));
-    group.measurement_time(Duration::from_secs(5));
-    group.bench_function(
+    deliver_batches(
+        c,
         "tasks: deliver 1000 completions to a no-op async adapter",
-        |b| {
-            b.iter(|| {
-                let target = router.stats().delivered + BATCH as u64;
-                for event in &events {
-                    queue.put(event.clone());
-                }
-                while router.stats().delivered < target {
-                    std::thread::yield_now();
-                }
-            })
-        },
+        &queue,
+        &router,
     );
-    group.finish();
     runtime.block_on(router.stop_async());
 }
 
