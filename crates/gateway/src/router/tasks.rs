@@ -21,7 +21,9 @@ use async_delegation::fence;
 use process_registry::{Claim, ClaimFilter};
 use tokio::task::JoinHandle;
 
-use super::worker::{judged_filter, retry_after, target, Ready, Sent, Target, View, Worker};
+use super::worker::{
+    judged_filter, look, retry_after, target, Look, Ready, Sent, Target, View, Worker,
+};
 use super::{Adapter, Shared};
 use crate::routing::Known;
 use crate::Platform;
@@ -131,28 +133,6 @@ async fn serve_rest(worker: Arc<Worker>) {
     claim_and_deliver(&worker, &filter, &view).await;
 }
 
-/// What one look for work found.
-enum Look {
-    Claimed(Claim),
-    Nothing,
-    Failed,
-}
-
-/// One look, judged by one view of the turns and adapters taken just before it (as the
-/// thread router looks): a turn that ends during the look cannot let a session's later
-/// completion be claimed before an earlier one that the same look judged busy.
-fn look(worker: &Worker, filter: &ClaimFilter, view: &Mutex<View>) -> Look {
-    *view.lock().unwrap_or_else(PoisonError::into_inner) = View::take(worker.shared());
-    match worker.queue().claim(filter) {
-        Ok(Some(claim)) => Look::Claimed(claim),
-        Ok(None) => Look::Nothing,
-        Err(error) => {
-            tracing::warn!(%error, "the gateway could not claim completions; retrying");
-            Look::Failed
-        }
-    }
-}
-
 /// The thread router's loop as a task: arm the wait, look, look once more after reading
 /// when a held-back row comes due, then wait — for a write, a turn's end, a new adapter,
 /// that time, or the stop.
@@ -165,7 +145,7 @@ async fn claim_and_deliver(worker: &Worker, filter: &ClaimFilter, view: &Mutex<V
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let mut found = look(worker, filter, view);
+        let mut found = look(shared, queue, filter, view, &mut failures);
         let mut due = None;
         if matches!(found, Look::Nothing) {
             match queue.next_due(filter) {
@@ -173,26 +153,23 @@ async fn claim_and_deliver(worker: &Worker, filter: &ClaimFilter, view: &Mutex<V
                     due = next;
                     // A backoff that ran out between the look and `next_due` is in
                     // neither: look once more.
-                    found = look(worker, filter, view);
+                    found = look(shared, queue, filter, view, &mut failures);
                 }
                 Err(error) => {
                     tracing::warn!(%error, "the gateway could not read the ledger; retrying");
                     found = Look::Failed;
+                    failures += 1;
                 }
             }
         }
         match found {
             Look::Claimed(claim) => {
-                failures = 0;
                 drop(wait);
                 deliver(worker, claim).await;
                 continue;
             }
-            Look::Failed => {
-                failures += 1;
-                due = Some(std::time::Instant::now() + retry_after(failures));
-            }
-            Look::Nothing => failures = 0,
+            Look::Failed => due = Some(std::time::Instant::now() + retry_after(failures)),
+            Look::Nothing => {}
         }
         let mut wait = wait;
         let mut timer = due.map(|due| {

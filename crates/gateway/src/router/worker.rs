@@ -116,6 +116,35 @@ fn claimable(shared: &Shared, view: &View, event: &Event) -> bool {
     }
 }
 
+/// Claims the next completion `filter` takes, judged by a fresh [`View`] taken just
+/// before (so a turn that ends during the look cannot let a session's later completion be
+/// claimed before an earlier one that the same look judged busy); counts consecutive
+/// failures. What the thread router and the task router look with.
+pub(super) fn look(
+    shared: &Shared,
+    queue: &CompletionQueue,
+    filter: &ClaimFilter,
+    view: &Mutex<View>,
+    failures: &mut u32,
+) -> Look {
+    *view.lock().unwrap_or_else(PoisonError::into_inner) = View::take(shared);
+    match queue.claim(filter) {
+        Ok(Some(claim)) => {
+            *failures = 0;
+            Look::Claimed(claim)
+        }
+        Ok(None) => {
+            *failures = 0;
+            Look::Nothing
+        }
+        Err(error) => {
+            *failures += 1;
+            tracing::warn!(%error, failures = *failures, "the gateway could not claim completions; retrying");
+            Look::Failed
+        }
+    }
+}
+
 /// A router's claim filter, judging each completion with `judge` by the [`View`] a look
 /// takes before it claims (the view is returned to be refreshed per look). The router
 /// owns the sessions of the platforms it serves: restored completions of those sessions
@@ -144,9 +173,9 @@ pub(super) struct Settings {
 }
 
 /// What one look for work did.
-enum Look {
-    /// Claimed a completion and settled it.
-    Handled,
+pub(super) enum Look {
+    /// Claimed a completion, to be handled.
+    Claimed(Claim),
     /// Nothing to claim now.
     Nothing,
     /// The ledger could not be read or written.
@@ -206,8 +235,17 @@ impl Worker {
                 self.shared.drop_adapters();
                 return;
             }
-            match self.look(&mut failures) {
-                Look::Handled => continue,
+            match look(
+                &self.shared,
+                &self.queue,
+                &self.filter,
+                &self.view,
+                &mut failures,
+            ) {
+                Look::Claimed(claim) => {
+                    self.handle(claim);
+                    continue;
+                }
                 Look::Failed => {
                     let _ = wait.wait_until(Instant::now() + retry_after(failures));
                     continue;
@@ -226,8 +264,17 @@ impl Worker {
             // was not claimable yet, it is no longer backing off, and no write will come
             // to wake this thread for it. Look once more: whatever still backs off is in
             // `due`, whatever came due before `next_due` is claimable now.
-            match self.look(&mut failures) {
-                Look::Handled => continue,
+            match look(
+                &self.shared,
+                &self.queue,
+                &self.filter,
+                &self.view,
+                &mut failures,
+            ) {
+                Look::Claimed(claim) => {
+                    self.handle(claim);
+                    continue;
+                }
                 Look::Failed => {
                     let _ = wait.wait_until(Instant::now() + retry_after(failures));
                     continue;
@@ -239,28 +286,6 @@ impl Worker {
                     let _ = wait.wait_until(due);
                 }
                 None => wait.wait(),
-            }
-        }
-    }
-
-    /// Claims the next completion this router serves, as a fresh [`View`] sees it, and
-    /// handles it.
-    fn look(&self, failures: &mut u32) -> Look {
-        *self.view.lock().unwrap_or_else(PoisonError::into_inner) = View::take(&self.shared);
-        match self.queue.claim(&self.filter) {
-            Ok(Some(claim)) => {
-                *failures = 0;
-                self.handle(claim);
-                Look::Handled
-            }
-            Ok(None) => {
-                *failures = 0;
-                Look::Nothing
-            }
-            Err(error) => {
-                *failures += 1;
-                tracing::warn!(%error, failures = *failures, "the gateway could not claim completions; retrying");
-                Look::Failed
             }
         }
     }
