@@ -93,26 +93,22 @@ fn the_outcome_is_set_before_the_end_is_visible_anywhere_else() {
         let queue = CompletionQueue::new();
         // Workers that exit when idle: a parked worker per engine would pile up threads.
         let engine = DelegationEngine::with_worker_keep_alive(queue.clone(), Duration::ZERO);
-        let handle = engine
-            .dispatch_handle(
-                DelegationSpec::new("quick"),
-                || Ok(DelegationResult::completed("done")),
-                None,
-                3,
-            )
-            .unwrap();
+        let quick = || {
+            engine
+                .dispatch_handle(
+                    DelegationSpec::new("quick"),
+                    || Ok(DelegationResult::completed("done")),
+                    None,
+                    3,
+                )
+                .unwrap()
+        };
+        let handle = quick();
         let Some(Event::AsyncDelegation(_)) = queue.take_timeout(HANG_GUARD) else {
             panic!("no completion");
         };
         assert!(handle.outcome().is_some(), "taken from the queue first");
-        let handle = engine
-            .dispatch_handle(
-                DelegationSpec::new("quick"),
-                || Ok(DelegationResult::completed("done")),
-                None,
-                3,
-            )
-            .unwrap();
+        let handle = quick();
         assert_eq!(engine.shutdown("bye", HANG_GUARD), 0);
         assert!(handle.outcome().is_some(), "a shutdown saw it end first");
     }
