@@ -159,8 +159,10 @@ impl DelegationEngine {
     }
 
     /// An engine whose idle worker threads exit after `keep_alive` without work
-    /// ([`new`](Self::new) uses 10 s). A longer keep-alive saves thread starts in bursty
-    /// use; idle workers cost a parked thread each and never keep the process alive.
+    /// ([`new`](Self::new) uses 10 s) — all but one: the spare, which stays while the
+    /// engine lives so the next dispatch finds a thread. A longer keep-alive saves thread
+    /// starts in bursty use; idle workers cost a parked thread each and never keep the
+    /// process alive.
     pub fn with_worker_keep_alive(queue: CompletionQueue, keep_alive: Duration) -> Self {
         DelegationEngine {
             inner: Arc::new(Inner {

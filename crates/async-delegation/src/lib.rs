@@ -36,8 +36,10 @@
 //!   [`DelegationEngine::active_count`] no longer counts a delegation, its event is
 //!   already on the queue.
 //! - **Workers.** Runners run on threads named `async-delegate-N` from a small cached
-//!   pool (idle workers exit after a keep-alive). They are detached: exiting `main` or
-//!   dropping the engine never waits for a running child.
+//!   pool. Threads are started by the workers themselves, one spare ahead, so a
+//!   dispatch never starts a thread (except an engine's very first one) even when every
+//!   worker is busy; idle workers beyond the spare exit after a keep-alive. They are
+//!   detached: exiting `main` or dropping the engine never waits for a running child.
 //! - **Interrupts.** [`DelegationEngine::interrupt_all`], [`interrupt`](DelegationEngine::interrupt)
 //!   and [`interrupt_session`](DelegationEngine::interrupt_session) call the hooks given
 //!   at dispatch, outside every lock, isolating a panicking hook. The child still ends

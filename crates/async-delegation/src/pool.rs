@@ -1,24 +1,32 @@
-//! A small cached pool of named worker threads.
+//! A small cached pool of named worker threads, started off the caller's path.
 //!
 //! Spawning an OS thread costs tens of microseconds; handing a job to a parked worker
-//! costs a channel send and a wake-up. The pool keeps workers that finished a job for
-//! `keep_alive`, then lets them exit, so a burst of work reuses threads and an idle
-//! engine holds none. There is no upper bound here: the engine's capacity check bounds
-//! the number of jobs in flight, and the pool never queues a job behind a busy worker.
+//! costs a store and a wake-up. So the caller never spawns (after the engine's first
+//! dispatch): the pool keeps one **spare** idle worker, and the worker that takes a job
+//! while no other is idle starts the next spare itself, before it runs the job. A burst
+//! that outruns the spares queues its jobs — they wait only for a thread start, never
+//! behind another job — and each worker that starts for one starts the next while jobs
+//! wait. There is no upper bound here: the engine's capacity check bounds the jobs in
+//! flight.
 //!
-//! Workers are detached: nothing joins them, so they never keep the process alive and
-//! dropping the pool never waits for a job.
+//! A job goes straight into the slot of the most recently idle worker (a stack, not a
+//! shared channel): that worker is the one most likely still running, so a steady stream
+//! of jobs keeps one or two workers busy and wakes no parked thread, and the workers left
+//! idle are the ones that exit after `keep_alive` — all but the spare, which stays while
+//! the pool lives, so an idle engine holds one parked thread. Workers are detached:
+//! nothing joins them, so they never keep the process alive, and dropping the pool never
+//! waits for a job; once it is dropped, each worker exits when no job is left.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 /// Every worker thread's name starts with this.
 pub(crate) const WORKER_NAME_PREFIX: &str = "async-delegate";
 
-/// How long an idle worker waits for another job before it exits.
+/// How long an idle worker (other than the spare) waits for another job before it exits.
 pub(crate) const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// A job: it gets an [`IdleSignal`] it may fire early, once the part of its work that
@@ -27,29 +35,147 @@ pub(crate) type Job = Box<dyn FnOnce(IdleSignal) + Send + 'static>;
 
 static NEXT_WORKER: AtomicUsize = AtomicUsize::new(1);
 
+/// One worker's mailbox: the job handed to it, and the thread to wake.
+struct Slot {
+    job: Mutex<Option<Job>>,
+    /// Set with `job`: what a spinning worker watches.
+    ready: AtomicBool,
+    thread: Thread,
+}
+
+impl Slot {
+    fn take(&self) -> Option<Job> {
+        let job = lock(&self.job).take();
+        if job.is_some() {
+            self.ready.store(false, Ordering::Release);
+        }
+        job
+    }
+
+    fn put(&self, job: Job) {
+        *lock(&self.job) = Some(job);
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Hands a job to the worker and wakes it (a system call only when it is parked).
+    fn give(&self, job: Job) {
+        self.put(job);
+        self.thread.unpark();
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Idle workers, the most recently idle last.
+    idle: Vec<Arc<Slot>>,
+    /// Jobs sent while no worker was idle, oldest first.
+    waiting: VecDeque<Job>,
+    /// Workers alive or being started.
+    workers: usize,
+    /// Workers being started, not yet idle.
+    starting: usize,
+    /// The pool was dropped: idle workers exit.
+    closed: bool,
+    /// Threads started by a submitter (the first worker only).
+    #[cfg(test)]
+    started_by_submitter: usize,
+}
+
 struct Shared {
-    jobs: Receiver<Job>,
-    /// Workers waiting for a job that no submitter has claimed yet.
-    idle: AtomicUsize,
+    state: Mutex<State>,
     keep_alive: Duration,
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every section under these locks is a few collection operations with no user code.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Shared {
-    /// Takes one unclaimed idle worker, if any.
-    fn claim_idle(&self) -> bool {
-        self.idle
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            .is_ok()
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
     }
+
+    /// Starts a worker when none is idle and none is being started: the spare, or one for
+    /// a job that waits. Called by workers before they run a job.
+    fn ensure_spare(self: &Arc<Self>) {
+        {
+            let mut state = self.lock();
+            if !state.idle.is_empty() || state.starting > 0 || state.closed {
+                return;
+            }
+            state.starting += 1;
+            state.workers += 1;
+        }
+        if let Err(error) = self.spawn(None) {
+            let mut state = self.lock();
+            state.starting -= 1;
+            state.workers -= 1;
+            drop(state);
+            // The waiting jobs are not lost: every worker takes the next one when it
+            // finishes its own.
+            tracing::error!(%error, "an async delegation worker could not be started; jobs wait for a busy worker");
+        }
+    }
+
+    /// Starts a thread (already counted in `workers`): with its first job, or idle.
+    fn spawn(self: &Arc<Self>, first: Option<Job>) -> std::io::Result<()> {
+        let shared = Arc::clone(self);
+        let name = format!(
+            "{WORKER_NAME_PREFIX}-{}",
+            NEXT_WORKER.fetch_add(1, Ordering::Relaxed)
+        );
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || worker_main(&shared, first))
+            .map(drop)
+    }
+
+    /// A worker turns idle: it gets the oldest waiting job in its slot, or goes on the
+    /// idle stack (unless the pool is closed: then it will exit).
+    fn settle_idle(&self, slot: &Arc<Slot>, state: &mut State) {
+        if let Some(job) = state.waiting.pop_front() {
+            slot.put(job);
+        } else if !state.closed {
+            state.idle.push(Arc::clone(slot));
+        }
+    }
+
+    /// An idle worker woken without a job, or whose keep-alive ran out (`expired`): it
+    /// exits when the pool is closed, or when it expired and another idle worker remains
+    /// (the spare stays); a job that reached its slot meanwhile is run.
+    fn leave(&self, slot: &Arc<Slot>, expired: bool) -> Option<Next> {
+        let mut state = self.lock();
+        if let Some(job) = slot.take() {
+            return Some(Next::Run(job));
+        }
+        let on_stack = state.idle.iter().position(|idle| Arc::ptr_eq(idle, slot));
+        let leaving = state.closed || (expired && on_stack.is_some() && state.idle.len() >= 2);
+        if !leaving {
+            // Still idle — or taken off the stack by a submitter whose job is on its way.
+            return None;
+        }
+        if let Some(at) = on_stack {
+            state.idle.remove(at);
+        }
+        Some(Next::Exit)
+    }
+}
+
+/// What a worker does next.
+enum Next {
+    Run(Job),
+    Exit,
 }
 
 /// Lets a job announce that its worker is about to be free.
 ///
 /// The job fires it just before it publishes its result, so a caller that reacts to the
-/// result by submitting the next job finds this worker idle instead of spawning a new
-/// thread. Dropping the signal unfired fires it.
+/// result by submitting the next job finds this worker idle (a job handed to it then
+/// waits in its slot until the current one returns). Dropping the signal unfired fires it.
 pub(crate) struct IdleSignal {
     shared: Arc<Shared>,
+    slot: Arc<Slot>,
     fired: bool,
 }
 
@@ -58,7 +184,8 @@ impl IdleSignal {
     pub(crate) fn fire(&mut self) {
         if !self.fired {
             self.fired = true;
-            self.shared.idle.fetch_add(1, Ordering::AcqRel);
+            let mut state = self.shared.lock();
+            self.shared.settle_idle(&self.slot, &mut state);
         }
     }
 }
@@ -71,74 +198,130 @@ impl Drop for IdleSignal {
 
 /// The submitting side of the pool. Cheap to share behind the engine's `Arc`.
 pub(crate) struct WorkerPool {
-    sender: Sender<Job>,
     shared: Arc<Shared>,
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        let idle = {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            std::mem::take(&mut state.idle)
+        };
+        for slot in idle {
+            slot.thread.unpark();
+        }
+    }
 }
 
 impl WorkerPool {
     pub(crate) fn new(keep_alive: Duration) -> Self {
-        let (sender, jobs) = crossbeam_channel::unbounded();
         WorkerPool {
-            sender,
             shared: Arc::new(Shared {
-                jobs,
-                idle: AtomicUsize::new(0),
+                state: Mutex::new(State::default()),
                 keep_alive,
             }),
         }
     }
 
-    /// Runs `job` on a worker: an idle one when there is one, else a new thread.
+    /// Runs `job` on a worker: the most recently idle one when there is one, else the next
+    /// one free or started. Only when no worker exists at all (the first job) is a thread
+    /// started here.
     ///
     /// # Errors
-    /// When no worker was idle and the OS refused a new thread; `job` is dropped uncalled.
+    /// When no worker existed and the OS refused a new thread; `job` is dropped uncalled.
     pub(crate) fn execute(&self, job: Job) -> std::io::Result<()> {
-        if self.shared.claim_idle() {
-            // A claimed worker is waiting (or about to wait) on the channel, and no
-            // worker retires while a claim is outstanding, so the job will be taken.
-            // The pool owns a receiver, so the send cannot fail.
-            let _ = self.sender.send(job);
+        let mut state = self.shared.lock();
+        if let Some(slot) = state.idle.pop() {
+            drop(state);
+            slot.give(job);
             return Ok(());
         }
-        let shared = Arc::clone(&self.shared);
-        let name = format!(
-            "{WORKER_NAME_PREFIX}-{}",
-            NEXT_WORKER.fetch_add(1, Ordering::Relaxed)
-        );
-        std::thread::Builder::new()
-            .name(name)
-            .spawn(move || worker_loop(shared, job))
-            .map(drop)
+        if state.workers > 0 {
+            // A worker is being started or is busy: it takes the job when it is free.
+            state.waiting.push_back(job);
+            return Ok(());
+        }
+        state.workers += 1;
+        #[cfg(test)]
+        {
+            state.started_by_submitter += 1;
+        }
+        drop(state);
+        let started = self.shared.spawn(Some(job));
+        if started.is_err() {
+            self.shared.lock().workers -= 1;
+        }
+        started
     }
 }
 
-fn run_job(shared: &Arc<Shared>, job: Job) {
+fn worker_main(shared: &Arc<Shared>, first: Option<Job>) {
+    let slot = Arc::new(Slot {
+        job: Mutex::new(None),
+        ready: AtomicBool::new(false),
+        thread: std::thread::current(),
+    });
+    match first {
+        Some(job) => slot.put(job),
+        None => {
+            let mut state = shared.lock();
+            state.starting -= 1;
+            shared.settle_idle(&slot, &mut state);
+        }
+    }
+    while let Next::Run(job) = wait(shared, &slot) {
+        run_job(shared, &slot, job);
+    }
+    shared.lock().workers -= 1;
+}
+
+/// How many times an idle worker looks at its slot before it parks: a job handed back
+/// within a microsecond or so (a consumer reacting to the completion this worker just
+/// published) then costs no wake-up.
+const SPINS: u32 = 64;
+
+/// Waits for the next job in the worker's slot (or the end).
+fn wait(shared: &Shared, slot: &Arc<Slot>) -> Next {
+    for _ in 0..SPINS {
+        if slot.ready.load(Ordering::Acquire) {
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    let mut idle_since = Instant::now();
+    loop {
+        if let Some(job) = slot.take() {
+            return Next::Run(job);
+        }
+        let waited = idle_since.elapsed();
+        let expired = waited >= shared.keep_alive;
+        if expired || shared.lock().closed {
+            match shared.leave(slot, expired) {
+                Some(next) => return next,
+                None if expired => idle_since = Instant::now(),
+                None => {}
+            }
+            continue;
+        }
+        std::thread::park_timeout(shared.keep_alive - waited);
+    }
+}
+
+/// Runs one job, the spare started first; the worker is idle once the job returns.
+fn run_job(shared: &Arc<Shared>, slot: &Arc<Slot>, job: Job) {
+    // The spare is started before the job runs: the next submitter finds it idle.
+    shared.ensure_spare();
     let signal = IdleSignal {
         shared: Arc::clone(shared),
+        slot: Arc::clone(slot),
         fired: false,
     };
     // Jobs catch their own panics; this is a second fence so a bug can never kill a
-    // worker whose idle count is already published (a claimed job would then wait for
-    // a worker that no longer exists). The signal fires while unwinding either way.
+    // worker already on the idle stack (a job handed to it would never run). The signal
+    // fires when the job drops it, also while unwinding.
     if let Err(message) = crate::fence::call(move || job(signal)) {
         tracing::error!(panic = %message, "an async delegation job panicked outside its own fence");
-    }
-}
-
-fn worker_loop(shared: Arc<Shared>, first: Job) {
-    run_job(&shared, first);
-    loop {
-        match shared.jobs.recv_timeout(shared.keep_alive) {
-            Ok(job) => run_job(&shared, job),
-            Err(RecvTimeoutError::Timeout) => {
-                // Retire only by taking back our own idle mark. If every mark has been
-                // claimed, a job is on its way to some worker: keep serving.
-                if shared.claim_idle() {
-                    return;
-                }
-            }
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
     }
 }
 
@@ -148,16 +331,37 @@ mod tests {
 
     const GUARD: Duration = Duration::from_secs(20);
 
-    fn idle(pool: &WorkerPool) -> usize {
-        pool.shared.idle.load(Ordering::Acquire)
+    /// Idle workers.
+    fn available(pool: &WorkerPool) -> usize {
+        pool.shared.lock().idle.len()
     }
 
-    #[test]
-    fn busy_workers_are_never_shared_and_idle_ones_are_reused() {
-        let pool = WorkerPool::new(Duration::from_secs(60));
-        let (release, hold) = crossbeam_channel::bounded::<()>(0);
+    fn workers(shared: &Shared) -> usize {
+        shared.lock().workers
+    }
+
+    fn submitter_starts(pool: &WorkerPool) -> usize {
+        pool.shared.lock().started_by_submitter
+    }
+
+    /// Waits (bounded) until `done` holds.
+    fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + GUARD;
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Submits `n` jobs that each report their thread's name, then hold until `hold`
+    /// is dropped.
+    fn held_jobs(
+        pool: &WorkerPool,
+        n: usize,
+        hold: &crossbeam_channel::Receiver<()>,
+    ) -> crossbeam_channel::Receiver<Option<String>> {
         let (names_tx, names) = crossbeam_channel::unbounded();
-        for _ in 0..3 {
+        for _ in 0..n {
             let (hold, names_tx) = (hold.clone(), names_tx.clone());
             pool.execute(Box::new(move |_idle: IdleSignal| {
                 names_tx
@@ -167,6 +371,14 @@ mod tests {
             }))
             .unwrap();
         }
+        names
+    }
+
+    #[test]
+    fn busy_workers_are_never_shared_and_idle_ones_are_reused() {
+        let pool = WorkerPool::new(Duration::from_secs(60));
+        let (release, hold) = crossbeam_channel::bounded::<()>(0);
+        let names = held_jobs(&pool, 3, &hold);
         let first: std::collections::HashSet<_> =
             (0..3).map(|_| names.recv_timeout(GUARD).unwrap()).collect();
         assert_eq!(first.len(), 3, "three busy jobs, three threads");
@@ -174,22 +386,69 @@ mod tests {
             .iter()
             .all(|n| n.as_deref().unwrap().starts_with(WORKER_NAME_PREFIX)));
         drop(release);
-        while idle(&pool) < 3 {
-            std::thread::yield_now();
-        }
-        // Three more jobs go to the three idle workers.
+        // The three, and the spare started meanwhile.
+        until("four idle workers", || available(&pool) >= 4);
+        let started = workers(&pool.shared);
+        // Three more jobs go to idle workers: no thread is started.
+        let (release, hold) = crossbeam_channel::bounded::<()>(0);
+        let names = held_jobs(&pool, 3, &hold);
         for _ in 0..3 {
-            let names_tx = names_tx.clone();
-            pool.execute(Box::new(move |_idle: IdleSignal| {
-                names_tx
-                    .send(std::thread::current().name().map(str::to_owned))
-                    .unwrap();
-            }))
+            names.recv_timeout(GUARD).unwrap();
+        }
+        assert_eq!(workers(&pool.shared), started);
+        assert_eq!(submitter_starts(&pool), 1, "only the first worker");
+        drop(release);
+    }
+
+    #[test]
+    fn with_every_worker_busy_the_submitter_never_starts_a_thread() {
+        let pool = WorkerPool::new(Duration::from_secs(60));
+        let (release, hold) = crossbeam_channel::bounded::<()>(0);
+        // Back to back: most of these find no idle worker (the spares cannot keep up),
+        // and every one of them still runs at once, on a thread of its own.
+        let names = held_jobs(&pool, 24, &hold);
+        let running: std::collections::HashSet<_> = (0..24)
+            .map(|_| names.recv_timeout(GUARD).unwrap())
+            .collect();
+        assert_eq!(running.len(), 24, "24 jobs held at once, 24 threads");
+        assert_eq!(submitter_starts(&pool), 1, "only the first worker");
+        drop(release);
+    }
+
+    #[test]
+    fn idle_workers_retire_down_to_the_spare_which_still_serves() {
+        let pool = WorkerPool::new(Duration::from_millis(20));
+        let (release, hold) = crossbeam_channel::bounded::<()>(0);
+        let names = held_jobs(&pool, 4, &hold);
+        for _ in 0..4 {
+            names.recv_timeout(GUARD).unwrap();
+        }
+        drop(release);
+        until("one worker left", || workers(&pool.shared) == 1);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(workers(&pool.shared), 1, "the spare does not retire");
+        assert_eq!(available(&pool), 1);
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        pool.execute(Box::new(move |_idle: IdleSignal| done_tx.send(()).unwrap()))
             .unwrap();
+        done.recv_timeout(GUARD).unwrap();
+        assert_eq!(submitter_starts(&pool), 1);
+    }
+
+    #[test]
+    fn dropping_the_pool_ends_every_worker_after_its_job() {
+        let pool = WorkerPool::new(Duration::from_secs(60));
+        let shared = Arc::clone(&pool.shared);
+        let (release, hold) = crossbeam_channel::bounded::<()>(0);
+        let names = held_jobs(&pool, 2, &hold);
+        for _ in 0..2 {
+            names.recv_timeout(GUARD).unwrap();
         }
-        for _ in 0..3 {
-            assert!(first.contains(&names.recv_timeout(GUARD).unwrap()));
-        }
+        until("a spare", || available(&pool) >= 1);
+        drop(pool);
+        assert!(workers(&shared) >= 3, "two busy and a spare");
+        drop(release);
+        until("no worker left", || workers(&shared) == 0);
     }
 
     #[test]
@@ -197,9 +456,7 @@ mod tests {
         let pool = WorkerPool::new(Duration::from_secs(60));
         pool.execute(Box::new(|_idle: IdleSignal| panic!("job bug")))
             .unwrap();
-        while idle(&pool) < 1 {
-            std::thread::yield_now();
-        }
+        until("idle again", || available(&pool) >= 2);
         let (done_tx, done) = crossbeam_channel::bounded(1);
         pool.execute(Box::new(move |_idle: IdleSignal| done_tx.send(()).unwrap()))
             .unwrap();
@@ -219,17 +476,16 @@ mod tests {
         }))
         .unwrap();
         fired.recv_timeout(GUARD).unwrap();
-        assert_eq!(idle(&pool), 1, "marked idle before the job returned");
+        // The spare is started before the job runs.
+        until("the spare", || available(&pool) == 2);
         drop(finish);
         // The drop at the end of the job must not count it twice.
         let (done_tx, done) = crossbeam_channel::bounded(1);
         pool.execute(Box::new(move |_idle: IdleSignal| done_tx.send(()).unwrap()))
             .unwrap();
         done.recv_timeout(GUARD).unwrap();
-        while idle(&pool) < 1 {
-            std::thread::yield_now();
-        }
+        until("idle again", || available(&pool) >= 2);
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(idle(&pool), 1);
+        assert_eq!(available(&pool), 2);
     }
 }
