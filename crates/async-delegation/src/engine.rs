@@ -1,6 +1,9 @@
 //! The engine: capacity, records, workers, completion events and interrupts.
 
 use std::collections::{HashMap, VecDeque};
+
+/// The hasher of the engine's maps: their keys are random id numbers.
+type FastHash = foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,7 +58,8 @@ pub(crate) struct Inner {
 
 #[derive(Default)]
 struct State {
-    running: HashMap<String, Running>,
+    /// By the id's number ([`id_number`]): an insert costs no allocation.
+    running: HashMap<u32, Running, FastHash>,
     /// Oldest completion first (by the ledger's commit order); at most
     /// [`MAX_RETAINED_COMPLETED`].
     completed: VecDeque<(u64, Finished)>,
@@ -296,9 +300,8 @@ impl DelegationEngine {
             self.inner.watch(&delegation_id, watch);
         }
         let inner = Arc::clone(&self.inner);
-        let id = delegation_id.clone();
         let job = Box::new(move |idle: IdleSignal| {
-            inner.run(id, ledger_record, &dispatched, dispatched_at, runner, idle);
+            inner.run(ledger_record, &dispatched, dispatched_at, runner, idle);
         });
         // A refused thread drops the job (the caller's runner) on this thread: fenced.
         let started = fence::call(|| self.inner.pool.execute(job)).unwrap_or_else(|message| {
@@ -476,7 +479,7 @@ impl Inner {
                 max: max_async_children,
             });
         }
-        while state.running.contains_key(&candidate)
+        while state.running.contains_key(&number)
             || state
                 .completed
                 .iter()
@@ -489,7 +492,7 @@ impl Inner {
         spec.delegation_id = Some(candidate.clone());
         let dispatched = Dispatched(Arc::new(Event::AsyncDelegation(spec)));
         state.running.insert(
-            candidate.clone(),
+            number,
             Running {
                 seq,
                 number,
@@ -566,7 +569,10 @@ impl Inner {
 
     /// Gives an admitted delegation (its runner not yet started) a handle's watch.
     pub(crate) fn watch(&self, delegation_id: &str, watch: Arc<Watch>) {
-        if let Some(running) = self.lock_state().running.get_mut(delegation_id) {
+        let Some(number) = id_number(delegation_id) else {
+            return;
+        };
+        if let Some(running) = self.lock_state().running.get_mut(&number) {
             running.watch = Some(watch);
         }
     }
@@ -576,7 +582,7 @@ impl Inner {
     fn unadmit(&self, delegation_id: &str) -> Option<InterruptHook> {
         let (removed, drained) = {
             let mut state = self.lock_state();
-            let removed = state.running.remove(delegation_id);
+            let removed = id_number(delegation_id).and_then(|n| state.running.remove(&n));
             (removed, state.running.is_empty())
         };
         if drained {
@@ -598,7 +604,6 @@ impl Inner {
     /// slot, offer it.
     fn run<R>(
         self: &Arc<Self>,
-        delegation_id: String,
         ledger_record: DispatchRecord,
         dispatched: &Dispatched,
         dispatched_at: f64,
@@ -614,11 +619,12 @@ impl Inner {
             Err(error) => failure(fence::error_text(error)),
         });
         let result = outcome.unwrap_or_else(|message| failure(format!("panic: {message}")));
-        let finished = self.finished(&delegation_id, dispatched, dispatched_at, result);
+        let delegation_id = dispatched.id();
+        let finished = self.finished(delegation_id, dispatched, dispatched_at, result);
         // Whoever reacts to this event may dispatch again at once: let it find this
         // worker idle rather than start a thread.
         idle.fire();
-        let ended = self.complete(ledger_record, &delegation_id, finished);
+        let ended = self.complete(ledger_record, delegation_id, finished);
         ended.publish();
     }
 
@@ -662,12 +668,12 @@ impl Inner {
         self: &Arc<Self>,
         record: DispatchRecord,
         delegation_id: &str,
-        finished: FinishedRun,
+        mut finished: FinishedRun,
     ) -> Ended {
         let mut backoff = Duration::from_millis(10);
         let mut failures = 0_u32;
         loop {
-            match self.try_complete(record, delegation_id, &finished) {
+            match self.try_complete(record, delegation_id, &mut finished) {
                 Ok(ended) => {
                     if failures > 0 {
                         tracing::info!(
@@ -690,12 +696,14 @@ impl Inner {
         }
     }
 
-    /// One attempt of [`complete`](Self::complete): never sleeps.
+    /// One attempt of [`complete`](Self::complete): never sleeps. On success the status and
+    /// model have moved into the retained record; drop `finished` before publishing, so
+    /// the consumer that takes the event finds it unshared (no copy).
     pub(crate) fn try_complete(
         self: &Arc<Self>,
         record: DispatchRecord,
         delegation_id: &str,
-        finished: &FinishedRun,
+        finished: &mut FinishedRun,
     ) -> Result<Ended, process_registry::LedgerError> {
         let (committed, hook, watch, drained) = {
             let mut state = self.lock_state();
@@ -709,8 +717,8 @@ impl Inner {
                 &mut state,
                 delegation_id,
                 committed.seq(),
-                &finished.status,
-                finished.model.clone(),
+                std::mem::take(&mut finished.status),
+                finished.model.take(),
                 finished.completed_at,
             );
             // A handle's outcome is set with the slot: whoever sees the slot free (a
@@ -736,7 +744,7 @@ fn release_slot(
     state: &mut State,
     delegation_id: &str,
     order: u64,
-    status: &str,
+    status: String,
     model: Option<String>,
     completed_at: f64,
 ) -> (Option<InterruptHook>, Option<Arc<Watch>>) {
@@ -746,14 +754,14 @@ fn release_slot(
         interrupt,
         watch,
         ..
-    }) = state.running.remove(delegation_id)
+    }) = id_number(delegation_id).and_then(|n| state.running.remove(&n))
     else {
         return (None, None);
     };
     let record = Finished {
         number,
         dispatched,
-        status: status.to_owned(),
+        status,
         model,
         completed_at,
     };
@@ -920,6 +928,15 @@ fn new_delegation_id() -> (u32, String) {
         id.push(char::from(HEX[(number >> (shift * 4)) as usize & 0xf]));
     }
     (number, id)
+}
+
+/// The number of an id drawn by [`new_delegation_id`]; `None` for any other text.
+fn id_number(delegation_id: &str) -> Option<u32> {
+    let hex = delegation_id.strip_prefix("deleg_")?;
+    if hex.len() != 8 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u32::from_str_radix(hex, 16).ok()
 }
 
 fn unix_now() -> f64 {

@@ -196,7 +196,7 @@ impl Run {
         let Some(admitted) = self.admitted.take() else {
             return;
         };
-        let finished = self.inner.finished(
+        let mut finished = self.inner.finished(
             admitted.delegation_id(),
             admitted.dispatched(),
             admitted.dispatched_at(),
@@ -204,9 +204,12 @@ impl Run {
         );
         match self
             .inner
-            .try_complete(admitted.record(), admitted.delegation_id(), &finished)
+            .try_complete(admitted.record(), admitted.delegation_id(), &mut finished)
         {
-            Ok(ended) => ended.publish(),
+            Ok(ended) => {
+                drop(finished);
+                ended.publish();
+            }
             // The store refused it: the retries sleep, so they go to a thread of their
             // own rather than hold a runtime thread (the slot stays held meanwhile).
             Err(_) => retry_on_a_thread(Arc::clone(&self.inner), admitted, finished),

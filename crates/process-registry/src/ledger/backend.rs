@@ -245,7 +245,7 @@ pub struct ClaimedRow {
     pub seq: u64,
     /// Its delegation id, when the engine wrote it (then also its idempotency key; else
     /// the key is `event-{seq}`).
-    pub delegation_id: Option<String>,
+    pub delegation_id: Option<Arc<str>>,
     /// The completion.
     pub event: Arc<Event>,
     /// Claims made so far, this one included.
@@ -285,7 +285,7 @@ pub struct Finish<'a> {
     /// Only if the row is owned by this instance (recovery of a dead owner's rows).
     pub expect_owner: Option<&'a str>,
     /// `Finished(status)` or `Unknown`.
-    pub run_state: &'a RunState,
+    pub run_state: RunState,
     /// The completion event.
     pub event: Arc<Event>,
     /// A reason to keep on the row (the `unknown` text).

@@ -14,6 +14,13 @@ use super::backend::{
 use super::clock::{Clock, SystemClock};
 use crate::{Event, LedgerError};
 
+/// A delegation id, shared by its map key and its row: finishing a run or claiming a
+/// row copies no text.
+type Id = Arc<str>;
+
+/// The hasher of the ledger's maps (their keys are ids: short, mostly random text).
+type FastHash = foldhash::fast::RandomState;
+
 /// The in-memory ledger: rows under one mutex, the claimable ones in a FIFO. Nothing
 /// survives the process, and a delivered row is dropped at once, so memory stays flat.
 ///
@@ -76,9 +83,9 @@ struct State {
     parked: BTreeMap<u64, Row>,
     /// Running delegations, by id: a dispatch costs one small insert (the caller waits
     /// for it).
-    running: HashMap<String, Running>,
+    running: HashMap<Id, Running, FastHash>,
     /// The other rows that have a delegation id.
-    by_id: HashMap<String, u64>,
+    by_id: HashMap<Id, u64, FastHash>,
     /// The instances seen (usually one), named by their index in rows.
     owners: Vec<Box<str>>,
 }
@@ -129,6 +136,10 @@ type Owner = u32;
 /// needs is boxed apart ([`More`]), so the FIFO holds little more than the events.
 struct Row {
     event: Stored,
+    /// The delegation an engine's row belongs to.
+    delegation_id: Option<Id>,
+    /// How the run ended, for an engine's row.
+    run_state: Option<RunState>,
     delivery: Option<DeliveryState>,
     attempts: u32,
     owner: Owner,
@@ -139,11 +150,9 @@ struct Row {
     more: Option<Box<More>>,
 }
 
-/// The fields of an engine's row, a claim, a backoff or a reason.
+/// The fields of a claim, a backoff or a reason.
 #[derive(Default)]
 struct More {
-    delegation_id: Option<String>,
-    run_state: Option<RunState>,
     reason: Option<String>,
     claim: Option<(u64, Owner)>,
     not_before: Option<f64>,
@@ -210,7 +219,7 @@ impl Row {
 
     fn key(&self, seq: u64) -> String {
         match self.delegation_id() {
-            Some(id) => id.clone(),
+            Some(id) => id.to_string(),
             None => format!("event-{seq}"),
         }
     }
@@ -219,12 +228,12 @@ impl Row {
         self.more.get_or_insert_with(Box::default)
     }
 
-    fn delegation_id(&self) -> Option<&String> {
-        self.more.as_ref()?.delegation_id.as_ref()
+    fn delegation_id(&self) -> Option<&Id> {
+        self.delegation_id.as_ref()
     }
 
     fn run_state(&self) -> Option<&RunState> {
-        self.more.as_ref()?.run_state.as_ref()
+        self.run_state.as_ref()
     }
 
     fn reason(&self) -> Option<&String> {
@@ -293,7 +302,7 @@ impl Row {
         self.attempts = self.attempts.saturating_add(1);
         Some(ClaimedRow {
             seq,
-            delegation_id: self.delegation_id().cloned(),
+            delegation_id: self.delegation_id.clone(),
             event,
             attempts: self.attempts,
             possible_redelivery: self.possible_redelivery,
@@ -319,7 +328,7 @@ impl Row {
         Some(LedgerRow {
             seq,
             key: self.key(seq),
-            delegation_id: self.delegation_id().cloned(),
+            delegation_id: self.delegation_id().map(|id| id.to_string()),
             kind: self.kind().to_owned(),
             session_key: self.session_key().to_owned(),
             run_state: self.run_state().cloned(),
@@ -569,7 +578,7 @@ impl LedgerBackend for MemoryLedger {
         state.next_seq += 1;
         let seq = state.next_seq;
         state.running.insert(
-            new.delegation_id.to_owned(),
+            Id::from(new.delegation_id),
             Running {
                 seq,
                 owner,
@@ -593,6 +602,8 @@ impl LedgerBackend for MemoryLedger {
             possible_redelivery: false,
             created_at: now,
             completed_at: Some(now),
+            delegation_id: None,
+            run_state: None,
             more: None,
         }))
     }
@@ -601,17 +612,15 @@ impl LedgerBackend for MemoryLedger {
         let now = self.clock.recent();
         let mut state = self.lock();
         let expected = finish.expect_owner.map(|owner| state.known_owner(owner));
-        let owner_ok = state
-            .running
-            .get(finish.delegation_id)
-            .is_some_and(|running| expected.is_none_or(|owner| owner == Some(running.owner)));
-        if !owner_ok {
-            return Ok(None);
-        }
         let Some((delegation_id, running)) = state.running.remove_entry(finish.delegation_id)
         else {
             return Ok(None);
         };
+        if expected.is_some_and(|owner| owner != Some(running.owner)) {
+            // Not this instance's run: left as it was.
+            state.running.insert(delegation_id, running);
+            return Ok(None);
+        }
         // To the tail: offered in the order the runs finished.
         Ok(Some(state.insert(Row {
             event: Stored::Shared(finish.event),
@@ -622,12 +631,14 @@ impl LedgerBackend for MemoryLedger {
             possible_redelivery: false,
             created_at: running.created_at,
             completed_at: Some(now),
-            more: Some(Box::new(More {
-                delegation_id: Some(delegation_id),
-                run_state: Some(finish.run_state.clone()),
-                reason: finish.reason.map(str::to_owned),
-                ..More::default()
-            })),
+            delegation_id: Some(delegation_id),
+            run_state: Some(finish.run_state),
+            more: finish.reason.map(|reason| {
+                Box::new(More {
+                    reason: Some(reason.to_owned()),
+                    ..More::default()
+                })
+            }),
         })))
     }
 

@@ -613,11 +613,10 @@ impl CompletionQueue {
         event: Arc<Event>,
     ) -> Result<Committed, LedgerError> {
         let _ = record;
-        let run_state = RunState::Finished(status.to_owned());
         let finished = self.core.backend.finish_run(Finish {
             delegation_id,
             expect_owner: Some(&self.core.instance),
-            run_state: &run_state,
+            run_state: RunState::Finished(status.to_owned()),
             event: Arc::clone(&event),
             reason: None,
         })?;
@@ -927,7 +926,7 @@ impl Core {
             self.backend.finish_run(Finish {
                 delegation_id,
                 expect_owner: Some(owner),
-                run_state: &RunState::Unknown,
+                run_state: RunState::Unknown,
                 event,
                 reason: Some(OWNER_EXITED_ERROR),
             })?;

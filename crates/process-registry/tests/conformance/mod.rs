@@ -424,7 +424,7 @@ pub fn untracked_claims(store: &dyn Store) {
         .finish_run(process_registry::Finish {
             delegation_id: "deleg_unknown0",
             expect_owner: None,
-            run_state: &RunState::Finished("completed".into()),
+            run_state: RunState::Finished("completed".into()),
             event: Arc::new(delegation("deleg_unknown0", "", "g").into()),
             reason: None,
         })

@@ -633,7 +633,7 @@ impl LedgerBackend for SqliteLedger {
 
     fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
         let event = to_json(&finish.event)?;
-        let (phase, status) = match finish.run_state {
+        let (phase, status) = match &finish.run_state {
             RunState::Running => ("running", None),
             RunState::Finished(status) => ("finished", Some(status.as_str())),
             RunState::Unknown => ("unknown", Some("unknown")),
