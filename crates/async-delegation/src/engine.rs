@@ -63,6 +63,8 @@ struct State {
     /// Oldest completion first (by the ledger's commit order); at most
     /// [`MAX_RETAINED_COMPLETED`].
     completed: VecDeque<(u64, Finished)>,
+    /// The id numbers of `completed`: what a new id is checked against.
+    completed_numbers: std::collections::HashSet<u32, FastHash>,
     /// Dispatch order, so `list` is stable.
     next_seq: u64,
     /// Set by [`DelegationEngine::shutdown`]: no more admissions.
@@ -479,12 +481,7 @@ impl Inner {
                 max: max_async_children,
             });
         }
-        while state.running.contains_key(&number)
-            || state
-                .completed
-                .iter()
-                .any(|(_, done)| done.number == number)
-        {
+        while state.running.contains_key(&number) || state.completed_numbers.contains(&number) {
             (number, candidate) = new_delegation_id();
         }
         let seq = state.next_seq;
@@ -705,7 +702,7 @@ impl Inner {
         delegation_id: &str,
         finished: &mut FinishedRun,
     ) -> Result<Ended, process_registry::LedgerError> {
-        let (committed, hook, watch, drained) = {
+        let (committed, hook, watch, evicted, drained) = {
             let mut state = self.lock_state();
             let committed = self.queue.record_completion(
                 record,
@@ -713,7 +710,7 @@ impl Inner {
                 &finished.status,
                 Arc::clone(&finished.event),
             )?;
-            let (hook, watch) = release_slot(
+            let (hook, watch, evicted) = release_slot(
                 &mut state,
                 delegation_id,
                 committed.seq(),
@@ -726,7 +723,7 @@ impl Inner {
             if let Some(watch) = &watch {
                 watch.store(Arc::clone(&finished.event));
             }
-            (committed, hook, watch, state.running.is_empty())
+            (committed, hook, watch, evicted, state.running.is_empty())
         };
         // The lock is released: consumers woken now find the slot free.
         Ok(Ended {
@@ -734,12 +731,14 @@ impl Inner {
             hook,
             watch,
             drained: drained.then(|| Arc::clone(self)),
+            evicted,
         })
     }
 }
 
 /// Frees the slot and keeps the completed record (at most [`MAX_RETAINED_COMPLETED`]),
-/// in the ledger's commit order; returns the hook to drop outside the lock.
+/// in the ledger's commit order; returns the hook and the record it evicted, to drop
+/// outside the lock.
 fn release_slot(
     state: &mut State,
     delegation_id: &str,
@@ -747,7 +746,7 @@ fn release_slot(
     status: String,
     model: Option<String>,
     completed_at: f64,
-) -> (Option<InterruptHook>, Option<Arc<Watch>>) {
+) -> (Option<InterruptHook>, Option<Arc<Watch>>, Option<Finished>) {
     let Some(Running {
         number,
         dispatched,
@@ -756,7 +755,7 @@ fn release_slot(
         ..
     }) = id_number(delegation_id).and_then(|n| state.running.remove(&n))
     else {
-        return (None, None);
+        return (None, None, None);
     };
     let record = Finished {
         number,
@@ -767,10 +766,15 @@ fn release_slot(
     };
     let at = state.completed.partition_point(|(done, _)| *done < order);
     state.completed.insert(at, (order, record));
-    while state.completed.len() > MAX_RETAINED_COMPLETED {
-        state.completed.pop_front();
-    }
-    (interrupt, watch)
+    state.completed_numbers.insert(number);
+    let evicted = (state.completed.len() > MAX_RETAINED_COMPLETED)
+        .then(|| state.completed.pop_front())
+        .flatten()
+        .map(|(_, evicted)| {
+            state.completed_numbers.remove(&evicted.number);
+            evicted
+        });
+    (interrupt, watch, evicted)
 }
 
 /// A runner's outcome as the engine records it.
@@ -788,6 +792,8 @@ pub(crate) struct Ended {
     watch: Option<Arc<Watch>>,
     /// The engine, when this completion left nothing running (a shutdown may wait).
     drained: Option<Arc<Inner>>,
+    /// The retained record this one pushed out, freed after the wake-ups.
+    evicted: Option<Finished>,
 }
 
 impl Ended {
@@ -799,6 +805,7 @@ impl Ended {
             hook,
             watch,
             drained,
+            evicted,
         } = self;
         drop(committed);
         if let Some(watch) = watch {
@@ -808,6 +815,7 @@ impl Ended {
         if let Some(inner) = drained {
             inner.drained.notify(usize::MAX);
         }
+        drop(evicted);
     }
 }
 

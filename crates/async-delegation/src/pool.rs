@@ -289,17 +289,18 @@ fn wait(shared: &Shared, slot: &Arc<Slot>) -> Next {
         }
         std::hint::spin_loop();
     }
-    let mut idle_since = Instant::now();
+    // Read once a park is near: a job handed over during the spin needs no clock.
+    let mut idle_since = None;
     loop {
         if let Some(job) = slot.take() {
             return Next::Run(job);
         }
-        let waited = idle_since.elapsed();
+        let waited = idle_since.get_or_insert_with(Instant::now).elapsed();
         let expired = waited >= shared.keep_alive;
         if expired || shared.lock().closed {
             match shared.leave(slot, expired) {
                 Some(next) => return next,
-                None if expired => idle_since = Instant::now(),
+                None if expired => idle_since = Some(Instant::now()),
                 None => {}
             }
             continue;

@@ -234,7 +234,10 @@ impl QueueWait {
         const YIELD_ROUNDS: u32 = 16;
         let signal = &self._counted.0.signal;
         for round in 0..SPIN_ROUNDS + YIELD_ROUNDS {
-            if signal.is_notified() || deadline.is_some_and(|d| Instant::now() >= d) {
+            // The clock is read only once the spinning is over: a yield may take longer.
+            if signal.is_notified()
+                || (round >= SPIN_ROUNDS && deadline.is_some_and(|d| Instant::now() >= d))
+            {
                 return;
             }
             if round < SPIN_ROUNDS {
@@ -672,12 +675,16 @@ impl CompletionQueue {
         let take = || self.core.backend.take_next(&query);
         let taken = match timeout {
             None => take(),
-            Some(timeout) => self
-                .core
-                .wait_for(filter, Instant::now().checked_add(timeout), take),
+            // One look before the clock is read: an event already waiting needs no deadline.
+            Some(timeout) => match take() {
+                Ok(None) => self
+                    .core
+                    .wait_for(filter, Instant::now().checked_add(timeout), take),
+                found => found,
+            },
         };
         match taken {
-            Ok(taken) => taken.map(|row| row.event),
+            Ok(taken) => taken.map(|row| Arc::unwrap_or_clone(row.event)),
             Err(error) => {
                 tracing::warn!(%error, "taking a completion failed");
                 None
