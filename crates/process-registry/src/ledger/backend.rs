@@ -173,9 +173,8 @@ impl From<PendingRefused> for LedgerError {
 pub struct TakenRow {
     /// The row.
     pub seq: u64,
-    /// The completion; nothing else holds it any more, so the taker unwraps it without a
-    /// copy.
-    pub event: Arc<Event>,
+    /// The completion, by value (nothing else holds it any more).
+    pub event: Event,
     /// An earlier claim may have delivered it (its lease expired, or its process died).
     pub possible_redelivery: bool,
 }

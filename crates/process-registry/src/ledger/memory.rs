@@ -188,17 +188,6 @@ impl Stored {
         }
     }
 
-    /// The event behind a handle, leaving [`Stored::Taken`]: the handle is what travels
-    /// up to the taker (a pointer, where the event itself is hundreds of bytes to copy
-    /// at every step), which unwraps it once.
-    fn take_shared(&mut self) -> Option<Arc<Event>> {
-        match std::mem::replace(self, Stored::Taken) {
-            Stored::Owned(event) => Some(Arc::new(event)),
-            Stored::Shared(event) => Some(event),
-            Stored::Taken => None,
-        }
-    }
-
     /// A handle on the event, shared from now on (`None` once taken).
     fn share(&mut self) -> Option<Arc<Event>> {
         if let Stored::Shared(event) = self {
@@ -772,7 +761,7 @@ impl LedgerBackend for MemoryLedger {
         Ok(state.take_open_with(index, |row| {
             let possible_redelivery =
                 row.possible_redelivery || row.delivery == Some(DeliveryState::Claimed);
-            let event = row.event.take_shared()?;
+            let event = row.event.take()?;
             Some(TakenRow {
                 seq,
                 event,

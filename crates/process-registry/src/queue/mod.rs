@@ -684,7 +684,7 @@ impl CompletionQueue {
             },
         };
         match taken {
-            Ok(taken) => taken.map(|row| Arc::unwrap_or_clone(row.event)),
+            Ok(taken) => taken.map(|row| row.event),
             Err(error) => {
                 tracing::warn!(%error, "taking a completion failed");
                 None
