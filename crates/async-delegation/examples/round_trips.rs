@@ -12,7 +12,9 @@
 //!
 //! The difference of the two totals (`Collected` in `callgrind_annotate`), divided by the
 //! round trips, is the cost of one: the run with 0 prices the start-up alone. With `pipelined`
-//! as the second argument it keeps up to 64 delegations in flight instead of one.
+//! as the second argument it keeps up to 64 delegations in flight instead of one. With
+//! `busy` it times each `dispatch` made while every worker is busy (bursts of 16 held
+//! runners, each burst starting from the spare alone) and prints the percentiles.
 #![allow(clippy::expect_used)]
 
 use std::time::Duration;
@@ -25,7 +27,12 @@ const GUARD: Duration = Duration::from_secs(20);
 fn main() {
     let mut args = std::env::args().skip(1);
     let rounds: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
-    let pipelined = args.next().as_deref() == Some("pipelined");
+    let mode = args.next();
+    if mode.as_deref() == Some("busy") {
+        busy(rounds);
+        return;
+    }
+    let pipelined = mode.as_deref() == Some("pipelined");
     let queue = CompletionQueue::new();
     let engine = DelegationEngine::new(queue.clone());
     let spec = || {
@@ -53,4 +60,55 @@ fn main() {
         taken += 1;
     }
     println!("{rounds} round trips");
+}
+
+fn spec() -> DelegationSpec {
+    DelegationSpec::new("Summarise the logs")
+        .with_context("Only the last hour matters")
+        .with_toolsets(["terminal"])
+        .with_role("leaf")
+        .with_session_key("agent:main:telegram:dm:12345")
+}
+
+/// Percentiles of `dispatch` with every worker busy.
+fn busy(dispatches: usize) {
+    const BURST: usize = 16;
+    let queue = CompletionQueue::new();
+    // Idle workers beyond the spare retire at once.
+    let engine = DelegationEngine::with_worker_keep_alive(queue.clone(), Duration::ZERO);
+    let mut spent = Vec::with_capacity(dispatches);
+    while spent.len() < dispatches {
+        let (open, closed) = crossbeam_channel::bounded::<()>(0);
+        for _ in 0..BURST {
+            let closed = closed.clone();
+            let spec = spec();
+            let started = std::time::Instant::now();
+            let outcome = engine.dispatch(
+                spec,
+                move || {
+                    let _ = closed.recv_timeout(GUARD);
+                    Ok(DelegationResult::completed("done"))
+                },
+                None,
+                usize::MAX,
+            );
+            spent.push(started.elapsed());
+            assert!(outcome.is_dispatched());
+        }
+        drop(open);
+        for _ in 0..BURST {
+            queue.take_timeout(GUARD).expect("completion");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    spent.sort();
+    let at = |p: usize| spent[(spent.len() - 1) * p / 100];
+    println!(
+        "dispatch with every worker busy, {} dispatches: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
+        spent.len(),
+        at(50),
+        at(90),
+        at(99),
+        spent[spent.len() - 1]
+    );
 }
