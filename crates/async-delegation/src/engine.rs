@@ -86,7 +86,7 @@ struct Finished {
     /// The id's number: what a new id is checked against.
     number: u32,
     dispatched: Dispatched,
-    status: String,
+    status: Status,
     model: Option<String>,
     completed_at: f64,
 }
@@ -434,8 +434,11 @@ impl DelegationEngine {
                     .record(DelegationRecord::RUNNING, spec.model.clone(), None)
             })
             .chain(state.completed.iter().map(|(_, done)| {
-                done.dispatched
-                    .record(&done.status, done.model.clone(), Some(done.completed_at))
+                done.dispatched.record(
+                    done.status.as_str(),
+                    done.model.clone(),
+                    Some(done.completed_at),
+                )
             }))
             .collect()
     }
@@ -641,10 +644,7 @@ impl Inner {
             dispatched_at,
             completed_at,
         );
-        let status = event
-            .status
-            .clone()
-            .unwrap_or_else(|| "completed".to_owned());
+        let status = Status::of(event.status.as_deref().unwrap_or("completed"));
         let model = event.model.clone();
         FinishedRun {
             status,
@@ -707,14 +707,14 @@ impl Inner {
             let committed = self.queue.record_completion(
                 record,
                 delegation_id,
-                &finished.status,
+                finished.status.as_str(),
                 Arc::clone(&finished.event),
             )?;
             let (hook, watch, evicted) = release_slot(
                 &mut state,
                 delegation_id,
                 committed.seq(),
-                std::mem::take(&mut finished.status),
+                std::mem::replace(&mut finished.status, Status::Completed),
                 finished.model.take(),
                 finished.completed_at,
             );
@@ -743,7 +743,7 @@ fn release_slot(
     state: &mut State,
     delegation_id: &str,
     order: u64,
-    status: String,
+    status: Status,
     model: Option<String>,
     completed_at: f64,
 ) -> (Option<InterruptHook>, Option<Arc<Watch>>, Option<Finished>) {
@@ -777,9 +777,37 @@ fn release_slot(
     (interrupt, watch, evicted)
 }
 
+/// A retained record's status: the usual ones without an allocation of their own.
+enum Status {
+    Completed,
+    Error,
+    Interrupted,
+    Other(String),
+}
+
+impl Status {
+    fn of(status: &str) -> Status {
+        match status {
+            "completed" => Status::Completed,
+            "error" => Status::Error,
+            "interrupted" => Status::Interrupted,
+            other => Status::Other(other.to_owned()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Status::Completed => "completed",
+            Status::Error => "error",
+            Status::Interrupted => "interrupted",
+            Status::Other(status) => status,
+        }
+    }
+}
+
 /// A runner's outcome as the engine records it.
 pub(crate) struct FinishedRun {
-    status: String,
+    status: Status,
     model: Option<String>,
     completed_at: f64,
     event: Arc<Event>,
@@ -874,7 +902,11 @@ fn completion_event(
         Some(seconds) => seconds,
         None => round_seconds((completed_at - dispatched_at).max(0.0)),
     };
-    let status = result.status_or_completed().to_owned();
+    // The result's own text when it has one (moved, not copied).
+    let status = match result.status {
+        Some(status) if !status.is_empty() => status,
+        _ => "completed".to_owned(),
+    };
     AsyncDelegationEvent {
         delegation_id: Some(delegation_id.to_owned()),
         session_key: spec.session_key.clone(),
