@@ -84,6 +84,9 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     keep_alive: Duration,
+    /// Passes idle workers made through their wait loop (a spinning one makes many).
+    #[cfg(test)]
+    passes: AtomicUsize,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -101,13 +104,17 @@ impl Shared {
     fn ensure_spare(self: &Arc<Self>) {
         {
             let mut state = self.lock();
-            if !state.idle.is_empty() || state.starting > 0 || state.closed {
+            // Once the pool is closed, only jobs already accepted still need threads.
+            if !state.idle.is_empty()
+                || state.starting > 0
+                || (state.closed && state.waiting.is_empty())
+            {
                 return;
             }
             state.starting += 1;
             state.workers += 1;
         }
-        if let Err(error) = self.spawn(None) {
+        if let Err(error) = self.spawn() {
             let mut state = self.lock();
             state.starting -= 1;
             state.workers -= 1;
@@ -118,8 +125,15 @@ impl Shared {
         }
     }
 
-    /// Starts a thread (already counted in `workers`): with its first job, or idle.
-    fn spawn(self: &Arc<Self>, first: Option<Job>) -> std::io::Result<()> {
+    /// Starts a worker thread, already counted in `workers` and `starting`: it takes the
+    /// oldest waiting job, or goes idle.
+    fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(delay) = tests::FAIL_SPAWN_AFTER.with(std::cell::Cell::take) {
+            tests::SPAWN_FAILING.store(true, Ordering::Release);
+            std::thread::sleep(delay);
+            return Err(std::io::Error::other("injected spawn failure"));
+        }
         let shared = Arc::clone(self);
         let name = format!(
             "{WORKER_NAME_PREFIX}-{}",
@@ -127,7 +141,7 @@ impl Shared {
         );
         std::thread::Builder::new()
             .name(name)
-            .spawn(move || worker_main(&shared, first))
+            .spawn(move || worker_main(&shared))
             .map(drop)
     }
 
@@ -135,7 +149,8 @@ impl Shared {
     /// idle stack (unless the pool is closed: then it will exit).
     fn settle_idle(&self, slot: &Arc<Slot>, state: &mut State) {
         if let Some(job) = state.waiting.pop_front() {
-            slot.put(job);
+            // Woken in case the signal was fired on another thread and the worker parks.
+            slot.give(job);
         } else if !state.closed {
             state.idle.push(Arc::clone(slot));
         }
@@ -220,6 +235,8 @@ impl WorkerPool {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 keep_alive,
+                #[cfg(test)]
+                passes: AtomicUsize::new(0),
             }),
         }
     }
@@ -242,33 +259,40 @@ impl WorkerPool {
             state.waiting.push_back(job);
             return Ok(());
         }
+        // The first worker is started with the lock held (once per pool): a submitter
+        // that came meanwhile and queued its job behind this worker would otherwise be
+        // stranded if the start failed.
         state.workers += 1;
+        state.starting += 1;
+        state.waiting.push_back(job);
         #[cfg(test)]
         {
             state.started_by_submitter += 1;
         }
-        drop(state);
-        let started = self.shared.spawn(Some(job));
+        let started = self.shared.spawn();
         if started.is_err() {
-            self.shared.lock().workers -= 1;
+            // Refused: nobody else queued meanwhile (the lock is held), so the job at the
+            // back is this one; it is dropped, uncalled, once the lock is released.
+            state.workers -= 1;
+            state.starting -= 1;
+            let refused = state.waiting.pop_back();
+            drop(state);
+            drop(refused);
         }
         started
     }
 }
 
-fn worker_main(shared: &Arc<Shared>, first: Option<Job>) {
+fn worker_main(shared: &Arc<Shared>) {
     let slot = Arc::new(Slot {
         job: Mutex::new(None),
         ready: AtomicBool::new(false),
         thread: std::thread::current(),
     });
-    match first {
-        Some(job) => slot.put(job),
-        None => {
-            let mut state = shared.lock();
-            state.starting -= 1;
-            shared.settle_idle(&slot, &mut state);
-        }
+    {
+        let mut state = shared.lock();
+        state.starting -= 1;
+        shared.settle_idle(&slot, &mut state);
     }
     while let Next::Run(job) = wait(shared, &slot) {
         run_job(shared, &slot, job);
@@ -301,16 +325,31 @@ fn wait(shared: &Shared, slot: &Arc<Slot>) -> Next {
     }
     // Read once a park is near: a job handed over during the spin needs no clock.
     let mut idle_since = None;
+    // Set once the keep-alive ran out while this was the last idle worker (the spare, or
+    // one whose job is on its way): from then on it parks until woken, with no timeout —
+    // a zero keep-alive must not make the spare spin.
+    let mut stays = false;
     loop {
         if let Some(job) = slot.take() {
             return Next::Run(job);
+        }
+        #[cfg(test)]
+        shared.passes.fetch_add(1, Ordering::Relaxed);
+        if stays {
+            if shared.lock().closed {
+                if let Some(next) = shared.leave(slot, false) {
+                    return next;
+                }
+            }
+            std::thread::park();
+            continue;
         }
         let waited = idle_since.get_or_insert_with(Instant::now).elapsed();
         let expired = waited >= shared.keep_alive;
         if expired || shared.lock().closed {
             match shared.leave(slot, expired) {
                 Some(next) => return next,
-                None if expired => idle_since = Some(Instant::now()),
+                None if expired => stays = true,
                 None => {}
             }
             continue;
@@ -341,6 +380,86 @@ mod tests {
     use super::*;
 
     const GUARD: Duration = Duration::from_secs(20);
+
+    thread_local! {
+        /// Makes this thread's next thread start fail, after the given delay.
+        pub(super) static FAIL_SPAWN_AFTER: std::cell::Cell<Option<Duration>> =
+            const { std::cell::Cell::new(None) };
+    }
+
+    /// Set when an injected failure has begun (read without the pool's lock, which the
+    /// failing start holds).
+    pub(super) static SPAWN_FAILING: AtomicBool = AtomicBool::new(false);
+
+    #[test]
+    fn with_a_zero_keep_alive_the_spare_parks_instead_of_spinning() {
+        let pool = WorkerPool::new(Duration::ZERO);
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        pool.execute(Box::new(move |_idle: IdleSignal| done_tx.send(()).unwrap()))
+            .unwrap();
+        done.recv_timeout(GUARD).unwrap();
+        until("one worker left", || workers(&pool.shared) == 1);
+        let before = pool.shared.passes.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(200));
+        let passes = pool.shared.passes.load(Ordering::Relaxed) - before;
+        // Parked: only spurious wake-ups make a pass (a spinning spare made millions).
+        assert!(
+            passes < 10,
+            "the idle spare went through its wait {passes} times"
+        );
+        // And it still serves.
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        pool.execute(Box::new(move |_idle: IdleSignal| done_tx.send(()).unwrap()))
+            .unwrap();
+        done.recv_timeout(GUARD).unwrap();
+    }
+
+    #[test]
+    fn jobs_waiting_when_the_pool_is_dropped_still_get_threads() {
+        let pool = WorkerPool::new(Duration::from_secs(60));
+        let shared = Arc::clone(&pool.shared);
+        let (release, hold) = crossbeam_channel::bounded::<()>(0);
+        // Back to back: the later ones wait for threads the workers start.
+        let names = held_jobs(&pool, 4, &hold);
+        drop(pool);
+        for _ in 0..4 {
+            names
+                .recv_timeout(GUARD)
+                .expect("every accepted job runs at once, also after the drop");
+        }
+        drop(release);
+        until("no worker left", || workers(&shared) == 0);
+    }
+
+    #[test]
+    fn a_job_queued_while_the_first_start_fails_still_runs() {
+        let pool = Arc::new(WorkerPool::new(Duration::from_secs(60)));
+        let first = {
+            let pool = Arc::clone(&pool);
+            std::thread::spawn(move || {
+                FAIL_SPAWN_AFTER.with(|fail| fail.set(Some(Duration::from_millis(200))));
+                pool.execute(Box::new(|_idle: IdleSignal| {})).is_err()
+            })
+        };
+        // While the first start is failing, a second submitter comes.
+        until("the first start under way", || {
+            SPAWN_FAILING.load(Ordering::Acquire)
+        });
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        pool.execute(Box::new(move |_idle: IdleSignal| done_tx.send(()).unwrap()))
+            .expect("accepted");
+        assert!(
+            first.join().unwrap(),
+            "the first submitter sees its refusal"
+        );
+        done.recv_timeout(GUARD)
+            .expect("the job accepted while the first start failed runs");
+        assert_eq!(
+            submitter_starts(&pool),
+            2,
+            "the second submitter started a worker"
+        );
+    }
 
     /// Idle workers.
     fn available(pool: &WorkerPool) -> usize {
