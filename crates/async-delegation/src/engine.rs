@@ -73,8 +73,6 @@ struct State {
 
 struct Running {
     seq: u64,
-    /// The id's number (see [`Finished::number`]).
-    number: u32,
     dispatched: Dispatched,
     interrupt: Option<InterruptHook>,
     /// Where a [`DelegationHandle`] waits for the outcome, when one was asked for.
@@ -83,8 +81,6 @@ struct Running {
 
 /// A retained completed delegation: its dispatch and how it ended.
 struct Finished {
-    /// The id's number: what a new id is checked against.
-    number: u32,
     dispatched: Dispatched,
     status: Status,
     model: Option<String>,
@@ -97,7 +93,11 @@ struct Finished {
 /// spec: the caller's dispatch pays no clone of it (the worker copies its fields once, into
 /// the completion event).
 #[derive(Clone)]
-pub(crate) struct Dispatched(Arc<Event>);
+pub(crate) struct Dispatched {
+    event: Arc<Event>,
+    /// The id's number ([`id_number`]): the engine's key for it.
+    number: u32,
+}
 
 impl Dispatched {
     fn restate(spec: DelegationSpec, dispatched_at: f64) -> AsyncDelegationEvent {
@@ -116,7 +116,7 @@ impl Dispatched {
     fn spec(&self) -> &AsyncDelegationEvent {
         static NONE: std::sync::LazyLock<AsyncDelegationEvent> =
             std::sync::LazyLock::new(AsyncDelegationEvent::default);
-        match &*self.0 {
+        match &*self.event {
             Event::AsyncDelegation(spec) => spec,
             // Not built by this module: cannot happen.
             _ => &NONE,
@@ -125,7 +125,7 @@ impl Dispatched {
 
     /// The event back, for another id draw (the ledger refused this one).
     fn into_spec(self) -> AsyncDelegationEvent {
-        match Arc::unwrap_or_clone(self.0) {
+        match Arc::unwrap_or_clone(self.event) {
             Event::AsyncDelegation(spec) => spec,
             _ => AsyncDelegationEvent::default(),
         }
@@ -490,12 +490,14 @@ impl Inner {
         let seq = state.next_seq;
         state.next_seq += 1;
         spec.delegation_id = Some(candidate.clone());
-        let dispatched = Dispatched(Arc::new(Event::AsyncDelegation(spec)));
+        let dispatched = Dispatched {
+            event: Arc::new(Event::AsyncDelegation(spec)),
+            number,
+        };
         state.running.insert(
             number,
             Running {
                 seq,
-                number,
                 dispatched: dispatched.clone(),
                 interrupt: interrupt.take(),
                 watch: None,
@@ -532,7 +534,7 @@ impl Inner {
             let recorded = self.queue.record_dispatch(
                 &delegation_id,
                 &dispatched.spec().session_key,
-                Arc::clone(&dispatched.0),
+                Arc::clone(&dispatched.event),
             );
             match recorded {
                 Ok(Recorded::Dispatch(record)) => {
@@ -647,6 +649,7 @@ impl Inner {
         let status = Status::of(event.status.as_deref().unwrap_or("completed"));
         let model = event.model.clone();
         FinishedRun {
+            number: dispatched.number,
             status,
             model,
             completed_at,
@@ -712,7 +715,7 @@ impl Inner {
             )?;
             let (hook, watch, evicted) = release_slot(
                 &mut state,
-                delegation_id,
+                finished.number,
                 committed.seq(),
                 std::mem::replace(&mut finished.status, Status::Completed),
                 finished.model.take(),
@@ -741,24 +744,22 @@ impl Inner {
 /// outside the lock.
 fn release_slot(
     state: &mut State,
-    delegation_id: &str,
+    number: u32,
     order: u64,
     status: Status,
     model: Option<String>,
     completed_at: f64,
 ) -> (Option<InterruptHook>, Option<Arc<Watch>>, Option<Finished>) {
     let Some(Running {
-        number,
         dispatched,
         interrupt,
         watch,
         ..
-    }) = id_number(delegation_id).and_then(|n| state.running.remove(&n))
+    }) = state.running.remove(&number)
     else {
         return (None, None, None);
     };
     let record = Finished {
-        number,
         dispatched,
         status,
         model,
@@ -771,7 +772,7 @@ fn release_slot(
         .then(|| state.completed.pop_front())
         .flatten()
         .map(|(_, evicted)| {
-            state.completed_numbers.remove(&evicted.number);
+            state.completed_numbers.remove(&evicted.dispatched.number);
             evicted
         });
     (interrupt, watch, evicted)
@@ -807,6 +808,8 @@ impl Status {
 
 /// A runner's outcome as the engine records it.
 pub(crate) struct FinishedRun {
+    /// The id's number, carried from the dispatch: the slot is found without parsing.
+    number: u32,
     status: Status,
     model: Option<String>,
     completed_at: f64,

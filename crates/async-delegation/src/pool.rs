@@ -300,29 +300,13 @@ fn worker_main(shared: &Arc<Shared>) {
     shared.lock().workers -= 1;
 }
 
-/// How long an idle worker watches its slot before it parks: 63 spin hints in doubling
-/// rounds, then 16 yields of its core (a few microseconds in all, ended as soon as a job
-/// arrives). A job handed back that soon — a consumer reacting to the completion this
-/// worker just published, the next of a pipelined stream — then costs no park and no
-/// wake-up through the kernel, which cost more than the whole hand-off. The same bounded
-/// back-off as the completion queue's waits.
-const SPIN_ROUNDS: u32 = 6;
-const YIELD_ROUNDS: u32 = 16;
-
-/// Waits for the next job in the worker's slot (or the end).
+/// Waits for the next job in the worker's slot (or the end). The worker first watches
+/// its slot through [`process_registry::spin_then_yield`] — the completion queue's own
+/// back-off — so a job handed back within microseconds (a consumer reacting to the
+/// completion this worker just published, the next of a pipelined stream) costs no park
+/// and no wake-up.
 fn wait(shared: &Shared, slot: &Arc<Slot>) -> Next {
-    for round in 0..SPIN_ROUNDS + YIELD_ROUNDS {
-        if slot.ready.load(Ordering::Acquire) {
-            break;
-        }
-        if round < SPIN_ROUNDS {
-            for _ in 0..1_u32 << round {
-                std::hint::spin_loop();
-            }
-        } else {
-            std::thread::yield_now();
-        }
-    }
+    process_registry::spin_then_yield(|_| slot.ready.load(Ordering::Acquire));
     // Read once a park is near: a job handed over during the spin needs no clock.
     let mut idle_since = None;
     // Set once the keep-alive ran out while this was the last idle worker (the spare, or

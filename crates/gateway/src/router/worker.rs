@@ -172,6 +172,16 @@ pub(super) struct Settings {
     pub(super) formatter: NotificationFormatter,
 }
 
+/// What the thread router's loop does after a look.
+enum Then {
+    /// A completion was handled: look again at once.
+    LookAgain,
+    /// The ledger failed: wait this long (or for a change) before the next look.
+    RetryAfter(Duration),
+    /// Nothing to claim.
+    Wait,
+}
+
 /// What one look for work did.
 pub(super) enum Look {
     /// Claimed a completion, to be handled.
@@ -235,22 +245,13 @@ impl Worker {
                 self.shared.drop_adapters();
                 return;
             }
-            match look(
-                &self.shared,
-                &self.queue,
-                &self.filter,
-                &self.view,
-                &mut failures,
-            ) {
-                Look::Claimed(claim) => {
-                    self.handle(claim);
+            match self.look_and_handle(&mut failures) {
+                Then::LookAgain => continue,
+                Then::RetryAfter(retry) => {
+                    let _ = wait.wait_until(Instant::now() + retry);
                     continue;
                 }
-                Look::Failed => {
-                    let _ = wait.wait_until(Instant::now() + retry_after(failures));
-                    continue;
-                }
-                Look::Nothing => {}
+                Then::Wait => {}
             }
             let due = match self.queue.next_due(&self.filter) {
                 Ok(due) => due,
@@ -264,22 +265,13 @@ impl Worker {
             // was not claimable yet, it is no longer backing off, and no write will come
             // to wake this thread for it. Look once more: whatever still backs off is in
             // `due`, whatever came due before `next_due` is claimable now.
-            match look(
-                &self.shared,
-                &self.queue,
-                &self.filter,
-                &self.view,
-                &mut failures,
-            ) {
-                Look::Claimed(claim) => {
-                    self.handle(claim);
+            match self.look_and_handle(&mut failures) {
+                Then::LookAgain => continue,
+                Then::RetryAfter(retry) => {
+                    let _ = wait.wait_until(Instant::now() + retry);
                     continue;
                 }
-                Look::Failed => {
-                    let _ = wait.wait_until(Instant::now() + retry_after(failures));
-                    continue;
-                }
-                Look::Nothing => {}
+                Then::Wait => {}
             }
             match due {
                 Some(due) => {
@@ -287,6 +279,24 @@ impl Worker {
                 }
                 None => wait.wait(),
             }
+        }
+    }
+
+    /// One look, and the completion it claimed handled.
+    fn look_and_handle(&self, failures: &mut u32) -> Then {
+        match look(
+            &self.shared,
+            &self.queue,
+            &self.filter,
+            &self.view,
+            failures,
+        ) {
+            Look::Claimed(claim) => {
+                self.handle(claim);
+                Then::LookAgain
+            }
+            Look::Failed => Then::RetryAfter(retry_after(*failures)),
+            Look::Nothing => Then::Wait,
         }
     }
 

@@ -11,8 +11,10 @@
 //! `take_timeout`, `drain`) claims and delivers the next row in one step of the store.
 
 mod awaiting;
+mod backoff;
 
 pub use awaiting::{Claims, Events};
+pub use backoff::spin_then_yield;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
@@ -221,33 +223,15 @@ impl QueueWait {
         self.listener.wait_deadline(deadline).is_some()
     }
 
-    /// A few microseconds of spinning, then of yielding, before the thread parks: a
-    /// completion that comes while the consumer is still on its core (a runner that
-    /// returns at once) is taken without a sleep and a wake-up through the kernel — the
-    /// two cost more than the whole hand-off. Bounded (63 spin hints, then 16 yields of
-    /// the core, then the real wait), and it ends as soon as the queue's signal shows a
-    /// notification: this wait's, or another waiter's (which only cuts the spin short). (With 4
-    /// yields, as `crossbeam-channel` backs off, a worker's completion still missed the
-    /// window on this project's machines: one park and wake per round trip.)
+    /// [`spin_then_yield`] before the thread parks: a completion that comes while the
+    /// consumer is still on its core (a runner that returns at once) is taken without a
+    /// sleep and a wake-up. It ends as soon as the queue's signal shows a notification:
+    /// this wait's, or another waiter's (which only cuts the spin short), or the deadline.
     fn snooze(&self, deadline: Option<Instant>) {
-        const SPIN_ROUNDS: u32 = 6;
-        const YIELD_ROUNDS: u32 = 16;
         let signal = &self._counted.0.signal;
-        for round in 0..SPIN_ROUNDS + YIELD_ROUNDS {
-            // The clock is read only once the spinning is over: a yield may take longer.
-            if signal.is_notified()
-                || (round >= SPIN_ROUNDS && deadline.is_some_and(|d| Instant::now() >= d))
-            {
-                return;
-            }
-            if round < SPIN_ROUNDS {
-                for _ in 0..1_u32 << round {
-                    std::hint::spin_loop();
-                }
-            } else {
-                std::thread::yield_now();
-            }
-        }
+        spin_then_yield(|yielding| {
+            signal.is_notified() || (yielding && deadline.is_some_and(|d| Instant::now() >= d))
+        });
     }
 }
 
