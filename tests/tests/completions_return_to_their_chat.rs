@@ -89,7 +89,7 @@ fn delegate(world: &World, session_key: &str, goal: &str) -> String {
 }
 
 fn delegation_id(message: &InternalMessage) -> &str {
-    match &message.event {
+    match &*message.event {
         Event::AsyncDelegation(event) => event.delegation_id.as_deref().unwrap_or(""),
         other => panic!("not an async completion: {other:?}"),
     }
@@ -243,7 +243,7 @@ fn an_interrupted_session_gets_its_interrupted_completion_back() {
     );
     let message = inbox.recv_timeout(HANG_GUARD).unwrap();
     assert_eq!(delegation_id(&message), id);
-    let Event::AsyncDelegation(event) = &message.event else {
+    let Event::AsyncDelegation(event) = &*message.event else {
         unreachable!()
     };
     assert_eq!(event.status.as_deref(), Some("interrupted"));
@@ -290,7 +290,7 @@ fn a_crashed_subagent_reaches_its_chat_a_platform_without_adapter_waits_and_an_u
     let crashed = delegate(&world, &key_of(&telegram_topic()), "explode please");
     let message = inbox.recv_timeout(HANG_GUARD).unwrap();
     assert_eq!(delegation_id(&message), crashed);
-    let Event::AsyncDelegation(event) = &message.event else {
+    let Event::AsyncDelegation(event) = &*message.event else {
         unreachable!()
     };
     assert_eq!(event.status.as_deref(), Some("error"));

@@ -116,7 +116,7 @@ fn every_dispatched_delegation_is_delivered_once_to_the_session_that_dispatched_
             message.source.platform, platform,
             "handed to another platform's adapter"
         );
-        let Event::AsyncDelegation(event) = &message.event else {
+        let Event::AsyncDelegation(event) = &*message.event else {
             panic!("{:?}", message.event)
         };
         assert_eq!(event.session_key, message.session_key.as_str());

@@ -194,7 +194,7 @@ fn child(ledger: &Path, point: KillPoint) {
     let stop_after_deliver = point == KillPoint::AfterDeliver;
     let router = DeliveryRouter::builder(queue.clone())
         .adapter(Platform::Telegram, move |message: &InternalMessage| {
-            let status = match &message.event {
+            let status = match &*message.event {
                 Event::AsyncDelegation(event) => event.status.clone().unwrap_or_default(),
                 _ => String::new(),
             };

@@ -28,17 +28,30 @@ use crate::{PlatformRegistry, SessionKey, SessionSource, Unroutable};
 /// assert_eq!(event.routing.thread_id.as_deref(), Some("678"));
 /// ```
 pub fn enrich_async_delegation_routing(event: &mut AsyncDelegationEvent) -> bool {
-    if has_value(&event.routing.platform) {
+    enrich_routing(&mut event.routing, &event.session_key)
+}
+
+/// [`enrich_async_delegation_routing`] on a routing of its own: what the router routes a
+/// delegation by, without copying (or changing) the rest of the recorded event.
+pub(crate) fn enriched_routing(event: &AsyncDelegationEvent) -> Routing {
+    let mut routing = event.routing.clone();
+    enrich_routing(&mut routing, &event.session_key);
+    routing
+}
+
+/// Enrichment's rule, on `routing` from `session_key`.
+fn enrich_routing(routing: &mut Routing, session_key: &str) -> bool {
+    if has_value(&routing.platform) {
         return false;
     }
-    let Ok(route) = SessionKey::parse(&event.session_key) else {
+    let Ok(route) = SessionKey::parse(session_key) else {
         return false;
     };
-    event.routing.platform = Some(route.platform);
-    event.routing.chat_type = Some(route.chat_type);
-    event.routing.chat_id = Some(route.chat_id);
+    routing.platform = Some(route.platform);
+    routing.chat_type = Some(route.chat_type);
+    routing.chat_id = Some(route.chat_id);
     if route.thread_id.is_some() {
-        event.routing.thread_id = route.thread_id;
+        routing.thread_id = route.thread_id;
     }
     true
 }
@@ -54,10 +67,6 @@ pub fn enrich_event_routing(event: &mut Event) -> bool {
 
 fn has_value(value: &Option<String>) -> bool {
     value.as_deref().is_some_and(|v| !v.is_empty())
-}
-
-fn value(value: &Option<String>) -> Option<String> {
-    value.clone().filter(|v| !v.is_empty())
 }
 
 /// Known origins of sessions: the session store and recent-source cache of a gateway.
@@ -217,8 +226,7 @@ pub fn build_process_event_source(
     origins: &dyn OriginStore,
     platforms: &PlatformRegistry,
 ) -> Result<SessionSource, Unroutable> {
-    let empty = Routing::default();
-    let routing = event_routing(event).unwrap_or(&empty);
+    let routing = event_routing(event).cloned().unwrap_or_default();
     resolve_source(
         event.session_key().unwrap_or(""),
         routing,
@@ -227,10 +235,11 @@ pub fn build_process_event_source(
     )
 }
 
-/// [`build_process_event_source`] from an event's parts.
+/// [`build_process_event_source`] from an event's parts: its session key and its routing,
+/// taken by value (the source is built from its strings, not from copies of them).
 pub(crate) fn resolve_source(
     session_key: &str,
-    routing: &Routing,
+    routing: Routing,
     origins: &dyn OriginStore,
     platforms: &PlatformRegistry,
 ) -> Result<SessionSource, Unroutable> {
@@ -239,18 +248,28 @@ pub(crate) fn resolve_source(
     } else {
         origins.origin(session_key)
     };
+    let Routing {
+        platform,
+        chat_type,
+        chat_id,
+        user_id,
+        user_name,
+        thread_id,
+        message_id,
+    } = routing;
+    let (user_id, user_name, message_id) = (value(user_id), value(user_name), value(message_id));
     if let Some(mut source) = origin {
-        overlay(&mut source.thread_id, &routing.thread_id);
-        overlay(&mut source.user_id, &routing.user_id);
-        overlay(&mut source.user_name, &routing.user_name);
-        overlay(&mut source.message_id, &routing.message_id);
+        overlay(&mut source.thread_id, value(thread_id));
+        overlay(&mut source.user_id, user_id);
+        overlay(&mut source.user_name, user_name);
+        overlay(&mut source.message_id, message_id);
         return Ok(source);
     }
 
-    let mut platform = value(&routing.platform);
-    let mut chat_type = value(&routing.chat_type);
-    let mut chat_id = value(&routing.chat_id);
-    let mut thread_id = value(&routing.thread_id);
+    let mut platform = value(platform);
+    let mut chat_type = value(chat_type);
+    let mut chat_id = value(chat_id);
+    let mut thread_id = value(thread_id);
     if platform.is_none() || chat_type.is_none() || chat_id.is_none() {
         if let Ok(route) = SessionKey::parse(session_key) {
             platform = platform.or(Some(route.platform));
@@ -272,14 +291,19 @@ pub(crate) fn resolve_source(
         })?;
     let mut source = SessionSource::new(platform, chat_id).with_chat_type(chat_type);
     source.thread_id = thread_id;
-    source.user_id = value(&routing.user_id);
-    source.user_name = value(&routing.user_name);
-    source.message_id = value(&routing.message_id);
+    source.user_id = user_id;
+    source.user_name = user_name;
+    source.message_id = message_id;
     Ok(source)
 }
 
-fn overlay(target: &mut Option<String>, from_event: &Option<String>) {
-    if let Some(v) = value(from_event) {
+/// A field's value, when it has a non-empty one.
+fn value(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
+fn overlay(target: &mut Option<String>, from_event: Option<String>) {
+    if let Some(v) = from_event {
         *target = Some(v);
     }
 }

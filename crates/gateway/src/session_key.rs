@@ -274,7 +274,7 @@ impl SessionKey {
             key: key.to_owned(),
             reason,
         })?;
-        let namespace = parts.text(parts.namespace).into_owned();
+        let namespace = parts.text(parts.namespace);
         let chat_type = parts.text(parts.chat_type).into_owned();
         let thread_id = match chat_type.as_str() {
             CHAT_TYPE_DM | CHAT_TYPE_THREAD => parts
@@ -285,7 +285,7 @@ impl SessionKey {
             _ => None,
         };
         Ok(ParsedSessionKey {
-            profile: (namespace != MAIN).then_some(namespace),
+            profile: (namespace != MAIN).then(|| namespace.into_owned()),
             platform: parts.text(parts.platform).into_owned(),
             chat_type,
             chat_id: parts.text(parts.chat_id).into_owned(),
@@ -347,7 +347,30 @@ struct KeyParts<'a> {
     platform: &'a str,
     chat_type: &'a str,
     chat_id: &'a str,
-    rest: std::str::Split<'a, char>,
+    rest: Segments<'a>,
+}
+
+/// The `:`-separated segments of a key: `str::split(':')`, by a plain byte scan (a key's
+/// segments are short, and the general searcher's set-up per segment costs more than the
+/// scan).
+struct Segments<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        match rest.bytes().position(|b| b == b':') {
+            Some(at) => {
+                // `:` is ASCII: both sides of it are character boundaries.
+                self.rest = Some(&rest[at + 1..]);
+                Some(&rest[..at])
+            }
+            None => self.rest.take(),
+        }
+    }
 }
 
 impl<'a> KeyParts<'a> {
@@ -355,7 +378,7 @@ impl<'a> KeyParts<'a> {
         if key.is_empty() {
             return Err("the key is empty (a CLI session)");
         }
-        let mut parts = key.split(':');
+        let mut parts = Segments { rest: Some(key) };
         let (Some(prefix), Some(namespace), Some(platform), Some(chat_type), Some(chat_id)) = (
             parts.next(),
             parts.next(),
@@ -902,7 +925,7 @@ mod tests {
         if key.is_empty() {
             return Err(invalid("the key is empty (a CLI session)"));
         }
-        let mut parts = key.split(':');
+        let mut parts = Segments { rest: Some(key) };
         let (Some(prefix), Some(namespace), Some(platform), Some(chat_type), Some(chat_id)) = (
             parts.next(),
             parts.next(),

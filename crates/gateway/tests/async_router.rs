@@ -57,7 +57,7 @@ async fn delivered(router: &DeliveryRouter, n: u64) {
 
 /// The delegation id of the completion a message carries.
 fn id_of(message: &InternalMessage) -> String {
-    match &message.event {
+    match &*message.event {
         process_registry::Event::AsyncDelegation(e) => e.delegation_id.clone().unwrap_or_default(),
         other => panic!("unexpected {other:?}"),
     }

@@ -107,7 +107,7 @@ type Inbox = Arc<Mutex<Vec<Delivery>>>;
 fn recorder(inbox: &Inbox) -> impl Fn(&InternalMessage) -> Result<(), AdapterError> {
     let inbox = Arc::clone(inbox);
     move |message: &InternalMessage| {
-        let Event::AsyncDelegation(event) = &message.event else {
+        let Event::AsyncDelegation(event) = &*message.event else {
             return Err("not an async delegation".into());
         };
         inbox.lock().unwrap().push(Delivery {
@@ -731,14 +731,12 @@ fn completions_for_busy_sessions_stay_in_the_ledger_and_stop_loses_none() {
     let messages: Vec<InternalMessage> = (0..9)
         .map(|_| deliveries.recv_timeout(HANG_GUARD).unwrap())
         .collect();
-    let got: Vec<Event> = messages.iter().map(|m| m.event.clone()).collect();
+    let got: Vec<Event> = messages.iter().map(|m| (*m.event).clone()).collect();
     assert_eq!(ids(&got), ids(&put), "oldest first");
-    // Enriched with its route on the way out.
-    let Event::AsyncDelegation(first) = &messages[0].event else {
-        panic!("not async")
-    };
-    assert_eq!(first.routing.chat_id.as_deref(), Some("2"));
-    assert_eq!(first.routing.thread_id.as_deref(), Some("55"));
+    // Handed over as recorded (shared with the ledger, not copied), routed by the
+    // routing enriched from its key.
+    assert_eq!(got, put, "unchanged");
+    assert_eq!(messages[0].source.chat_id, "2");
     assert_eq!(messages[0].source.thread_id.as_deref(), Some("55"));
     let waiting = router.waiting();
     let stats = router.stop();
@@ -1415,7 +1413,7 @@ fn adapter_error_whose_display_panics_is_retried_then_dead_lettered() {
     let router = DeliveryRouter::builder(queue.clone())
         .adapter(
             Platform::Telegram,
-            move |message: &InternalMessage| match &message.event {
+            move |message: &InternalMessage| match &*message.event {
                 Event::AsyncDelegation(e)
                     if e.delegation_id.as_deref() == Some("deleg_00000001") =>
                 {
@@ -1613,7 +1611,7 @@ fn a_process_completion_with_a_session_key_reaches_its_chat() {
             source: SessionSource::new(Platform::Telegram, "42"),
             text: message.text.clone(),
             reply_to_message_id: None,
-            event,
+            event: Arc::new(event),
             idempotency_key: row_key,
             possible_redelivery: false,
         },
@@ -1733,7 +1731,7 @@ fn an_undeliverable_process_completion_is_a_dead_letter() {
     let (adapter, deliveries) = channel_adapter();
     router.register_adapter(Platform::Discord, adapter);
     let message = deliveries.recv_timeout(HANG_GUARD).unwrap();
-    assert_eq!(message.event, no_adapter);
+    assert_eq!(*message.event, no_adapter);
     assert_eq!(message.source.chat_id, "1");
     let waiting = router.waiting();
     let stats = router.stop();

@@ -52,7 +52,7 @@ pub(crate) fn child(ledger: &Path, phase: &str) -> DemoResult<()> {
     let queue = CompletionQueue::builder(SqliteLedger::open(ledger)?).open()?;
     let (telegram_key, discord_key) = sessions();
     let adapter = |message: &InternalMessage| {
-        let status = match &message.event {
+        let status = match &*message.event {
             Event::AsyncDelegation(event) => event.status.clone().unwrap_or_default(),
             _ => String::new(),
         };

@@ -354,7 +354,7 @@ impl PlatformAdapter for TerminalAdapter {
                 writeln!(out, "     | {line}")?;
             }
         }
-        let (delegation_id, status) = match &message.event {
+        let (delegation_id, status) = match &*message.event {
             Event::AsyncDelegation(event) => (
                 event.delegation_id.clone().unwrap_or_default(),
                 event.status.clone().unwrap_or_default(),
@@ -381,7 +381,7 @@ fn cli_drain(queue: &CompletionQueue) -> DemoResult<Event> {
         .claim_timeout(&ClaimFilter::cli_completions(), HANG_GUARD)?
         .ok_or("the CLI completion never arrived")?;
     // Acknowledged once the new turn has its text: delivered.
-    Ok(claim.ack()?)
+    Ok(Arc::unwrap_or_clone(claim.ack()?))
 }
 
 fn expect_deliveries(delivered: &Receiver<Delivery>, n: usize) -> DemoResult<Vec<Delivery>> {

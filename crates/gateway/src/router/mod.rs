@@ -43,11 +43,14 @@ pub struct InternalMessage {
     pub text: String,
     /// The message to reply to (the reply anchor), when known: `source.message_id`.
     pub reply_to_message_id: Option<String>,
-    /// The completion: an [`Event::AsyncDelegation`] enriched with its route
-    /// (`platform`, `chat_type`, `chat_id`, `thread_id`), or an [`Event::Completion`] of
-    /// a background process, as it was on the queue (a process completion has no
-    /// routing fields; its session key and the origin store routed it).
-    pub event: Event,
+    /// The completion — an [`Event::AsyncDelegation`], or an [`Event::Completion`] of a
+    /// background process — exactly as it was recorded, shared with the completion
+    /// ledger rather than copied. Its route is [`source`](Self::source): the router
+    /// enriches a delegation's routing from its session key
+    /// ([`enrich_async_delegation_routing`](crate::enrich_async_delegation_routing)'s rule)
+    /// to find it, without changing the event (a process completion has no routing
+    /// fields; its session key and the origin store route it).
+    pub event: Arc<Event>,
     /// The idempotency key: the `delegation_id` of a delegation's completion (else a key
     /// the ledger made). Stable across redeliveries: an adapter that remembers the keys
     /// it delivered can drop a repeat.
@@ -164,12 +167,14 @@ impl Shared {
 /// without an adapter stays pending (for another router, or until its adapter is
 /// registered). A claimed completion is:
 ///
-/// - **delivered**: enriched ([`enrich_async_delegation_routing`](crate::enrich_async_delegation_routing)
-///   for a delegation; a process completion has no routing fields), routed
-///   ([`build_process_event_source`](crate::build_process_event_source): a known origin,
-///   else the event's routing fields, else its parsed key), rendered by the formatter and
-///   handed to the adapter; an `Ok` acks it (delivered). Each delivery carries the
-///   completion's idempotency key and a possible-redelivery flag;
+/// - **delivered**: routed by its routing enriched from its session key
+///   ([`enrich_async_delegation_routing`](crate::enrich_async_delegation_routing)'s rule
+///   for a delegation; a process completion has no routing fields) as
+///   [`build_process_event_source`](crate::build_process_event_source) routes (a known
+///   origin, else those routing fields, else its parsed key), rendered by the formatter
+///   and handed to the adapter — the event itself unchanged and shared with the ledger,
+///   its route in the message's `source`; an `Ok` acks it (delivered). Each delivery
+///   carries the completion's idempotency key and a possible-redelivery flag;
 /// - **released** when the adapter fails or panics: retried after a capped exponential
 ///   backoff, and a dead letter after the last attempt (8 by default);
 /// - **deferred** (no attempt spent) when its session's turn began between the claim and

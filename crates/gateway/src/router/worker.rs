@@ -12,8 +12,8 @@ use async_delegation::fence;
 use process_registry::{Claim, ClaimFilter, CompletionQueue, Event, Released, Routing};
 
 use super::{Adapter, AdapterError, InternalMessage, NotificationFormatter, Shared};
-use crate::routing::{resolve_source, Known};
-use crate::{enrich_event_routing, OriginStore, Platform, SessionKey, SessionSource, Unroutable};
+use crate::routing::{enriched_routing, resolve_source, Known};
+use crate::{OriginStore, Platform, SessionKey, SessionSource, Unroutable};
 
 /// The session key of an event the router owns: an `async_delegation` or a process
 /// `completion` with a non-empty session key. Everything else — CLI-origin completions
@@ -383,7 +383,9 @@ impl Worker {
     /// adapter, or — when it cannot or must not go now — `None`, the claim settled
     /// (deferred, or dead with its reason).
     pub(super) fn prepare_with(&self, claim: Claim, origins: &dyn OriginStore) -> Option<Ready> {
-        let mut event = claim.event().clone();
+        // Shared with the ledger's row, never copied: the message carries the completion
+        // as it was recorded, and its route is the message's `source`.
+        let event = claim.shared_event();
         let Some(session_key) = owned_session_key(&event).map(str::to_owned) else {
             // The filter only claims owned completions.
             return self.dead(
@@ -398,13 +400,12 @@ impl Worker {
             // A turn began (or a stop came) since the claim: not now, and no attempt spent.
             return self.defer(claim);
         }
-        // An async-delegation completion gains its route from its key; a process
-        // completion has no routing fields, so its key and the origin store route it.
-        enrich_event_routing(&mut event);
-        let no_routing = Routing::default();
-        let routing = match &event {
-            Event::AsyncDelegation(e) => &e.routing,
-            _ => &no_routing,
+        // Routed by its enriched routing (computed apart: the recorded event is shared,
+        // not copied); a process completion has no routing fields, so its key and the
+        // origin store route it.
+        let routing = match &*event {
+            Event::AsyncDelegation(e) => enriched_routing(e),
+            _ => Routing::default(),
         };
         // The origin store is user code: a panic in it costs this completion only. What
         // it returns is ours (a `SessionSource` or an `Unroutable`), so nothing of it

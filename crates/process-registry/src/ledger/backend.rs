@@ -147,9 +147,9 @@ pub struct NewRunning<'a> {
 pub struct NewPending<'a> {
     /// The instance that put it.
     pub owner: &'a str,
-    /// The event, by value: a store keeps it as it likes (the memory ledger without a
-    /// copy, SQLite as JSON).
-    pub event: Event,
+    /// The event, shared: a store keeps it as it likes (the memory ledger this very
+    /// allocation, SQLite as JSON).
+    pub event: Arc<Event>,
 }
 
 /// A [`NewPending`] the store could not write, handed back whole with the reason — like
@@ -158,8 +158,8 @@ pub struct NewPending<'a> {
 pub struct PendingRefused {
     /// Why.
     pub error: LedgerError,
-    /// The event that was not written (boxed: this is the cold path).
-    pub event: Box<Event>,
+    /// The event that was not written.
+    pub event: Arc<Event>,
 }
 
 impl From<PendingRefused> for LedgerError {
@@ -173,8 +173,9 @@ impl From<PendingRefused> for LedgerError {
 pub struct TakenRow {
     /// The row.
     pub seq: u64,
-    /// The completion, by value (nothing else holds it any more).
-    pub event: Event,
+    /// The completion (usually nothing else holds it any more, and
+    /// [`Arc::unwrap_or_clone`] moves it out uncopied).
+    pub event: Arc<Event>,
     /// An earlier claim may have delivered it (its lease expired, or its process died).
     pub possible_redelivery: bool,
 }

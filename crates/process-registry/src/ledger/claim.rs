@@ -74,7 +74,7 @@ impl fmt::Debug for ClaimFilter {
 impl ClaimFilter {
     /// Every event, of any type and session — except restored ones. What the plain
     /// queue API (`try_take`, `take_timeout`, `drain`, …) takes.
-    pub fn any() -> Self {
+    pub const fn any() -> Self {
         ClaimFilter {
             kinds: Vec::new(),
             except_kinds: Vec::new(),
@@ -181,6 +181,9 @@ impl ClaimFilter {
     }
 }
 
+/// [`ClaimFilter::any`], built once: what the plain queue API takes with.
+pub(crate) static ANY: ClaimFilter = ClaimFilter::any();
+
 impl Default for ClaimFilter {
     fn default() -> Self {
         Self::any()
@@ -235,6 +238,12 @@ impl Claim {
         &self.row.event
     }
 
+    /// The completion, shared: the same event the ledger holds for the row, never a copy
+    /// (what a consumer keeps past the claim's decision, as a gateway's message does).
+    pub fn shared_event(&self) -> Arc<Event> {
+        Arc::clone(&self.row.event)
+    }
+
     /// The idempotency key: the `delegation_id` of a delegation, else `event-{seq}`, a
     /// key the ledger made for the event. Stable across redeliveries.
     pub fn key(&self) -> std::borrow::Cow<'_, str> {
@@ -267,18 +276,18 @@ impl Claim {
         self.row.restored
     }
 
-    /// Delivered: the row becomes `delivered`. Returns the event.
+    /// Delivered: the row becomes `delivered`. Returns the event, shared (a row that is
+    /// not retained leaves it to the claim and to whoever shares it:
+    /// [`Arc::unwrap_or_clone`] takes it out uncopied when nothing else does).
     ///
     /// # Errors
     /// [`SettleError::ClaimLost`] when the lease ran out and the row was claimed again;
     /// [`SettleError::Ledger`] when the store could not record it (the lease then runs
     /// out and the completion is offered again, as a possible redelivery).
-    pub fn ack(mut self) -> Result<Event, SettleError> {
+    pub fn ack(mut self) -> Result<Arc<Event>, SettleError> {
         self.settle(Settle::Ack)?;
-        // Take the event out so this claim holds no reference to it: a row that is not
-        // retained leaves the claim the only owner, and the event moves out uncopied.
-        let event = std::mem::replace(&mut self.row.event, placeholder());
-        Ok(Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone()))
+        // Taken out so this claim holds no reference to it.
+        Ok(std::mem::replace(&mut self.row.event, placeholder()))
     }
 
     /// Acks, and hands the event over whatever the store answered (the plain queue API:

@@ -159,12 +159,9 @@ struct More {
     lease_until: Option<f64>,
 }
 
-/// A row's event: as it was put, with no allocation, until something has to share it
-/// (a candidate or a claim hands out an `Arc`).
-// Inline on purpose: an event put is kept without an allocation.
-#[allow(clippy::large_enum_variant)]
+/// A row's event, shared: a candidate, a claim and an inspection hand out the same
+/// allocation (and a row stays small, so the FIFO moves rows cheaply).
 enum Stored {
-    Owned(Event),
     Shared(Arc<Event>),
     /// Moved out of a row that is being emptied.
     Taken,
@@ -173,35 +170,22 @@ enum Stored {
 impl Stored {
     fn get(&self) -> Option<&Event> {
         match self {
-            Stored::Owned(event) => Some(event),
             Stored::Shared(event) => Some(event),
             Stored::Taken => None,
         }
     }
 
     /// The event, leaving [`Stored::Taken`].
-    fn take(&mut self) -> Option<Event> {
+    fn take(&mut self) -> Option<Arc<Event>> {
         match std::mem::replace(self, Stored::Taken) {
-            Stored::Owned(event) => Some(event),
-            Stored::Shared(event) => Some(Arc::unwrap_or_clone(event)),
+            Stored::Shared(event) => Some(event),
             Stored::Taken => None,
         }
     }
 
-    /// A handle on the event, shared from now on (`None` once taken).
-    fn share(&mut self) -> Option<Arc<Event>> {
-        if let Stored::Shared(event) = self {
-            return Some(Arc::clone(event));
-        }
-        let shared = Arc::new(self.take()?);
-        *self = Stored::Shared(Arc::clone(&shared));
-        Some(shared)
-    }
-
-    /// A handle for a reader that cannot change the row (a copy when not yet shared).
-    fn to_arc(&self) -> Option<Arc<Event>> {
+    /// A handle on the event (`None` once taken).
+    fn share(&self) -> Option<Arc<Event>> {
         match self {
-            Stored::Owned(event) => Some(Arc::new(event.clone())),
             Stored::Shared(event) => Some(Arc::clone(event)),
             Stored::Taken => None,
         }
@@ -345,7 +329,7 @@ impl Row {
             delivered_at: None,
             not_before: self.not_before(),
             lease_until: self.lease_until(),
-            event: self.event.to_arc()?,
+            event: self.event.share()?,
         })
     }
 }
@@ -426,7 +410,11 @@ impl State {
 
     /// Where open row `seq` is in the FIFO.
     fn open_index(&self, seq: u64) -> Option<usize> {
-        let index = self.open.binary_search_by_key(&seq, |(seq, _)| *seq).ok()?;
+        // Most rows are settled at the head: no search.
+        let index = match self.open.front() {
+            Some((head, _)) if *head == seq => 0,
+            _ => self.open.binary_search_by_key(&seq, |(seq, _)| *seq).ok()?,
+        };
         self.open[index].1.is_some().then_some(index)
     }
 
@@ -494,21 +482,15 @@ impl State {
 
     /// Drops the holes at either end, and all of them once they are half the FIFO.
     fn close_holes(&mut self) {
-        // Holes at either end go at once (dropped in place: a hole is large).
-        let leading = self
-            .open
-            .iter()
-            .take_while(|(_, row)| row.is_none())
-            .count();
-        self.open.drain(..leading);
-        let trailing = self
-            .open
-            .iter()
-            .rev()
-            .take_while(|(_, row)| row.is_none())
-            .count();
-        self.open.truncate(self.open.len() - trailing);
-        self.holes -= leading + trailing;
+        // Holes at either end go at once (usually the one just made, at the head).
+        while matches!(self.open.front(), Some((_, None))) {
+            self.open.pop_front();
+            self.holes -= 1;
+        }
+        while matches!(self.open.back(), Some((_, None))) {
+            self.open.pop_back();
+            self.holes -= 1;
+        }
         if self.holes > 64 && self.holes * 2 > self.open.len() {
             self.open.retain(|(_, row)| row.is_some());
             self.holes = 0;
@@ -525,6 +507,18 @@ impl State {
             self.by_id.remove(id);
         }
         Some(row)
+    }
+
+    /// Drops row `seq`, open or parked, with its id — in place: a row is large.
+    fn discard(&mut self, seq: u64) {
+        match self.open_index(seq) {
+            Some(index) => {
+                self.take_open_with(index, |_| Some(()));
+            }
+            None => {
+                self.remove(seq);
+            }
+        }
     }
 
     /// Moves open row `seq` to the parked rows (it died).
@@ -594,7 +588,7 @@ impl LedgerBackend for MemoryLedger {
         let mut state = self.lock();
         let owner = state.owner(new.owner);
         Ok(state.insert(Row {
-            event: Stored::Owned(new.event),
+            event: Stored::Shared(new.event),
             delivery: Some(DeliveryState::Pending),
             attempts: 0,
             owner,
@@ -789,7 +783,7 @@ impl LedgerBackend for MemoryLedger {
         match settle {
             Settle::Ack => {
                 // Not retained: a delivered row is gone, as a taken event always was.
-                state.remove(seq);
+                state.discard(seq);
             }
             Settle::Defer => {
                 row.delivery = Some(DeliveryState::Pending);

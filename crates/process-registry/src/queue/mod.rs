@@ -27,6 +27,7 @@ use crate::ledger::backend::{
     ClaimToken, ClaimedRow, Finish, Inserted, LedgerBackend, NewClaim, NewPending, NewRunning,
     PendingRefused,
 };
+use crate::ledger::claim::ANY;
 use crate::ledger::sweeper::Sweeper;
 use crate::ledger::unknown_completion;
 use crate::{
@@ -92,7 +93,7 @@ pub(crate) struct Core {
     listeners: AtomicUsize,
 
     /// Events whose write failed, kept in memory and retried by the sweep.
-    outbox: Mutex<VecDeque<Event>>,
+    outbox: Mutex<VecDeque<Arc<Event>>>,
     sweeper: Mutex<Option<Sweeper>>,
 }
 
@@ -340,9 +341,11 @@ impl CompletionQueue {
     /// (a full disk), the event is kept in memory, logged, and written by a later sweep.
     /// Never blocks a memory queue; a durable queue commits the write.
     pub fn put(&self, event: impl Into<Event>) {
-        if let Err(PendingRefused { error, event }) = self.core.insert_pending(event.into()) {
+        // Shared from here on: the event is moved once, into its allocation.
+        let event = Arc::new(event.into());
+        if let Err(PendingRefused { error, event }) = self.core.insert_pending(event) {
             tracing::error!(%error, event_type = event.type_name(), "a completion could not be written; kept in memory and retried");
-            lock(&self.core.outbox).push_back(*event);
+            lock(&self.core.outbox).push_back(event);
         }
     }
 
@@ -353,25 +356,25 @@ impl CompletionQueue {
     /// When the store refused the write; the event was not queued.
     pub fn try_put(&self, event: impl Into<Event>) -> Result<(), LedgerError> {
         self.core
-            .insert_pending(event.into())
+            .insert_pending(Arc::new(event.into()))
             .map(drop)
             .map_err(LedgerError::from)
     }
 
     /// Takes the event at the head, or `None` at once when the queue is empty.
     pub fn try_take(&self) -> Option<Event> {
-        self.take_with(&ClaimFilter::any(), None)
+        self.take_with(&ANY, None)
     }
 
     /// Takes the event at the head, waiting up to `timeout` for one to arrive (woken by
     /// the event itself, not by polling).
     pub fn take_timeout(&self, timeout: Duration) -> Option<Event> {
-        self.take_with(&ClaimFilter::any(), Some(timeout))
+        self.take_with(&ANY, Some(timeout))
     }
 
     /// Number of events waiting (restored ones excepted).
     pub fn len(&self) -> usize {
-        self.count(&ClaimFilter::any())
+        self.count(&ANY)
     }
 
     /// `true` when no event is waiting.
@@ -621,7 +624,7 @@ impl CompletionQueue {
                     .backend
                     .insert_pending(NewPending {
                         owner: &self.core.instance,
-                        event: Arc::unwrap_or_clone(event),
+                        event,
                     })
                     .map_err(LedgerError::from)?
             }
@@ -668,7 +671,7 @@ impl CompletionQueue {
             },
         };
         match taken {
-            Ok(taken) => taken.map(|row| row.event),
+            Ok(taken) => taken.map(|row| Arc::unwrap_or_clone(row.event)),
             Err(error) => {
                 tracing::warn!(%error, "taking a completion failed");
                 None
@@ -735,7 +738,7 @@ impl Core {
         }
     }
 
-    fn insert_pending(&self, event: Event) -> Result<u64, PendingRefused> {
+    fn insert_pending(&self, event: Arc<Event>) -> Result<u64, PendingRefused> {
         let seq = self.backend.insert_pending(NewPending {
             owner: &self.instance,
             event,
@@ -945,7 +948,7 @@ impl Core {
             };
             if let Err(PendingRefused { error, event }) = self.insert_pending(event) {
                 tracing::warn!(%error, "a completion kept in memory still cannot be written; retrying later");
-                lock(&self.outbox).push_front(*event);
+                lock(&self.outbox).push_front(event);
                 return;
             }
         }

@@ -183,7 +183,7 @@ pub fn dispatch_then_completion(store: &dyn Store) {
     assert_eq!(claim.attempt(), 1);
     assert!(!claim.is_possible_redelivery() && !claim.is_restored());
     assert_eq!(claim.event(), &Event::AsyncDelegation(event.clone()));
-    assert_eq!(claim.ack().unwrap(), Event::AsyncDelegation(event));
+    assert_eq!(*claim.ack().unwrap(), Event::AsyncDelegation(event));
 }
 
 /// Delegation ids are unique among every row the ledger holds.
@@ -450,7 +450,7 @@ pub fn filters(store: &dyn Store) {
     let take = |filter: &ClaimFilter| -> Vec<String> {
         std::iter::from_fn(|| queue.claim(filter).unwrap())
             .map(|claim| claim.ack().unwrap())
-            .map(|e| match &e {
+            .map(|e| match &*e {
                 Event::Completion(_) => "process".to_owned(),
                 other => message(other),
             })
