@@ -147,9 +147,9 @@ pub struct NewRunning<'a> {
 pub struct NewPending<'a> {
     /// The instance that put it.
     pub owner: &'a str,
-    /// The event, shared: a store keeps it as it likes (the memory ledger this very
-    /// allocation, SQLite as JSON).
-    pub event: Arc<Event>,
+    /// The event, by value: a store keeps it as it likes (the memory ledger in place,
+    /// with no allocation of its own, SQLite as JSON).
+    pub event: Event,
 }
 
 /// A [`NewPending`] the store could not write, handed back whole with the reason — like
@@ -158,8 +158,8 @@ pub struct NewPending<'a> {
 pub struct PendingRefused {
     /// Why.
     pub error: LedgerError,
-    /// The event that was not written.
-    pub event: Arc<Event>,
+    /// The event that was not written (boxed: this is the cold path).
+    pub event: Box<Event>,
 }
 
 impl From<PendingRefused> for LedgerError {
@@ -173,9 +173,8 @@ impl From<PendingRefused> for LedgerError {
 pub struct TakenRow {
     /// The row.
     pub seq: u64,
-    /// The completion (usually nothing else holds it any more, and
-    /// [`Arc::unwrap_or_clone`] moves it out uncopied).
-    pub event: Arc<Event>,
+    /// The completion, by value (nothing else holds it any more).
+    pub event: Event,
     /// An earlier claim may have delivered it (its lease expired, or its process died).
     pub possible_redelivery: bool,
 }
@@ -422,6 +421,43 @@ pub trait LedgerBackend: Send + Sync + 'static {
         )
     }
 
+    /// [`claim_next`](Self::claim_next) of the first row whose event `accepts` too: what a
+    /// consumer whose filter has a predicate calls. `accepts` is the consumer's code: a
+    /// store may call it while it holds a lock of its own (the memory ledger does, so a
+    /// look is one step), never while it waits for one. The default reads candidates a
+    /// page at a time (the first page a single row: usually the first is the one), asks
+    /// `accepts`, and claims, until a claim holds.
+    ///
+    /// # Errors
+    /// When the store cannot be read or written.
+    fn claim_next_accepted(
+        &self,
+        query: &CandidateQuery<'_>,
+        claim: NewClaim<'_>,
+        accepts: &dyn Fn(&Event) -> bool,
+    ) -> Result<Option<ClaimedRow>, LedgerError> {
+        let mut query = *query;
+        let mut size = 1;
+        loop {
+            let page = self.candidates(&query, size)?;
+            let full = page.len() == size;
+            size = CANDIDATE_PAGE;
+            for candidate in page {
+                query.after_seq = candidate.seq;
+                if !accepts(&candidate.event) {
+                    continue;
+                }
+                if let Some(claimed) = self.claim(candidate.seq, claim)? {
+                    return Ok(Some(claimed));
+                }
+                // Taken by another consumer since it was read: the next one.
+            }
+            if !full {
+                return Ok(None);
+            }
+        }
+    }
+
     /// Claims and acknowledges, in one atomic step, the first row matching `query` that is
     /// claimable now: it becomes delivered at once (attempts + 1; a possible redelivery
     /// when it was claimed with its lease over). For consumers whose delivery *is* the
@@ -498,6 +534,9 @@ pub trait LedgerBackend: Send + Sync + 'static {
 /// Reads which row comes first (`next`: the first candidate of a query), then moves it
 /// by its guard (`moved`: `None` when another consumer moved it first), and looks past
 /// it until a move holds or no candidate is left. A look that finds nothing only reads.
+/// How many candidates one read of the store returns while looking for a claim.
+pub(crate) const CANDIDATE_PAGE: usize = 32;
+
 pub(crate) fn first_moved<T>(
     query: &CandidateQuery<'_>,
     mut next: impl FnMut(&CandidateQuery<'_>) -> Result<Option<u64>, LedgerError>,

@@ -145,7 +145,8 @@ impl ClaimFilter {
 
     /// Only events for which `wanted` is true (checked after the other conditions). It is
     /// the caller's code: it must be cheap, and a panic in it reaches the caller (no
-    /// event is claimed by a call whose predicate panicked).
+    /// event is claimed by a call whose predicate panicked). A store may ask it while it
+    /// holds a lock of its own (the memory ledger does), so it must not call the queue.
     pub fn where_event(mut self, wanted: impl Fn(&Event) -> bool + Send + Sync + 'static) -> Self {
         self.predicate = Some(Arc::new(wanted));
         self
@@ -174,6 +175,11 @@ impl ClaimFilter {
             restored: self.restored,
             after_seq,
         }
+    }
+
+    /// The [`where_event`](Self::where_event) predicate, if any.
+    pub(crate) fn predicate(&self) -> Option<&(dyn Fn(&Event) -> bool + Send + Sync)> {
+        self.predicate.as_deref()
     }
 
     pub(crate) fn accepts(&self, event: &Event) -> bool {

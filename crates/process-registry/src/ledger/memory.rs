@@ -1,6 +1,6 @@
 //! `MemoryLedger`: the default backend. Nothing survives the process.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use super::backend::{
     RunState, SessionMatch, Settle, TakenRow,
 };
 use super::clock::{Clock, SystemClock};
+use super::fifo::Fifo;
 use crate::{Event, LedgerError};
 
 /// A delegation id, shared by its map key and its row: finishing a run or claiming a
@@ -55,7 +56,7 @@ impl std::ops::DerefMut for Guard<'_> {
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        let open = self.state.open.len() - self.state.holes;
+        let open = self.state.open.len();
         self.open_rows.store(open, Ordering::Release);
     }
 }
@@ -64,7 +65,7 @@ impl std::fmt::Debug for MemoryLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = self.lock();
         f.debug_struct("MemoryLedger")
-            .field("open", &(state.open.len() - state.holes))
+            .field("open", &state.open.len())
             .field("running", &state.running.len())
             .field("dead", &state.parked.len())
             .finish_non_exhaustive()
@@ -75,10 +76,9 @@ impl std::fmt::Debug for MemoryLedger {
 struct State {
     next_seq: u64,
     /// Pending and claimed rows — the only ones a claim can take — in `seq` order, as a
-    /// FIFO: a row is put at the back, and a row taken from anywhere leaves a hole
-    /// (`None`) that goes when it reaches an end or when holes are half the deque.
-    open: VecDeque<(u64, Option<Row>)>,
-    holes: usize,
+    /// FIFO: a row is put at the back and can be taken from anywhere; it stays where it
+    /// was written ([`Fifo`]).
+    open: Fifo<Row>,
     /// Dead rows.
     parked: BTreeMap<u64, Row>,
     /// Running delegations, by id: a dispatch costs one small insert (the caller waits
@@ -159,9 +159,14 @@ struct More {
     lease_until: Option<f64>,
 }
 
-/// A row's event, shared: a candidate, a claim and an inspection hand out the same
-/// allocation (and a row stays small, so the FIFO moves rows cheaply).
+/// A row's event: as it was put, in place with no allocation of its own, until something
+/// has to share it (a candidate, a claim or an inspection hands out an `Arc`). An
+/// allocation per put would be freed by the take, and a burst of them hands whole heap
+/// pages back to the system, to be faulted in again by the next burst.
+// Inline on purpose: see above.
+#[allow(clippy::large_enum_variant)]
 enum Stored {
+    Owned(Event),
     Shared(Arc<Event>),
     /// Moved out of a row that is being emptied.
     Taken,
@@ -170,22 +175,36 @@ enum Stored {
 impl Stored {
     fn get(&self) -> Option<&Event> {
         match self {
+            Stored::Owned(event) => Some(event),
             Stored::Shared(event) => Some(event),
             Stored::Taken => None,
         }
     }
 
-    /// The event, leaving [`Stored::Taken`].
-    fn take(&mut self) -> Option<Arc<Event>> {
+    /// The event, leaving [`Stored::Taken`] (moved out uncopied when nothing else
+    /// shares it).
+    fn take(&mut self) -> Option<Event> {
         match std::mem::replace(self, Stored::Taken) {
-            Stored::Shared(event) => Some(event),
+            Stored::Owned(event) => Some(event),
+            Stored::Shared(event) => Some(Arc::unwrap_or_clone(event)),
             Stored::Taken => None,
         }
     }
 
-    /// A handle on the event (`None` once taken).
-    fn share(&self) -> Option<Arc<Event>> {
+    /// A handle on the event, shared from now on (`None` once taken).
+    fn share(&mut self) -> Option<Arc<Event>> {
+        if let Stored::Shared(event) = self {
+            return Some(Arc::clone(event));
+        }
+        let shared = Arc::new(self.take()?);
+        *self = Stored::Shared(Arc::clone(&shared));
+        Some(shared)
+    }
+
+    /// A handle for a reader that cannot change the row (a copy when not yet shared).
+    fn to_arc(&self) -> Option<Arc<Event>> {
         match self {
+            Stored::Owned(event) => Some(Arc::new(event.clone())),
             Stored::Shared(event) => Some(Arc::clone(event)),
             Stored::Taken => None,
         }
@@ -329,7 +348,7 @@ impl Row {
             delivered_at: None,
             not_before: self.not_before(),
             lease_until: self.lease_until(),
-            event: self.event.share()?,
+            event: self.event.to_arc()?,
         })
     }
 }
@@ -374,6 +393,35 @@ impl MemoryLedger {
     fn none_open(&self) -> bool {
         self.open_rows.load(Ordering::Acquire) == 0
     }
+
+    /// Claims the first claimable row that matches `query` and whose event `accepts`.
+    fn claim_first(
+        &self,
+        query: &CandidateQuery<'_>,
+        claim: NewClaim<'_>,
+        accepts: impl Fn(&Event) -> bool,
+    ) -> Result<Option<ClaimedRow>, LedgerError> {
+        if self.none_open() {
+            return Ok(None);
+        }
+        let now = self.now();
+        let mut state = self.lock();
+        let claimer = state.owner(claim.token.owner);
+        let start = state.open_start(query.after_seq);
+        let found = state
+            .open
+            .iter_from(start)
+            .find(|(_, _, row)| {
+                row.matches(query)
+                    && row.claimable(&mut || now)
+                    && row.event.get().is_some_and(&accepts)
+            })
+            .map(|(index, _, _)| index);
+        let Some((seq, row)) = found.and_then(|index| state.open.at_mut(index)) else {
+            return Ok(None);
+        };
+        Ok(row.take_claim(seq, claimer, &claim, now))
+    }
 }
 
 impl State {
@@ -401,7 +449,7 @@ impl State {
             self.by_id.insert(id.clone(), seq);
         }
         if row.is_open() {
-            self.open.push_back((seq, Some(row)));
+            self.open.push_back(seq, row);
         } else {
             self.parked.insert(seq, row);
         }
@@ -410,30 +458,17 @@ impl State {
 
     /// Where open row `seq` is in the FIFO.
     fn open_index(&self, seq: u64) -> Option<usize> {
-        // Most rows are settled at the head: no search.
-        let index = match self.open.front() {
-            Some((head, _)) if *head == seq => 0,
-            _ => self.open.binary_search_by_key(&seq, |(seq, _)| *seq).ok()?,
-        };
-        self.open[index].1.is_some().then_some(index)
+        self.open.index_of(seq)
     }
 
     /// The index in the FIFO of the first row after `after_seq`.
     fn open_start(&self, after_seq: u64) -> usize {
-        match self.open.front() {
-            // Most looks start before the head: no search.
-            Some((head, _)) if *head > after_seq => 0,
-            _ => self.open.partition_point(|(seq, _)| *seq <= after_seq),
-        }
+        self.open.start_after(after_seq)
     }
 
     /// The open rows after `after_seq`, in order, with their index in the FIFO.
     fn open_rows_at(&self, after_seq: u64) -> impl Iterator<Item = (usize, u64, &Row)> {
-        let start = self.open_start(after_seq);
-        self.open
-            .range(start..)
-            .zip(start..)
-            .filter_map(|((seq, row), index)| row.as_ref().map(|row| (index, *seq, row)))
+        self.open.iter_from(self.open_start(after_seq))
     }
 
     /// The open rows after `after_seq`, in order.
@@ -441,25 +476,16 @@ impl State {
         self.open_rows_at(after_seq).map(|(_, seq, row)| (seq, row))
     }
 
-    fn open_rows_mut(&mut self) -> impl Iterator<Item = (u64, &mut Row)> {
-        self.open
-            .iter_mut()
-            .filter_map(|(seq, row)| row.as_mut().map(|row| (*seq, row)))
-    }
-
     fn get_mut(&mut self, seq: u64) -> Option<&mut Row> {
         match self.open_index(seq) {
-            Some(index) => self.open[index].1.as_mut(),
+            Some(index) => self.open.at_mut(index).map(|(_, row)| row),
             None => self.parked.get_mut(&seq),
         }
     }
 
     /// Takes the open row at `index` out of the FIFO.
     fn take_open(&mut self, index: usize) -> Option<Row> {
-        let row = self.open.get_mut(index)?.1.take()?;
-        self.holes += 1;
-        self.close_holes();
-        Some(row)
+        self.open.take(index)
     }
 
     /// Empties the slot at `index` in place, handing its row to `take` first — which
@@ -469,32 +495,13 @@ impl State {
         index: usize,
         take: impl FnOnce(&mut Row) -> Option<R>,
     ) -> Option<R> {
-        let slot = &mut self.open.get_mut(index)?.1;
-        let kept = take(slot.as_mut()?);
-        if let Some(id) = slot.as_ref().and_then(Row::delegation_id) {
-            self.by_id.remove(id);
-        }
-        *slot = None;
-        self.holes += 1;
-        self.close_holes();
-        kept
-    }
-
-    /// Drops the holes at either end, and all of them once they are half the FIFO.
-    fn close_holes(&mut self) {
-        // Holes at either end go at once (usually the one just made, at the head).
-        while matches!(self.open.front(), Some((_, None))) {
-            self.open.pop_front();
-            self.holes -= 1;
-        }
-        while matches!(self.open.back(), Some((_, None))) {
-            self.open.pop_back();
-            self.holes -= 1;
-        }
-        if self.holes > 64 && self.holes * 2 > self.open.len() {
-            self.open.retain(|(_, row)| row.is_some());
-            self.holes = 0;
-        }
+        let by_id = &mut self.by_id;
+        self.open.take_with(index, |row| {
+            if let Some(id) = row.delegation_id() {
+                by_id.remove(id);
+            }
+            take(row)
+        })
     }
 
     /// Removes row `seq`, open or parked, with its id.
@@ -509,7 +516,8 @@ impl State {
         Some(row)
     }
 
-    /// Drops row `seq`, open or parked, with its id — in place: a row is large.
+    /// Drops row `seq`, open or parked, with its id — an open one in place (a row is
+    /// large).
     fn discard(&mut self, seq: u64) {
         match self.open_index(seq) {
             Some(index) => {
@@ -531,8 +539,7 @@ impl State {
     /// Moves parked row `seq` back into the FIFO, at its place.
     fn unpark(&mut self, seq: u64) {
         if let Some(row) = self.parked.remove(&seq) {
-            let index = self.open.partition_point(|(other, _)| *other < seq);
-            self.open.insert(index, (seq, Some(row)));
+            self.open.insert(seq, row);
         }
     }
 
@@ -587,8 +594,11 @@ impl LedgerBackend for MemoryLedger {
         let now = self.clock.recent();
         let mut state = self.lock();
         let owner = state.owner(new.owner);
-        Ok(state.insert(Row {
-            event: Stored::Shared(new.event),
+        // Pending, with no id: straight to the FIFO's tail, built in its slot.
+        state.next_seq += 1;
+        let seq = state.next_seq;
+        state.open.push_back_with(seq, || Row {
+            event: Stored::Owned(new.event),
             delivery: Some(DeliveryState::Pending),
             attempts: 0,
             owner,
@@ -599,7 +609,8 @@ impl LedgerBackend for MemoryLedger {
             delegation_id: None,
             run_state: None,
             more: None,
-        }))
+        });
+        Ok(seq)
     }
 
     fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
@@ -661,8 +672,10 @@ impl LedgerBackend for MemoryLedger {
         let mut state = self.lock();
         let start = state.open_start(query.after_seq);
         let mut found = Vec::new();
-        for (seq, row) in state.open.range_mut(start..) {
-            let Some(row) = row.as_mut() else { continue };
+        for index in start..state.open.end() {
+            let Some((seq, row)) = state.open.at_mut(index) else {
+                continue;
+            };
             if found.len() == limit {
                 break;
             }
@@ -670,7 +683,7 @@ impl LedgerBackend for MemoryLedger {
                 continue;
             }
             if let Some(event) = row.event.share() {
-                found.push(Candidate { seq: *seq, event });
+                found.push(Candidate { seq, event });
             }
         }
         Ok(found)
@@ -724,18 +737,17 @@ impl LedgerBackend for MemoryLedger {
         query: &CandidateQuery<'_>,
         claim: NewClaim<'_>,
     ) -> Result<Option<ClaimedRow>, LedgerError> {
-        if self.none_open() {
-            return Ok(None);
-        }
-        let now = self.now();
-        let mut state = self.lock();
-        let claimer = state.owner(claim.token.owner);
-        let start = state.open_start(query.after_seq);
-        let found = state.open.range_mut(start..).find_map(|(seq, row)| {
-            let row = row.as_mut()?;
-            (row.matches(query) && row.claimable(&mut || now)).then_some((*seq, row))
-        });
-        Ok(found.and_then(|(seq, row)| row.take_claim(seq, claimer, &claim, now)))
+        self.claim_first(query, claim, |_| true)
+    }
+
+    fn claim_next_accepted(
+        &self,
+        query: &CandidateQuery<'_>,
+        claim: NewClaim<'_>,
+        accepts: &dyn Fn(&Event) -> bool,
+    ) -> Result<Option<ClaimedRow>, LedgerError> {
+        // Judged under the lock: one step, no candidate copied out.
+        self.claim_first(query, claim, accepts)
     }
 
     fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
@@ -900,7 +912,7 @@ impl LedgerBackend for MemoryLedger {
         };
         let mut changed = 0;
         // Only open rows are pending or claimed.
-        for (_, row) in state.open_rows_mut() {
+        for row in state.open.rows_mut() {
             let mut touched = false;
             if row.delivery == Some(DeliveryState::Claimed) && row.claimed_by() == Some(owner) {
                 row.delivery = Some(DeliveryState::Pending);

@@ -10,6 +10,7 @@ pub(crate) mod claim;
 pub(crate) mod clock;
 pub(crate) mod config;
 pub(crate) mod error;
+pub(crate) mod fifo;
 pub(crate) mod instance;
 pub(crate) mod memory;
 #[cfg(feature = "sqlite")]

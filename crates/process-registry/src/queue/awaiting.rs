@@ -50,7 +50,7 @@ impl CompletionQueue {
             .core
             .wait_async(&filter, || self.core.backend.take_next(&query))
             .await?;
-        Ok(Arc::unwrap_or_clone(taken.event))
+        Ok(taken.event)
     }
 
     /// The next completion `filter` matches, claimed, waiting for one when there is none:

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use event_listener::{Event as Signal, Listener};
 
+use crate::ledger::backend::CANDIDATE_PAGE;
 use crate::ledger::backend::{
     ClaimToken, ClaimedRow, Finish, Inserted, LedgerBackend, NewClaim, NewPending, NewRunning,
     PendingRefused,
@@ -93,7 +94,7 @@ pub(crate) struct Core {
     listeners: AtomicUsize,
 
     /// Events whose write failed, kept in memory and retried by the sweep.
-    outbox: Mutex<VecDeque<Arc<Event>>>,
+    outbox: Mutex<VecDeque<Event>>,
     sweeper: Mutex<Option<Sweeper>>,
 }
 
@@ -341,11 +342,9 @@ impl CompletionQueue {
     /// (a full disk), the event is kept in memory, logged, and written by a later sweep.
     /// Never blocks a memory queue; a durable queue commits the write.
     pub fn put(&self, event: impl Into<Event>) {
-        // Shared from here on: the event is moved once, into its allocation.
-        let event = Arc::new(event.into());
-        if let Err(PendingRefused { error, event }) = self.core.insert_pending(event) {
+        if let Err(PendingRefused { error, event }) = self.core.insert_pending(event.into()) {
             tracing::error!(%error, event_type = event.type_name(), "a completion could not be written; kept in memory and retried");
-            lock(&self.core.outbox).push_back(event);
+            lock(&self.core.outbox).push_back(*event);
         }
     }
 
@@ -356,7 +355,7 @@ impl CompletionQueue {
     /// When the store refused the write; the event was not queued.
     pub fn try_put(&self, event: impl Into<Event>) -> Result<(), LedgerError> {
         self.core
-            .insert_pending(Arc::new(event.into()))
+            .insert_pending(event.into())
             .map(drop)
             .map_err(LedgerError::from)
     }
@@ -624,7 +623,7 @@ impl CompletionQueue {
                     .backend
                     .insert_pending(NewPending {
                         owner: &self.core.instance,
-                        event,
+                        event: Arc::unwrap_or_clone(event),
                     })
                     .map_err(LedgerError::from)?
             }
@@ -671,7 +670,7 @@ impl CompletionQueue {
             },
         };
         match taken {
-            Ok(taken) => taken.map(|row| Arc::unwrap_or_clone(row.event)),
+            Ok(taken) => taken.map(|row| row.event),
             Err(error) => {
                 tracing::warn!(%error, "taking a completion failed");
                 None
@@ -711,9 +710,6 @@ fn unreachable_memory_queue() -> CompletionQueue {
     CompletionQueue { core }
 }
 
-/// How many candidates one read of the store returns while looking for a claim.
-const PAGE: usize = 32;
-
 impl Core {
     /// Arms a wait: counted first, so a write either sees it or is seen by the look that
     /// follows.
@@ -738,7 +734,7 @@ impl Core {
         }
     }
 
-    fn insert_pending(&self, event: Arc<Event>) -> Result<u64, PendingRefused> {
+    fn insert_pending(&self, event: Event) -> Result<u64, PendingRefused> {
         let seq = self.backend.insert_pending(NewPending {
             owner: &self.instance,
             event,
@@ -755,8 +751,10 @@ impl Core {
         let mut found = Vec::new();
         let mut after = 0;
         loop {
-            let page = self.backend.candidates(&filter.query(after), PAGE)?;
-            let full = page.len() == PAGE;
+            let page = self
+                .backend
+                .candidates(&filter.query(after), CANDIDATE_PAGE)?;
+            let full = page.len() == CANDIDATE_PAGE;
             for candidate in page {
                 after = candidate.seq;
                 if filter.accepts(&candidate.event) {
@@ -801,30 +799,12 @@ impl Core {
     }
 
     fn try_claim(self: &Arc<Self>, filter: &ClaimFilter) -> Result<Option<Claim>, LedgerError> {
-        if !filter.has_predicate() {
+        let query = filter.query(0);
+        match filter.predicate() {
             // Nothing to judge outside the store: one step.
-            let query = filter.query(0);
-            return self.claim_with(|new| self.backend.claim_next(&query, new));
-        }
-        let mut after = 0;
-        // Usually the first candidate is the one: read a single row first, then pages.
-        let mut size = 1;
-        loop {
-            let page = self.backend.candidates(&filter.query(after), size)?;
-            let full = page.len() == size;
-            size = PAGE;
-            for candidate in page {
-                after = candidate.seq;
-                if !filter.accepts(&candidate.event) {
-                    continue;
-                }
-                if let Some(claim) = self.claim_seq(candidate.seq)? {
-                    return Ok(Some(claim));
-                }
-                // Taken by another consumer since it was read: the next one.
-            }
-            if !full {
-                return Ok(None);
+            None => self.claim_with(|new| self.backend.claim_next(&query, new)),
+            Some(accepts) => {
+                self.claim_with(|new| self.backend.claim_next_accepted(&query, new, accepts))
             }
         }
     }
@@ -948,7 +928,7 @@ impl Core {
             };
             if let Err(PendingRefused { error, event }) = self.insert_pending(event) {
                 tracing::warn!(%error, "a completion kept in memory still cannot be written; retrying later");
-                lock(&self.outbox).push_front(event);
+                lock(&self.outbox).push_front(*event);
                 return;
             }
         }

@@ -280,7 +280,7 @@ impl SqliteLedger {
                         let event: String = row.get(1)?;
                         Ok(TakenRow {
                             seq: row_seq(row.get(0)?),
-                            event: Arc::new(from_json(&event)?),
+                            event: from_json(&event)?,
                             possible_redelivery: row.get::<_, i64>(2)? != 0,
                         })
                     })
@@ -627,7 +627,7 @@ impl LedgerBackend for SqliteLedger {
     fn insert_pending(&self, new: NewPending<'_>) -> Result<u64, PendingRefused> {
         self.write_pending(&new).map_err(|error| PendingRefused {
             error,
-            event: new.event,
+            event: Box::new(new.event),
         })
     }
 
