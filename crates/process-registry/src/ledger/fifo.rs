@@ -63,11 +63,6 @@ impl<T> Fifo<T> {
         }
     }
 
-    /// Adds `row` at the back (`seq` above every other).
-    pub(crate) fn push_back(&mut self, seq: u64, row: T) {
-        self.push_back_with(seq, || row);
-    }
-
     /// Adds the row `make` builds at the back (`seq` above every other).
     #[inline(always)]
     pub(crate) fn push_back_with(&mut self, seq: u64, make: impl FnOnce() -> T) {
@@ -187,13 +182,13 @@ mod tests {
     fn keeps_seq_order_through_holes_and_reuses_slots() {
         let mut fifo = Fifo::default();
         for seq in 1..=5 {
-            fifo.push_back(seq, format!("r{seq}"));
+            fifo.push_back_with(seq, || format!("r{seq}"));
         }
         let third = fifo.index_of(3).unwrap();
         assert_eq!(fifo.take(third).as_deref(), Some("r3"));
         assert_eq!(fifo.index_of(3), None, "a hole is not a row");
         assert_eq!(fifo.len(), 4);
-        fifo.push_back(6, "r6".into());
+        fifo.push_back_with(6, || "r6".into());
         assert_eq!(fifo.slots.len(), 5, "the freed slot is reused");
         fifo.insert(3, "r3 again".into());
         assert_eq!(
@@ -218,7 +213,7 @@ mod tests {
     fn holes_are_compacted_and_the_last_freed_slot_is_the_next_used() {
         let mut fifo = Fifo::default();
         for seq in 1..=300 {
-            fifo.push_back(seq, seq.to_string());
+            fifo.push_back_with(seq, || seq.to_string());
         }
         // Every row but the first and the last: holes in the middle only.
         for seq in 2..300 {
@@ -234,7 +229,7 @@ mod tests {
         }
         assert_eq!((fifo.len(), fifo.end()), (0, 0));
         let last_freed = *fifo.free.last().unwrap();
-        fifo.push_back(301, "301".into());
+        fifo.push_back_with(301, || "301".into());
         assert_eq!(
             fifo.order.front(),
             Some(&(301, last_freed)),

@@ -263,13 +263,6 @@ impl Row {
         }
     }
 
-    fn is_open(&self) -> bool {
-        matches!(
-            self.delivery,
-            Some(DeliveryState::Pending | DeliveryState::Claimed)
-        )
-    }
-
     fn claimed_by(&self) -> Option<Owner> {
         self.claim().map(|(_, owner)| owner)
     }
@@ -438,22 +431,6 @@ impl State {
     fn known_owner(&self, owner: &str) -> Option<Owner> {
         let index = self.owners.iter().position(|known| &**known == owner)?;
         Owner::try_from(index).ok()
-    }
-
-    /// Adds `row` at the tail: the next `seq`.
-    #[inline(always)]
-    fn insert(&mut self, row: Row) -> u64 {
-        self.next_seq += 1;
-        let seq = self.next_seq;
-        if let Some(id) = row.delegation_id() {
-            self.by_id.insert(id.clone(), seq);
-        }
-        if row.is_open() {
-            self.open.push_back(seq, row);
-        } else {
-            self.parked.insert(seq, row);
-        }
-        seq
     }
 
     /// Where open row `seq` is in the FIFO.
@@ -626,8 +603,11 @@ impl LedgerBackend for MemoryLedger {
             state.running.insert(delegation_id, running);
             return Ok(None);
         }
-        // To the tail: offered in the order the runs finished.
-        Ok(Some(state.insert(Row {
+        // To the tail: offered in the order the runs finished, built in its slot.
+        state.next_seq += 1;
+        let seq = state.next_seq;
+        state.by_id.insert(Id::clone(&delegation_id), seq);
+        state.open.push_back_with(seq, || Row {
             event: Stored::Shared(finish.event),
             delivery: Some(DeliveryState::Pending),
             attempts: 0,
@@ -644,7 +624,8 @@ impl LedgerBackend for MemoryLedger {
                     ..More::default()
                 })
             }),
-        })))
+        });
+        Ok(Some(seq))
     }
 
     fn retract_running(&self, delegation_id: &str, owner: &str) -> Result<bool, LedgerError> {
