@@ -195,12 +195,12 @@ impl ScriptedBackend {
                 std::thread::sleep(Duration::from_millis(1));
             }
             Ok(DelegationResult {
-                status: Some("completed".to_owned()),
-                summary: Some(format!("done: {}", task.goal)),
+                status: Some("completed".into()),
+                summary: Some(format!("done: {}", task.goal).into()),
                 api_calls: Some(1),
                 duration_seconds: Some(0.1),
-                model: Some("m".to_owned()),
-                exit_reason: Some("completed".to_owned()),
+                model: Some("m".into()),
+                exit_reason: Some("completed".into()),
                 ..DelegationResult::default()
             })
         })

@@ -121,9 +121,9 @@ fn every_dispatched_delegation_is_delivered_once_to_the_session_that_dispatched_
         };
         assert_eq!(event.session_key, message.session_key.as_str());
         delivered
-            .entry(event.session_key.clone())
+            .entry(event.session_key.to_string())
             .or_default()
-            .push(event.delegation_id.clone().unwrap());
+            .push(event.delegation_id.clone().unwrap().to_string());
     }
     // The CLI's completions are never the gateway's: nothing it serves is left waiting.
     assert!(wait_until(|| router.waiting() == 0));
@@ -152,7 +152,7 @@ fn every_dispatched_delegation_is_delivered_once_to_the_session_that_dispatched_
         .into_iter()
         .map(|event| match event {
             Event::AsyncDelegation(e) if e.session_key.is_empty() && e.routing.is_empty() => {
-                e.delegation_id.unwrap()
+                e.delegation_id.unwrap().to_string()
             }
             other => panic!("unexpected event left on the queue: {other:?}"),
         })

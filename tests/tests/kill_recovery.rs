@@ -196,7 +196,7 @@ fn child(ledger: &Path, point: KillPoint) {
         .adapter(Platform::Telegram, move |message: &InternalMessage| {
             let status = match &*message.event {
                 Event::AsyncDelegation(event) => event.status.clone().unwrap_or_default(),
-                _ => String::new(),
+                _ => String::new().into(),
             };
             say(format!(
                 "DELIVERED {} {} {} {}",

@@ -192,7 +192,7 @@ fn test_dispatch_rejected_at_capacity() {
     gate.open();
     // Exactly the two accepted ones complete; the rejected one never does.
     let mut goals: Vec<String> = (0..2)
-        .map(|_| take_delegation(&queue).unwrap().goal)
+        .map(|_| take_delegation(&queue).unwrap().goal.to_string())
         .collect();
     goals.sort();
     assert_eq!(goals, ["task0", "task1"]);

@@ -56,7 +56,7 @@ fn claim_ack(rounds: usize) {
     for n in 0..rounds {
         queue
             .try_put(Event::AsyncDelegation(AsyncDelegationEvent {
-                delegation_id: Some(format!("deleg_{n:08x}")),
+                delegation_id: Some(format!("deleg_{n:08x}").into()),
                 session_key: "agent:main:telegram:dm:12345:678".into(),
                 goal: "Summarise the logs".into(),
                 status: Some("completed".into()),

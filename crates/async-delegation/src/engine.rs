@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use event_listener::Listener as _;
 
 use process_registry::{
-    AsyncDelegationEvent, CompletionQueue, DispatchRecord, Event, Recorded, WireNumber,
+    AsyncDelegationEvent, CompletionQueue, DispatchRecord, Event, Recorded, Text, WireNumber,
 };
 
 use crate::fence;
@@ -83,7 +83,7 @@ struct Running {
 struct Finished {
     dispatched: Dispatched,
     status: Status,
-    model: Option<String>,
+    model: Option<Text>,
     completed_at: f64,
 }
 
@@ -139,12 +139,12 @@ impl Dispatched {
     fn record(
         &self,
         status: &str,
-        model: Option<String>,
+        model: Option<Text>,
         completed_at: Option<f64>,
     ) -> DelegationRecord {
         let spec = self.spec();
         DelegationRecord {
-            delegation_id: self.id().to_owned(),
+            delegation_id: spec.delegation_id.clone().unwrap_or_default(),
             goal: spec.goal.clone(),
             context: spec.context.clone(),
             toolsets: spec.toolsets.clone(),
@@ -489,7 +489,7 @@ impl Inner {
         }
         let seq = state.next_seq;
         state.next_seq += 1;
-        spec.delegation_id = Some(candidate.clone());
+        spec.delegation_id = Some(Text::from(candidate.as_str()));
         let dispatched = Dispatched {
             event: Arc::new(Event::AsyncDelegation(spec)),
             number,
@@ -747,7 +747,7 @@ fn release_slot(
     number: u32,
     order: u64,
     status: Status,
-    model: Option<String>,
+    model: Option<Text>,
     completed_at: f64,
 ) -> (Option<InterruptHook>, Option<Arc<Watch>>, Option<Finished>) {
     let Some(Running {
@@ -811,7 +811,7 @@ pub(crate) struct FinishedRun {
     /// The id's number, carried from the dispatch: the slot is found without parsing.
     number: u32,
     status: Status,
-    model: Option<String>,
+    model: Option<Text>,
     completed_at: f64,
     event: Arc<Event>,
 }
@@ -883,8 +883,8 @@ const MAX_ID_DRAWS: u32 = 64;
 /// The result recorded for a runner that failed or panicked.
 pub(crate) fn failure(error: String) -> DelegationResult {
     DelegationResult {
-        status: Some("error".to_owned()),
-        error: Some(error),
+        status: Some("error".into()),
+        error: Some(error.into()),
         ..DelegationResult::default()
     }
 }
@@ -908,10 +908,14 @@ fn completion_event(
     // The result's own text when it has one (moved, not copied).
     let status = match result.status {
         Some(status) if !status.is_empty() => status,
-        _ => "completed".to_owned(),
+        _ => crate::types::completed_status(),
     };
     AsyncDelegationEvent {
-        delegation_id: Some(delegation_id.to_owned()),
+        // The id the dispatch drew, shared.
+        delegation_id: match &spec.delegation_id {
+            Some(id) if id == delegation_id => Some(id.clone()),
+            _ => Some(delegation_id.into()),
+        },
         session_key: spec.session_key.clone(),
         goal: spec.goal.clone(),
         context: spec.context.clone(),

@@ -221,8 +221,8 @@ impl Drop for Run {
     fn drop(&mut self) {
         if self.admitted.is_some() {
             self.finish(DelegationResult {
-                status: Some("interrupted".to_owned()),
-                error: Some(RUNTIME_SHUT_DOWN_ERROR.to_owned()),
+                status: Some("interrupted".into()),
+                error: Some(RUNTIME_SHUT_DOWN_ERROR.into()),
                 ..DelegationResult::default()
             });
         }

@@ -4,6 +4,7 @@
 use std::error::Error;
 use std::sync::Arc;
 
+use process_registry::Text;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -37,32 +38,33 @@ pub type InterruptHook = Arc<dyn Fn(&str) + Send + Sync>;
 ///     .with_toolsets(["terminal", "file"])
 ///     .with_role("leaf")
 ///     .with_session_key("agent:main:telegram:dm:12345");
-/// assert_eq!(spec.toolsets.as_deref(), Some(&["terminal".to_owned(), "file".to_owned()][..]));
+/// assert_eq!(spec.toolsets.as_deref(), Some(&["terminal".into(), "file".into()][..]));
+/// assert_eq!(spec.goal, "Summarise the logs"); // shared text, compared as a `&str`
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DelegationSpec {
     /// The task, verbatim.
-    pub goal: String,
+    pub goal: Text,
     /// Context the parent gives the subagent.
     #[serde(default)]
-    pub context: Option<String>,
+    pub context: Option<Text>,
     /// Toolsets the subagent may use.
     #[serde(default)]
-    pub toolsets: Option<Vec<String>>,
+    pub toolsets: Option<Vec<Text>>,
     /// `leaf` or `orchestrator` (not checked here; the tool layer normalises it).
     #[serde(default)]
-    pub role: Option<String>,
+    pub role: Option<Text>,
     /// The model the subagent is configured with (the result's model wins in the event).
     #[serde(default)]
-    pub model: Option<String>,
+    pub model: Option<Text>,
     /// The dispatching gateway session key; `""` means CLI origin (unrouted).
     #[serde(default)]
-    pub session_key: String,
+    pub session_key: Text,
 }
 
 impl DelegationSpec {
     /// A spec with this goal, CLI origin (`session_key` `""`) and nothing else set.
-    pub fn new(goal: impl Into<String>) -> Self {
+    pub fn new(goal: impl Into<Text>) -> Self {
         DelegationSpec {
             goal: goal.into(),
             ..DelegationSpec::default()
@@ -70,7 +72,7 @@ impl DelegationSpec {
     }
 
     /// Sets the context.
-    pub fn with_context(mut self, context: impl Into<String>) -> Self {
+    pub fn with_context(mut self, context: impl Into<Text>) -> Self {
         self.context = Some(context.into());
         self
     }
@@ -79,26 +81,26 @@ impl DelegationSpec {
     pub fn with_toolsets<I, S>(mut self, toolsets: I) -> Self
     where
         I: IntoIterator<Item = S>,
-        S: Into<String>,
+        S: Into<Text>,
     {
         self.toolsets = Some(toolsets.into_iter().map(Into::into).collect());
         self
     }
 
     /// Sets the role.
-    pub fn with_role(mut self, role: impl Into<String>) -> Self {
+    pub fn with_role(mut self, role: impl Into<Text>) -> Self {
         self.role = Some(role.into());
         self
     }
 
     /// Sets the model.
-    pub fn with_model(mut self, model: impl Into<String>) -> Self {
+    pub fn with_model(mut self, model: impl Into<Text>) -> Self {
         self.model = Some(model.into());
         self
     }
 
     /// Sets the dispatching session key.
-    pub fn with_session_key(mut self, session_key: impl Into<String>) -> Self {
+    pub fn with_session_key(mut self, session_key: impl Into<Text>) -> Self {
         self.session_key = session_key.into();
         self
     }
@@ -114,26 +116,26 @@ impl DelegationSpec {
 #[serde(default)]
 pub struct DelegationResult {
     /// `completed`, `success`, `error`, `failed`, `interrupted`, `timeout`, …
-    pub status: Option<String>,
+    pub status: Option<Text>,
     /// What the subagent reported.
-    pub summary: Option<String>,
+    pub summary: Option<Text>,
     /// Why it failed, when it did.
-    pub error: Option<String>,
+    pub error: Option<Text>,
     /// Model API calls the subagent made.
     pub api_calls: Option<u64>,
     /// Run time in seconds as the subagent measured it.
     pub duration_seconds: Option<f64>,
     /// The model that actually ran.
-    pub model: Option<String>,
+    pub model: Option<Text>,
     /// Why the subagent loop stopped, e.g. `completed` or `max_iterations`.
-    pub exit_reason: Option<String>,
+    pub exit_reason: Option<Text>,
     /// The summary was cut short.
     pub truncated: Option<bool>,
 }
 
 impl DelegationResult {
     /// A result with this status and nothing else.
-    pub fn with_status(status: impl Into<String>) -> Self {
+    pub fn with_status(status: impl Into<Text>) -> Self {
         DelegationResult {
             status: Some(status.into()),
             ..DelegationResult::default()
@@ -141,9 +143,9 @@ impl DelegationResult {
     }
 
     /// A `completed` result with this summary.
-    pub fn completed(summary: impl Into<String>) -> Self {
+    pub fn completed(summary: impl Into<Text>) -> Self {
         DelegationResult {
-            status: Some("completed".to_owned()),
+            status: Some(shared_text(&COMPLETED, "completed")),
             summary: Some(summary.into()),
             ..DelegationResult::default()
         }
@@ -167,9 +169,9 @@ impl DelegationResult {
     }
 
     /// An `interrupted` result with this error text.
-    pub fn interrupted(error: impl Into<String>) -> Self {
+    pub fn interrupted(error: impl Into<Text>) -> Self {
         DelegationResult {
-            status: Some("interrupted".to_owned()),
+            status: Some(shared_text(&INTERRUPTED, "interrupted")),
             error: Some(error.into()),
             ..DelegationResult::default()
         }
@@ -240,20 +242,20 @@ impl Serialize for DispatchOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DelegationRecord {
     /// `deleg_` + 8 lowercase hex digits.
-    pub delegation_id: String,
+    pub delegation_id: Text,
     /// The task, verbatim.
-    pub goal: String,
+    pub goal: Text,
     /// Context given at dispatch.
-    pub context: Option<String>,
+    pub context: Option<Text>,
     /// Toolsets given at dispatch.
-    pub toolsets: Option<Vec<String>>,
+    pub toolsets: Option<Vec<Text>>,
     /// Role given at dispatch.
-    pub role: Option<String>,
+    pub role: Option<Text>,
     /// The spec's model while running; the completion's model (the result's, else the
     /// spec's) once completed.
-    pub model: Option<String>,
+    pub model: Option<Text>,
     /// The dispatching session key.
-    pub session_key: String,
+    pub session_key: Text,
     /// `running`, then the completion event's status.
     pub status: String,
     /// Unix seconds at dispatch.
@@ -270,4 +272,17 @@ impl DelegationRecord {
     pub fn is_running(&self) -> bool {
         self.completed_at.is_none()
     }
+}
+
+static COMPLETED: std::sync::OnceLock<Text> = std::sync::OnceLock::new();
+static INTERRUPTED: std::sync::OnceLock<Text> = std::sync::OnceLock::new();
+
+/// A status every completion may carry, made once and shared.
+pub(crate) fn shared_text(cell: &'static std::sync::OnceLock<Text>, text: &str) -> Text {
+    cell.get_or_init(|| Text::from(text)).clone()
+}
+
+/// The `completed` status, shared.
+pub(crate) fn completed_status() -> Text {
+    shared_text(&COMPLETED, "completed")
 }

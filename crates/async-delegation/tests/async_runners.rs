@@ -97,7 +97,7 @@ async fn many_async_runners_each_complete_once_on_a_multi_thread_runtime() {
         .drain()
         .into_iter()
         .map(|event| match event {
-            Event::AsyncDelegation(e) => e.delegation_id.unwrap(),
+            Event::AsyncDelegation(e) => e.delegation_id.unwrap().into(),
             other => panic!("unexpected {other:?}"),
         })
         .collect();

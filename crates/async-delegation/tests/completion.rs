@@ -49,7 +49,7 @@ fn completion_event_restates_spec_and_carries_the_outcome() {
     );
     let event = take_delegation(&queue);
     let expected = AsyncDelegationEvent {
-        delegation_id: Some(outcome.delegation_id().unwrap().to_owned()),
+        delegation_id: Some(outcome.delegation_id().unwrap().into()),
         session_key: "agent:main:telegram:dm:12345:678".into(),
         goal: "compute X".into(),
         context: Some("some context".into()),

@@ -209,7 +209,7 @@ fn ids_are_well_formed_and_unique() {
         );
         let id = outcome.delegation_id().unwrap().to_owned();
         assert!(is_delegation_id(&id), "{id}");
-        assert!(ids.insert(id), "id reused among live records");
+        assert!(ids.insert(id.into()), "id reused among live records");
     }
     assert_eq!(engine.active_count(), n);
     drop(open);

@@ -74,7 +74,7 @@ fn a_runner_that_reports_nothing_gets_the_harness_defaults() {
 fn an_empty_status_is_completed() {
     let wire = completion_json(spec(), || {
         Ok(DelegationResult {
-            status: Some(String::new()),
+            status: Some(String::new().into()),
             summary: Some("done".into()),
             duration_seconds: Some(1.5),
             ..DelegationResult::default()

@@ -46,7 +46,9 @@ fn shutdown_interrupts_waits_and_refuses_new_work() {
         .drain()
         .into_iter()
         .map(|event| match event {
-            Event::AsyncDelegation(e) => (e.delegation_id.unwrap(), e.error),
+            Event::AsyncDelegation(e) => {
+                (e.delegation_id.unwrap().into(), e.error.map(String::from))
+            }
             other => panic!("unexpected {other:?}"),
         })
         .collect();

@@ -172,7 +172,7 @@ fn an_empty_model_from_the_runner_falls_back_to_the_spec_model() {
             DelegationSpec::new("g").with_model("spec-model"),
             || {
                 Ok(DelegationResult {
-                    model: Some(String::new()),
+                    model: Some(String::new().into()),
                     ..DelegationResult::completed("s")
                 })
             },
@@ -275,7 +275,7 @@ fn the_wire_never_carries_null_api_calls_or_an_empty_status() {
             DelegationSpec::new("g"),
             || {
                 Ok(DelegationResult {
-                    status: Some(String::new()),
+                    status: Some(String::new().into()),
                     api_calls: None,
                     ..DelegationResult::interrupted("cancelled")
                 })

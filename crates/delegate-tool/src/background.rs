@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use async_delegation::{DelegationResult, DelegationSpec, InterruptHook, RunnerError};
+use process_registry::Text;
 use serde_json::Value;
 
 use crate::fence::{self, FencedParent};
@@ -80,12 +81,15 @@ pub(crate) fn delegation_spec(
     session_key: String,
 ) -> DelegationSpec {
     DelegationSpec {
-        goal: task.goal.clone(),
-        context: task.context.clone(),
-        toolsets: task.toolsets.clone(),
-        role: Some(task.role.as_str().to_owned()),
-        model,
-        session_key,
+        goal: task.goal.as_str().into(),
+        context: task.context.as_deref().map(Text::from),
+        toolsets: task
+            .toolsets
+            .as_ref()
+            .map(|toolsets| toolsets.iter().map(Text::from).collect()),
+        role: Some(task.role.as_str().into()),
+        model: model.map(Text::from),
+        session_key: session_key.into(),
     }
 }
 

@@ -151,7 +151,7 @@ async fn a_batch_runs_its_children_concurrently() {
         .map(|r| {
             r.result
                 .as_ref()
-                .map(|r| r.summary.clone().unwrap_or_default())
+                .map(|r| r.summary.as_deref().unwrap_or_default().to_owned())
                 .map_err(Clone::clone)
         })
         .collect();
@@ -219,7 +219,7 @@ async fn background_calls_route_by_their_own_call_context() {
         .drain()
         .into_iter()
         .map(|event| match event {
-            Event::AsyncDelegation(e) => (e.delegation_id.unwrap(), e.session_key),
+            Event::AsyncDelegation(e) => (e.delegation_id.unwrap().into(), e.session_key.into()),
             other => panic!("unexpected {other:?}"),
         })
         .collect();

@@ -439,9 +439,9 @@ fn read_outcome(out: &str, queue: &CompletionQueue) -> Result<Outcome, String> {
     if value["status"] == "dispatched" {
         return match queue.take_timeout(HANG_GUARD) {
             Some(Event::AsyncDelegation(event)) => Ok(Outcome::Dispatched(
-                event.status.unwrap_or_default(),
-                event.summary,
-                event.error,
+                event.status.unwrap_or_default().to_string(),
+                event.summary.map(String::from),
+                event.error.map(String::from),
             )),
             other => Err(format!("no completion event, got {other:?}")),
         };

@@ -83,7 +83,7 @@ fn deliver_batches(
     let events: Vec<AsyncDelegationEvent> = (0..BATCH)
         .map(|n| match harness_test_event() {
             Event::AsyncDelegation(mut e) => {
-                e.session_key = format!("agent:main:telegram:dm:{}:{}", n % 50, n % 7);
+                e.session_key = format!("agent:main:telegram:dm:{}:{}", n % 50, n % 7).into();
                 e
             }
             _ => unreachable!(),
@@ -159,7 +159,7 @@ fn turn_end_to_adapter(c: &mut Criterion) {
                 n += 1;
                 let turn = router.turn(key);
                 queue.put(AsyncDelegationEvent {
-                    delegation_id: Some(format!("deleg_{n:08x}")),
+                    delegation_id: Some(format!("deleg_{n:08x}").into()),
                     session_key: key.into(),
                     goal: "Investigate flaky test".into(),
                     summary: Some("Found it".into()),

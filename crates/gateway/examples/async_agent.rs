@@ -29,7 +29,7 @@ use gateway::{
     AdapterError, DeliveryRouter, InternalMessage, Platform, SessionKey, SessionKeyOptions,
     SessionSource,
 };
-use process_registry::CompletionQueue;
+use process_registry::{CompletionQueue, Text};
 use serde_json::{json, Value};
 
 /// Where the subagent's model is, when one is configured.
@@ -126,7 +126,7 @@ async fn ask(
         .ok_or("the endpoint answered without choices[0].message.content")?;
     let mut result = DelegationResult::completed(text);
     result.api_calls = Some(1);
-    result.model = answer["model"].as_str().map(str::to_owned);
+    result.model = answer["model"].as_str().map(Text::from);
     Ok(result)
 }
 

@@ -15,11 +15,11 @@ use process_registry::{AsyncDelegationEvent, CompletionQueue, Event};
 
 fn completion(id: u32, session_key: &str, goal: &str, summary: &str) -> AsyncDelegationEvent {
     AsyncDelegationEvent {
-        delegation_id: Some(format!("deleg_{id:08x}")),
-        session_key: session_key.to_owned(),
-        goal: goal.to_owned(),
+        delegation_id: Some(format!("deleg_{id:08x}").into()),
+        session_key: session_key.into(),
+        goal: goal.into(),
         status: Some("completed".into()),
-        summary: Some(summary.to_owned()),
+        summary: Some(summary.into()),
         api_calls: Some(3.into()),
         duration_seconds: process_registry::WireNumber::from_f64(74.5),
         dispatched_at: process_registry::WireNumber::from_f64(1_700_000_000.0),

@@ -134,7 +134,7 @@
 //! let turn = router.turn(session_key.as_str());
 //! queue.put(AsyncDelegationEvent {
 //!     delegation_id: Some("deleg_1a2b3c4d".into()),
-//!     session_key: session_key.to_string(),
+//!     session_key: session_key.as_str().into(),
 //!     goal: "Investigate flaky test".into(),
 //!     status: Some("completed".into()),
 //!     summary: Some("Found the bug in test_foo".into()),

@@ -55,7 +55,7 @@ mod tests {
 
     fn deleg(n: u32) -> Event {
         AsyncDelegationEvent {
-            delegation_id: Some(format!("deleg_{n:08x}")),
+            delegation_id: Some(format!("deleg_{n:08x}").into()),
             ..AsyncDelegationEvent::default()
         }
         .into()

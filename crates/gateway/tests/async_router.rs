@@ -19,7 +19,7 @@ fn completion(session_key: &str, id: &str) -> AsyncDelegationEvent {
         delegation_id: Some(id.into()),
         session_key: session_key.into(),
         goal: "g".into(),
-        summary: Some(format!("summary of {id}")),
+        summary: Some(format!("summary of {id}").into()),
         ..AsyncDelegationEvent::default()
     }
 }
@@ -58,7 +58,9 @@ async fn delivered(router: &DeliveryRouter, n: u64) {
 /// The delegation id of the completion a message carries.
 fn id_of(message: &InternalMessage) -> String {
     match &*message.event {
-        process_registry::Event::AsyncDelegation(e) => e.delegation_id.clone().unwrap_or_default(),
+        process_registry::Event::AsyncDelegation(e) => {
+            e.delegation_id.clone().unwrap_or_default().to_string()
+        }
         other => panic!("unexpected {other:?}"),
     }
 }

@@ -116,7 +116,7 @@ fn recorder(inbox: &Inbox) -> impl Fn(&InternalMessage) -> Result<(), AdapterErr
             chat_id: message.source.chat_id.clone(),
             thread_id: message.source.thread_id.clone(),
             session_key: message.session_key.to_string(),
-            delegation_id: event.delegation_id.clone().unwrap(),
+            delegation_id: event.delegation_id.clone().unwrap().to_string(),
             text: message.text.clone(),
             reply_to: message.reply_to_message_id.clone(),
             thread_name: std::thread::current().name().map(str::to_owned),
@@ -152,11 +152,11 @@ fn channel_adapter() -> (
 
 fn completion(session_key: &str, n: usize) -> AsyncDelegationEvent {
     AsyncDelegationEvent {
-        delegation_id: Some(format!("deleg_{n:08x}")),
-        session_key: session_key.to_owned(),
-        goal: format!("task {n}"),
+        delegation_id: Some(format!("deleg_{n:08x}").into()),
+        session_key: session_key.into(),
+        goal: format!("task {n}").into(),
         status: Some("completed".into()),
-        summary: Some(format!("result {n}")),
+        summary: Some(format!("result {n}").into()),
         dispatched_at: process_registry::WireNumber::from_f64(1000.0),
         completed_at: process_registry::WireNumber::from_f64(1012.0),
         ..AsyncDelegationEvent::default()
@@ -165,7 +165,7 @@ fn completion(session_key: &str, n: usize) -> AsyncDelegationEvent {
 
 fn id_of(event: &Event) -> String {
     match event {
-        Event::AsyncDelegation(e) => e.delegation_id.clone().unwrap(),
+        Event::AsyncDelegation(e) => e.delegation_id.clone().unwrap().to_string(),
         other => other.type_name().to_owned(),
     }
 }
@@ -443,13 +443,13 @@ fn router_delivers_hundreds_of_completions_to_their_own_chats() {
             let id = event.delegation_id.clone().unwrap();
             let by_engine = n % 2 == 0;
             if by_engine {
-                recorded.insert(id.clone());
+                recorded.insert(id.to_string());
             }
             n += 1;
             expected_order
                 .entry(session.key.clone())
                 .or_default()
-                .push(id);
+                .push(id.to_string());
             per_producer
                 .entry(session.platform.to_string())
                 .or_default()

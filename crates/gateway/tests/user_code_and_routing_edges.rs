@@ -86,7 +86,7 @@ fn completion(session_key: &str, id: &str) -> AsyncDelegationEvent {
 
 fn delegation_id(event: &Event) -> Option<String> {
     match event {
-        Event::AsyncDelegation(e) => e.delegation_id.clone(),
+        Event::AsyncDelegation(e) => e.delegation_id.as_deref().map(str::to_owned),
         _ => None,
     }
 }

@@ -21,7 +21,7 @@ use process_registry::{
 
 fn event(n: u64) -> Event {
     Event::AsyncDelegation(AsyncDelegationEvent {
-        delegation_id: Some(format!("deleg_{n:08x}")),
+        delegation_id: Some(format!("deleg_{n:08x}").into()),
         session_key: "agent:main:telegram:dm:12345:678".into(),
         goal: "Summarise the logs".into(),
         status: Some("completed".into()),

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use crate::number::push_u64;
 use crate::{
-    AsyncDelegationEvent, BatchTaskResult, Event, ProcessCompletion, WatchMatch, WireNumber,
+    AsyncDelegationEvent, BatchTaskResult, Event, ProcessCompletion, Text, WatchMatch, WireNumber,
 };
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -383,7 +383,7 @@ fn batch_block(out: &mut String, e: &AsyncDelegationEvent, dispatched: Option<&D
     }
 }
 
-fn batch_task(out: &mut String, r: &BatchTaskResult, goals: &[String], n: usize) {
+fn batch_task(out: &mut String, r: &BatchTaskResult, goals: &[Text], n: usize) {
     let status = or_default(r.status.as_deref(), "?");
     let truncated = is_truncated(r.exit_reason.as_deref(), r.truncated);
     let summary = non_empty(r.summary.as_deref());
@@ -393,7 +393,7 @@ fn batch_task(out: &mut String, r: &BatchTaskResult, goals: &[String], n: usize)
         .as_u64()
         .and_then(|i| usize::try_from(i).ok())
         .and_then(|i| goals.get(i))
-        .map(String::as_str)
+        .map(Text::as_str)
         .filter(|g| !g.is_empty())
         .or_else(|| non_empty(r.goal.as_deref()));
     let icon = if truncated {
@@ -457,7 +457,7 @@ fn batch_task(out: &mut String, r: &BatchTaskResult, goals: &[String], n: usize)
 
 /// A rough upper bound of the block's length, so the text is built without regrowing.
 fn estimate_len(e: &AsyncDelegationEvent) -> usize {
-    let len = |s: &Option<String>| s.as_deref().map_or(0, str::len);
+    let len = |s: &Option<Text>| s.as_deref().map_or(0, str::len);
     let results: usize = e.results.as_deref().map_or(0, |results| {
         results
             .iter()
@@ -467,7 +467,7 @@ fn estimate_len(e: &AsyncDelegationEvent) -> usize {
     let goals: usize = e
         .goals
         .as_deref()
-        .map_or(0, |g| g.iter().map(String::len).sum());
+        .map_or(0, |g| g.iter().map(|goal| goal.len()).sum());
     let toolsets: usize = e
         .toolsets
         .as_deref()

@@ -155,6 +155,7 @@ mod number;
 mod queue;
 mod raw;
 mod registry;
+mod text;
 
 pub use event::{
     json_kind, AsyncDelegationEvent, BatchTaskResult, Event, ProcessCompletion, Routing,
@@ -184,3 +185,4 @@ pub use queue::{
 };
 pub use raw::{ExtraFields, UnknownEvent};
 pub use registry::{global, ProcessRegistry};
+pub use text::Text;

@@ -9,8 +9,8 @@ use process_registry::{
 };
 use serde_json::{json, Value};
 
-fn s(text: &str) -> Option<String> {
-    Some(text.to_owned())
+fn s<T: for<'a> From<&'a str>>(text: &str) -> Option<T> {
+    Some(T::from(text))
 }
 
 fn int(n: i64) -> Option<WireNumber> {
@@ -128,7 +128,7 @@ fn async_delegation_enriched_golden() {
 fn async_delegation_batch_golden() {
     let event = AsyncDelegationEvent {
         delegation_id: Some("deleg_ba7c0001".into()),
-        session_key: String::new(),
+        session_key: String::new().into(),
         goal: "Fix lint; Run tests".into(),
         role: s("leaf"),
         model: s("m"),

@@ -150,8 +150,8 @@ impl FakeBackend {
             Ok(DelegationResult {
                 api_calls: Some(1),
                 duration_seconds: Some(0.1),
-                model: Some("m".to_owned()),
-                exit_reason: Some("completed".to_owned()),
+                model: Some("m".into()),
+                exit_reason: Some("completed".into()),
                 ..DelegationResult::completed(format!("done: {}", task.goal))
             })
         })

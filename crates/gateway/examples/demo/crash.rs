@@ -54,7 +54,7 @@ pub(crate) fn child(ledger: &Path, phase: &str) -> DemoResult<()> {
     let adapter = |message: &InternalMessage| {
         let status = match &*message.event {
             Event::AsyncDelegation(event) => event.status.clone().unwrap_or_default(),
-            _ => String::new(),
+            _ => String::new().into(),
         };
         say(&format!(
             "DELIVERED {} {} {} {} {} {}",

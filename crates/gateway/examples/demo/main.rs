@@ -243,8 +243,8 @@ fn main() -> DemoResult<()> {
     let cli_event = cli_drain(&queue)?;
     if let Event::AsyncDelegation(event) = &cli_event {
         tally.delivered(Delivery {
-            delegation_id: event.delegation_id.clone().unwrap_or_default(),
-            status: event.status.clone().unwrap_or_default(),
+            delegation_id: event.delegation_id.clone().unwrap_or_default().to_string(),
+            status: event.status.clone().unwrap_or_default().to_string(),
             place: "CLI drain (unrouted)".to_owned(),
         });
     }
@@ -356,8 +356,12 @@ impl PlatformAdapter for TerminalAdapter {
         }
         let (delegation_id, status) = match &*message.event {
             Event::AsyncDelegation(event) => (
-                event.delegation_id.clone().unwrap_or_default(),
-                event.status.clone().unwrap_or_default(),
+                event
+                    .delegation_id
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_owned(),
+                event.status.as_deref().unwrap_or_default().to_owned(),
             ),
             other => (other.type_name().to_owned(), String::new()),
         };
@@ -583,7 +587,7 @@ impl RepoChild {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
             Ok(DelegationResult {
-                summary: Some(summary),
+                summary: Some(summary.into()),
                 ..DelegationResult::interrupted(reason)
             })
         } else {

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::{deserialize_from_fields, is_false};
 use crate::raw::Fields;
-use crate::{ExtraFields, WireNumber};
+use crate::{ExtraFields, Text, WireNumber};
 
 /// Where an event should be delivered, as a gateway knows it.
 ///
@@ -71,26 +71,26 @@ pub struct AsyncDelegationEvent {
     /// `deleg_` + 8 lowercase hex digits. `None` when the producer sent none (absent or
     /// `null`, written back as `null` and rendered `unknown`); an empty string is kept
     /// as it is.
-    pub delegation_id: Option<String>,
+    pub delegation_id: Option<Text>,
     /// The dispatching gateway session key; `""` means CLI origin (unrouted).
-    pub session_key: String,
+    pub session_key: Text,
     /// The task's goal, verbatim.
-    pub goal: String,
+    pub goal: Text,
     /// Context the parent gave the subagent.
-    pub context: Option<String>,
+    pub context: Option<Text>,
     /// Toolsets the subagent had.
-    pub toolsets: Option<Vec<String>>,
+    pub toolsets: Option<Vec<Text>>,
     /// `leaf` or `orchestrator`.
-    pub role: Option<String>,
+    pub role: Option<Text>,
     /// The model that ran the task.
-    pub model: Option<String>,
+    pub model: Option<Text>,
     /// Open string: `completed`, `success`, `error`, `failed`, `interrupted`, `timeout`,
     /// `stalled`, `unknown`, `cancelled`, …
-    pub status: Option<String>,
+    pub status: Option<Text>,
     /// What the subagent reported.
-    pub summary: Option<String>,
+    pub summary: Option<Text>,
     /// Why it failed, when it did.
-    pub error: Option<String>,
+    pub error: Option<Text>,
     /// Model API calls the subagent made (an integer on the wire).
     pub api_calls: Option<WireNumber>,
     /// Run time in seconds, printed exactly as it came on the wire.
@@ -100,7 +100,7 @@ pub struct AsyncDelegationEvent {
     /// Unix seconds when it completed.
     pub completed_at: Option<WireNumber>,
     /// Why the subagent loop stopped, e.g. `completed` or `max_iterations`.
-    pub exit_reason: Option<String>,
+    pub exit_reason: Option<Text>,
     /// Set by producers that know the summary was cut short.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub truncated: Option<bool>,
@@ -109,7 +109,7 @@ pub struct AsyncDelegationEvent {
     pub is_batch: bool,
     /// Batch only: the goal of every task, by task index.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub goals: Option<Vec<String>>,
+    pub goals: Option<Vec<Text>>,
     /// Batch only: one result per task.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub results: Option<Vec<BatchTaskResult>>,
@@ -169,19 +169,19 @@ pub struct BatchTaskResult {
     pub task_index: WireNumber,
     /// The task's own goal, used when the batch's `goals` has no entry for it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub goal: Option<String>,
+    pub goal: Option<Text>,
     /// Outcome, as for a single delegation.
-    pub status: Option<String>,
+    pub status: Option<Text>,
     /// What the subagent reported.
-    pub summary: Option<String>,
+    pub summary: Option<Text>,
     /// Why it failed, when it did.
-    pub error: Option<String>,
+    pub error: Option<Text>,
     /// Model API calls.
     pub api_calls: Option<WireNumber>,
     /// Run time in seconds.
     pub duration_seconds: Option<WireNumber>,
     /// Why the subagent loop stopped.
-    pub exit_reason: Option<String>,
+    pub exit_reason: Option<Text>,
     /// The task hit its iteration cap.
     pub truncated: Option<bool>,
     /// Fields this crate does not know, kept for the round trip.

@@ -27,8 +27,8 @@ pub(crate) fn unknown_completion(skeleton: &Event, now: f64) -> Event {
         Event::AsyncDelegation(event) => event.clone(),
         _ => AsyncDelegationEvent::default(),
     };
-    event.status = Some("unknown".to_owned());
-    event.error = Some(crate::OWNER_EXITED_ERROR.to_owned());
+    event.status = Some("unknown".into());
+    event.error = Some(crate::OWNER_EXITED_ERROR.into());
     event.api_calls = Some(WireNumber::from(0_u8));
     event.duration_seconds = None;
     event.completed_at = WireNumber::from_f64(now);

@@ -78,17 +78,17 @@ fn watch(message: &str) -> Event {
 fn message(event: &Event) -> String {
     match event {
         Event::WatchOverflowTripped(e) => e.message.clone().unwrap(),
-        Event::AsyncDelegation(e) => e.goal.clone(),
+        Event::AsyncDelegation(e) => e.goal.to_string(),
         other => panic!("unexpected {other:?}"),
     }
 }
 
 fn delegation(id: &str, session_key: &str, goal: &str) -> AsyncDelegationEvent {
     AsyncDelegationEvent {
-        delegation_id: Some(id.to_owned()),
-        session_key: session_key.to_owned(),
-        goal: goal.to_owned(),
-        role: Some("leaf".to_owned()),
+        delegation_id: Some(id.into()),
+        session_key: session_key.into(),
+        goal: goal.into(),
+        role: Some("leaf".into()),
         ..AsyncDelegationEvent::default()
     }
 }
@@ -110,7 +110,7 @@ fn dispatch(queue: &CompletionQueue, id: &str, session_key: &str) -> DispatchRec
 fn complete(queue: &CompletionQueue, record: DispatchRecord, id: &str, session_key: &str) {
     let mut event = delegation(id, session_key, "g");
     event.status = Some("completed".into());
-    event.summary = Some(format!("result of {id}"));
+    event.summary = Some(format!("result of {id}").into());
     // Dropping the commit wakes the consumers.
     drop(
         queue
@@ -658,8 +658,8 @@ pub fn restart_recovery(store: &dyn Store) {
     assert_eq!(
         outcomes,
         [
-            ("deleg_0000aaaa".to_owned(), "unknown".to_owned()),
-            ("deleg_0000bbbb".to_owned(), "completed".to_owned())
+            ("deleg_0000aaaa".into(), "unknown".into()),
+            ("deleg_0000bbbb".into(), "completed".into())
         ]
     );
     let watch = b
