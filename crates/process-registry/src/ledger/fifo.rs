@@ -74,7 +74,15 @@ impl<T> Fifo<T> {
     pub(crate) fn insert(&mut self, seq: u64, row: T) {
         let slot = self.slot_for(|| row);
         let index = self.order.partition_point(|(other, _)| *other < seq);
-        self.order.insert(index, (seq, slot));
+        match self.order.get_mut(index) {
+            // The hole this row left when it was taken out: filled again, so the order
+            // never holds one seq twice (a search could land on the hole).
+            Some((at, place)) if *at == seq && *place == HOLE => {
+                *place = slot;
+                self.holes -= 1;
+            }
+            _ => self.order.insert(index, (seq, slot)),
+        }
     }
 
     /// Where row `seq` is in the order (`None`: not held).
@@ -207,6 +215,26 @@ mod tests {
         let kept = fifo.take_with(0, |row| Some(row.len()));
         assert_eq!(kept, Some(2));
         assert_eq!(fifo.index_of(2), Some(0), "the head's hole went at once");
+    }
+
+    #[test]
+    fn a_row_put_back_where_it_left_a_hole_is_found_by_its_seq() {
+        for n in 3..40 {
+            for middle in 2..n {
+                let mut fifo = Fifo::default();
+                for seq in 1..=n {
+                    fifo.push_back_with(seq, || seq.to_string());
+                }
+                let row = fifo.take(fifo.index_of(middle).unwrap()).unwrap();
+                fifo.insert(middle, row);
+                let index = fifo.index_of(middle);
+                assert!(index.is_some(), "n {n}, seq {middle}: lost");
+                assert_eq!(fifo.len(), n as usize);
+                assert_eq!(fifo.end(), n as usize, "no seq twice");
+                let seqs: Vec<u64> = fifo.iter_from(0).map(|(_, seq, _)| seq).collect();
+                assert_eq!(seqs, (1..=n).collect::<Vec<_>>());
+            }
+        }
     }
 
     #[test]

@@ -380,6 +380,41 @@ pub fn release_backoff_and_dead(store: &dyn Store) {
     claim.ack().unwrap();
 }
 
+/// A row made dead from the middle of the queue and requeued is a row like any other:
+/// claimed again, acked once, gone (it was once found only by a scan, so its ack was
+/// lost and it came back forever).
+pub fn requeued_from_the_middle(store: &dyn Store) {
+    let queue = queue(store);
+    for n in 0..10 {
+        queue.put(watch(&format!("m{n}")));
+    }
+    let mut claims: Vec<process_registry::Claim> = (0..10)
+        .map(|_| queue.claim(&ClaimFilter::any()).unwrap().unwrap())
+        .collect();
+    let victim = claims.remove(4);
+    assert_eq!(message(victim.event()), "m4");
+    let seq = queue.rows(&RowQuery::default()).unwrap()[4].seq;
+    victim.dead("gave up").unwrap();
+    assert!(queue.requeue(seq).unwrap());
+    let again = queue.claim(&ClaimFilter::any()).unwrap().expect("requeued");
+    assert_eq!(message(again.event()), "m4");
+    again.ack().expect("its ack holds");
+    for claim in claims {
+        claim.ack().unwrap();
+    }
+    // Gone, or kept as delivered where the store retains delivered rows.
+    let rows = queue.rows(&RowQuery::default()).unwrap();
+    assert!(
+        rows.iter()
+            .all(|row| row.delivery == Some(DeliveryState::Delivered)),
+        "{rows:?}"
+    );
+    assert!(
+        queue.claim(&ClaimFilter::any()).unwrap().is_none(),
+        "never again"
+    );
+}
+
 /// `dead` is final until requeued; dropping a claim undecided is a release.
 pub fn dead_and_dropped_claims(store: &dyn Store) {
     let queue = queue(store);
@@ -850,6 +885,7 @@ macro_rules! conformance_suite {
             case!(defer_costs_no_attempt);
             case!(release_backoff_and_dead);
             case!(dead_and_dropped_claims);
+            case!(requeued_from_the_middle);
             case!(untracked_claims);
             case!(filters);
             case!(plain_queue_api);
