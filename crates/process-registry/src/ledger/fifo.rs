@@ -141,10 +141,7 @@ impl<T> Fifo<T> {
         let place = self.slots.get_mut(slot as usize)?;
         let kept = take(place.as_mut()?);
         *place = None;
-        self.free.push(slot);
-        self.order[index].1 = HOLE;
-        self.holes += 1;
-        self.close_holes();
+        self.leave_hole(index, slot);
         kept
     }
 
@@ -152,11 +149,16 @@ impl<T> Fifo<T> {
     pub(crate) fn take(&mut self, index: usize) -> Option<T> {
         let slot = self.order.get(index)?.1;
         let row = self.slots.get_mut(slot as usize)?.take()?;
+        self.leave_hole(index, slot);
+        Some(row)
+    }
+
+    /// Frees `slot` (emptied) and makes its place in the order, `index`, a hole.
+    fn leave_hole(&mut self, index: usize, slot: u32) {
         self.free.push(slot);
         self.order[index].1 = HOLE;
         self.holes += 1;
         self.close_holes();
-        Some(row)
     }
 
     /// Drops the holes at either end, and all of them once they are half the order.
