@@ -287,3 +287,62 @@ fn many_producers_many_consumers_take_each_event_once_in_producer_order() {
         .collect();
     assert_eq!(all, expected);
 }
+
+/// A put reaches a waiting consumer while other threads keep moving puts from the
+/// memory ledger's inbox into its FIFO (every `len` does): a put is visible, lock-free,
+/// in one place or the other at every instant, so no wake-up is lost. One event at a
+/// time, so a lost wake-up would leave the consumer asleep: a generous bound turns that
+/// into a failure rather than a hang.
+#[test]
+fn a_waiting_consumer_is_woken_while_other_threads_move_puts_into_the_fifo() {
+    const ROUNDS: u64 = 2_000;
+    let queue = CompletionQueue::new();
+    let done = Arc::new(AtomicBool::new(false));
+    let lookers: Vec<_> = (0..2)
+        .map(|_| {
+            let queue = queue.clone();
+            let done = Arc::clone(&done);
+            thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    std::hint::black_box(queue.len());
+                }
+            })
+        })
+        .collect();
+    let (took, taken) = std::sync::mpsc::channel();
+    let consumer = {
+        let queue = queue.clone();
+        thread::spawn(move || {
+            for round in 0..ROUNDS {
+                // The consumer's protocol: arm the wait, look, then wait.
+                let event = loop {
+                    let wait = queue.listen();
+                    let looked = if round % 2 == 0 {
+                        queue.try_take()
+                    } else {
+                        queue
+                            .claim(&process_registry::ClaimFilter::any())
+                            .unwrap()
+                            .map(|claim| (*claim.ack().unwrap()).clone())
+                    };
+                    if let Some(event) = looked {
+                        break event;
+                    }
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    assert!(wait.wait_until(deadline), "round {round}: never woken");
+                };
+                took.send(tag(&event)).unwrap();
+            }
+        })
+    };
+    for round in 0..ROUNDS {
+        queue.put(tagged(0, round));
+        assert_eq!(taken.recv().unwrap(), (0, round));
+    }
+    consumer.join().unwrap();
+    done.store(true, Ordering::Relaxed);
+    for looker in lookers {
+        looker.join().unwrap();
+    }
+    assert!(queue.is_empty());
+}

@@ -208,6 +208,22 @@ pub struct CandidateQuery<'a> {
     pub after_seq: u64,
 }
 
+impl CandidateQuery<'_> {
+    /// Whether a row of wire type `kind`, session `session_key` (empty: none) and
+    /// `restored` flag is one this query asks for (its claimability and `seq` aside).
+    pub fn wants(&self, kind: &str, session_key: &str, restored: bool) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&kind))
+            && !self.except_kinds.contains(&kind)
+            && (self.restored || !restored)
+            && match self.sessions {
+                SessionMatch::Any => true,
+                SessionMatch::Cli => session_key.is_empty(),
+                SessionMatch::Routed => !session_key.is_empty(),
+                SessionMatch::Keys(keys) => keys.iter().any(|k| k == session_key),
+            }
+    }
+}
+
 /// A row that may be claimable.
 #[derive(Debug, Clone)]
 pub struct Candidate {
@@ -351,6 +367,19 @@ pub trait LedgerBackend: Send + Sync + 'static {
     /// # Errors
     /// When the store cannot be written.
     fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, PendingRefused>;
+
+    /// [`insert_pending`](Self::insert_pending) for a caller that does not need the
+    /// `seq` (the queue's `put`). A store may take the write off its critical path, as
+    /// long as the row is visible to every later step of any caller in put order, and to
+    /// the emptiness a consumer reads lock-free before it looks (the memory ledger hands
+    /// the event to a lock-free inbox that its next locked step drains). Default:
+    /// `insert_pending`.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    fn append_pending(&self, row: NewPending<'_>) -> Result<(), PendingRefused> {
+        self.insert_pending(row).map(drop)
+    }
 
     /// Records a finished run: `running` → `finish.run_state`, delivery `pending`, the
     /// event stored, and the row moved to the tail (a new `seq`, greater than every

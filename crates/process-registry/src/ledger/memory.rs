@@ -1,15 +1,16 @@
 //! `MemoryLedger`: the default backend. Nothing survives the process.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, MutexGuard};
 
 use super::backend::{
     Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState, Finish,
     Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, PendingRefused, RowQuery,
-    RunState, SessionMatch, Settle, TakenRow,
+    RunState, Settle, TakenRow,
 };
 use super::clock::{Clock, SystemClock};
 use super::fifo::Fifo;
@@ -25,14 +26,54 @@ type FastHash = foldhash::fast::RandomState;
 /// The in-memory ledger: rows under one mutex, the claimable ones in a FIFO. Nothing
 /// survives the process, and a delivered row is dropped at once, so memory stays flat.
 ///
+/// An event put on the queue does not take the mutex: it goes to a lock-free inbox, in
+/// put order, which the next step under the mutex (any step) moves to the FIFO's tail
+/// first, numbering its rows then — so a producer never waits for, nor bounces the lock
+/// of, a consumer.
+///
 /// This is what [`CompletionQueue::new`](crate::CompletionQueue::new) runs on.
 pub struct MemoryLedger {
-    state: Mutex<State>,
-    /// How many rows are open, published at every unlock: a consumer looking at an
-    /// empty ledger (a spinning or woken one) need not take the lock.
-    open_rows: AtomicUsize,
+    locked: Locked,
+    /// Events put by the instance that owns [`State::owners`]' first entry, not yet
+    /// rows.
+    inbox: Inbox,
+    /// That instance (the queue's own, in practice), once known: a put from any other
+    /// takes the mutex.
+    first_owner: OnceLock<Box<str>>,
     clock: Arc<dyn Clock>,
 }
+
+/// What the steps under the mutex write, on cache lines of its own: a producer reads
+/// the ledger's other fields on every put, and would otherwise fetch them again after
+/// every step of a consumer.
+#[repr(align(128))]
+struct Locked {
+    state: Mutex<State>,
+    /// How many rows are open, published at every unlock and before rows leave the inbox:
+    /// a consumer looking at an empty ledger (a spinning or woken one) need not take the
+    /// lock ([`MemoryLedger::none_open`]).
+    open_rows: AtomicUsize,
+    /// Whether the last take found a put in the inbox (a hint, written under the lock):
+    /// while takers keep finding puts there, they receive without looking at the inbox
+    /// first, a look that reads the line producers write at every put.
+    inbox_busy: AtomicBool,
+}
+
+/// Puts waiting to become rows: an unbounded lock-free channel (a linked list of
+/// blocks), sent to by producers and received from only under the ledger's mutex.
+struct Inbox {
+    sender: Sender<Put>,
+    receiver: Receiver<Put>,
+}
+
+/// An event put, with when.
+struct Put {
+    event: Event,
+    at: f64,
+}
+
+/// The owner of the inbox's puts: the first instance interned.
+const FIRST_OWNER: Owner = 0;
 
 /// The lock on a [`MemoryLedger`]'s rows; publishes the open count when released.
 struct Guard<'a> {
@@ -307,16 +348,7 @@ impl Row {
     }
 
     fn matches(&self, query: &CandidateQuery<'_>) -> bool {
-        let kind = self.kind();
-        (query.kinds.is_empty() || query.kinds.contains(&kind))
-            && !query.except_kinds.contains(&kind)
-            && (query.restored || !self.restored)
-            && match query.sessions {
-                SessionMatch::Any => true,
-                SessionMatch::Cli => self.session_key().is_empty(),
-                SessionMatch::Routed => !self.session_key().is_empty(),
-                SessionMatch::Keys(keys) => keys.iter().any(|k| k == self.session_key()),
-            }
+        query.wants(self.kind(), self.session_key(), self.restored)
     }
 
     fn to_row(&self, seq: u64, owners: &[Box<str>]) -> Option<LedgerRow> {
@@ -360,9 +392,15 @@ impl MemoryLedger {
 
     /// An empty ledger on `clock` (tests move time by hand).
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        let (sender, receiver) = crossbeam_channel::unbounded();
         MemoryLedger {
-            state: Mutex::new(State::default()),
-            open_rows: AtomicUsize::new(0),
+            locked: Locked {
+                state: Mutex::new(State::default()),
+                open_rows: AtomicUsize::new(0),
+                inbox_busy: AtomicBool::new(false),
+            },
+            inbox: Inbox { sender, receiver },
+            first_owner: OnceLock::new(),
             clock,
         }
     }
@@ -373,18 +411,92 @@ impl MemoryLedger {
         move || *read.get_or_insert_with(|| self.clock.now())
     }
 
+    /// The mutex, with every put so far moved from the inbox into the FIFO.
     fn lock(&self) -> Guard<'_> {
+        let mut guard = self.lock_undrained();
+        self.drain(&mut guard);
+        guard
+    }
+
+    /// The mutex, the inbox left as it is.
+    fn lock_undrained(&self) -> Guard<'_> {
         Guard {
-            state: self.state.lock(),
-            open_rows: &self.open_rows,
+            state: self.locked.state.lock(),
+            open_rows: &self.locked.open_rows,
         }
     }
 
-    /// `true` when no row is open, read without the lock. A consumer's look that sees
-    /// this is ordered against a write it misses by the queue's wake-up protocol (a
-    /// `SeqCst` fence on both sides).
+    /// Moves every put so far from the inbox to the FIFO's tail.
+    fn drain(&self, state: &mut Guard<'_>) {
+        // The common case, without a receive's fence.
+        if self.inbox.receiver.is_empty() {
+            return;
+        }
+        while let Some(put) = self.receive(state) {
+            state.append(put.event, FIRST_OWNER, put.at);
+        }
+    }
+
+    /// The inbox's first put, counted as open before it leaves the inbox: a look
+    /// without the lock sees it in one place or the other (see `none_open`; the guard
+    /// corrects the count when it is released). The channel's own receive reads only
+    /// its head while producers are a block ahead, so a consumer keeping up with them
+    /// does not pull the line they write at every put.
+    fn receive(&self, state: &Guard<'_>) -> Option<Put> {
+        self.locked
+            .open_rows
+            .store(state.open.len() + 1, Ordering::Release);
+        self.inbox.receiver.try_recv().ok()
+    }
+
+    /// When no row is open, the head of the order is the inbox's first put: taken from
+    /// there, as it was put, if `query` wants it (else it joins the FIFO, which the caller
+    /// then drains and searches as usual).
+    fn take_put(&self, state: &mut Guard<'_>, query: &CandidateQuery<'_>) -> Option<TakenRow> {
+        if state.open.len() > 0 || query.after_seq > state.next_seq {
+            return None;
+        }
+        // It may join the FIFO.
+        let put = self.receive(state);
+        self.locked
+            .inbox_busy
+            .store(put.is_some(), Ordering::Relaxed);
+        let put = put?;
+        let wanted = query.wants(
+            put.event.type_name(),
+            put.event.session_key().unwrap_or(""),
+            false,
+        );
+        if !wanted {
+            state.append(put.event, FIRST_OWNER, put.at);
+            return None;
+        }
+        state.next_seq += 1;
+        Some(TakenRow {
+            seq: state.next_seq,
+            event: put.event,
+            possible_redelivery: false,
+        })
+    }
+
+    /// `true` when no row is open and none waits in the inbox, read without the lock. A
+    /// consumer's look that sees this is ordered against a write it misses by the
+    /// queue's wake-up protocol (a `SeqCst` fence on both sides; a put's write is its
+    /// send, a `SeqCst` step of the channel). The inbox is read first: when a drain has
+    /// emptied it (a `SeqCst` step this load reads from), the count the drain published
+    /// before is visible to the load after.
     fn none_open(&self) -> bool {
-        self.open_rows.load(Ordering::Acquire) == 0
+        self.inbox.receiver.is_empty() && self.locked.open_rows.load(Ordering::Acquire) == 0
+    }
+
+    /// Interns `owner` under the lock, remembering the first one for the inbox.
+    fn owner(&self, state: &mut State, owner: &str) -> Owner {
+        let index = state.owner(owner);
+        if index == FIRST_OWNER && self.first_owner.get().is_none() {
+            // Only ever the first entry's name: a lost race sets the same text.
+            let _ = self.first_owner.set(Box::from(owner));
+        }
+        index
     }
 
     /// Claims the first claimable row that matches `query` and whose event `accepts`.
@@ -399,7 +511,7 @@ impl MemoryLedger {
         }
         let now = self.now();
         let mut state = self.lock();
-        let claimer = state.owner(claim.token.owner);
+        let claimer = self.owner(&mut state, claim.token.owner);
         let start = state.open_start(query.after_seq);
         let found = state
             .open
@@ -425,6 +537,26 @@ impl State {
         }
         self.owners.push(Box::from(owner));
         Owner::try_from(self.owners.len() - 1).unwrap_or(Owner::MAX)
+    }
+
+    /// A pending row at the FIFO's tail, with the next `seq`, built in its slot.
+    fn append(&mut self, event: Event, owner: Owner, now: f64) -> u64 {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        self.open.push_back_with(seq, || Row {
+            event: Stored::Owned(event),
+            delivery: Some(DeliveryState::Pending),
+            attempts: 0,
+            owner,
+            restored: false,
+            possible_redelivery: false,
+            created_at: now,
+            completed_at: Some(now),
+            delegation_id: None,
+            run_state: None,
+            more: None,
+        });
+        seq
     }
 
     /// The index of an instance id seen before.
@@ -552,7 +684,7 @@ impl LedgerBackend for MemoryLedger {
         {
             return Ok(Inserted::IdTaken);
         }
-        let owner = state.owner(new.owner);
+        let owner = self.owner(&mut state, new.owner);
         state.next_seq += 1;
         let seq = state.next_seq;
         state.running.insert(
@@ -570,24 +702,29 @@ impl LedgerBackend for MemoryLedger {
     fn insert_pending(&self, new: NewPending<'_>) -> Result<u64, PendingRefused> {
         let now = self.clock.recent();
         let mut state = self.lock();
-        let owner = state.owner(new.owner);
-        // Pending, with no id: straight to the FIFO's tail, built in its slot.
-        state.next_seq += 1;
-        let seq = state.next_seq;
-        state.open.push_back_with(seq, || Row {
-            event: Stored::Owned(new.event),
-            delivery: Some(DeliveryState::Pending),
-            attempts: 0,
-            owner,
-            restored: false,
-            possible_redelivery: false,
-            created_at: now,
-            completed_at: Some(now),
-            delegation_id: None,
-            run_state: None,
-            more: None,
-        });
-        Ok(seq)
+        let owner = self.owner(&mut state, new.owner);
+        // Pending, with no id: straight to the FIFO's tail (after the inbox's puts).
+        Ok(state.append(new.event, owner, now))
+    }
+
+    fn append_pending(&self, new: NewPending<'_>) -> Result<(), PendingRefused> {
+        if self
+            .first_owner
+            .get()
+            .is_some_and(|first| **first == *new.owner)
+        {
+            let put = Put {
+                event: new.event,
+                at: self.clock.recent(),
+            };
+            // The receiver lives as long as the sender: both are this ledger's.
+            if let Err(unsent) = self.inbox.sender.send(put) {
+                let put = unsent.into_inner();
+                self.lock().append(put.event, FIRST_OWNER, put.at);
+            }
+            return Ok(());
+        }
+        self.insert_pending(new).map(drop)
     }
 
     fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
@@ -703,7 +840,7 @@ impl LedgerBackend for MemoryLedger {
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
         let now = self.now();
         let mut state = self.lock();
-        let claimer = state.owner(claim.token.owner);
+        let claimer = self.owner(&mut state, claim.token.owner);
         let Some(row) = state.get_mut(seq) else {
             return Ok(None);
         };
@@ -732,8 +869,20 @@ impl LedgerBackend for MemoryLedger {
     }
 
     fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
-        if self.none_open() {
-            return Ok(None);
+        // While puts keep coming, no look at the inbox without the lock (`none_open`):
+        // it reads the line producers write at every put. The lock is the takers' own.
+        if self.locked.open_rows.load(Ordering::Acquire) == 0 {
+            if !self.locked.inbox_busy.load(Ordering::Relaxed) && self.none_open() {
+                return Ok(None);
+            }
+            let mut state = self.lock_undrained();
+            if let Some(taken) = self.take_put(&mut state, query) {
+                // Not retained, and never a row: put, then taken whole.
+                return Ok(Some(taken));
+            }
+            if state.open.len() == 0 {
+                return Ok(None);
+            }
         }
         let mut now = self.lazy_now();
         let mut state = self.lock();

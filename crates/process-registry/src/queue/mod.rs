@@ -342,7 +342,7 @@ impl CompletionQueue {
     /// (a full disk), the event is kept in memory, logged, and written by a later sweep.
     /// Never blocks a memory queue; a durable queue commits the write.
     pub fn put(&self, event: impl Into<Event>) {
-        if let Err(PendingRefused { error, event }) = self.core.insert_pending(event.into()) {
+        if let Err(PendingRefused { error, event }) = self.core.append_pending(event) {
             tracing::error!(%error, event_type = event.type_name(), "a completion could not be written; kept in memory and retried");
             lock(&self.core.outbox).push_back(*event);
         }
@@ -354,10 +354,7 @@ impl CompletionQueue {
     /// # Errors
     /// When the store refused the write; the event was not queued.
     pub fn try_put(&self, event: impl Into<Event>) -> Result<(), LedgerError> {
-        self.core
-            .insert_pending(event.into())
-            .map(drop)
-            .map_err(LedgerError::from)
+        self.core.append_pending(event).map_err(LedgerError::from)
     }
 
     /// Takes the event at the head, or `None` at once when the queue is empty.
@@ -734,13 +731,15 @@ impl Core {
         }
     }
 
-    fn insert_pending(&self, event: Event) -> Result<u64, PendingRefused> {
-        let seq = self.backend.insert_pending(NewPending {
+    // Inlined into `put`: the event is built where the store reads it, not copied.
+    #[inline]
+    fn append_pending(&self, event: impl Into<Event>) -> Result<(), PendingRefused> {
+        self.backend.append_pending(NewPending {
             owner: &self.instance,
-            event,
+            event: event.into(),
         })?;
         self.wake_all();
-        Ok(seq)
+        Ok(())
     }
 
     fn candidates(
@@ -926,7 +925,7 @@ impl Core {
             let Some(event) = lock(&self.outbox).pop_front() else {
                 return;
             };
-            if let Err(PendingRefused { error, event }) = self.insert_pending(event) {
+            if let Err(PendingRefused { error, event }) = self.append_pending(event) {
                 tracing::warn!(%error, "a completion kept in memory still cannot be written; retrying later");
                 lock(&self.outbox).push_front(*event);
                 return;
