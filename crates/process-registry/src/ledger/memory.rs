@@ -40,6 +40,10 @@ pub struct MemoryLedger {
     /// That instance (the queue's own, in practice), once known: a put from any other
     /// takes the mutex.
     first_owner: OnceLock<Box<str>>,
+    /// Set once, before the first put is sent: a ledger that only runs delegations (the
+    /// engine's completions never pass the inbox) does not look at the inbox at every
+    /// locked step.
+    inbox_used: AtomicBool,
     clock: Arc<dyn Clock>,
 }
 
@@ -401,6 +405,7 @@ impl MemoryLedger {
             },
             inbox: Inbox { sender, receiver },
             first_owner: OnceLock::new(),
+            inbox_used: AtomicBool::new(false),
             clock,
         }
     }
@@ -428,8 +433,8 @@ impl MemoryLedger {
 
     /// Moves every put so far from the inbox to the FIFO's tail.
     fn drain(&self, state: &mut Guard<'_>) {
-        // The common case, without a receive's fence.
-        if self.inbox.receiver.is_empty() {
+        // The common cases, without a receive's fence.
+        if self.inbox_empty() {
             return;
         }
         while let Some(put) = self.receive(state) {
@@ -486,7 +491,14 @@ impl MemoryLedger {
     /// emptied it (a `SeqCst` step this load reads from), the count the drain published
     /// before is visible to the load after.
     fn none_open(&self) -> bool {
-        self.inbox.receiver.is_empty() && self.locked.open_rows.load(Ordering::Acquire) == 0
+        self.inbox_empty() && self.locked.open_rows.load(Ordering::Acquire) == 0
+    }
+
+    /// `true` when no put waits in the inbox. The flag is set before a put's send: a
+    /// look ordered after the send (by the wake-up protocol's fences, or a put that
+    /// returned before) sees it set, and then looks at the channel.
+    fn inbox_empty(&self) -> bool {
+        !self.inbox_used.load(Ordering::Acquire) || self.inbox.receiver.is_empty()
     }
 
     /// Interns `owner` under the lock, remembering the first one for the inbox.
@@ -713,6 +725,9 @@ impl LedgerBackend for MemoryLedger {
             .get()
             .is_some_and(|first| **first == *new.owner)
         {
+            if !self.inbox_used.load(Ordering::Relaxed) {
+                self.inbox_used.store(true, Ordering::Release);
+            }
             let put = Put {
                 event: new.event,
                 at: self.clock.recent(),
