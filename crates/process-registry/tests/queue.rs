@@ -346,3 +346,69 @@ fn a_waiting_consumer_is_woken_while_other_threads_move_puts_into_the_fifo() {
     }
     assert!(queue.is_empty());
 }
+
+/// A locked step takes the puts that were waiting when it began, not those sent while
+/// it runs: with producers that never pause (they stop only when the step has
+/// returned), `len` still returns — it used to drain until the producers stopped.
+/// Bounded: the producers give up after `CAP` puts, and then the step's answer shows it
+/// waited. (Against the unbounded drain this failed in every release run and in about
+/// one debug run in three: a debug drain sometimes catches up with the producers.)
+#[test]
+fn a_locked_step_returns_while_a_producer_keeps_putting() {
+    const CAP: u64 = 200_000;
+    let queue = CompletionQueue::new();
+    queue.put(tagged(0, 0)); // the queue's instance is known: later puts use the inbox
+    assert!(queue.try_take().is_some());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Two producers: together they put faster than one step moves puts to the FIFO.
+    let producers: Vec<_> = (0..2)
+        .map(|p| {
+            let (queue, stop, sent) = (queue.clone(), Arc::clone(&stop), Arc::clone(&sent));
+            thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) && n < CAP / 2 {
+                    queue.put(tagged(p, n));
+                    n += 1;
+                    sent.fetch_add(1, Ordering::Release);
+                }
+                n
+            })
+        })
+        .collect();
+    while sent.load(Ordering::Acquire) < 1_000 {
+        std::hint::spin_loop();
+    }
+    let waiting = queue.len();
+    stop.store(true, Ordering::Relaxed);
+    let put: u64 = producers.into_iter().map(|p| p.join().unwrap()).sum();
+    assert!(
+        waiting >= 1_000 && (waiting as u64) < CAP,
+        "len() saw {waiting} of {put} puts: it waited for the producer to stop"
+    );
+    assert_eq!(queue.drain().len() as u64, put);
+}
+
+/// A put waiting in the memory ledger's inbox is seen by a take whose `after_seq` is
+/// past every `seq` issued so far (the put is numbered when it leaves the inbox).
+#[test]
+fn a_take_past_the_last_seq_sees_a_waiting_put() {
+    use process_registry::{CandidateQuery, LedgerBackend, MemoryLedger, SessionMatch};
+    let backend: Arc<dyn LedgerBackend> = Arc::new(MemoryLedger::new());
+    let queue = CompletionQueue::builder_shared(Arc::clone(&backend))
+        .open()
+        .unwrap();
+    queue.put(tagged(0, 0)); // seq 1, and the instance is known: later puts use the inbox
+    assert!(queue.try_take().is_some());
+    queue.put(tagged(0, 1));
+    queue.put(tagged(0, 2));
+    let after_2 = CandidateQuery {
+        kinds: &[],
+        except_kinds: &[],
+        sessions: SessionMatch::Any,
+        restored: false,
+        after_seq: 2,
+    };
+    let taken = backend.take_next(&after_2).unwrap().unwrap();
+    assert_eq!((taken.seq, tag(&taken.event)), (3, (0, 2)));
+}

@@ -431,13 +431,19 @@ impl MemoryLedger {
         }
     }
 
-    /// Moves every put so far from the inbox to the FIFO's tail.
+    /// Moves the puts in the inbox when the step began to the FIFO's tail — every put
+    /// that returned before it — and no more: producers never wait for the lock, so a
+    /// drain that also took the puts sent while it ran would end only when they pause.
+    /// Later puts stay in the inbox, where a look still sees them.
     fn drain(&self, state: &mut Guard<'_>) {
         // The common cases, without a receive's fence.
         if self.inbox_empty() {
             return;
         }
-        while let Some(put) = self.receive(state) {
+        for _ in 0..self.inbox.receiver.len() {
+            let Some(put) = self.receive(state) else {
+                break;
+            };
             state.append(put.event, FIRST_OWNER, put.at);
         }
     }
@@ -895,7 +901,8 @@ impl LedgerBackend for MemoryLedger {
                 // Not retained, and never a row: put, then taken whole.
                 return Ok(Some(taken));
             }
-            if state.open.len() == 0 {
+            // (A put may wait that `take_put` left, for a query past the last `seq`.)
+            if state.open.len() == 0 && self.inbox_empty() {
                 return Ok(None);
             }
         }
