@@ -416,7 +416,7 @@ impl MemoryLedger {
         move || *read.get_or_insert_with(|| self.clock.now())
     }
 
-    /// The mutex, with every put so far moved from the inbox into the FIFO.
+    /// The mutex, with the puts waiting in the inbox moved into the FIFO ([`Self::drain`]).
     fn lock(&self) -> Guard<'_> {
         let mut guard = self.lock_undrained();
         self.drain(&mut guard);

@@ -731,8 +731,6 @@ impl Core {
         }
     }
 
-    // Inlined into `put`: the event is built where the store reads it, not copied.
-    #[inline]
     fn append_pending(&self, event: impl Into<Event>) -> Result<(), PendingRefused> {
         self.backend.append_pending(NewPending {
             owner: &self.instance,
