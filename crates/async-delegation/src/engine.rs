@@ -17,8 +17,8 @@ use crate::fence;
 use crate::handle::{DelegationHandle, Watch};
 use crate::pool::{IdleSignal, WorkerPool, DEFAULT_KEEP_ALIVE};
 use crate::{
-    DelegationRecord, DelegationResult, DelegationSpec, DispatchError, DispatchOutcome,
-    InterruptHook, RunnerError, MAX_RETAINED_COMPLETED,
+    Controls, DelegationRecord, DelegationResult, DelegationSpec, DispatchError, DispatchOutcome,
+    InterruptHook, RunnerError, SteerOutcome, Steering, MAX_RETAINED_COMPLETED,
 };
 
 /// Runs subagents in the background and reports each one's end on a completion queue.
@@ -75,6 +75,8 @@ struct Running {
     seq: u64,
     dispatched: Dispatched,
     interrupt: Option<InterruptHook>,
+    /// Where [`DelegationEngine::steer`] queues text, when the dispatch gave one.
+    steering: Option<Steering>,
     /// Where a [`DelegationHandle`] waits for the outcome, when one was asked for.
     watch: Option<Arc<Watch>>,
 }
@@ -141,6 +143,7 @@ impl Dispatched {
         status: &str,
         model: Option<Text>,
         completed_at: Option<f64>,
+        accepting_steer: bool,
     ) -> DelegationRecord {
         let spec = self.spec();
         DelegationRecord {
@@ -154,6 +157,7 @@ impl Dispatched {
             status: status.to_owned(),
             dispatched_at: spec.dispatched_at.as_ref().map_or(0.0, WireNumber::as_f64),
             completed_at,
+            accepting_steer,
         }
     }
 }
@@ -239,7 +243,72 @@ impl DelegationEngine {
     where
         R: FnOnce() -> Result<DelegationResult, RunnerError> + Send + 'static,
     {
-        self.start(spec, runner, interrupt, max_async_children, None)
+        self.start(spec, runner, interrupt.into(), max_async_children, None)
+    }
+
+    /// [`try_dispatch`](Self::try_dispatch) with every control of the delegation: its
+    /// interrupt hook and its [`Steering`] inbox ([`steer`](Self::steer) queues text
+    /// there while it runs; what the child never took comes back in the completion as
+    /// `missed_steer`).
+    ///
+    /// # Errors
+    /// As [`try_dispatch`](Self::try_dispatch).
+    ///
+    /// ```
+    /// use async_delegation::{Controls, DelegationEngine, DelegationResult, DelegationSpec, SteerOutcome, Steering};
+    ///
+    /// let queue = process_registry::CompletionQueue::new();
+    /// let engine = DelegationEngine::new(queue.clone());
+    /// let (release, wait) = std::sync::mpsc::channel::<()>();
+    /// let id = engine.try_dispatch_with(
+    ///     DelegationSpec::new("Summarise the logs"),
+    ///     move || {
+    ///         wait.recv().ok(); // the child never reads its steering
+    ///         Ok(DelegationResult::completed("Three errors."))
+    ///     },
+    ///     Controls::default().with_steering(Steering::new()),
+    ///     4,
+    /// )?;
+    /// assert_eq!(engine.steer(&id, "Only the last hour"), SteerOutcome::Queued);
+    /// release.send(()).ok();
+    /// let event = queue.take_timeout(std::time::Duration::from_secs(10)).unwrap();
+    /// let process_registry::Event::AsyncDelegation(event) = event else { unreachable!() };
+    /// assert_eq!(event.missed_steer.as_deref(), Some("Only the last hour"));
+    /// assert_eq!(
+    ///     event.summary.as_deref(),
+    ///     Some("Three errors.\n\n[steer did not land — the subagent finished before it could be delivered: Only the last hour]")
+    /// );
+    /// assert_eq!(engine.steer(&id, "Too late"), SteerOutcome::NotRunning);
+    /// # Ok::<(), async_delegation::DispatchError>(())
+    /// ```
+    pub fn try_dispatch_with<R>(
+        &self,
+        spec: DelegationSpec,
+        runner: R,
+        controls: Controls,
+        max_async_children: usize,
+    ) -> Result<String, DispatchError>
+    where
+        R: FnOnce() -> Result<DelegationResult, RunnerError> + Send + 'static,
+    {
+        self.start(spec, runner, controls, max_async_children, None)
+    }
+
+    /// Queues `text` in a running delegation's [`Steering`] inbox. Any caller that knows
+    /// the id may steer: scope it first (the `delegate_task` tool steers only the
+    /// delegations of the caller's own session).
+    pub fn steer(&self, delegation_id: &str, text: &str) -> SteerOutcome {
+        let steering = {
+            let state = self.inner.lock_state();
+            let Some(running) = id_number(delegation_id).and_then(|n| state.running.get(&n)) else {
+                return SteerOutcome::NotRunning;
+            };
+            running.steering.clone()
+        };
+        match steering.map(|steering| steering.push(text)) {
+            Some(Ok(())) => SteerOutcome::Queued,
+            _ => SteerOutcome::Closed,
+        }
     }
 
     /// [`try_dispatch`](Self::try_dispatch) that returns a [`DelegationHandle`]: the id,
@@ -262,7 +331,7 @@ impl DelegationEngine {
         let id = self.start(
             spec,
             runner,
-            interrupt,
+            interrupt.into(),
             max_async_children,
             Some(Arc::clone(&watch)),
         )?;
@@ -273,16 +342,17 @@ impl DelegationEngine {
         &self,
         spec: DelegationSpec,
         runner: R,
-        interrupt: Option<InterruptHook>,
+        controls: Controls,
         max_async_children: usize,
         watch: Option<Arc<Watch>>,
     ) -> Result<String, DispatchError>
     where
         R: FnOnce() -> Result<DelegationResult, RunnerError> + Send + 'static,
     {
+        let steering = controls.steering.clone();
         let admitted = match self
             .inner
-            .admit_recorded(spec, interrupt, max_async_children)
+            .admit_recorded(spec, controls, max_async_children)
         {
             Ok(admitted) => admitted,
             Err(error) => {
@@ -303,7 +373,14 @@ impl DelegationEngine {
         }
         let inner = Arc::clone(&self.inner);
         let job = Box::new(move |idle: IdleSignal| {
-            inner.run(ledger_record, &dispatched, dispatched_at, runner, idle);
+            inner.run(
+                ledger_record,
+                &dispatched,
+                dispatched_at,
+                runner,
+                steering.as_ref(),
+                idle,
+            );
         });
         // A refused thread drops the job (the caller's runner) on this thread: fenced.
         let started = fence::call(|| self.inner.pool.execute(job)).unwrap_or_else(|message| {
@@ -429,15 +506,20 @@ impl DelegationEngine {
             .into_iter()
             .map(|running| {
                 let spec = running.dispatched.spec();
-                running
-                    .dispatched
-                    .record(DelegationRecord::RUNNING, spec.model.clone(), None)
+                let accepting_steer = running.steering.as_ref().is_some_and(Steering::is_open);
+                running.dispatched.record(
+                    DelegationRecord::RUNNING,
+                    spec.model.clone(),
+                    None,
+                    accepting_steer,
+                )
             })
             .chain(state.completed.iter().map(|(_, done)| {
                 done.dispatched.record(
                     done.status.as_str(),
                     done.model.clone(),
                     Some(done.completed_at),
+                    false,
                 )
             }))
             .collect()
@@ -471,6 +553,7 @@ impl Inner {
         &self,
         mut spec: AsyncDelegationEvent,
         interrupt: &mut Option<InterruptHook>,
+        steering: Option<&Steering>,
         max_async_children: usize,
     ) -> Result<(String, Dispatched), DispatchError> {
         // Drawn before the lock; drawn again under it only on a collision.
@@ -500,6 +583,7 @@ impl Inner {
                 seq,
                 dispatched: dispatched.clone(),
                 interrupt: interrupt.take(),
+                steering: steering.cloned(),
                 watch: None,
             },
         );
@@ -514,15 +598,18 @@ impl Inner {
     pub(crate) fn admit_recorded(
         &self,
         spec: DelegationSpec,
-        interrupt: Option<InterruptHook>,
+        controls: Controls,
         max_async_children: usize,
     ) -> Result<Admitted, DispatchError> {
         let dispatched_at = unix_now();
         let mut spec = Dispatched::restate(spec, dispatched_at);
-        let mut interrupt = interrupt;
+        let Controls {
+            mut interrupt,
+            steering,
+        } = controls;
         let mut draws = 0_u32;
         loop {
-            let admitted = self.admit(spec, &mut interrupt, max_async_children);
+            let admitted = self.admit(spec, &mut interrupt, steering.as_ref(), max_async_children);
             let Ok((delegation_id, dispatched)) = admitted else {
                 // The hook is the caller's code; its drop runs after the lock is released
                 // and cannot make a refusal a panic (the runner's, likewise, is dropped
@@ -604,12 +691,14 @@ impl Inner {
 
     /// The worker side of one delegation: run, build the event, record it, free the
     /// slot, offer it.
+    #[allow(clippy::too_many_arguments)]
     fn run<R>(
         self: &Arc<Self>,
         ledger_record: DispatchRecord,
         dispatched: &Dispatched,
         dispatched_at: f64,
         runner: R,
+        steering: Option<&Steering>,
         mut idle: IdleSignal,
     ) where
         R: FnOnce() -> Result<DelegationResult, RunnerError>,
@@ -621,6 +710,7 @@ impl Inner {
             Err(error) => failure(fence::error_text(error)),
         });
         let result = outcome.unwrap_or_else(|message| failure(format!("panic: {message}")));
+        let result = with_missed_steer(result, steering);
         let delegation_id = dispatched.id();
         let finished = self.finished(delegation_id, dispatched, dispatched_at, result);
         // Whoever reacts to this event may dispatch again at once: let it find this
@@ -877,6 +967,29 @@ impl Admitted {
     }
 }
 
+/// The result with the steering its child never took: the inbox closed and drained in
+/// one step, the text as `missed_steer` and named in the summary's note.
+fn with_missed_steer(
+    mut result: DelegationResult,
+    steering: Option<&Steering>,
+) -> DelegationResult {
+    let Some(steering) = steering else {
+        return result;
+    };
+    let missed = steering.close();
+    if missed.is_empty() {
+        return result;
+    }
+    let missed = missed
+        .iter()
+        .map(Text::as_str)
+        .collect::<Vec<_>>()
+        .join("\n");
+    result.summary = Some(steering.note_missed(result.summary.as_deref(), &missed));
+    result.missed_steer = Some(Text::from(missed));
+    result
+}
+
 /// The most ids one dispatch draws when the ledger keeps answering that an id is taken.
 const MAX_ID_DRAWS: u32 = 64;
 
@@ -938,6 +1051,7 @@ fn completion_event(
         completed_at: WireNumber::from_f64(completed_at),
         exit_reason: result.exit_reason,
         truncated: result.truncated,
+        missed_steer: result.missed_steer,
         ..AsyncDelegationEvent::default()
     }
 }

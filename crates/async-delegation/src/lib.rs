@@ -156,6 +156,7 @@ pub mod fence;
 mod global;
 mod handle;
 mod pool;
+mod steering;
 #[cfg(feature = "tokio")]
 mod tokio_runner;
 mod types;
@@ -170,6 +171,7 @@ pub use global::{
     active_count, dispatch_async_delegation, global, interrupt_all, list_async_delegations,
 };
 pub use handle::{DelegationHandle, Finished};
+pub use steering::{Controls, SteerOutcome, Steering, MISSED_STEER_NOTE};
 #[cfg(feature = "tokio")]
 pub use tokio_runner::{Cancellation, RUNTIME_SHUT_DOWN_ERROR};
 pub use types::{

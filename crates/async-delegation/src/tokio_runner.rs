@@ -125,16 +125,17 @@ impl DelegationEngine {
         let cancellation = Cancellation::default();
         let signal = cancellation.clone();
         let hook: InterruptHook = Arc::new(move |reason: &str| signal.cancel(reason));
-        let admitted = match self
-            .inner()
-            .admit_recorded(spec, Some(hook), max_async_children)
-        {
-            Ok(admitted) => admitted,
-            Err(error) => {
-                fence::drop_logged(runner, "a refused async runner");
-                return Err(error);
-            }
-        };
+        let admitted =
+            match self
+                .inner()
+                .admit_recorded(spec, Some(hook).into(), max_async_children)
+            {
+                Ok(admitted) => admitted,
+                Err(error) => {
+                    fence::drop_logged(runner, "a refused async runner");
+                    return Err(error);
+                }
+            };
         let watch = Arc::new(Watch::default());
         self.inner()
             .watch(admitted.delegation_id(), Arc::clone(&watch));

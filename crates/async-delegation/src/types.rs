@@ -131,6 +131,10 @@ pub struct DelegationResult {
     pub exit_reason: Option<Text>,
     /// The summary was cut short.
     pub truncated: Option<bool>,
+    /// Steering text the child never took, as the completion's `missed_steer`. The
+    /// engine sets it (and the summary's note) from the dispatch's
+    /// [`Steering`](crate::Steering) when the runner returns.
+    pub missed_steer: Option<Text>,
 }
 
 impl DelegationResult {
@@ -262,6 +266,10 @@ pub struct DelegationRecord {
     pub dispatched_at: f64,
     /// Unix seconds at completion; `None` while running.
     pub completed_at: Option<f64>,
+    /// `true` while the delegation runs with an open [`Steering`](crate::Steering)
+    /// inbox: [`steer`](crate::DelegationEngine::steer) would queue text.
+    #[serde(default)]
+    pub accepting_steer: bool,
 }
 
 impl DelegationRecord {

@@ -42,6 +42,7 @@ fn completion_event_restates_spec_and_carries_the_outcome() {
                 model: Some("result-model".into()),
                 exit_reason: Some("max_iterations".into()),
                 truncated: Some(true),
+                missed_steer: None,
             })
         },
         None,
@@ -362,6 +363,7 @@ fn records_carry_the_spec_but_never_the_hook() {
             "status": "running",
             "dispatched_at": record.dispatched_at,
             "completed_at": null,
+            "accepting_steer": false,
         })
     );
     drop(open);

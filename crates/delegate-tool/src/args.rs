@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use process_registry::json_kind;
 use serde_json::{Map, Value};
 
+use crate::control::Action;
 use crate::nesting::nests_deeper_than;
 use crate::{ChildTask, DelegationConfig, ToolError, MAX_ARGUMENT_NESTING};
 
@@ -156,6 +157,7 @@ impl<'a> Tasks<'a> {
 /// Arguments that passed the shape, role and background-batch checks.
 pub(crate) struct Arguments<'a> {
     map: &'a Map<String, Value>,
+    action: Action,
     role: Role,
     background: bool,
     tasks: Tasks<'a>,
@@ -182,6 +184,17 @@ impl<'a> Arguments<'a> {
                 })
             }
         };
+        let action = Action::read(map.get("action"))?;
+        if action != Action::Spawn {
+            // Answered at once: nothing below applies.
+            return Ok(Arguments {
+                map,
+                action,
+                role: Role::Leaf,
+                background: false,
+                tasks: Tasks::Absent,
+            });
+        }
         let role = Role::from_argument(map.get("role"));
         let background = parse_background(map.get("background"));
         let tasks = Tasks::read(map.get("tasks"));
@@ -194,6 +207,7 @@ impl<'a> Arguments<'a> {
         }
         Ok(Arguments {
             map,
+            action,
             role,
             background,
             tasks,
@@ -202,6 +216,11 @@ impl<'a> Arguments<'a> {
 
     pub(crate) fn background(&self) -> bool {
         self.background
+    }
+
+    /// The control action asked for, with the arguments it reads; `None` for `spawn`.
+    pub(crate) fn control(&self) -> Option<(Action, &'a Map<String, Value>)> {
+        (self.action != Action::Spawn).then_some((self.action, self.map))
     }
 
     /// The tasks checks: a `tasks` string, the count, each task.
@@ -215,6 +234,7 @@ impl<'a> Arguments<'a> {
             role,
             background,
             tasks,
+            ..
         } = self;
         let make =
             |task_index: usize, goal: &str, fields: &Map<String, Value>, role: Role| ChildTask {

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{check_depth, parse_argument_text, Arguments};
+use crate::control;
 use crate::sync::{error_result, seconds, task_result};
 use crate::{
     BackendError, ChildTask, DelegateCall, DelegateContext, DelegationConfig, ToolError, ToolTexts,
@@ -143,6 +144,8 @@ pub enum ToolOutcome {
     Ran(Vec<TaskReport>),
     /// Refused before anything ran, with its cause.
     Rejected(ToolError),
+    /// A control action (`list`, `steer`, `stop`) was answered; the text says how.
+    Answered,
 }
 
 /// One task of a synchronous call.
@@ -186,6 +189,11 @@ pub async fn delegate_task_async<B: AsyncChildBackend>(
     let texts = &context.texts;
     let prepared = parse_argument_text(arguments).and_then(|value| {
         let args = Arguments::read(&value)?;
+        if let Some((action, arguments)) = args.control() {
+            let engine = &context.engine;
+            return control::answer(action, arguments, &call.session_key, engine, texts)
+                .map(Prepared::Answered);
+        }
         check_depth(call.depth, &context.config)?;
         let credentials = match engine_fence::call(|| {
             context
@@ -198,10 +206,16 @@ pub async fn delegate_task_async<B: AsyncChildBackend>(
             Err(message) => return Err(ToolError::Credentials(texts.panicked(&message))),
         };
         let call = args.into_call(call.depth, &context.config)?;
-        Ok((call, credentials))
+        Ok(Prepared::Call(call, credentials))
     });
     let (delegate_call, credentials) = match prepared {
-        Ok(prepared) => prepared,
+        Ok(Prepared::Call(call, credentials)) => (call, credentials),
+        Ok(Prepared::Answered(text)) => {
+            return ToolOutput {
+                text,
+                outcome: ToolOutcome::Answered,
+            }
+        }
         Err(error) => return rejected(error, texts),
     };
     if delegate_call.background {
@@ -212,6 +226,12 @@ pub async fn delegate_task_async<B: AsyncChildBackend>(
     } else {
         run_now(delegate_call, &*credentials, call, context).await
     }
+}
+
+/// A call past its checks: a spawn to run, or a control action's answer.
+enum Prepared<C> {
+    Call(DelegateCall, DropFenced<C>),
+    Answered(String),
 }
 
 fn rejected(error: ToolError, texts: &ToolTexts) -> ToolOutput {

@@ -3,7 +3,7 @@
 use std::error::Error;
 use std::sync::Arc;
 
-use async_delegation::{DelegationResult, RunnerError};
+use async_delegation::{DelegationResult, RunnerError, Steering};
 
 use crate::{DelegationConfig, ParentAgent, Role};
 
@@ -102,5 +102,32 @@ pub trait ChildAgent: Send + Sync {
     /// a build (`Failed to build the subagent: panic: …`) and the child is closed.
     fn model(&self) -> Option<String> {
         None
+    }
+
+    /// Whether this child reads steering text (`delegate_task`'s `action='steer'`). Asked
+    /// on the calling thread before a background dispatch; when `true` the background
+    /// run is [`run_steered`](Self::run_steered) and `list` reports
+    /// `accepting_steer: true` while it runs. A panic counts as `false` (logged).
+    fn accepts_steering(&self) -> bool {
+        false
+    }
+
+    /// [`run`](Self::run) for a child that [accepts steering](Self::accepts_steering):
+    /// at each point where it can hand text to its model — after a tool call, appended
+    /// to the tool's result, never cutting the call short — it calls
+    /// [`steering.take()`](Steering::take) and delivers what that returns. Text it never
+    /// took comes back in its completion as `missed_steer`, with a note in the summary:
+    /// a steer is delivered or reported, never lost and never both. The default runs
+    /// [`run`](Self::run) and reads nothing.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    fn run_steered(
+        &self,
+        task: &ChildTask,
+        steering: &Steering,
+    ) -> Result<DelegationResult, RunnerError> {
+        let _ = steering;
+        self.run(task)
     }
 }

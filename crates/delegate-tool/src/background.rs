@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use async_delegation::{DelegationResult, DelegationSpec, InterruptHook, RunnerError};
+use async_delegation::{
+    Controls, DelegationResult, DelegationSpec, InterruptHook, RunnerError, Steering,
+};
 use process_registry::Text;
 use serde_json::Value;
 
@@ -43,6 +45,10 @@ pub(crate) fn run<B: ChildBackend>(
 
     let goal = task.goal.clone();
     let spec = delegation_spec(&task, model, session_key);
+    let steering = child
+        .accepts_steering()
+        .then(|| Steering::with_missed_note(&*texts.missed_steer_note));
+    let runner_steering = steering.clone();
     // The closures hold fenced handles: the engine drops them on its worker, or on this
     // thread when it refuses the dispatch, and a child's panicking `Drop` must not
     // escape either way.
@@ -52,7 +58,7 @@ pub(crate) fn run<B: ChildBackend>(
     let runner = move || -> Result<DelegationResult, RunnerError> {
         // Errors are turned into text here, as for a synchronous child, so a panicking
         // `Display` reads the same in both modes.
-        let outcome = runner_child.run(&task, &runner_texts);
+        let outcome = runner_child.run_steered(&task, runner_steering.as_ref(), &runner_texts);
         runner_child.close();
         outcome.map_err(RunnerError::from)
     };
@@ -60,10 +66,14 @@ pub(crate) fn run<B: ChildBackend>(
     let hook: InterruptHook = Arc::new(move |_reason: &str| {
         hook_child.interrupt(&hook_texts.async_cancel_reason);
     });
-    match context
-        .engine
-        .try_dispatch(spec, runner, Some(hook), context.config.max_async_children)
-    {
+    let mut controls = Controls::default().with_interrupt(hook);
+    controls.steering = steering;
+    match context.engine.try_dispatch_with(
+        spec,
+        runner,
+        controls,
+        context.config.max_async_children,
+    ) {
         Ok(delegation_id) => dispatched_result(&delegation_id, &goal, &texts.background_note),
         Err(error) => {
             // The runner was dropped uncalled: nothing else will close the child.
@@ -96,11 +106,11 @@ pub(crate) fn delegation_spec(
 /// The dispatched result with its keys in the documented order (serde_json's map would
 /// sort them).
 pub(crate) fn dispatched_result(delegation_id: &str, goal: &str, note: &str) -> String {
-    let quote = |s: &str| Value::String(s.to_owned()).to_string();
-    format!(
-        "{{\"status\":\"dispatched\",\"delegation_id\":{},\"goal\":{},\"mode\":\"background\",\"note\":{}}}",
-        quote(delegation_id),
-        quote(goal),
-        quote(note),
-    )
+    crate::control::ordered_object(&[
+        ("status", Value::from("dispatched")),
+        ("delegation_id", Value::from(delegation_id)),
+        ("goal", Value::from(goal)),
+        ("mode", Value::from("background")),
+        ("note", Value::from(note)),
+    ])
 }

@@ -17,17 +17,24 @@ use crate::ToolTexts;
 ///    levels ([`ArgumentsTooDeep`](Self::ArgumentsTooDeep), checked before anything else
 ///    reads them), and are JSON ([`ArgumentsNotJson`](Self::ArgumentsNotJson)) holding an
 ///    object or `null` ([`ArgumentsNotObject`](Self::ArgumentsNotObject));
-/// 2. `role` is read (never refuses: anything but `orchestrator` is `leaf`);
-/// 3. `background` with a batch of two or more tasks, given as a list or as a JSON string
+/// 2. `action`: absent, `null`, blank or `spawn` goes on with the checks below; `list`,
+///    `steer` and `stop` are answered at once, in the caller's turn, for the delegations
+///    of the caller's own session ([`ControlRequiresId`](Self::ControlRequiresId),
+///    [`SteerRequiresMessage`](Self::SteerRequiresMessage),
+///    [`NoLiveSubagent`](Self::NoLiveSubagent), [`StopTooLate`](Self::StopTooLate),
+///    [`SteerClosed`](Self::SteerClosed)); anything else is
+///    [`UnknownAction`](Self::UnknownAction);
+/// 3. `role` is read (never refuses: anything but `orchestrator` is `leaf`);
+/// 4. `background` with a batch of two or more tasks, given as a list or as a JSON string
 ///    holding one ([`BackgroundBatch`](Self::BackgroundBatch));
-/// 4. the parent's depth against `max_spawn_depth` ([`DepthLimit`](Self::DepthLimit));
-/// 5. credentials ([`Credentials`](Self::Credentials));
-/// 6. a `tasks` string: blank ([`NothingToDo`](Self::NothingToDo)), not JSON
+/// 5. the parent's depth against `max_spawn_depth` ([`DepthLimit`](Self::DepthLimit));
+/// 6. credentials ([`Credentials`](Self::Credentials));
+/// 7. a `tasks` string: blank ([`NothingToDo`](Self::NothingToDo)), not JSON
 ///    ([`TasksNotJson`](Self::TasksNotJson)), not an array
 ///    ([`TasksParsedNotArray`](Self::TasksParsedNotArray)); `tasks` of another type
 ///    ([`TasksNotArray`](Self::TasksNotArray));
-/// 7. more tasks than `max_concurrent_children` ([`TooManyTasks`](Self::TooManyTasks));
-/// 8. no tasks and no goal ([`NothingToDo`](Self::NothingToDo)), a task that is not an
+/// 8. more tasks than `max_concurrent_children` ([`TooManyTasks`](Self::TooManyTasks));
+/// 9. no tasks and no goal ([`NothingToDo`](Self::NothingToDo)), a task that is not an
 ///    object ([`TaskNotObject`](Self::TaskNotObject)) or has no goal
 ///    ([`TaskMissingGoal`](Self::TaskMissingGoal)).
 ///
@@ -135,6 +142,33 @@ pub enum ToolError {
     },
     /// The engine refused the background dispatch for another reason; its text verbatim.
     Dispatch(String),
+    /// `action` is none of `spawn`, `list`, `steer`, `stop`.
+    UnknownAction {
+        /// What was given (a non-string value as its JSON text).
+        action: String,
+    },
+    /// `steer` or `stop` without a non-blank `subagent_id`.
+    ControlRequiresId {
+        /// `steer` or `stop`.
+        action: &'static str,
+    },
+    /// The `subagent_id` names no running delegation of the caller's session.
+    NoLiveSubagent {
+        /// The id given.
+        subagent_id: String,
+    },
+    /// `steer` without a non-blank `message`.
+    SteerRequiresMessage,
+    /// `stop` found the delegation, but it finished before its child could be reached.
+    StopTooLate {
+        /// The id given.
+        subagent_id: String,
+    },
+    /// `steer` found the delegation, but it takes no more steering.
+    SteerClosed {
+        /// The id given.
+        subagent_id: String,
+    },
 }
 
 impl ToolError {
@@ -189,6 +223,22 @@ impl ToolError {
                 fill(&texts.worker_unavailable, &[("reason", reason)])
             }
             ToolError::Dispatch(reason) => fill(&texts.dispatch_refused, &[("reason", reason)]),
+            ToolError::UnknownAction { action } => {
+                fill(&texts.unknown_action, &[("action", action)])
+            }
+            ToolError::ControlRequiresId { action } => {
+                fill(&texts.control_requires_id, &[("action", action)])
+            }
+            ToolError::NoLiveSubagent { subagent_id } => {
+                fill(&texts.no_live_subagent, &[("sid", subagent_id)])
+            }
+            ToolError::SteerRequiresMessage => fill(&texts.steer_requires_message, &[]),
+            ToolError::StopTooLate { subagent_id } => {
+                fill(&texts.stop_too_late, &[("sid", subagent_id)])
+            }
+            ToolError::SteerClosed { subagent_id } => {
+                fill(&texts.steer_closed, &[("sid", subagent_id)])
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use std::error::Error;
 use std::sync::Arc;
 
 use async_delegation::fence::{call, display, drop_logged, DropFenced};
-use async_delegation::DelegationResult;
+use async_delegation::{DelegationResult, Steering};
 
 use crate::{
     ChildAgent, ChildBackend, ChildTask, DelegationConfig, ParentAgent, ToolError, ToolTexts,
@@ -88,6 +88,27 @@ impl FencedChild {
         texts: &ToolTexts,
     ) -> Result<DelegationResult, String> {
         user_result(call(|| self.child.run(task)), texts)
+    }
+
+    /// [`ChildAgent::run_steered`] when `steering` is given, else [`run`](Self::run).
+    pub(crate) fn run_steered(
+        &self,
+        task: &ChildTask,
+        steering: Option<&Steering>,
+        texts: &ToolTexts,
+    ) -> Result<DelegationResult, String> {
+        match steering {
+            Some(steering) => user_result(call(|| self.child.run_steered(task, steering)), texts),
+            None => self.run(task, texts),
+        }
+    }
+
+    /// [`ChildAgent::accepts_steering`]; a panic is logged and reads as `false`.
+    pub(crate) fn accepts_steering(&self) -> bool {
+        call(|| self.child.accepts_steering()).unwrap_or_else(|message| {
+            tracing::warn!(panic = %message, "subagent accepts_steering panicked");
+            false
+        })
     }
 
     /// [`ChildAgent::interrupt`]; a panic is logged and swallowed.

@@ -199,6 +199,7 @@ mod async_tool;
 mod backend;
 mod background;
 mod config;
+mod control;
 mod error;
 mod fence;
 mod nesting;

@@ -92,7 +92,14 @@ pub fn tool_schema_with(texts: &ToolTexts, config: &DelegationConfig) -> Value {
                     "description": text(&texts.role_description)
                 },
                 "background": {"type": "boolean", "description": text(&texts.background_description)},
-                "max_iterations": {"type": "integer", "description": text(&texts.max_iterations_description)}
+                "max_iterations": {"type": "integer", "description": text(&texts.max_iterations_description)},
+                "action": {
+                    "type": "string",
+                    "enum": ["spawn", "list", "steer", "stop"],
+                    "description": text(&texts.action_description)
+                },
+                "subagent_id": {"type": "string", "description": text(&texts.subagent_id_description)},
+                "message": {"type": "string", "description": text(&texts.message_description)}
             }
         }
     })
@@ -160,11 +167,14 @@ mod tests {
         assert_eq!(
             names,
             [
+                "action",
                 "background",
                 "context",
                 "goal",
                 "max_iterations",
+                "message",
                 "role",
+                "subagent_id",
                 "tasks",
                 "toolsets"
             ]

@@ -176,6 +176,37 @@ pub struct ToolTexts {
     /// The reason a synchronous child is interrupted with when its parent was already
     /// interrupted (default [`PARENT_INTERRUPTED_REASON`]).
     pub parent_interrupted_reason: Cow<'static, str>,
+    /// The schema's description of `action` (`spawn`, `list`, `steer`, `stop`).
+    pub action_description: Cow<'static, str>,
+    /// The schema's description of `subagent_id` (`steer` and `stop`).
+    pub subagent_id_description: Cow<'static, str>,
+    /// The schema's description of `message` (`steer`).
+    pub message_description: Cow<'static, str>,
+    /// An `action` that is none of the four; `{action}`: what was given.
+    pub unknown_action: Cow<'static, str>,
+    /// `steer` or `stop` without a `subagent_id`; `{action}`: the action.
+    pub control_requires_id: Cow<'static, str>,
+    /// A `subagent_id` that names no running delegation of the caller's session (unknown,
+    /// finished, or another session's); `{sid}`: the id given.
+    pub no_live_subagent: Cow<'static, str>,
+    /// `steer` without a non-blank `message`.
+    pub steer_requires_message: Cow<'static, str>,
+    /// The `note` of a `list` that found no running delegation.
+    pub list_empty_note: Cow<'static, str>,
+    /// The `note` of a `stop` that reached its delegation's child.
+    pub stop_note: Cow<'static, str>,
+    /// A `stop` whose delegation finished before its child could be reached; `{sid}`:
+    /// the id.
+    pub stop_too_late: Cow<'static, str>,
+    /// The `note` of a queued `steer`.
+    pub steer_note: Cow<'static, str>,
+    /// A `steer` of a delegation that takes no more steering (its child has no steering,
+    /// or it is finishing); `{sid}`: the id.
+    pub steer_closed: Cow<'static, str>,
+    /// The note a background completion's summary ends with when steering text never
+    /// reached its child (default [`MISSED_STEER_NOTE`](async_delegation::MISSED_STEER_NOTE));
+    /// `{text}`: the missed text.
+    pub missed_steer_note: Cow<'static, str>,
 }
 
 /// The defaults, as a value [`ToolError`](crate::ToolError)'s `Display` can borrow.
@@ -217,6 +248,19 @@ pub(crate) const DEFAULT_TEXTS: ToolTexts = ToolTexts {
     background_note: Cow::Borrowed(BACKGROUND_NOTE),
     async_cancel_reason: Cow::Borrowed(ASYNC_CANCEL_REASON),
     parent_interrupted_reason: Cow::Borrowed(PARENT_INTERRUPTED_REASON),
+    action_description: Cow::Borrowed("'spawn' (default) delegates work as described by the other arguments. 'list' shows the background subagents of this conversation that are still running. 'steer' sends a running background subagent a course correction ('subagent_id' and 'message'). 'stop' interrupts one ('subagent_id'); its partial result still arrives as a completion message."),
+    subagent_id_description: Cow::Borrowed("For 'steer' and 'stop': the delegation_id from the spawn dispatch response or from action='list'."),
+    message_description: Cow::Borrowed("For 'steer': the course correction, appended to the subagent's next tool result."),
+    unknown_action: Cow::Borrowed("Unknown action '{action}'. Use spawn, list, steer, or stop."),
+    control_requires_id: Cow::Borrowed("action='{action}' requires subagent_id (from the spawn dispatch response or action='list')."),
+    no_live_subagent: Cow::Borrowed("No live subagent '{sid}' in this conversation's spawn tree. It may have already finished (its result arrives as a normal completion message). Use action='list' to see live children."),
+    steer_requires_message: Cow::Borrowed("action='steer' requires a non-empty 'message' describing the course correction."),
+    list_empty_note: Cow::Borrowed("No live subagents right now. Children that already finished have delivered (or will deliver) their results as normal completion messages — there is nothing to steer or stop."),
+    stop_note: Cow::Borrowed("The subagent stops at its next iteration boundary (in-flight tool calls are asked to cancel). Its partial result still re-enters the conversation as a completion message — do not wait or poll."),
+    stop_too_late: Cow::Borrowed("Could not interrupt '{sid}' — it likely finished in the last moment. Its result arrives as a normal completion message."),
+    steer_note: Cow::Borrowed("Steering text queued. The subagent sees it appended to its next tool result — the current tool call is never cut. If the child finishes before a delivery boundary remains, the text is reported back as missed_steer in its completion entry."),
+    steer_closed: Cow::Borrowed("Subagent '{sid}' is no longer accepting steering (finishing or already finished). Its result arrives as a normal completion message; re-delegate a follow-up task if more work is needed."),
+    missed_steer_note: Cow::Borrowed(async_delegation::MISSED_STEER_NOTE),
 };
 
 impl Default for ToolTexts {
@@ -289,7 +333,7 @@ mod tests {
     #[test]
     fn defaults_are_the_established_texts() {
         let texts = ToolTexts::default();
-        let pinned: [(&Cow<'static, str>, &str); 37] = [
+        let pinned: [(&Cow<'static, str>, &str); 50] = [
             (&texts.tool_description, "Delegate work to subagents that run with their own context and tools. Give either 'goal' (one task) or 'tasks' (a batch that runs in parallel). Subagents know nothing of this conversation: put everything they need in 'goal' and 'context'. By default the call waits and returns every subagent's result. With background=true (single task only) it returns a handle at once and the subagent keeps working while you and the user continue; its full task and result re-enter the conversation as a new message when it finishes, so do not wait or poll for it."),
             (&texts.goal_description, "The task for a single subagent. Be specific and self-contained: the subagent does not see this conversation."),
             (&texts.context_description, "Background information for the single subagent: relevant files, what was tried, constraints."),
@@ -327,6 +371,19 @@ mod tests {
             (&texts.background_note, "Subagent is running in the background. You and the user can keep working; the full task source and result will re-enter the conversation as a new message when it finishes. Do not wait or poll — just continue."),
             (&texts.async_cancel_reason, "Async delegation cancelled"),
             (&texts.parent_interrupted_reason, "Parent agent interrupted"),
+            (&texts.action_description, "'spawn' (default) delegates work as described by the other arguments. 'list' shows the background subagents of this conversation that are still running. 'steer' sends a running background subagent a course correction ('subagent_id' and 'message'). 'stop' interrupts one ('subagent_id'); its partial result still arrives as a completion message."),
+            (&texts.subagent_id_description, "For 'steer' and 'stop': the delegation_id from the spawn dispatch response or from action='list'."),
+            (&texts.message_description, "For 'steer': the course correction, appended to the subagent's next tool result."),
+            (&texts.unknown_action, "Unknown action '{action}'. Use spawn, list, steer, or stop."),
+            (&texts.control_requires_id, "action='{action}' requires subagent_id (from the spawn dispatch response or action='list')."),
+            (&texts.no_live_subagent, "No live subagent '{sid}' in this conversation's spawn tree. It may have already finished (its result arrives as a normal completion message). Use action='list' to see live children."),
+            (&texts.steer_requires_message, "action='steer' requires a non-empty 'message' describing the course correction."),
+            (&texts.list_empty_note, "No live subagents right now. Children that already finished have delivered (or will deliver) their results as normal completion messages — there is nothing to steer or stop."),
+            (&texts.stop_note, "The subagent stops at its next iteration boundary (in-flight tool calls are asked to cancel). Its partial result still re-enters the conversation as a completion message — do not wait or poll."),
+            (&texts.stop_too_late, "Could not interrupt '{sid}' — it likely finished in the last moment. Its result arrives as a normal completion message."),
+            (&texts.steer_note, "Steering text queued. The subagent sees it appended to its next tool result — the current tool call is never cut. If the child finishes before a delivery boundary remains, the text is reported back as missed_steer in its completion entry."),
+            (&texts.steer_closed, "Subagent '{sid}' is no longer accepting steering (finishing or already finished). Its result arrives as a normal completion message; re-delegate a follow-up task if more work is needed."),
+            (&texts.missed_steer_note, "[steer did not land — the subagent finished before it could be delivered: {text}]"),
         ];
         for (field, text) in pinned {
             assert_eq!(field, text);

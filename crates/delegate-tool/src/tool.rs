@@ -7,8 +7,8 @@ use serde_json::Value;
 use crate::args::{check_depth, parse_argument_text, Arguments};
 use crate::fence::{self, FencedParent};
 use crate::{
-    background, schema, sync, ChildBackend, DelegateCall, DelegationConfig, ParentAgent, ToolError,
-    ToolTexts,
+    background, control, schema, sync, ChildBackend, DelegateCall, DelegationConfig, ParentAgent,
+    ToolError, ToolTexts,
 };
 
 /// Everything `delegate_task` needs besides the arguments and the caller: the settings,
@@ -156,7 +156,23 @@ fn run<B: ChildBackend>(
     parent: FencedParent<'_>,
     context: &DelegateContext<B>,
 ) -> String {
-    match prepare(arguments, parent, context) {
+    let args = match Arguments::read(arguments) {
+        Ok(args) => args,
+        Err(error) => return error.to_tool_result_with(&context.texts),
+    };
+    if let Some((action, arguments)) = args.control() {
+        let answered = parent.session_key().and_then(|session_key| {
+            control::answer(
+                action,
+                arguments,
+                &session_key,
+                &context.engine,
+                &context.texts,
+            )
+        });
+        return answered.unwrap_or_else(|error| error.to_tool_result_with(&context.texts));
+    }
+    match prepare(args, parent, context) {
         Ok((call, credentials)) => {
             if call.background {
                 match call.tasks.into_iter().next() {
@@ -173,11 +189,10 @@ fn run<B: ChildBackend>(
 
 /// Every check before a child is built, in the documented order (see [`ToolError`]).
 fn prepare<B: ChildBackend>(
-    arguments: &Value,
+    args: Arguments<'_>,
     parent: FencedParent<'_>,
     context: &DelegateContext<B>,
 ) -> Result<(DelegateCall, DropFenced<B::Credentials>), ToolError> {
-    let args = Arguments::read(arguments)?;
     let depth = parent.delegate_depth()?;
     check_depth(depth, &context.config)?;
     let credentials = fence::resolve_credentials(&context.backend, parent, &context.config)

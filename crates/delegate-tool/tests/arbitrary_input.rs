@@ -104,7 +104,10 @@ fn check(out: &str) {
         serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
     let map = value.as_object().expect("an object");
     assert!(
-        map.contains_key("error") || map.contains_key("status") || map.contains_key("results"),
+        map.contains_key("error")
+            || map.contains_key("status")
+            || map.contains_key("results")
+            || map.contains_key("action"),
         "{out}"
     );
     if let Some(error) = map.get("error") {
@@ -130,6 +133,67 @@ proptest! {
         let wrapped = serde_json::json!({"tasks": args.to_string(), "background": true});
         check(&delegate_task_value(&wrapped, &parent, &ctx));
         drop(queue.drain());
+    }
+
+    #[test]
+    fn control_actions_on_arbitrary_input_never_panic(
+        action in prop_oneof![
+            3 => prop::sample::select(vec!["list", "steer", "stop", "spawn", " STOP ", "Steer", "", "kill"])
+                .prop_map(|s| Value::String(s.to_owned())),
+            1 => arb_json(),
+        ],
+        target in 0usize..4,
+        junk_id in arb_json(),
+        message in prop_oneof![2 => ".{0,16}".prop_map(Value::String), 1 => arb_json()],
+        rest in arb_call(),
+    ) {
+        let gate = common::Gate::new();
+        let held = std::sync::Arc::clone(&gate);
+        // Background children wait for the gate; a synchronous call runs through.
+        let mut backend = FakeBackend::new(move |child, task| {
+            if task.background {
+                held.wait(child);
+            }
+            Ok(DelegationResult::completed(child.take_steer().join(" ")))
+        });
+        backend.steerable = true;
+        let (ctx, queue) = context(backend, DelegationConfig::default());
+        let ours = Parent::new(0).with_session_key("agent:main:telegram:dm:1");
+        let theirs = Parent::new(0).with_session_key("agent:main:slack:dm:2");
+        let spawn = |parent: &Parent| {
+            let out = delegate_task(r#"{"goal": "g", "background": true}"#, parent, &ctx);
+            serde_json::from_str::<Value>(&out).unwrap()["delegation_id"].clone()
+        };
+        let (own_id, foreign_id) = (spawn(&ours), spawn(&theirs));
+        let subagent_id = match target {
+            0 => own_id,
+            1 => foreign_id,
+            2 => junk_id,
+            _ => Value::Null,
+        };
+        let mut args = match rest {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        args.insert("action".into(), action);
+        args.insert("subagent_id".into(), subagent_id);
+        args.insert("message".into(), message);
+        let args = Value::Object(args);
+        check(&delegate_task_value(&args, &ours, &ctx));
+        check(&delegate_task(&args.to_string(), &theirs, &ctx));
+        // Whatever was asked, every delegation still ends in exactly one completion.
+        gate.open();
+        common::wait_until(|| ctx.engine.active_count() == 0);
+        let ended = queue.drain();
+        let ids: std::collections::BTreeSet<_> = ended
+            .iter()
+            .filter_map(|event| match event {
+                process_registry::Event::AsyncDelegation(event) => event.delegation_id.clone(),
+                _ => None,
+            })
+            .collect();
+        prop_assert_eq!(ids.len(), ended.len(), "one completion per delegation");
+        prop_assert!(ended.len() >= 2);
     }
 
     #[test]

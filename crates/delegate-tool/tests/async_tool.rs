@@ -393,3 +393,48 @@ async fn a_call_dropped_mid_run_closes_its_child_once() {
     assert!(running.await.unwrap_err().is_cancelled());
     assert_eq!(tools.backend.closed.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_actions_answer_at_once_for_async_agents_too() {
+    let (tools, queue) = tools();
+    let session = CallContext::new("agent:main:telegram:dm:1");
+    let out = call(
+        r#"{"goal": "until cancelled", "background": true}"#,
+        &session,
+        &tools,
+    )
+    .await;
+    let ToolOutcome::Dispatched(handle) = out.outcome else {
+        panic!("{}", out.text)
+    };
+    let listed = call(r#"{"action": "list"}"#, &session, &tools).await;
+    assert!(matches!(listed.outcome, ToolOutcome::Answered));
+    let value: serde_json::Value = serde_json::from_str(&listed.text).unwrap();
+    assert_eq!(value["count"], 1);
+    assert_eq!(value["subagents"][0]["subagent_id"], handle.id());
+    assert_eq!(value["subagents"][0]["accepting_steer"], false);
+    // Another session sees none of it.
+    let other = CallContext::new("agent:main:discord:dm:2");
+    let stop = format!(r#"{{"action": "stop", "subagent_id": "{}"}}"#, handle.id());
+    let refused = call(&stop, &other, &tools).await;
+    assert!(
+        matches!(
+            &refused.outcome,
+            ToolOutcome::Rejected(ToolError::NoLiveSubagent { .. })
+        ),
+        "{}",
+        refused.text
+    );
+    let stopped = call(&stop, &session, &tools).await;
+    assert!(matches!(stopped.outcome, ToolOutcome::Answered));
+    assert!(
+        stopped.text.contains(r#""status":"interrupt_requested""#),
+        "{}",
+        stopped.text
+    );
+    let event = tokio::time::timeout(HANG_GUARD, handle.finished())
+        .await
+        .unwrap();
+    assert_eq!(event.status.as_deref(), Some("interrupted"));
+    assert_eq!(queue.drain().len(), 1);
+}

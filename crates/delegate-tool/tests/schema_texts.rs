@@ -9,12 +9,23 @@ use common::{context, FakeBackend};
 use delegate_tool::{DelegationConfig, ToolTexts};
 use serde_json::{json, Value};
 
-/// `tool_schema()` as it has always been: the whole definition, every text in it.
+/// `tool_schema()` whole: the definition, every text in it (the control arguments
+/// `action`, `subagent_id` and `message` joined the established ones).
 const ESTABLISHED_SCHEMA: &str = r#"{
   "description": "Delegate work to subagents that run with their own context and tools. Give either 'goal' (one task) or 'tasks' (a batch that runs in parallel). Subagents know nothing of this conversation: put everything they need in 'goal' and 'context'. By default the call waits and returns every subagent's result. With background=true (single task only) it returns a handle at once and the subagent keeps working while you and the user continue; its full task and result re-enter the conversation as a new message when it finishes, so do not wait or poll for it.",
   "name": "delegate_task",
   "parameters": {
     "properties": {
+      "action": {
+        "description": "'spawn' (default) delegates work as described by the other arguments. 'list' shows the background subagents of this conversation that are still running. 'steer' sends a running background subagent a course correction ('subagent_id' and 'message'). 'stop' interrupts one ('subagent_id'); its partial result still arrives as a completion message.",
+        "enum": [
+          "spawn",
+          "list",
+          "steer",
+          "stop"
+        ],
+        "type": "string"
+      },
       "background": {
         "description": "false (default): wait for the subagents and get their results in this call. true: dispatch ONE subagent in the background and get a handle (delegation_id) immediately; keep working with the user, and the subagent's full task and result will arrive later as a new message. Do not wait or poll for it. Background calls take a single task ('goal', or 'tasks' with one entry); dispatch one call per background subagent.",
         "type": "boolean"
@@ -31,12 +42,20 @@ const ESTABLISHED_SCHEMA: &str = r#"{
         "description": "Accepted for compatibility and ignored: the iteration cap comes from the configuration.",
         "type": "integer"
       },
+      "message": {
+        "description": "For 'steer': the course correction, appended to the subagent's next tool result.",
+        "type": "string"
+      },
       "role": {
         "description": "'leaf' (default) does the work itself; 'orchestrator' may delegate further within the configured depth limit.",
         "enum": [
           "leaf",
           "orchestrator"
         ],
+        "type": "string"
+      },
+      "subagent_id": {
+        "description": "For 'steer' and 'stop': the delegation_id from the spawn dispatch response or from action='list'.",
         "type": "string"
       },
       "tasks": {
@@ -158,6 +177,9 @@ fn marked() -> ToolTexts {
     t.task_context_description = "<task_context>".into();
     t.task_toolsets_description = "<task_toolsets>".into();
     t.task_role_description = "<task_role>".into();
+    t.action_description = "<action {max_async_children}>".into();
+    t.subagent_id_description = "<subagent_id>".into();
+    t.message_description = "<message>".into();
     t
 }
 
@@ -184,6 +206,9 @@ fn a_context_renders_the_schema_from_its_texts_and_settings() {
     props["role"]["description"] = json!("<role 2>");
     props["background"]["description"] = json!("<background 7>");
     props["max_iterations"]["description"] = json!("<max_iterations 11 {unknown}>");
+    props["action"]["description"] = json!("<action 7>");
+    props["subagent_id"]["description"] = json!("<subagent_id>");
+    props["message"]["description"] = json!("<message>");
     let task = &mut props["tasks"]["items"]["properties"];
     task["goal"]["description"] = json!("<task_goal>");
     task["context"]["description"] = json!("<task_context>");

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use async_delegation::{DelegationEngine, DelegationResult, RunnerError};
+use async_delegation::{DelegationEngine, DelegationResult, RunnerError, Steering};
 use delegate_tool::{
     BackendError, ChildAgent, ChildBackend, ChildTask, DelegateContext, DelegationConfig,
     ParentAgent,
@@ -63,6 +63,8 @@ pub struct FakeChild {
     pub runs: AtomicUsize,
     pub closes: AtomicUsize,
     pub run_thread: Mutex<Option<String>>,
+    steerable: bool,
+    steering: Mutex<Option<Steering>>,
 }
 
 impl FakeChild {
@@ -80,6 +82,16 @@ impl FakeChild {
     }
     pub fn as_dyn(self: &Arc<Self>) -> Arc<dyn ChildAgent> {
         self.clone()
+    }
+    /// What the child's steering holds now, taken (as a steerable child does at a
+    /// delivery boundary); empty when it runs without steering.
+    pub fn take_steer(&self) -> Vec<String> {
+        self.steering
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|steering| steering.take().iter().map(|t| t.to_string()).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -99,6 +111,17 @@ impl ChildAgent for FakeChild {
     fn model(&self) -> Option<String> {
         self.model.clone()
     }
+    fn accepts_steering(&self) -> bool {
+        self.steerable
+    }
+    fn run_steered(
+        &self,
+        task: &ChildTask,
+        steering: &Steering,
+    ) -> Result<DelegationResult, RunnerError> {
+        *self.steering.lock().unwrap() = Some(steering.clone());
+        self.run(task)
+    }
 }
 
 /// A backend that builds [`FakeChild`]ren running `run`.
@@ -111,6 +134,8 @@ pub struct FakeBackend {
     /// Building a child for this goal fails.
     pub fail_build_goal: Option<String>,
     pub model: Option<String>,
+    /// Children accept steering.
+    pub steerable: bool,
     pub built: Mutex<Vec<Arc<FakeChild>>>,
     pub credential_calls: AtomicUsize,
 }
@@ -128,6 +153,7 @@ impl FakeBackend {
             register_on_build: false,
             fail_build_goal: None,
             model: Some("m".to_owned()),
+            steerable: false,
             built: Mutex::new(Vec::new()),
             credential_calls: AtomicUsize::new(0),
         }
@@ -200,6 +226,8 @@ impl ChildBackend for FakeBackend {
             runs: AtomicUsize::new(0),
             closes: AtomicUsize::new(0),
             run_thread: Mutex::new(None),
+            steerable: self.steerable,
+            steering: Mutex::new(None),
         });
         if self.register_on_build {
             parent.register_child(child.clone());

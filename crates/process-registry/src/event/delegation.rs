@@ -104,6 +104,11 @@ pub struct AsyncDelegationEvent {
     /// Set by producers that know the summary was cut short.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub truncated: Option<bool>,
+    /// Steering text queued for the subagent that it never read: it finished first. The
+    /// summary then ends with a note that says so (see `async_delegation::Steering`).
+    /// Several texts are joined by a line break, oldest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missed_steer: Option<Text>,
     /// `true` for a fan-out batch.
     #[serde(skip_serializing_if = "is_false")]
     pub is_batch: bool,
@@ -152,6 +157,7 @@ impl AsyncDelegationEvent {
             completed_at: f.take("completed_at")?,
             exit_reason: f.take("exit_reason")?,
             truncated: f.take("truncated")?,
+            missed_steer: f.take("missed_steer")?,
             is_batch: f.take("is_batch")?.unwrap_or_default(),
             goals: f.take("goals")?,
             results: f.take("results")?,
