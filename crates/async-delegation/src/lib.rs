@@ -155,13 +155,14 @@ mod error;
 pub mod fence;
 mod global;
 mod handle;
+mod liveness;
 mod pool;
 mod steering;
 #[cfg(feature = "tokio")]
 mod tokio_runner;
 mod types;
 
-pub use engine::{round_seconds, DelegationEngine};
+pub use engine::{round_seconds, DelegationEngine, EngineBuilder};
 pub use error::{
     DispatchError, CAPACITY_REACHED_TEXT, LEDGER_UNAVAILABLE_TEXT, SHUT_DOWN_TEXT,
     WORKER_UNAVAILABLE_TEXT,
@@ -171,6 +172,10 @@ pub use global::{
     active_count, dispatch_async_delegation, global, interrupt_all, list_async_delegations,
 };
 pub use handle::{DelegationHandle, Finished};
+pub use liveness::{
+    Progress, StallPolicy, DEADLINE_ERROR, DEFAULT_IDLE_STALL, DEFAULT_STALL_GRACE,
+    DEFAULT_TOOL_STALL, STALLED_ERROR,
+};
 pub use steering::{Controls, SteerOutcome, Steering, MISSED_STEER_NOTE};
 #[cfg(feature = "tokio")]
 pub use tokio_runner::{Cancellation, RUNTIME_SHUT_DOWN_ERROR};

@@ -144,6 +144,12 @@ pub struct Controls {
     pub interrupt: Option<crate::InterruptHook>,
     /// Where [`DelegationEngine::steer`](crate::DelegationEngine::steer) queues text.
     pub steering: Option<Steering>,
+    /// The child's progress reports: with one, the engine's stall monitor watches the
+    /// delegation ([`StallPolicy`](crate::StallPolicy)).
+    pub progress: Option<crate::Progress>,
+    /// How long the delegation may run, from its dispatch: past it, it is interrupted
+    /// and then finalized as `timeout`, as a stall is ([`StallPolicy`](crate::StallPolicy)).
+    pub deadline: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Controls {
@@ -151,6 +157,8 @@ impl std::fmt::Debug for Controls {
         f.debug_struct("Controls")
             .field("interrupt", &self.interrupt.is_some())
             .field("steering", &self.steering)
+            .field("progress", &self.progress)
+            .field("deadline", &self.deadline)
             .finish()
     }
 }
@@ -167,13 +175,26 @@ impl Controls {
         self.steering = Some(steering);
         self
     }
+
+    /// These controls with `progress` as the child's progress reports (the delegation
+    /// is then watched for stalls).
+    pub fn with_progress(mut self, progress: crate::Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// These controls with a deadline, `deadline` after the dispatch.
+    pub fn with_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
 }
 
 impl From<Option<crate::InterruptHook>> for Controls {
     fn from(interrupt: Option<crate::InterruptHook>) -> Self {
         Controls {
             interrupt,
-            steering: None,
+            ..Controls::default()
         }
     }
 }

@@ -270,6 +270,13 @@ pub struct DelegationRecord {
     /// inbox: [`steer`](crate::DelegationEngine::steer) would queue text.
     #[serde(default)]
     pub accepting_steer: bool,
+    /// Seconds since the child last reported progress (on the engine's clock), while it
+    /// runs and reports ([`Progress`](crate::Progress)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_since_progress: Option<f64>,
+    /// Whether the child is inside a tool call, while it runs and reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_tool: Option<bool>,
 }
 
 impl DelegationRecord {

@@ -3,7 +3,8 @@
 use std::error::Error;
 use std::sync::Arc;
 
-use async_delegation::{DelegationResult, RunnerError, Steering};
+use async_delegation::{DelegationResult, Progress, RunnerError, Steering};
+use process_registry::Text;
 
 use crate::{DelegationConfig, ParentAgent, Role};
 
@@ -105,29 +106,75 @@ pub trait ChildAgent: Send + Sync {
     }
 
     /// Whether this child reads steering text (`delegate_task`'s `action='steer'`). Asked
-    /// on the calling thread before a background dispatch; when `true` the background
-    /// run is [`run_steered`](Self::run_steered) and `list` reports
+    /// on the calling thread before a background dispatch; when `true` its
+    /// [`run_background`](Self::run_background) gets a steering inbox and `list` reports
     /// `accepting_steer: true` while it runs. A panic counts as `false` (logged).
     fn accepts_steering(&self) -> bool {
         false
     }
 
-    /// [`run`](Self::run) for a child that [accepts steering](Self::accepts_steering):
-    /// at each point where it can hand text to its model — after a tool call, appended
-    /// to the tool's result, never cutting the call short — it calls
-    /// [`steering.take()`](Steering::take) and delivers what that returns. Text it never
-    /// took comes back in its completion as `missed_steer`, with a note in the summary:
-    /// a steer is delivered or reported, never lost and never both. The default runs
-    /// [`run`](Self::run) and reads nothing.
+    /// Whether this child reports its progress. Asked like
+    /// [`accepts_steering`](Self::accepts_steering); when `true` its
+    /// [`run_background`](Self::run_background) gets a [`Progress`] to report on, and the
+    /// engine's stall monitor watches it: no progress for the engine's
+    /// [`StallPolicy`](async_delegation::StallPolicy) thresholds → interrupted, then (still
+    /// running after the grace) finalized `stalled` by the engine itself. A child that
+    /// does not report is never judged stalled.
+    fn reports_progress(&self) -> bool {
+        false
+    }
+
+    /// [`run`](Self::run) for a background child, with what it
+    /// [accepts](Self::accepts_steering) and [reports](Self::reports_progress). A
+    /// steerable child calls [`take_steering`](BackgroundRun::take_steering) at each
+    /// point where it can hand text to its model — after a tool call, appended to the
+    /// tool's result, never cutting the call short — and delivers what that returns;
+    /// text it never took comes back in its completion as `missed_steer`, with a note in
+    /// the summary (a steer is delivered or reported, never lost and never both). A
+    /// reporting child calls [`Progress::touch`] at each model call, tool result or
+    /// streamed chunk, and brackets tool calls with [`Progress::enter_tool`] /
+    /// [`Progress::leave_tool`]. The default runs [`run`](Self::run).
     ///
     /// # Errors
     /// As [`run`](Self::run).
-    fn run_steered(
+    fn run_background(
         &self,
         task: &ChildTask,
-        steering: &Steering,
+        run: &BackgroundRun<'_>,
     ) -> Result<DelegationResult, RunnerError> {
-        let _ = steering;
+        let _ = run;
         self.run(task)
+    }
+}
+
+/// What a background child can use while it runs ([`ChildAgent::run_background`]): its
+/// steering inbox, if it [accepts steering](ChildAgent::accepts_steering), and its
+/// progress reports, if it [reports progress](ChildAgent::reports_progress).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackgroundRun<'a> {
+    steering: Option<&'a Steering>,
+    progress: Option<&'a Progress>,
+}
+
+impl<'a> BackgroundRun<'a> {
+    /// A run with this steering inbox and these progress reports (either may be absent).
+    pub fn new(steering: Option<&'a Steering>, progress: Option<&'a Progress>) -> Self {
+        BackgroundRun { steering, progress }
+    }
+
+    /// The steering text queued since the last take, oldest first: the child's to
+    /// deliver now. Empty without steering.
+    pub fn take_steering(&self) -> Vec<Text> {
+        self.steering.map(Steering::take).unwrap_or_default()
+    }
+
+    /// The steering inbox, when the child accepts steering.
+    pub fn steering(&self) -> Option<&'a Steering> {
+        self.steering
+    }
+
+    /// The progress reports, when the child reports progress.
+    pub fn progress(&self) -> Option<&'a Progress> {
+        self.progress
     }
 }

@@ -9,7 +9,7 @@ use process_registry::Text;
 use serde_json::Value;
 
 use crate::fence::{self, FencedParent};
-use crate::{ChildBackend, ChildTask, DelegateContext, ToolError};
+use crate::{BackgroundRun, ChildBackend, ChildTask, DelegateContext, ToolError};
 
 /// Builds, detaches and dispatches one child. A child that was built is closed here when
 /// the call fails or is refused, otherwise by its runner after its run.
@@ -48,7 +48,8 @@ pub(crate) fn run<B: ChildBackend>(
     let steering = child
         .accepts_steering()
         .then(|| Steering::with_missed_note(&*texts.missed_steer_note));
-    let runner_steering = steering.clone();
+    let progress = child.reports_progress().then(|| context.engine.progress());
+    let (runner_steering, runner_progress) = (steering.clone(), progress.clone());
     // The closures hold fenced handles: the engine drops them on its worker, or on this
     // thread when it refuses the dispatch, and a child's panicking `Drop` must not
     // escape either way.
@@ -58,7 +59,8 @@ pub(crate) fn run<B: ChildBackend>(
     let runner = move || -> Result<DelegationResult, RunnerError> {
         // Errors are turned into text here, as for a synchronous child, so a panicking
         // `Display` reads the same in both modes.
-        let outcome = runner_child.run_steered(&task, runner_steering.as_ref(), &runner_texts);
+        let run = BackgroundRun::new(runner_steering.as_ref(), runner_progress.as_ref());
+        let outcome = runner_child.run_background(&task, &run, &runner_texts);
         runner_child.close();
         outcome.map_err(RunnerError::from)
     };
@@ -68,6 +70,7 @@ pub(crate) fn run<B: ChildBackend>(
     });
     let mut controls = Controls::default().with_interrupt(hook);
     controls.steering = steering;
+    controls.progress = progress;
     match context.engine.try_dispatch_with(
         spec,
         runner,

@@ -125,17 +125,21 @@ fn list_result(live: impl Iterator<Item = DelegationRecord>, texts: &ToolTexts) 
     let entries: Vec<String> = live
         .map(|record| {
             let running = (now - record.dispatched_at).max(0.0);
-            ordered_object(&[
+            let model = record.model.as_deref().map_or(Value::Null, Value::from);
+            let mut fields = vec![
                 ("subagent_id", Value::from(&*record.delegation_id)),
                 ("goal", Value::from(&*record.goal)),
-                (
-                    "model",
-                    record.model.as_deref().map_or(Value::Null, Value::from),
-                ),
+                ("model", model),
                 ("status", Value::from(record.status.as_str())),
                 ("running_seconds", seconds(running)),
                 ("accepting_steer", Value::from(record.accepting_steer)),
-            ])
+            ];
+            // A child that reports progress: how long it has been quiet, and where.
+            if let (Some(quiet), Some(in_tool)) = (record.seconds_since_progress, record.in_tool) {
+                fields.push(("seconds_since_progress", seconds(quiet)));
+                fields.push(("in_tool", Value::from(in_tool)));
+            }
+            ordered_object(&fields)
         })
         .collect();
     let mut out = format!(

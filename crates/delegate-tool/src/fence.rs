@@ -11,10 +11,11 @@ use std::error::Error;
 use std::sync::Arc;
 
 use async_delegation::fence::{call, display, drop_logged, DropFenced};
-use async_delegation::{DelegationResult, Steering};
+use async_delegation::DelegationResult;
 
 use crate::{
-    ChildAgent, ChildBackend, ChildTask, DelegationConfig, ParentAgent, ToolError, ToolTexts,
+    BackgroundRun, ChildAgent, ChildBackend, ChildTask, DelegationConfig, ParentAgent, ToolError,
+    ToolTexts,
 };
 
 /// What a fenced call that may fail with a user error came to: the value, or the text
@@ -90,23 +91,29 @@ impl FencedChild {
         user_result(call(|| self.child.run(task)), texts)
     }
 
-    /// [`ChildAgent::run_steered`] when `steering` is given, else [`run`](Self::run).
-    pub(crate) fn run_steered(
+    /// [`ChildAgent::run_background`]; errors as [`run`](Self::run).
+    pub(crate) fn run_background(
         &self,
         task: &ChildTask,
-        steering: Option<&Steering>,
+        run: &BackgroundRun<'_>,
         texts: &ToolTexts,
     ) -> Result<DelegationResult, String> {
-        match steering {
-            Some(steering) => user_result(call(|| self.child.run_steered(task, steering)), texts),
-            None => self.run(task, texts),
-        }
+        user_result(call(|| self.child.run_background(task, run)), texts)
     }
 
     /// [`ChildAgent::accepts_steering`]; a panic is logged and reads as `false`.
     pub(crate) fn accepts_steering(&self) -> bool {
-        call(|| self.child.accepts_steering()).unwrap_or_else(|message| {
-            tracing::warn!(panic = %message, "subagent accepts_steering panicked");
+        self.ask("accepts_steering", |child| child.accepts_steering())
+    }
+
+    /// [`ChildAgent::reports_progress`]; a panic is logged and reads as `false`.
+    pub(crate) fn reports_progress(&self) -> bool {
+        self.ask("reports_progress", |child| child.reports_progress())
+    }
+
+    fn ask(&self, method: &str, question: impl FnOnce(&dyn ChildAgent) -> bool) -> bool {
+        call(|| question(&**self.child)).unwrap_or_else(|message| {
+            tracing::warn!(panic = %message, method, "a subagent's capability question panicked");
             false
         })
     }

@@ -215,7 +215,7 @@ pub use async_tool::{
     delegate_task_async, AsyncChildAgent, AsyncChildBackend, CallContext, ChildBuild, ChildRun,
     TaskReport, ToolOutcome, ToolOutput,
 };
-pub use backend::{BackendError, ChildAgent, ChildBackend, ChildTask};
+pub use backend::{BackendError, BackgroundRun, ChildAgent, ChildBackend, ChildTask};
 pub use config::DelegationConfig;
 pub use error::{ConfigError, ToolError};
 pub use nesting::MAX_ARGUMENT_NESTING;

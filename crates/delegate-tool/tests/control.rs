@@ -380,3 +380,64 @@ fn control_texts_are_the_contexts() {
         "who is d?"
     );
 }
+
+#[test]
+fn a_child_that_reports_progress_is_watched_listed_and_finalized_when_wedged() {
+    let queue = process_registry::CompletionQueue::new();
+    let clock = Arc::new(process_registry::ManualClock::new(1_000.0));
+    let engine = async_delegation::DelegationEngine::builder(queue.clone())
+        .clock(clock.clone())
+        .build();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = std::sync::Mutex::new(held);
+    // Reports one tool call, then wedges: it ignores its interrupt.
+    let mut backend = FakeBackend::new(move |child, _task| {
+        let progress = child.progress.lock().unwrap().clone().unwrap();
+        progress.enter_tool();
+        held.lock().unwrap().recv().ok();
+        Ok(DelegationResult::completed("too late"))
+    });
+    backend.reports_progress = true;
+    let ctx = delegate_tool::DelegateContext::new(DelegationConfig::default(), engine, backend);
+    let id = spawn(&ctx, SESSION, "wedged child");
+    wait_until(|| {
+        ctx.backend.built().first().is_some_and(|child| {
+            child
+                .progress
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|p| p.in_tool())
+        })
+    });
+    clock.advance(std::time::Duration::from_secs(30));
+    let listed = call(&ctx, SESSION, json!({"action": "list"}));
+    let entry = &parse(&listed)["subagents"][0];
+    assert_eq!(entry["seconds_since_progress"], 30.0, "{listed}");
+    assert_eq!(entry["in_tool"], true);
+    assert!(
+        listed.contains(r#""accepting_steer":false,"seconds_since_progress":30.0,"in_tool":true}"#),
+        "{listed}"
+    );
+
+    clock.advance(std::time::Duration::from_secs(1200));
+    assert_eq!(ctx.engine.sweep_stalls(), 1);
+    assert_eq!(
+        ctx.backend.only_child().interrupt_reasons(),
+        [ASYNC_CANCEL_REASON]
+    );
+    clock.advance(std::time::Duration::from_secs(121));
+    assert_eq!(ctx.engine.sweep_stalls(), 1);
+    let event = take_delegation(&queue);
+    assert_eq!(event.delegation_id.as_deref(), Some(id.as_str()));
+    assert_eq!(event.status.as_deref(), Some("stalled"));
+    assert_eq!(event.stall_phase.as_deref(), Some("in_tool"));
+    assert_eq!(
+        parse(&call(&ctx, SESSION, json!({"action": "list"})))["count"],
+        0
+    );
+    release.send(()).unwrap();
+    assert!(queue
+        .take_timeout(std::time::Duration::from_millis(300))
+        .is_none());
+}

@@ -65,6 +65,8 @@ pub struct FakeChild {
     pub run_thread: Mutex<Option<String>>,
     steerable: bool,
     steering: Mutex<Option<Steering>>,
+    reports: bool,
+    pub progress: Mutex<Option<async_delegation::Progress>>,
 }
 
 impl FakeChild {
@@ -114,12 +116,16 @@ impl ChildAgent for FakeChild {
     fn accepts_steering(&self) -> bool {
         self.steerable
     }
-    fn run_steered(
+    fn reports_progress(&self) -> bool {
+        self.reports
+    }
+    fn run_background(
         &self,
         task: &ChildTask,
-        steering: &Steering,
+        run: &delegate_tool::BackgroundRun<'_>,
     ) -> Result<DelegationResult, RunnerError> {
-        *self.steering.lock().unwrap() = Some(steering.clone());
+        *self.steering.lock().unwrap() = run.steering().cloned();
+        *self.progress.lock().unwrap() = run.progress().cloned();
         self.run(task)
     }
 }
@@ -136,6 +142,8 @@ pub struct FakeBackend {
     pub model: Option<String>,
     /// Children accept steering.
     pub steerable: bool,
+    /// Children report progress (the engine's stall monitor watches them).
+    pub reports_progress: bool,
     pub built: Mutex<Vec<Arc<FakeChild>>>,
     pub credential_calls: AtomicUsize,
 }
@@ -154,6 +162,7 @@ impl FakeBackend {
             fail_build_goal: None,
             model: Some("m".to_owned()),
             steerable: false,
+            reports_progress: false,
             built: Mutex::new(Vec::new()),
             credential_calls: AtomicUsize::new(0),
         }
@@ -228,6 +237,8 @@ impl ChildBackend for FakeBackend {
             run_thread: Mutex::new(None),
             steerable: self.steerable,
             steering: Mutex::new(None),
+            reports: self.reports_progress,
+            progress: Mutex::new(None),
         });
         if self.register_on_build {
             parent.register_child(child.clone());

@@ -109,6 +109,19 @@ pub struct AsyncDelegationEvent {
     /// Several texts are joined by a line break, oldest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missed_steer: Option<Text>,
+    /// A stalled (or timed-out) delegation: how long it had made no progress when it was
+    /// interrupted, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled_after_quiet_seconds: Option<WireNumber>,
+    /// The quiet (or deadline) threshold it crossed, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stall_threshold_seconds: Option<WireNumber>,
+    /// `idle`, `in_tool` (inside a tool call), or `deadline` (its deadline passed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stall_phase: Option<Text>,
+    /// How long it was given to end by itself after the interrupt, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stall_grace_seconds: Option<WireNumber>,
     /// `true` for a fan-out batch.
     #[serde(skip_serializing_if = "is_false")]
     pub is_batch: bool,
@@ -158,6 +171,10 @@ impl AsyncDelegationEvent {
             exit_reason: f.take("exit_reason")?,
             truncated: f.take("truncated")?,
             missed_steer: f.take("missed_steer")?,
+            stalled_after_quiet_seconds: f.take("stalled_after_quiet_seconds")?,
+            stall_threshold_seconds: f.take("stall_threshold_seconds")?,
+            stall_phase: f.take("stall_phase")?,
+            stall_grace_seconds: f.take("stall_grace_seconds")?,
             is_batch: f.take("is_batch")?.unwrap_or_default(),
             goals: f.take("goals")?,
             results: f.take("results")?,

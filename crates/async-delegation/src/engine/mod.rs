@@ -10,15 +10,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use event_listener::Listener as _;
 
 use process_registry::{
-    AsyncDelegationEvent, CompletionQueue, DispatchRecord, Event, Recorded, Text, WireNumber,
+    AsyncDelegationEvent, Clock, CompletionQueue, DispatchRecord, Event, Recorded, SystemClock,
+    Text, WireNumber,
 };
 
 use crate::fence;
 use crate::handle::{DelegationHandle, Watch};
+use crate::liveness::{Monitor, StallPhase};
+
+mod stall;
 use crate::pool::{IdleSignal, WorkerPool, DEFAULT_KEEP_ALIVE};
 use crate::{
     Controls, DelegationRecord, DelegationResult, DelegationSpec, DispatchError, DispatchOutcome,
-    InterruptHook, RunnerError, SteerOutcome, Steering, MAX_RETAINED_COMPLETED,
+    InterruptHook, Progress, RunnerError, StallPolicy, SteerOutcome, Steering,
+    MAX_RETAINED_COMPLETED,
 };
 
 /// Runs subagents in the background and reports each one's end on a completion queue.
@@ -54,6 +59,10 @@ pub(crate) struct Inner {
     pool: WorkerPool,
     /// Notified whenever a completion leaves no delegation running.
     drained: event_listener::Event,
+    /// The clock of stalls and deadlines.
+    clock: Arc<dyn Clock>,
+    stall: StallPolicy,
+    monitor: Monitor,
 }
 
 #[derive(Default)]
@@ -79,6 +88,33 @@ struct Running {
     steering: Option<Steering>,
     /// Where a [`DelegationHandle`] waits for the outcome, when one was asked for.
     watch: Option<Arc<Watch>>,
+    /// Set when the stall monitor watches it (progress reports or a deadline).
+    watched: Option<Box<Watched>>,
+}
+
+/// What the stall monitor keeps of a watched delegation.
+#[derive(Clone)]
+struct Watched {
+    progress: Option<Progress>,
+    /// When it passes (on the engine's clock), and its length in seconds.
+    deadline: Option<(f64, f64)>,
+    /// The ledger's row, for the engine's own finalization (set once recorded).
+    record: Option<DispatchRecord>,
+    /// Unix seconds at dispatch, as its event says.
+    dispatched_at: f64,
+    /// Set when the monitor interrupted it.
+    stall: Option<Stall>,
+    /// The monitor is writing its completion.
+    finalizing: bool,
+}
+
+/// Why and when the monitor interrupted a delegation.
+#[derive(Clone, Copy)]
+struct Stall {
+    interrupted_at: f64,
+    quiet: f64,
+    threshold: f64,
+    phase: StallPhase,
 }
 
 /// A retained completed delegation: its dispatch and how it ended.
@@ -158,6 +194,8 @@ impl Dispatched {
             dispatched_at: spec.dispatched_at.as_ref().map_or(0.0, WireNumber::as_f64),
             completed_at,
             accepting_steer,
+            seconds_since_progress: None,
+            in_tool: None,
         }
     }
 }
@@ -174,14 +212,43 @@ impl DelegationEngine {
     /// starts in bursty use; idle workers cost a parked thread each and never keep the
     /// process alive.
     pub fn with_worker_keep_alive(queue: CompletionQueue, keep_alive: Duration) -> Self {
-        DelegationEngine {
-            inner: Arc::new(Inner {
-                queue,
-                state: Mutex::new(State::default()),
-                pool: WorkerPool::new(keep_alive),
-                drained: event_listener::Event::new(),
-            }),
+        Self::builder(queue).worker_keep_alive(keep_alive).build()
+    }
+
+    /// An engine on `queue` with every setting at its default, to change before
+    /// [`build`](EngineBuilder::build).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_delegation::{DelegationEngine, StallPolicy};
+    ///
+    /// let engine = DelegationEngine::builder(process_registry::CompletionQueue::new())
+    ///     .stall_policy(StallPolicy::default().with_idle(Duration::from_secs(120)))
+    ///     .build();
+    /// assert_eq!(engine.active_count(), 0);
+    /// ```
+    pub fn builder(queue: CompletionQueue) -> EngineBuilder {
+        EngineBuilder {
+            queue,
+            keep_alive: DEFAULT_KEEP_ALIVE,
+            stall: StallPolicy::default(),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// A fresh [`Progress`] handle on this engine's clock, for a child to report on; give
+    /// it to the dispatch with [`Controls::with_progress`].
+    pub fn progress(&self) -> Progress {
+        Progress::new(Arc::clone(&self.inner.clock))
+    }
+
+    /// Runs the stall monitor's check now, on the engine's clock (the monitor thread
+    /// runs it by itself when one is due; tests on a
+    /// [`ManualClock`](process_registry::ManualClock) call it after moving time).
+    /// Interrupts every watched delegation past its threshold or deadline and finalizes
+    /// every one still running past its grace; returns how many it acted on.
+    pub fn sweep_stalls(&self) -> usize {
+        self.inner.sweep().0
     }
 
     #[cfg(feature = "tokio")]
@@ -350,6 +417,7 @@ impl DelegationEngine {
         R: FnOnce() -> Result<DelegationResult, RunnerError> + Send + 'static,
     {
         let steering = controls.steering.clone();
+        let watched = controls.progress.is_some() || controls.deadline.is_some();
         let admitted = match self
             .inner
             .admit_recorded(spec, controls, max_async_children)
@@ -396,6 +464,11 @@ impl DelegationEngine {
             self.inner.abandon(ledger_record, &delegation_id, &error);
             tracing::warn!(%error, "async delegation worker could not be started");
             return Err(DispatchError::WorkerUnavailable(error));
+        }
+        if watched {
+            self.inner
+                .monitor
+                .wake(Arc::downgrade(&self.inner), Inner::monitor_sweep);
         }
         Ok(delegation_id)
     }
@@ -499,6 +572,7 @@ impl DelegationEngine {
     /// Running delegations in dispatch order, then the retained completed ones, oldest
     /// completion first (at most [`MAX_RETAINED_COMPLETED`] of those).
     pub fn list(&self) -> Vec<DelegationRecord> {
+        let now = self.inner.clock.now();
         let state = self.inner.lock_state();
         let mut running: Vec<&Running> = state.running.values().collect();
         running.sort_by_key(|running| running.seq);
@@ -507,12 +581,18 @@ impl DelegationEngine {
             .map(|running| {
                 let spec = running.dispatched.spec();
                 let accepting_steer = running.steering.as_ref().is_some_and(Steering::is_open);
-                running.dispatched.record(
+                let mut record = running.dispatched.record(
                     DelegationRecord::RUNNING,
                     spec.model.clone(),
                     None,
                     accepting_steer,
-                )
+                );
+                let progress = running.watched.as_ref().and_then(|w| w.progress.as_ref());
+                if let Some(progress) = progress {
+                    record.seconds_since_progress = Some((now - progress.last_at()).max(0.0));
+                    record.in_tool = Some(progress.in_tool());
+                }
+                record
             })
             .chain(state.completed.iter().map(|(_, done)| {
                 done.dispatched.record(
@@ -553,7 +633,7 @@ impl Inner {
         &self,
         mut spec: AsyncDelegationEvent,
         interrupt: &mut Option<InterruptHook>,
-        steering: Option<&Steering>,
+        controls: (Option<&Steering>, Option<&Watched>),
         max_async_children: usize,
     ) -> Result<(String, Dispatched), DispatchError> {
         // Drawn before the lock; drawn again under it only on a collision.
@@ -583,8 +663,9 @@ impl Inner {
                 seq,
                 dispatched: dispatched.clone(),
                 interrupt: interrupt.take(),
-                steering: steering.cloned(),
+                steering: controls.0.cloned(),
                 watch: None,
+                watched: controls.1.map(|watched| Box::new(watched.clone())),
             },
         );
         Ok((candidate, dispatched))
@@ -606,10 +687,31 @@ impl Inner {
         let Controls {
             mut interrupt,
             steering,
+            progress,
+            deadline,
         } = controls;
+        let watched = (progress.is_some() || deadline.is_some()).then(|| {
+            let now = self.clock.now();
+            Watched {
+                progress,
+                deadline: deadline.map(|deadline| {
+                    let length = deadline.as_secs_f64();
+                    (now + length, length)
+                }),
+                record: None,
+                dispatched_at,
+                stall: None,
+                finalizing: false,
+            }
+        });
         let mut draws = 0_u32;
         loop {
-            let admitted = self.admit(spec, &mut interrupt, steering.as_ref(), max_async_children);
+            let admitted = self.admit(
+                spec,
+                &mut interrupt,
+                (steering.as_ref(), watched.as_ref()),
+                max_async_children,
+            );
             let Ok((delegation_id, dispatched)) = admitted else {
                 // The hook is the caller's code; its drop runs after the lock is released
                 // and cannot make a refusal a panic (the runner's, likewise, is dropped
@@ -625,12 +727,19 @@ impl Inner {
             );
             match recorded {
                 Ok(Recorded::Dispatch(record)) => {
+                    if watched.is_some() {
+                        let mut state = self.lock_state();
+                        let running = state.running.get_mut(&dispatched.number);
+                        if let Some(watched) = running.and_then(|r| r.watched.as_mut()) {
+                            watched.record = Some(record);
+                        }
+                    }
                     return Ok(Admitted {
                         delegation_id,
                         dispatched,
                         record,
                         dispatched_at,
-                    })
+                    });
                 }
                 Ok(Recorded::IdTaken) if draws < MAX_ID_DRAWS => {
                     draws += 1;
@@ -717,6 +826,12 @@ impl Inner {
         // worker idle rather than start a thread.
         idle.fire();
         let ended = self.complete(ledger_record, delegation_id, finished);
+        if ended.is_discarded() {
+            tracing::warn!(
+                delegation_id,
+                "a runner returned after the engine finalized its delegation (stalled or past its deadline); its result is discarded"
+            );
+        }
         ended.publish();
     }
 
@@ -797,6 +912,11 @@ impl Inner {
     ) -> Result<Ended, process_registry::LedgerError> {
         let (committed, hook, watch, evicted, drained) = {
             let mut state = self.lock_state();
+            if !state.running.contains_key(&finished.number) {
+                // Finalized already (by the stall monitor, or by the runner that beat
+                // it): one completion per delegation.
+                return Ok(Ended::discarded());
+            }
             let committed = self.queue.record_completion(
                 record,
                 delegation_id,
@@ -820,7 +940,7 @@ impl Inner {
         };
         // The lock is released: consumers woken now find the slot free.
         Ok(Ended {
-            committed,
+            committed: Some(committed),
             hook,
             watch,
             drained: drained.then(|| Arc::clone(self)),
@@ -908,7 +1028,8 @@ pub(crate) struct FinishedRun {
 
 /// A recorded completion, with what is left to do outside every lock.
 pub(crate) struct Ended {
-    committed: process_registry::Committed,
+    /// `None`: the delegation was finalized before, this completion is discarded.
+    committed: Option<process_registry::Committed>,
     hook: Option<InterruptHook>,
     watch: Option<Arc<Watch>>,
     /// The engine, when this completion left nothing running (a shutdown may wait).
@@ -918,6 +1039,21 @@ pub(crate) struct Ended {
 }
 
 impl Ended {
+    fn discarded() -> Self {
+        Ended {
+            committed: None,
+            hook: None,
+            watch: None,
+            drained: None,
+            evicted: None,
+        }
+    }
+
+    /// `true` when the delegation had been finalized before: nothing was recorded.
+    pub(crate) fn is_discarded(&self) -> bool {
+        self.committed.is_none()
+    }
+
     /// Wakes the queue's consumers, a waiting handle and a waiting shutdown, and drops
     /// the interrupt hook (user code: its captures' drop is fenced).
     pub(crate) fn publish(self) {
@@ -1117,4 +1253,61 @@ fn unix_now() -> f64 {
 /// ```
 pub fn round_seconds(seconds: f64) -> f64 {
     (seconds * 100.0).round_ties_even() / 100.0
+}
+
+/// How a [`DelegationEngine`] is built: [`DelegationEngine::builder`], then the settings
+/// to change, then [`build`](Self::build).
+#[must_use]
+pub struct EngineBuilder {
+    queue: CompletionQueue,
+    keep_alive: Duration,
+    stall: StallPolicy,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("keep_alive", &self.keep_alive)
+            .field("stall", &self.stall)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// How long an idle worker thread waits for work before it exits (all but the spare;
+    /// default 10 s, see [`DelegationEngine::with_worker_keep_alive`]).
+    pub fn worker_keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive;
+        self
+    }
+
+    /// When a watched delegation counts as stalled ([`StallPolicy`]).
+    pub fn stall_policy(mut self, policy: StallPolicy) -> Self {
+        self.stall = policy;
+        self
+    }
+
+    /// The clock stalls and deadlines are measured on (default the system's; tests move
+    /// a [`ManualClock`](process_registry::ManualClock) by hand and call
+    /// [`DelegationEngine::sweep_stalls`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The engine.
+    pub fn build(self) -> DelegationEngine {
+        DelegationEngine {
+            inner: Arc::new(Inner {
+                queue: self.queue,
+                state: Mutex::new(State::default()),
+                pool: WorkerPool::new(self.keep_alive),
+                drained: event_listener::Event::new(),
+                clock: self.clock,
+                stall: self.stall,
+                monitor: Monitor::new(),
+            }),
+        }
+    }
 }
