@@ -195,8 +195,10 @@ fn child(ledger: &Path, point: KillPoint) {
     let router = DeliveryRouter::builder(queue.clone())
         .adapter(Platform::Telegram, move |message: &InternalMessage| {
             let status = match &*message.event {
-                Event::AsyncDelegation(event) => event.status.clone().unwrap_or_default(),
-                _ => String::new().into(),
+                Event::AsyncDelegation(event) => {
+                    event.status.as_deref().unwrap_or_default().to_owned()
+                }
+                _ => String::new(),
             };
             say(format!(
                 "DELIVERED {} {} {} {}",

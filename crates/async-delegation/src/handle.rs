@@ -97,7 +97,7 @@ impl DelegationHandle {
     pub fn status(&self) -> &str {
         match self.watch.get() {
             Some(outcome) => outcome.status.as_deref().unwrap_or("completed"),
-            None => DelegationRecord::RUNNING,
+            None => DelegationRecord::RUNNING.as_str(),
         }
     }
 

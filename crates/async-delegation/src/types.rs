@@ -4,7 +4,7 @@
 use std::error::Error;
 use std::sync::Arc;
 
-use process_registry::Text;
+use process_registry::{Status, Text};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -116,7 +116,7 @@ impl DelegationSpec {
 #[serde(default)]
 pub struct DelegationResult {
     /// `completed`, `success`, `error`, `failed`, `interrupted`, `timeout`, …
-    pub status: Option<Text>,
+    pub status: Option<Status>,
     /// What the subagent reported.
     pub summary: Option<Text>,
     /// Why it failed, when it did.
@@ -139,7 +139,7 @@ pub struct DelegationResult {
 
 impl DelegationResult {
     /// A result with this status and nothing else.
-    pub fn with_status(status: impl Into<Text>) -> Self {
+    pub fn with_status(status: impl Into<Status>) -> Self {
         DelegationResult {
             status: Some(status.into()),
             ..DelegationResult::default()
@@ -149,7 +149,7 @@ impl DelegationResult {
     /// A `completed` result with this summary.
     pub fn completed(summary: impl Into<Text>) -> Self {
         DelegationResult {
-            status: Some(shared_text(&COMPLETED, "completed")),
+            status: Some(Status::Completed),
             summary: Some(summary.into()),
             ..DelegationResult::default()
         }
@@ -175,7 +175,7 @@ impl DelegationResult {
     /// An `interrupted` result with this error text.
     pub fn interrupted(error: impl Into<Text>) -> Self {
         DelegationResult {
-            status: Some(shared_text(&INTERRUPTED, "interrupted")),
+            status: Some(Status::Interrupted),
             error: Some(error.into()),
             ..DelegationResult::default()
         }
@@ -260,8 +260,8 @@ pub struct DelegationRecord {
     pub model: Option<Text>,
     /// The dispatching session key.
     pub session_key: Text,
-    /// `running`, then the completion event's status.
-    pub status: String,
+    /// [`Status::Running`], then the completion event's status.
+    pub status: Status,
     /// Unix seconds at dispatch.
     pub dispatched_at: f64,
     /// Unix seconds at completion; `None` while running.
@@ -281,23 +281,10 @@ pub struct DelegationRecord {
 
 impl DelegationRecord {
     /// The status of a record whose runner has not finished yet.
-    pub const RUNNING: &'static str = "running";
+    pub const RUNNING: Status = Status::Running;
 
     /// `true` while the runner has not finished.
     pub fn is_running(&self) -> bool {
         self.completed_at.is_none()
     }
-}
-
-static COMPLETED: std::sync::OnceLock<Text> = std::sync::OnceLock::new();
-static INTERRUPTED: std::sync::OnceLock<Text> = std::sync::OnceLock::new();
-
-/// A status every completion may carry, made once and shared.
-pub(crate) fn shared_text(cell: &'static std::sync::OnceLock<Text>, text: &str) -> Text {
-    cell.get_or_init(|| Text::from(text)).clone()
-}
-
-/// The `completed` status, shared.
-pub(crate) fn completed_status() -> Text {
-    shared_text(&COMPLETED, "completed")
 }

@@ -121,13 +121,32 @@ fn no_progress_interrupts_then_the_engine_finalizes_it_stalled_once() {
         event.error.as_deref(),
         Some("Background task \"Summarise the logs\" stopped responding after 7 min of no progress and was cancelled. Nothing else was affected; ask me to run it again if you still need it.")
     );
-    assert_eq!(event.stalled_after_quiet_seconds, seconds(451.0));
-    assert_eq!(event.stall_threshold_seconds, seconds(450.0));
-    assert_eq!(event.stall_phase.as_deref(), Some("idle"));
-    assert_eq!(event.stall_grace_seconds, seconds(120.0));
+    assert_eq!(
+        event.stall.as_ref().unwrap().stalled_after_quiet_seconds,
+        seconds(451.0)
+    );
+    assert_eq!(
+        event.stall.as_ref().unwrap().stall_threshold_seconds,
+        seconds(450.0)
+    );
+    assert_eq!(
+        event.stall.as_ref().and_then(|s| s.stall_phase.as_deref()),
+        Some("idle")
+    );
+    assert_eq!(
+        event.stall.as_ref().unwrap().stall_grace_seconds,
+        seconds(120.0)
+    );
     assert_eq!(event.session_key, "agent:main:telegram:dm:1");
     let listed = engine.list();
     assert_eq!(listed[0].status, "stalled");
+    // On the wire the report's fields are flat, and read back into the report.
+    let wire = serde_json::to_value(Event::AsyncDelegation(event.clone())).unwrap();
+    assert_eq!(wire["stall_phase"], "idle");
+    assert_eq!(wire["stalled_after_quiet_seconds"], 451.0);
+    assert_eq!(wire["stall_grace_seconds"], 120.0);
+    let back: Event = serde_json::from_value(wire).unwrap();
+    assert_eq!(back, Event::AsyncDelegation(event));
 
     // The runner comes back: logged and discarded, never a second completion.
     release.send(()).unwrap();
@@ -177,8 +196,14 @@ fn progress_and_tool_calls_move_the_threshold() {
     advance(&clock, 121);
     assert_eq!(engine.sweep_stalls(), 1);
     let event = take(&queue);
-    assert_eq!(event.stall_phase.as_deref(), Some("in_tool"));
-    assert_eq!(event.stall_threshold_seconds, seconds(1200.0));
+    assert_eq!(
+        event.stall.as_ref().and_then(|s| s.stall_phase.as_deref()),
+        Some("in_tool")
+    );
+    assert_eq!(
+        event.stall.as_ref().unwrap().stall_threshold_seconds,
+        seconds(1200.0)
+    );
     assert_eq!(
         event.error.as_deref(),
         Some("The background task stopped responding after 20 min of no progress and was cancelled. Nothing else was affected; ask me to run it again if you still need it.")
@@ -218,7 +243,7 @@ fn a_runner_that_ends_within_the_grace_is_its_own_completion() {
     assert_eq!(engine.sweep_stalls(), 1);
     let event = take(&queue);
     assert_eq!(event.status.as_deref(), Some("interrupted"));
-    assert_eq!(event.stall_phase, None);
+    assert_eq!(event.stall, None);
     advance(&clock, 500);
     assert_eq!(engine.sweep_stalls(), 0, "nothing left to finalize");
     assert!(queue.is_empty());
@@ -256,8 +281,14 @@ fn a_deadline_interrupts_then_finalizes_as_timeout() {
     let event = take(&queue);
     assert_eq!(event.status.as_deref(), Some("timeout"));
     assert_eq!(event.exit_reason.as_deref(), Some("timeout"));
-    assert_eq!(event.stall_phase.as_deref(), Some("deadline"));
-    assert_eq!(event.stall_threshold_seconds, seconds(60.0));
+    assert_eq!(
+        event.stall.as_ref().and_then(|s| s.stall_phase.as_deref()),
+        Some("deadline")
+    );
+    assert_eq!(
+        event.stall.as_ref().unwrap().stall_threshold_seconds,
+        seconds(60.0)
+    );
     assert_eq!(
         event.error.as_deref(),
         Some("Background task \"bounded\" did not finish within its deadline after 1 min of no progress and was cancelled. Nothing else was affected; ask me to run it again if you still need it.")

@@ -431,7 +431,10 @@ fn a_child_that_reports_progress_is_watched_listed_and_finalized_when_wedged() {
     let event = take_delegation(&queue);
     assert_eq!(event.delegation_id.as_deref(), Some(id.as_str()));
     assert_eq!(event.status.as_deref(), Some("stalled"));
-    assert_eq!(event.stall_phase.as_deref(), Some("in_tool"));
+    assert_eq!(
+        event.stall.as_ref().and_then(|s| s.stall_phase.as_deref()),
+        Some("in_tool")
+    );
     assert_eq!(
         parse(&call(&ctx, SESSION, json!({"action": "list"})))["count"],
         0

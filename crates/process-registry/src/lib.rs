@@ -155,11 +155,12 @@ mod number;
 mod queue;
 mod raw;
 mod registry;
+mod status;
 mod text;
 
 pub use event::{
     json_kind, AsyncDelegationEvent, BatchTaskResult, Event, ProcessCompletion, Routing,
-    WatchDisabled, WatchMatch, WatchOverflow,
+    StallReport, WatchDisabled, WatchMatch, WatchOverflow,
 };
 pub use format::{format_process_notification, format_process_notification_in};
 pub use ledger::backend::{
@@ -185,4 +186,5 @@ pub use queue::{
 };
 pub use raw::{ExtraFields, UnknownEvent};
 pub use registry::{global, ProcessRegistry};
+pub use status::Status;
 pub use text::Text;

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use event_listener::Listener as _;
 
 use process_registry::{
-    AsyncDelegationEvent, Clock, CompletionQueue, DispatchRecord, Event, Recorded, SystemClock,
-    Text, WireNumber,
+    AsyncDelegationEvent, Clock, CompletionQueue, DispatchRecord, Event, Recorded, Status,
+    SystemClock, Text, WireNumber,
 };
 
 use crate::fence;
@@ -176,7 +176,7 @@ impl Dispatched {
     /// What [`DelegationEngine::list`] shows of it.
     fn record(
         &self,
-        status: &str,
+        status: Status,
         model: Option<Text>,
         completed_at: Option<f64>,
         accepting_steer: bool,
@@ -190,7 +190,7 @@ impl Dispatched {
             role: spec.role.clone(),
             model,
             session_key: spec.session_key.clone(),
-            status: status.to_owned(),
+            status,
             dispatched_at: spec.dispatched_at.as_ref().map_or(0.0, WireNumber::as_f64),
             completed_at,
             accepting_steer,
@@ -596,7 +596,7 @@ impl DelegationEngine {
             })
             .chain(state.completed.iter().map(|(_, done)| {
                 done.dispatched.record(
-                    done.status.as_str(),
+                    done.status.clone(),
                     done.model.clone(),
                     Some(done.completed_at),
                     false,
@@ -851,7 +851,7 @@ impl Inner {
             dispatched_at,
             completed_at,
         );
-        let status = Status::of(event.status.as_deref().unwrap_or("completed"));
+        let status = event.status.clone().unwrap_or(Status::Completed);
         let model = event.model.clone();
         FinishedRun {
             number: dispatched.number,
@@ -986,34 +986,6 @@ fn release_slot(
             evicted
         });
     (interrupt, watch, evicted)
-}
-
-/// A retained record's status: the usual ones without an allocation of their own.
-enum Status {
-    Completed,
-    Error,
-    Interrupted,
-    Other(String),
-}
-
-impl Status {
-    fn of(status: &str) -> Status {
-        match status {
-            "completed" => Status::Completed,
-            "error" => Status::Error,
-            "interrupted" => Status::Interrupted,
-            other => Status::Other(other.to_owned()),
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            Status::Completed => "completed",
-            Status::Error => "error",
-            Status::Interrupted => "interrupted",
-            Status::Other(status) => status,
-        }
-    }
 }
 
 /// A runner's outcome as the engine records it.
@@ -1157,7 +1129,7 @@ fn completion_event(
     // The result's own text when it has one (moved, not copied).
     let status = match result.status {
         Some(status) if !status.is_empty() => status,
-        _ => crate::types::completed_status(),
+        _ => Status::Completed,
     };
     AsyncDelegationEvent {
         // The id the dispatch drew, shared.

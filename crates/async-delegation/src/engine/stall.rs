@@ -4,15 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use process_registry::{Event, Text, WireNumber};
+use process_registry::{Event, StallReport, Status, Text, WireNumber};
 
 use super::{call_hooks, Inner, Stall, StallPhase};
 use crate::{DelegationResult, InterruptHook};
-
-/// The status and exit reason of a delegation the engine finalized for a stall.
-const STALLED: &str = "stalled";
-/// The same, past its deadline.
-const TIMEOUT: &str = "timeout";
 
 /// A delegation the sweep finalizes, taken out of the state under the lock.
 struct Finalize {
@@ -130,28 +125,30 @@ impl Inner {
         };
         let delegation_id = dispatched.id().to_owned();
         let status = if stall.phase == StallPhase::Deadline {
-            TIMEOUT
+            Status::Timeout
         } else {
-            STALLED
+            Status::Stalled
         };
         let result = DelegationResult {
-            status: Some(Text::from(status)),
+            status: Some(status.clone()),
             error: Some(Text::from(self.stall.error_text(
                 stall.phase,
                 &dispatched.spec().goal,
                 stall.quiet,
             ))),
-            exit_reason: Some(Text::from(status)),
+            exit_reason: Some(Text::from(status.as_str())),
             ..DelegationResult::default()
         };
         let result = super::with_missed_steer(result, steering.as_ref());
         let mut finished = self.finished(&delegation_id, &dispatched, dispatched_at, result);
         if let Some(Event::AsyncDelegation(event)) = Arc::get_mut(&mut finished.event) {
             let seconds = |value: f64| WireNumber::from_f64(crate::round_seconds(value));
-            event.stalled_after_quiet_seconds = seconds(stall.quiet);
-            event.stall_threshold_seconds = seconds(stall.threshold);
-            event.stall_phase = Some(Text::from(stall.phase.as_str()));
-            event.stall_grace_seconds = seconds(self.stall.grace.as_secs_f64());
+            event.stall = Some(Box::new(StallReport {
+                stalled_after_quiet_seconds: seconds(stall.quiet),
+                stall_threshold_seconds: seconds(stall.threshold),
+                stall_phase: Some(Text::from(stall.phase.as_str())),
+                stall_grace_seconds: seconds(self.stall.grace.as_secs_f64()),
+            }));
         }
         let ended = self.complete(record, &delegation_id, finished);
         if ended.is_discarded() {
@@ -162,7 +159,7 @@ impl Inner {
         } else {
             tracing::warn!(
                 delegation_id,
-                status,
+                status = status.as_str(),
                 quiet_seconds = stall.quiet,
                 "a delegation was finalized by the engine: its runner did not end after the interrupt"
             );

@@ -53,8 +53,8 @@ pub(crate) fn child(ledger: &Path, phase: &str) -> DemoResult<()> {
     let (telegram_key, discord_key) = sessions();
     let adapter = |message: &InternalMessage| {
         let status = match &*message.event {
-            Event::AsyncDelegation(event) => event.status.clone().unwrap_or_default(),
-            _ => String::new().into(),
+            Event::AsyncDelegation(event) => event.status.as_deref().unwrap_or_default(),
+            _ => "",
         };
         say(&format!(
             "DELIVERED {} {} {} {} {} {}",

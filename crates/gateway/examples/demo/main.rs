@@ -244,7 +244,7 @@ fn main() -> DemoResult<()> {
     if let Event::AsyncDelegation(event) = &cli_event {
         tally.delivered(Delivery {
             delegation_id: event.delegation_id.clone().unwrap_or_default().to_string(),
-            status: event.status.clone().unwrap_or_default().to_string(),
+            status: event.status.as_deref().unwrap_or_default().to_owned(),
             place: "CLI drain (unrouted)".to_owned(),
         });
     }

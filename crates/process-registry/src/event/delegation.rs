@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::{deserialize_from_fields, is_false};
 use crate::raw::Fields;
-use crate::{ExtraFields, Text, WireNumber};
+use crate::{ExtraFields, Status, Text, WireNumber};
 
 /// Where an event should be delivered, as a gateway knows it.
 ///
@@ -86,7 +86,7 @@ pub struct AsyncDelegationEvent {
     pub model: Option<Text>,
     /// Open string: `completed`, `success`, `error`, `failed`, `interrupted`, `timeout`,
     /// `stalled`, `unknown`, `cancelled`, …
-    pub status: Option<Text>,
+    pub status: Option<Status>,
     /// What the subagent reported.
     pub summary: Option<Text>,
     /// Why it failed, when it did.
@@ -109,19 +109,11 @@ pub struct AsyncDelegationEvent {
     /// Several texts are joined by a line break, oldest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missed_steer: Option<Text>,
-    /// A stalled (or timed-out) delegation: how long it had made no progress when it was
-    /// interrupted, in seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stalled_after_quiet_seconds: Option<WireNumber>,
-    /// The quiet (or deadline) threshold it crossed, in seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stall_threshold_seconds: Option<WireNumber>,
-    /// `idle`, `in_tool` (inside a tool call), or `deadline` (its deadline passed).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stall_phase: Option<Text>,
-    /// How long it was given to end by itself after the interrupt, in seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stall_grace_seconds: Option<WireNumber>,
+    /// Set when the engine finalized the delegation itself because it stopped making
+    /// progress or ran past its deadline (its four wire fields, written flat; boxed apart
+    /// because almost no completion has them).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub stall: Option<Box<StallReport>>,
     /// `true` for a fan-out batch.
     #[serde(skip_serializing_if = "is_false")]
     pub is_batch: bool,
@@ -140,6 +132,39 @@ pub struct AsyncDelegationEvent {
     /// Fields this crate does not know, kept for the round trip.
     #[serde(flatten)]
     pub extra: ExtraFields,
+}
+
+/// How the engine finalized a delegation that stopped making progress (status
+/// `stalled`) or ran past its deadline (`timeout`): the wire fields
+/// `stalled_after_quiet_seconds`, `stall_threshold_seconds`, `stall_phase`,
+/// `stall_grace_seconds`, each omitted when absent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StallReport {
+    /// How long it had made no progress when it was interrupted, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled_after_quiet_seconds: Option<WireNumber>,
+    /// The quiet (or deadline) threshold it crossed, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stall_threshold_seconds: Option<WireNumber>,
+    /// `idle`, `in_tool` (inside a tool call), or `deadline` (its deadline passed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stall_phase: Option<Text>,
+    /// How long it was given to end by itself after the interrupt, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stall_grace_seconds: Option<WireNumber>,
+}
+
+impl StallReport {
+    /// The report's fields, when the event has any of them.
+    fn take_from(f: &mut Fields) -> Result<Option<Box<StallReport>>, serde_json::Error> {
+        let report = StallReport {
+            stalled_after_quiet_seconds: f.take("stalled_after_quiet_seconds")?,
+            stall_threshold_seconds: f.take("stall_threshold_seconds")?,
+            stall_phase: f.take("stall_phase")?,
+            stall_grace_seconds: f.take("stall_grace_seconds")?,
+        };
+        Ok((report != StallReport::default()).then(|| Box::new(report)))
+    }
 }
 
 impl AsyncDelegationEvent {
@@ -171,10 +196,7 @@ impl AsyncDelegationEvent {
             exit_reason: f.take("exit_reason")?,
             truncated: f.take("truncated")?,
             missed_steer: f.take("missed_steer")?,
-            stalled_after_quiet_seconds: f.take("stalled_after_quiet_seconds")?,
-            stall_threshold_seconds: f.take("stall_threshold_seconds")?,
-            stall_phase: f.take("stall_phase")?,
-            stall_grace_seconds: f.take("stall_grace_seconds")?,
+            stall: StallReport::take_from(&mut f)?,
             is_batch: f.take("is_batch")?.unwrap_or_default(),
             goals: f.take("goals")?,
             results: f.take("results")?,
@@ -194,7 +216,7 @@ pub struct BatchTaskResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub goal: Option<Text>,
     /// Outcome, as for a single delegation.
-    pub status: Option<Text>,
+    pub status: Option<Status>,
     /// What the subagent reported.
     pub summary: Option<Text>,
     /// Why it failed, when it did.

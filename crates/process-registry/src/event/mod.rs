@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-pub use delegation::{AsyncDelegationEvent, BatchTaskResult, Routing};
+pub use delegation::{AsyncDelegationEvent, BatchTaskResult, Routing, StallReport};
 pub use process::{ProcessCompletion, WatchDisabled, WatchMatch, WatchOverflow};
 
 use crate::raw::{raw_kind, Fields};
