@@ -20,7 +20,7 @@ pub const DEFAULT_STALL_GRACE: Duration = Duration::from_secs(120);
 /// The default error of a stalled completion ([`StallPolicy::stalled_error`]).
 pub const STALLED_ERROR: &str = "{task} stopped responding{after} and was cancelled. Nothing else was affected; ask me to run it again if you still need it.";
 /// The default error of a completion past its deadline ([`StallPolicy::deadline_error`]).
-pub const DEADLINE_ERROR: &str = "{task} did not finish within its deadline{after} and was cancelled. Nothing else was affected; ask me to run it again if you still need it.";
+pub const DEADLINE_ERROR: &str = "{task} did not finish within its deadline and was cancelled. Nothing else was affected; ask me to run it again if you still need it.";
 
 /// When the engine gives up on a watched delegation (one dispatched with a [`Progress`]
 /// or a deadline, see [`Controls`](crate::Controls)).
@@ -204,6 +204,7 @@ impl Progress {
     /// A handle whose first report is now, on `clock`.
     pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
         let now = clock.now();
+        let now = if now.is_finite() { now } else { 0.0 };
         Progress(Arc::new(ProgressState {
             token: AtomicU64::new(0),
             in_tool: AtomicBool::new(false),
@@ -215,8 +216,24 @@ impl Progress {
     /// The child made progress.
     pub fn touch(&self) {
         let now = self.0.clock.now();
-        self.0.last_at.store(now.to_bits(), Ordering::Relaxed);
+        // A clock that cannot tell the time leaves the last good time.
+        if now.is_finite() {
+            self.0.last_at.store(now.to_bits(), Ordering::Relaxed);
+        }
         self.0.token.fetch_add(1, Ordering::Release);
+    }
+
+    /// Moves the last report up to `now` if it is earlier (quiet time counts from the
+    /// dispatch at the earliest); the token is left as it is.
+    pub(crate) fn not_before(&self, now: f64) {
+        if now.is_finite() {
+            let _ = self
+                .0
+                .last_at
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                    (f64::from_bits(bits) < now).then_some(now.to_bits())
+                });
+        }
     }
 
     /// The child entered a tool call (progress too): the longer threshold applies until
@@ -318,12 +335,24 @@ impl Drop for Monitor {
 }
 
 fn run<E>(shared: &MonitorShared, engine: &Weak<E>, sweep: fn(&Arc<E>) -> Option<Duration>) {
+    // However this thread ends, the next watched dispatch starts another.
+    struct Started<'a>(&'a MonitorShared);
+    impl Drop for Started<'_> {
+        fn drop(&mut self) {
+            lock(&self.0.state).started = false;
+        }
+    }
+    let _started = Started(shared);
     loop {
         lock(&shared.state).woken = false;
         let next = match engine.upgrade() {
             // The engine's `Arc` is dropped before this sleeps: the monitor never keeps
-            // it alive.
-            Some(engine) => sweep(&engine),
+            // it alive. A panic in a sweep (user code is fenced inside it; this is the
+            // engine's own) is logged, and the sweep tried again soon.
+            Some(engine) => crate::fence::call(|| sweep(&engine)).unwrap_or_else(|message| {
+                tracing::error!(panic = %message, "a stall sweep panicked");
+                Some(Duration::from_secs(1))
+            }),
             None => return,
         };
         let state = lock(&shared.state);

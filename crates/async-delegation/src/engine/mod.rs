@@ -61,6 +61,8 @@ pub(crate) struct Inner {
     drained: event_listener::Event,
     /// The clock of stalls and deadlines.
     clock: Arc<dyn Clock>,
+    /// Set while the clock reads a non-finite time (logged once).
+    clock_failed: std::sync::atomic::AtomicBool,
     stall: StallPolicy,
     monitor: Monitor,
 }
@@ -98,6 +100,8 @@ struct Watched {
     progress: Option<Progress>,
     /// When it passes (on the engine's clock), and its length in seconds.
     deadline: Option<(f64, f64)>,
+    /// When it was admitted, on the engine's clock: quiet since then without progress.
+    admitted_at: f64,
     /// The ledger's row, for the engine's own finalization (set once recorded).
     record: Option<DispatchRecord>,
     /// Unix seconds at dispatch, as its event says.
@@ -416,7 +420,6 @@ impl DelegationEngine {
     where
         R: FnOnce() -> Result<DelegationResult, RunnerError> + Send + 'static,
     {
-        let steering = controls.steering.clone();
         let watched = controls.progress.is_some() || controls.deadline.is_some();
         let admitted = match self
             .inner
@@ -441,14 +444,7 @@ impl DelegationEngine {
         }
         let inner = Arc::clone(&self.inner);
         let job = Box::new(move |idle: IdleSignal| {
-            inner.run(
-                ledger_record,
-                &dispatched,
-                dispatched_at,
-                runner,
-                steering.as_ref(),
-                idle,
-            );
+            inner.run(ledger_record, &dispatched, dispatched_at, runner, idle);
         });
         // A refused thread drops the job (the caller's runner) on this thread: fenced.
         let started = fence::call(|| self.inner.pool.execute(job)).unwrap_or_else(|message| {
@@ -692,12 +688,20 @@ impl Inner {
         } = controls;
         let watched = (progress.is_some() || deadline.is_some()).then(|| {
             let now = self.clock.now();
+            // Quiet time counts from the dispatch at the earliest.
+            if let Some(progress) = &progress {
+                progress.not_before(now);
+            }
+            if deadline.is_some() && !now.is_finite() {
+                tracing::error!(now, "the engine's clock read a non-finite time; the delegation runs without its deadline");
+            }
             Watched {
                 progress,
-                deadline: deadline.map(|deadline| {
+                deadline: deadline.filter(|_| now.is_finite()).map(|deadline| {
                     let length = deadline.as_secs_f64();
                     (now + length, length)
                 }),
+                admitted_at: if now.is_finite() { now } else { 0.0 },
                 record: None,
                 dispatched_at,
                 stall: None,
@@ -800,14 +804,12 @@ impl Inner {
 
     /// The worker side of one delegation: run, build the event, record it, free the
     /// slot, offer it.
-    #[allow(clippy::too_many_arguments)]
     fn run<R>(
         self: &Arc<Self>,
         ledger_record: DispatchRecord,
         dispatched: &Dispatched,
         dispatched_at: f64,
         runner: R,
-        steering: Option<&Steering>,
         mut idle: IdleSignal,
     ) where
         R: FnOnce() -> Result<DelegationResult, RunnerError>,
@@ -819,7 +821,6 @@ impl Inner {
             Err(error) => failure(fence::error_text(error)),
         });
         let result = outcome.unwrap_or_else(|message| failure(format!("panic: {message}")));
-        let result = with_missed_steer(result, steering);
         let delegation_id = dispatched.id();
         let finished = self.finished(delegation_id, dispatched, dispatched_at, result);
         // Whoever reacts to this event may dispatch again at once: let it find this
@@ -912,10 +913,13 @@ impl Inner {
     ) -> Result<Ended, process_registry::LedgerError> {
         let (committed, hook, watch, evicted, drained) = {
             let mut state = self.lock_state();
-            if !state.running.contains_key(&finished.number) {
+            let Some(running) = state.running.get(&finished.number) else {
                 // Finalized already (by the stall monitor, or by the runner that beat
                 // it): one completion per delegation.
                 return Ok(Ended::discarded());
+            };
+            if let Some(steering) = &running.steering {
+                note_missed_steer(&mut finished.event, steering);
             }
             let committed = self.queue.record_completion(
                 record,
@@ -1075,27 +1079,24 @@ impl Admitted {
     }
 }
 
-/// The result with the steering its child never took: the inbox closed and drained in
-/// one step, the text as `missed_steer` and named in the summary's note.
-fn with_missed_steer(
-    mut result: DelegationResult,
-    steering: Option<&Steering>,
-) -> DelegationResult {
-    let Some(steering) = steering else {
-        return result;
-    };
+/// The completion with the steering its child never took: the inbox closed and drained
+/// in one step, the text as `missed_steer` and named in the summary's note. Called only
+/// by the completion that wins (under the state lock), so a text is reported by exactly
+/// the completion that is recorded.
+fn note_missed_steer(event: &mut Arc<Event>, steering: &Steering) {
     let missed = steering.close();
     if missed.is_empty() {
-        return result;
+        return;
     }
     let missed = missed
         .iter()
         .map(Text::as_str)
         .collect::<Vec<_>>()
         .join("\n");
-    result.summary = Some(steering.note_missed(result.summary.as_deref(), &missed));
-    result.missed_steer = Some(Text::from(missed));
-    result
+    if let Event::AsyncDelegation(event) = Arc::make_mut(event) {
+        event.summary = Some(steering.note_missed(event.summary.as_deref(), &missed));
+        event.missed_steer = Some(Text::from(missed));
+    }
 }
 
 /// The most ids one dispatch draws when the ledger keeps answering that an id is taken.
@@ -1277,6 +1278,7 @@ impl EngineBuilder {
                 pool: WorkerPool::new(self.keep_alive),
                 drained: event_listener::Event::new(),
                 clock: self.clock,
+                clock_failed: std::sync::atomic::AtomicBool::new(false),
                 stall: self.stall,
                 monitor: Monitor::new(),
             }),
