@@ -111,6 +111,18 @@ fn no_progress_interrupts_then_the_engine_finalizes_it_stalled_once() {
     advance(&clock, 2);
     assert_eq!(engine.sweep_stalls(), 1, "finalized past the grace");
     assert_eq!(engine.active_count(), 0, "the slot is free");
+    // The ledger records the row as stalled.
+    let rows = queue
+        .rows(&process_registry::RowQuery {
+            delegation_id: Some(id.clone()),
+            ..process_registry::RowQuery::default()
+        })
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].run_state,
+        Some(process_registry::RunState::Finished("stalled".into()))
+    );
 
     let event = take(&queue);
     assert_eq!(event.delegation_id.as_deref(), Some(id.as_str()));

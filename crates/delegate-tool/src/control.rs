@@ -2,6 +2,7 @@
 //! for the background delegations of the caller's own session.
 
 use async_delegation::{DelegationEngine, DelegationRecord, SteerOutcome};
+use process_registry::{Event, RowQuery, Status};
 use serde_json::{Map, Value};
 
 use crate::{ToolError, ToolTexts};
@@ -68,12 +69,7 @@ pub(crate) fn answer(
     engine: &DelegationEngine,
     texts: &ToolTexts,
 ) -> Result<String, ToolError> {
-    let live = || {
-        engine
-            .list()
-            .into_iter()
-            .filter(|record| record.is_running() && *record.session_key == *session_key)
-    };
+    let live = || live(engine, session_key).into_iter();
     if action == Action::List {
         return Ok(list_result(live(), texts));
     }
@@ -92,6 +88,8 @@ pub(crate) fn answer(
     if !live().any(|record| *record.delegation_id == *subagent_id) {
         return Err(ToolError::NoLiveSubagent { subagent_id });
     }
+    // A delegation another process runs (listed from the shared ledger) cannot be
+    // reached from here: it reads as one that just finished, or takes no steering.
     match message {
         None => {
             if !engine.interrupt(&subagent_id, &texts.async_cancel_reason) {
@@ -116,6 +114,57 @@ pub(crate) fn answer(
             }
         },
     }
+}
+
+/// The running delegations of `session_key`: this engine's, then those the completion
+/// ledger records as running for the session in other processes (a shared ledger), in
+/// the order they were dispatched. A ledger that cannot be read leaves the engine's own
+/// (logged).
+fn live(engine: &DelegationEngine, session_key: &str) -> Vec<DelegationRecord> {
+    let mut live: Vec<DelegationRecord> = engine
+        .list()
+        .into_iter()
+        .filter(|record| record.is_running() && *record.session_key == *session_key)
+        .collect();
+    let queue = engine.completion_queue();
+    let query = RowQuery {
+        running_only: true,
+        session_key: Some(session_key.to_owned()),
+        ..RowQuery::default()
+    };
+    let rows = match queue.rows(&query) {
+        Ok(rows) => rows,
+        Err(error) => {
+            tracing::warn!(%error, "the ledger's running rows could not be read; listing this process's delegations only");
+            return live;
+        }
+    };
+    for row in rows {
+        let Some(id) = row.delegation_id.as_deref() else {
+            continue;
+        };
+        if row.owner == queue.instance() || live.iter().any(|known| *known.delegation_id == *id) {
+            continue;
+        }
+        if let Event::AsyncDelegation(spec) = &*row.event {
+            live.push(DelegationRecord {
+                delegation_id: id.into(),
+                goal: spec.goal.clone(),
+                context: spec.context.clone(),
+                toolsets: spec.toolsets.clone(),
+                role: spec.role.clone(),
+                model: spec.model.clone(),
+                session_key: spec.session_key.clone(),
+                status: Status::Running,
+                dispatched_at: row.created_at,
+                completed_at: None,
+                accepting_steer: false,
+                seconds_since_progress: None,
+                in_tool: None,
+            });
+        }
+    }
+    live
 }
 
 /// `{"action":"list","count":N,"subagents":[…]}`, with the empty `note` when there are

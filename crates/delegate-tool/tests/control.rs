@@ -444,3 +444,55 @@ fn a_child_that_reports_progress_is_watched_listed_and_finalized_when_wedged() {
         .take_timeout(std::time::Duration::from_millis(300))
         .is_none());
 }
+
+#[test]
+fn list_shows_this_sessions_delegations_that_another_process_runs() {
+    // Two "processes" on one ledger: their own queue and engine each, their own instance.
+    let ledger = Arc::new(process_registry::MemoryLedger::new());
+    let open = |instance: &str| {
+        process_registry::CompletionQueue::builder_shared(ledger.clone())
+            .instance(instance)
+            .open()
+            .unwrap()
+    };
+    let (theirs, ours) = (open("worker-a"), open("gateway-b"));
+    let gate = Gate::new();
+    let (their_ctx, _) = context(FakeBackend::gated(&gate), DelegationConfig::default());
+    let their_ctx = delegate_tool::DelegateContext::new(
+        DelegationConfig::default(),
+        async_delegation::DelegationEngine::new(theirs.clone()),
+        their_ctx.backend,
+    );
+    let remote = spawn(&their_ctx, SESSION, "runs elsewhere");
+    let hidden = spawn(&their_ctx, OTHER, "another session, elsewhere");
+    let (ctx, _) = context(FakeBackend::gated(&gate), DelegationConfig::default());
+    let ctx = delegate_tool::DelegateContext::new(
+        DelegationConfig::default(),
+        async_delegation::DelegationEngine::new(ours.clone()),
+        ctx.backend,
+    );
+    let local = spawn(&ctx, SESSION, "runs here");
+
+    let listed = parse(&call(&ctx, SESSION, json!({"action": "list"})));
+    assert_eq!(listed["count"], 2, "{listed}");
+    assert_eq!(listed["subagents"][0]["subagent_id"], local.as_str());
+    assert_eq!(listed["subagents"][1]["subagent_id"], remote.as_str());
+    assert_eq!(listed["subagents"][1]["goal"], "runs elsewhere");
+    assert_eq!(listed["subagents"][1]["status"], "running");
+    assert_eq!(listed["subagents"][1]["accepting_steer"], false);
+    assert!(!listed.to_string().contains(&hidden));
+    // Out of this process's reach: stop and steer say so, as for a child that ended.
+    assert_eq!(
+        error_of(&call(&ctx, SESSION, json!({"action": "stop", "subagent_id": remote}))),
+        format!("Could not interrupt '{remote}' — it likely finished in the last moment. Its result arrives as a normal completion message.")
+    );
+    assert!(error_of(&call(
+        &ctx,
+        SESSION,
+        json!({"action": "steer", "subagent_id": remote, "message": "m"})
+    ))
+    .starts_with(&format!(
+        "Subagent '{remote}' is no longer accepting steering"
+    )));
+    gate.open();
+}
