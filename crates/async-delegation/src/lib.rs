@@ -58,6 +58,36 @@
 //!   ([`finished`](DelegationHandle::finished)) — and [`cancel`](DelegationHandle::cancel).
 //!   The completion still goes to the queue and re-enters as a new turn.
 //!
+//! # Control and liveness
+//!
+//! [`DelegationEngine::try_dispatch_with`] takes the dispatch's [`Controls`]: its
+//! interrupt hook, a [`Steering`] inbox, a [`Progress`] handle and a deadline.
+//!
+//! - **Steering.** [`DelegationEngine::steer`] queues text in a running delegation's
+//!   inbox; its child [takes](Steering::take) it at each point where it can hand text to
+//!   its model. When the runner returns, the completion that is recorded closes the inbox
+//!   and takes what is still pending in one step: that text comes back as the event's
+//!   `missed_steer`, and the summary ends with the [missed note](MISSED_STEER_NOTE). A
+//!   steer is taken or reported, never lost and never both.
+//! - **Stalls.** A delegation dispatched with a [`Progress`] (made by
+//!   [`DelegationEngine::progress`], reported on by its child) or a deadline is watched by
+//!   the engine's one monitor thread, `async-delegate-monitor` (started with the first
+//!   watched dispatch, asleep until a check is due, gone with the engine). No progress for
+//!   the [`StallPolicy`]'s threshold (450 s; 1200 s inside a tool call), or its deadline
+//!   passed → its hook is called; still running after the grace (120 s) → the engine
+//!   finalizes it itself: the slot is freed and its one completion is written, status
+//!   `stalled` (`timeout` for a deadline) with the stall fields
+//!   ([`StallReport`](process_registry::StallReport)) and the error text of SPEC §10. A
+//!   runner that returns after that is logged and discarded: the one-completion check is
+//!   made under the engine's lock, by whichever of the two gets there first. Thresholds
+//!   and texts: [`DelegationEngine::builder`] with [`EngineBuilder::stall_policy`]; time:
+//!   [`EngineBuilder::clock`] (tests move a [`ManualClock`](process_registry::ManualClock)
+//!   and call [`DelegationEngine::sweep_stalls`]). A delegation without a `Progress` and
+//!   a deadline is never judged stalled.
+//! - **Visibility.** [`DelegationEngine::list`] reports, for each running delegation,
+//!   whether it takes steering (`accepting_steer`) and, for a reporting child, how long it
+//!   has been quiet and whether it is inside a tool call.
+//!
 //! # Async runners
 //!
 //! With the `tokio` feature, a runner may be a future: `DelegationEngine::dispatch_async`

@@ -32,6 +32,30 @@
 //!   built is closed exactly once: by its run, or by the tool when the call fails or is
 //!   refused after the build.
 //!
+//! # Control actions
+//!
+//! `action` (default `spawn`) also takes `list`, `steer` and `stop`, answered at once in
+//! the caller's turn and only for the background delegations of the caller's own session
+//! (an id from another session gets the same answer as an unknown one):
+//!
+//! - `list` → `{"action":"list","count":N,"subagents":[…]}`, each entry with
+//!   `subagent_id`, `goal`, `model`, `status`, `running_seconds`, `accepting_steer` (and
+//!   `seconds_since_progress`, `in_tool` for a child that reports progress), with a `note`
+//!   when there are none. Delegations of the session that another process runs on a
+//!   shared completion ledger are listed too (out of this process's reach: they take no
+//!   steering and cannot be stopped from here).
+//! - `stop` (`subagent_id`) interrupts that one child; its partial result still arrives
+//!   as its one completion.
+//! - `steer` (`subagent_id`, `message`) queues a course correction for a child that
+//!   [accepts steering](ChildAgent::accepts_steering); it reads it at its next delivery
+//!   point ([`ChildAgent::run_background`]), or the text comes back in its completion as
+//!   `missed_steer`.
+//!
+//! A background child that [reports progress](ChildAgent::reports_progress) is watched by
+//! the engine's stall monitor ([`async_delegation::StallPolicy`]): wedged, it is
+//! interrupted and then finalized `stalled` by the engine itself. Every text of these
+//! actions is a [`ToolTexts`] field, pinned to SPEC §10's.
+//!
 //! # Texts
 //!
 //! Every text the model reads — the tool's description and every parameter's in its
