@@ -4,8 +4,10 @@
 //! Telegram DM topic, a Discord thread and a CLI session. Their agents — scripted fake
 //! parents, no model, no network — call the real `delegate_task` tool with
 //! `background=true`. The subagents are real code in this file: they read and summarise
-//! files of this repository. One of them crashes, one is interrupted, one dispatch is
-//! refused at capacity, and every completion comes back as a new turn in the chat and
+//! files of this repository. One of them crashes, one dispatch is refused at capacity,
+//! an agent lists its running subagents and stops one (`action=list`, `action=stop`),
+//! one wedges inside a tool call and is finalized `stalled` by the engine's stall monitor
+//! (thresholds of milliseconds here), and every completion comes back as a new turn in the chat and
 //! thread that dispatched it (the CLI's is drained from the queue by a CLI loop; the
 //! gateway leaves it alone). A completion for a session that is mid-turn waits for the
 //! turn to end.
@@ -31,10 +33,10 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use async_delegation::{DelegationEngine, DelegationResult, RunnerError};
+use async_delegation::{DelegationEngine, DelegationResult, RunnerError, StallPolicy};
 use delegate_tool::{
-    delegate_task, BackendError, ChildAgent, ChildBackend, ChildTask, DelegateContext,
-    DelegationConfig, Parent, ParentAgent,
+    delegate_task, BackendError, BackgroundRun, ChildAgent, ChildBackend, ChildTask,
+    DelegateContext, DelegationConfig, Parent, ParentAgent,
 };
 use gateway::{
     AdapterError, DeliveryRouter, InMemoryOriginStore, InternalMessage, Platform, PlatformAdapter,
@@ -77,7 +79,15 @@ fn main() -> DemoResult<()> {
     // The completion queue on a durable ledger: every dispatch and completion is a row in
     // this SQLite file before anyone sees it.
     let queue = CompletionQueue::builder(SqliteLedger::open(&ledger_path)?).open()?;
-    let engine = DelegationEngine::new(queue.clone());
+    // The stall monitor's thresholds, in milliseconds for the demo (450 s / 1200 s in a
+    // tool / 120 s grace by default).
+    let stalls = StallPolicy::default()
+        .with_idle(Duration::from_millis(300))
+        .with_in_tool(Duration::from_millis(400))
+        .with_grace(Duration::from_millis(300));
+    let engine = DelegationEngine::builder(queue.clone())
+        .stall_policy(stalls)
+        .build();
     let config = DelegationConfig::default();
     let start_line = Arc::new(StartLine::default());
     let watch_passes = Arc::new(AtomicUsize::new(0));
@@ -210,22 +220,50 @@ fn main() -> DemoResult<()> {
         tally.delivered(delivery);
     }
 
-    // ---- Discord: bob says stop; the gateway interrupts that session's subagents.
+    // ---- Discord: bob says stop; the model lists its subagents and stops the watcher.
     step("discord · bob: \"Done refactoring, stop watching.\"");
     if !wait_until(|| watch_passes.load(Ordering::SeqCst) >= 1) {
         return Err("the watcher never ran".into());
     }
-    let signalled = engine.interrupt_session(discord_key.as_str(), "user asked to stop");
-    println!("  gateway: interrupt_session({discord_key}) signalled {signalled} subagent(s)");
-    for delivery in expect_deliveries(&delivered, 1)? {
-        tally.delivered(delivery);
+    let listed = discord_agent.control(&tool, json!({"action": "list"}))?;
+    if listed["count"] != 1 || listed["subagents"][0]["subagent_id"] != json!(watcher.delegation_id)
+    {
+        return Err(format!("the discord agent's list is not its one watcher: {listed}").into());
     }
+    let stop = json!({"action": "stop", "subagent_id": watcher.delegation_id});
+    let stopped = discord_agent.control(&tool, stop)?;
+    if stopped["status"] != "interrupt_requested" {
+        return Err(format!("the stop was not accepted: {stopped}").into());
+    }
+    let stopped = expect_deliveries(&delivered, 1)?;
+    expect_status(&stopped, "interrupted")?;
+    stopped
+        .into_iter()
+        .for_each(|delivery| tally.delivered(delivery));
     step("discord · the agent retries the refused word count now that a slot is free");
     let word_count = discord_agent.delegate(&tool, word_count_args)?;
     tally.dispatched(&word_count, "discord 881/t-42");
     for delivery in expect_deliveries(&delivered, 1)? {
         tally.delivered(delivery);
     }
+
+    // ---- Telegram: a subagent wedges inside a tool call; the engine gives up on it.
+    step("telegram · ada: \"Fetch the upstream changelog too.\" (its subagent wedges in a tool call)");
+    let changelog = telegram_agent.delegate(
+        &tool,
+        json!({
+            "goal": "Fetch the upstream changelog",
+            "context": "This subagent reports progress, enters a tool call and never comes back.",
+            "background": true,
+        }),
+    )?;
+    tally.dispatched(&changelog, "telegram 12345/678");
+    println!("  engine: no progress for 400 ms inside a tool -> interrupt; still running 300 ms later -> finalized `stalled` by the engine");
+    let stalled = expect_deliveries(&delivered, 1)?;
+    expect_status(&stalled, "stalled")?;
+    stalled
+        .into_iter()
+        .for_each(|delivery| tally.delivered(delivery));
 
     // ---- CLI: the same tool, no session key; the CLI loop drains its own completion.
     step("cli · user: \"Summarise the workspace manifest and the README.\"");
@@ -295,6 +333,14 @@ impl Agent {
             .with_session_id(format!("{chat}-session"))
             .with_session_key(session_key);
         Agent { chat, parent }
+    }
+
+    /// A control action (`list`, `stop`, …): the tool's answer, parsed.
+    fn control(&self, tool: &DelegateContext<RepoBackend>, args: Value) -> DemoResult<Value> {
+        println!("  {} agent -> delegate_task {args}", self.chat);
+        let out = delegate_task(&args.to_string(), &self.parent, tool);
+        println!("  tool -> {out}");
+        Ok(serde_json::from_str(&out)?)
     }
 
     fn delegate(&self, tool: &DelegateContext<RepoBackend>, args: Value) -> DemoResult<Dispatch> {
@@ -388,6 +434,16 @@ fn cli_drain(queue: &CompletionQueue) -> DemoResult<Event> {
     Ok(Arc::unwrap_or_clone(claim.ack()?))
 }
 
+/// Fails unless every delivery has `status`.
+fn expect_status(deliveries: &[Delivery], status: &str) -> DemoResult<()> {
+    match deliveries.iter().find(|delivery| delivery.status != status) {
+        Some(other) => {
+            Err(format!("expected a `{status}` completion, got `{}`", other.status).into())
+        }
+        None => Ok(()),
+    }
+}
+
 fn expect_deliveries(delivered: &Receiver<Delivery>, n: usize) -> DemoResult<Vec<Delivery>> {
     (0..n)
         .map(|_| {
@@ -444,6 +500,7 @@ enum Job {
     WatchTodos,
     WordCount,
     Manifest,
+    WedgedFetch,
 }
 
 impl Job {
@@ -454,6 +511,7 @@ impl Job {
             ("Watch the repository", Job::WatchTodos),
             ("Count the words", Job::WordCount),
             ("Summarise the workspace manifest", Job::Manifest),
+            ("Fetch the upstream changelog", Job::WedgedFetch),
         ];
         jobs.iter()
             .find(|(prefix, _)| goal.starts_with(prefix))
@@ -529,6 +587,7 @@ impl ChildAgent for RepoChild {
                 DelegationResult::completed(word_counts(&self.root, dir)?)
             }
             Job::Manifest => DelegationResult::completed(manifest_summary(&self.root)?),
+            Job::WedgedFetch => return Err("the wedged fetch runs only in the background".into()),
         };
         result.api_calls = Some(0);
         result.duration_seconds =
@@ -538,6 +597,26 @@ impl ChildAgent for RepoChild {
 
     fn model(&self) -> Option<String> {
         Some("repo-reader".to_owned())
+    }
+
+    fn reports_progress(&self) -> bool {
+        matches!(self.job, Job::WedgedFetch)
+    }
+
+    fn run_background(
+        &self,
+        task: &ChildTask,
+        run: &BackgroundRun<'_>,
+    ) -> Result<DelegationResult, RunnerError> {
+        let (Job::WedgedFetch, Some(progress)) = (self.job, run.progress()) else {
+            return self.run(task);
+        };
+        // One model call, then a tool call that never returns — and it ignores its
+        // interrupt. Its result, should it ever come, would be discarded.
+        progress.touch();
+        progress.enter_tool();
+        std::thread::sleep(HANG_GUARD);
+        Ok(DelegationResult::completed("fetched, far too late"))
     }
 
     fn interrupt(&self, reason: &str) {
