@@ -77,7 +77,7 @@
 //!   passed → its hook is called; still running after the grace (120 s) → the engine
 //!   finalizes it itself: the slot is freed and its one completion is written, status
 //!   `stalled` (`timeout` for a deadline) with the stall fields
-//!   ([`StallReport`](process_registry::StallReport)) and the error text of SPEC §10. A
+//!   ([`StallReport`](process_registry::StallReport)) and the error text [`STALLED_ERROR`]. A
 //!   runner that returns after that is logged and discarded: the one-completion check is
 //!   made under the engine's lock, by whichever of the two gets there first. Thresholds
 //!   and texts: [`DelegationEngine::builder`] with [`EngineBuilder::stall_policy`]; time:

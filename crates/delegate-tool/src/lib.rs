@@ -54,7 +54,7 @@
 //! A background child that [reports progress](ChildAgent::reports_progress) is watched by
 //! the engine's stall monitor ([`async_delegation::StallPolicy`]): wedged, it is
 //! interrupted and then finalized `stalled` by the engine itself. Every text of these
-//! actions is a [`ToolTexts`] field, pinned to SPEC §10's.
+//! actions is a [`ToolTexts`] field; the defaults are the reference harness's texts.
 //!
 //! # Texts
 //!

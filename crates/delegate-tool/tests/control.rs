@@ -496,3 +496,34 @@ fn list_shows_this_sessions_delegations_that_another_process_runs() {
     )));
     gate.open();
 }
+
+#[test]
+fn a_stopped_child_reports_its_partial_work_in_its_one_completion() {
+    let gate = Gate::new();
+    let held = Arc::clone(&gate);
+    let (ctx, queue) = context(
+        FakeBackend::new(move |child, _task| {
+            // Works until told to stop, then reports what it had.
+            held.wait(child);
+            Ok(DelegationResult {
+                summary: Some("read 3 of 7 files".into()),
+                ..DelegationResult::interrupted(child.interrupt_reasons().join(", "))
+            })
+        }),
+        DelegationConfig::default(),
+    );
+    let id = spawn(&ctx, SESSION, "read seven files");
+    let out = call(&ctx, SESSION, json!({"action": "stop", "subagent_id": id}));
+    assert_eq!(parse(&out)["status"], "interrupt_requested");
+    let event = take_delegation(&queue);
+    assert_eq!(event.status.as_deref(), Some("interrupted"));
+    assert_eq!(event.summary.as_deref(), Some("read 3 of 7 files"));
+    let text = process_registry::format_process_notification(
+        &process_registry::Event::AsyncDelegation(event),
+    )
+    .unwrap();
+    assert!(text.contains("read 3 of 7 files"), "{text}");
+    wait_until(|| ctx.engine.active_count() == 0);
+    assert!(queue.is_empty());
+    drop(gate);
+}
