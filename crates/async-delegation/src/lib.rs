@@ -84,6 +84,9 @@
 //!   [`EngineBuilder::clock`] (tests move a [`ManualClock`](process_registry::ManualClock)
 //!   and call [`DelegationEngine::sweep_stalls`]). A delegation without a `Progress` and
 //!   a deadline is never judged stalled.
+//! - **Async runners** get the same controls with `DelegationEngine::dispatch_async_with`
+//!   (feature `tokio`): a stall cancels the runner's `Cancellation`, and a future still
+//!   pending after the grace is finalized like a thread's runner.
 //! - **Visibility.** [`DelegationEngine::list`] reports, for each running delegation,
 //!   whether it takes steering (`accepting_steer`) and, for a reporting child, how long it
 //!   has been quiet and whether it is inside a tool call.

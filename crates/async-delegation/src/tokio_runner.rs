@@ -17,7 +17,8 @@ use crate::engine::{failure, Admitted, FinishedRun, Inner};
 use crate::fence;
 use crate::handle::{DelegationHandle, Watch};
 use crate::{
-    DelegationEngine, DelegationResult, DelegationSpec, DispatchError, InterruptHook, RunnerError,
+    Controls, DelegationEngine, DelegationResult, DelegationSpec, DispatchError, InterruptHook,
+    RunnerError,
 };
 
 /// The `error` of an async delegation whose future was dropped before it finished (its
@@ -122,20 +123,56 @@ impl DelegationEngine {
         F: FnOnce(Cancellation) -> Fut + Send + 'static,
         Fut: Future<Output = Result<DelegationResult, RunnerError>> + Send + 'static,
     {
+        self.dispatch_async_with(
+            spec,
+            runtime,
+            runner,
+            Controls::default(),
+            max_async_children,
+        )
+    }
+
+    /// [`dispatch_async`](Self::dispatch_async) with the delegation's other
+    /// [`Controls`]: a [`Steering`](crate::Steering) inbox ([`steer`](Self::steer)), a
+    /// [`Progress`](crate::Progress) or a deadline (the stall monitor watches it, and
+    /// cancels its [`Cancellation`] when it stalls), and an interrupt hook called after the
+    /// cancellation.
+    ///
+    /// # Errors
+    /// As [`dispatch_async`](Self::dispatch_async).
+    pub fn dispatch_async_with<F, Fut>(
+        &self,
+        spec: DelegationSpec,
+        runtime: &tokio::runtime::Handle,
+        runner: F,
+        mut controls: Controls,
+        max_async_children: usize,
+    ) -> Result<DelegationHandle, DispatchError>
+    where
+        F: FnOnce(Cancellation) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<DelegationResult, RunnerError>> + Send + 'static,
+    {
         let cancellation = Cancellation::default();
         let signal = cancellation.clone();
-        let hook: InterruptHook = Arc::new(move |reason: &str| signal.cancel(reason));
-        let admitted =
-            match self
-                .inner()
-                .admit_recorded(spec, Some(hook).into(), max_async_children)
-            {
-                Ok(admitted) => admitted,
-                Err(error) => {
-                    fence::drop_logged(runner, "a refused async runner");
-                    return Err(error);
-                }
-            };
+        let also = controls.interrupt.take();
+        let hook: InterruptHook = Arc::new(move |reason: &str| {
+            signal.cancel(reason);
+            if let Some(also) = &also {
+                also(reason);
+            }
+        });
+        controls.interrupt = Some(hook);
+        let watched = controls.progress.is_some() || controls.deadline.is_some();
+        let admitted = match self
+            .inner()
+            .admit_recorded(spec, controls, max_async_children)
+        {
+            Ok(admitted) => admitted,
+            Err(error) => {
+                fence::drop_logged(runner, "a refused async runner");
+                return Err(error);
+            }
+        };
         let watch = Arc::new(Watch::default());
         self.inner()
             .watch(admitted.delegation_id(), Arc::clone(&watch));
@@ -174,6 +211,9 @@ impl DelegationEngine {
             };
             task.run.finish(result);
         }));
+        if watched {
+            self.inner().wake_monitor();
+        }
         Ok(handle)
     }
 }

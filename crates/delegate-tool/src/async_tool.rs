@@ -19,7 +19,9 @@ use std::task::Poll;
 use std::time::Instant;
 
 use async_delegation::fence::{self as engine_fence, DropFenced};
-use async_delegation::{Cancellation, DelegationHandle, DelegationResult, RunnerError};
+use async_delegation::{
+    Cancellation, Controls, DelegationHandle, DelegationResult, RunnerError, Steering,
+};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +29,8 @@ use crate::args::{check_depth, parse_argument_text, Arguments};
 use crate::control;
 use crate::sync::{error_result, seconds, task_result};
 use crate::{
-    BackendError, ChildTask, DelegateCall, DelegateContext, DelegationConfig, ToolError, ToolTexts,
+    BackendError, BackgroundRun, ChildTask, DelegateCall, DelegateContext, DelegationConfig,
+    ToolError, ToolTexts,
 };
 
 /// A child's run in progress: what [`AsyncChildAgent::run`] returns.
@@ -50,6 +53,31 @@ pub trait AsyncChildAgent: Send + Sync + 'static {
     /// The model it runs on, when known (reported in results and completions).
     fn model(&self) -> Option<String> {
         None
+    }
+
+    /// Whether it reads steering text, as [`ChildAgent::accepts_steering`](crate::ChildAgent::accepts_steering).
+    fn accepts_steering(&self) -> bool {
+        false
+    }
+
+    /// Whether it reports progress, as [`ChildAgent::reports_progress`](crate::ChildAgent::reports_progress):
+    /// the engine's stall monitor then watches it, and cancels its [`Cancellation`] when
+    /// it stalls.
+    fn reports_progress(&self) -> bool {
+        false
+    }
+
+    /// [`run`](Self::run) for a background child, with what it accepts and reports, as
+    /// [`ChildAgent::run_background`](crate::ChildAgent::run_background). The default
+    /// runs [`run`](Self::run).
+    fn run_background(
+        self: Arc<Self>,
+        task: ChildTask,
+        cancel: Cancellation,
+        run: BackgroundRun,
+    ) -> ChildRun {
+        let _ = run;
+        self.run(task, cancel)
     }
 }
 
@@ -272,8 +300,28 @@ impl<C: AsyncChildAgent> Closing<C> {
         cancel: Cancellation,
         texts: ToolTexts,
     ) -> Result<DelegationResult, RunnerError> {
+        self.run_with(texts, |child| child.run(task, cancel)).await
+    }
+
+    /// [`run`](Self::run) through [`AsyncChildAgent::run_background`].
+    async fn run_background(
+        self,
+        task: ChildTask,
+        cancel: Cancellation,
+        run: BackgroundRun,
+        texts: ToolTexts,
+    ) -> Result<DelegationResult, RunnerError> {
+        self.run_with(texts, |child| child.run_background(task, cancel, run))
+            .await
+    }
+
+    async fn run_with(
+        self,
+        texts: ToolTexts,
+        start: impl FnOnce(Arc<C>) -> ChildRun,
+    ) -> Result<DelegationResult, RunnerError> {
         let running = match &self.0 {
-            Some(child) => engine_fence::call(|| Arc::clone(child).run(task, cancel)),
+            Some(child) => engine_fence::call(|| start(Arc::clone(child))),
             None => Err("the subagent is gone".to_owned()),
         };
         let outcome = match running {
@@ -330,12 +378,27 @@ async fn background<B: AsyncChildBackend>(
     };
     let goal = task.goal.clone();
     let spec = crate::background::delegation_spec(&task, model, call.session_key.clone());
+    let ask = |what: &str, question: fn(&B::Child) -> bool| {
+        engine_fence::call(|| question(&child)).unwrap_or_else(|message| {
+            tracing::warn!(panic = %message, method = what, "a subagent's capability question panicked");
+            false
+        })
+    };
+    let steering = ask("accepts_steering", |child| child.accepts_steering())
+        .then(|| Steering::with_missed_note(&*texts.missed_steer_note));
+    let progress = ask("reports_progress", |child| child.reports_progress())
+        .then(|| context.engine.progress());
+    let run = BackgroundRun::new(steering.clone(), progress.clone());
+    let mut controls = Controls::default();
+    controls.steering = steering;
+    controls.progress = progress;
     let runner_child = Closing(Some(Arc::clone(&child)));
     let runner_texts = texts.clone();
-    let dispatched = context.engine.dispatch_async(
+    let dispatched = context.engine.dispatch_async_with(
         spec,
         &runtime,
-        move |cancel| runner_child.run(task, cancel, runner_texts),
+        move |cancel| runner_child.run_background(task, cancel, run, runner_texts),
+        controls,
         context.config.max_async_children,
     );
     match dispatched {

@@ -140,41 +140,46 @@ pub trait ChildAgent: Send + Sync {
     fn run_background(
         &self,
         task: &ChildTask,
-        run: &BackgroundRun<'_>,
+        run: &BackgroundRun,
     ) -> Result<DelegationResult, RunnerError> {
         let _ = run;
         self.run(task)
     }
 }
 
-/// What a background child can use while it runs ([`ChildAgent::run_background`]): its
-/// steering inbox, if it [accepts steering](ChildAgent::accepts_steering), and its
-/// progress reports, if it [reports progress](ChildAgent::reports_progress).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BackgroundRun<'a> {
-    steering: Option<&'a Steering>,
-    progress: Option<&'a Progress>,
+/// What a background child can use while it runs ([`ChildAgent::run_background`], and
+/// `AsyncChildAgent::run_background` with the `tokio` feature): its steering inbox, if it
+/// [accepts steering](ChildAgent::accepts_steering), and its progress reports, if it
+/// [reports progress](ChildAgent::reports_progress). Cheap to clone: both are shared
+/// handles.
+#[derive(Debug, Clone, Default)]
+pub struct BackgroundRun {
+    steering: Option<Steering>,
+    progress: Option<Progress>,
 }
 
-impl<'a> BackgroundRun<'a> {
+impl BackgroundRun {
     /// A run with this steering inbox and these progress reports (either may be absent).
-    pub fn new(steering: Option<&'a Steering>, progress: Option<&'a Progress>) -> Self {
+    pub fn new(steering: Option<Steering>, progress: Option<Progress>) -> Self {
         BackgroundRun { steering, progress }
     }
 
     /// The steering text queued since the last take, oldest first: the child's to
     /// deliver now. Empty without steering.
     pub fn take_steering(&self) -> Vec<Text> {
-        self.steering.map(Steering::take).unwrap_or_default()
+        self.steering
+            .as_ref()
+            .map(Steering::take)
+            .unwrap_or_default()
     }
 
     /// The steering inbox, when the child accepts steering.
-    pub fn steering(&self) -> Option<&'a Steering> {
-        self.steering
+    pub fn steering(&self) -> Option<&Steering> {
+        self.steering.as_ref()
     }
 
     /// The progress reports, when the child reports progress.
-    pub fn progress(&self) -> Option<&'a Progress> {
-        self.progress
+    pub fn progress(&self) -> Option<&Progress> {
+        self.progress.as_ref()
     }
 }

@@ -49,7 +49,7 @@ pub(crate) fn run<B: ChildBackend>(
         .accepts_steering()
         .then(|| Steering::with_missed_note(&*texts.missed_steer_note));
     let progress = child.reports_progress().then(|| context.engine.progress());
-    let (runner_steering, runner_progress) = (steering.clone(), progress.clone());
+    let run = BackgroundRun::new(steering.clone(), progress.clone());
     // The closures hold fenced handles: the engine drops them on its worker, or on this
     // thread when it refuses the dispatch, and a child's panicking `Drop` must not
     // escape either way.
@@ -59,7 +59,6 @@ pub(crate) fn run<B: ChildBackend>(
     let runner = move || -> Result<DelegationResult, RunnerError> {
         // Errors are turned into text here, as for a synchronous child, so a panicking
         // `Display` reads the same in both modes.
-        let run = BackgroundRun::new(runner_steering.as_ref(), runner_progress.as_ref());
         let outcome = runner_child.run_background(&task, &run, &runner_texts);
         runner_child.close();
         outcome.map_err(RunnerError::from)

@@ -95,7 +95,7 @@ impl FencedChild {
     pub(crate) fn run_background(
         &self,
         task: &ChildTask,
-        run: &BackgroundRun<'_>,
+        run: &BackgroundRun,
         texts: &ToolTexts,
     ) -> Result<DelegationResult, String> {
         user_result(call(|| self.child.run_background(task, run)), texts)

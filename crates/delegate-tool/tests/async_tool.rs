@@ -107,10 +107,10 @@ fn tools() -> (DelegateContext<Backend>, CompletionQueue) {
     (tools, queue)
 }
 
-async fn call(
+async fn call<B: AsyncChildBackend>(
     arguments: &str,
     context: &CallContext,
-    tools: &DelegateContext<Backend>,
+    tools: &DelegateContext<B>,
 ) -> delegate_tool::ToolOutput {
     tokio::time::timeout(HANG_GUARD, delegate_task_async(arguments, context, tools))
         .await
@@ -437,4 +437,139 @@ async fn control_actions_answer_at_once_for_async_agents_too() {
         .unwrap();
     assert_eq!(event.status.as_deref(), Some("interrupted"));
     assert_eq!(queue.drain().len(), 1);
+}
+
+/// Children for the control tests: one that takes its steering, one that reports a tool
+/// call and then never comes back (it ignores its cancellation).
+struct Controlled {
+    goal: String,
+}
+
+impl AsyncChildAgent for Controlled {
+    fn run(self: Arc<Self>, _: ChildTask, _: Cancellation) -> ChildRun {
+        Box::pin(async { Err("only runs in the background".into()) })
+    }
+
+    fn accepts_steering(&self) -> bool {
+        self.goal == "steer me"
+    }
+
+    fn reports_progress(&self) -> bool {
+        self.goal == "wedge"
+    }
+
+    fn run_background(
+        self: Arc<Self>,
+        _: ChildTask,
+        _: Cancellation,
+        run: delegate_tool::BackgroundRun,
+    ) -> ChildRun {
+        Box::pin(async move {
+            if let Some(progress) = run.progress() {
+                progress.enter_tool();
+                std::future::pending::<()>().await;
+            }
+            loop {
+                let steered = run.take_steering();
+                if !steered.is_empty() {
+                    let steered: Vec<String> = steered.iter().map(|t| t.to_string()).collect();
+                    return Ok(DelegationResult::completed(format!(
+                        "steered: {}",
+                        steered.join(" ")
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    }
+}
+
+struct ControlledBackend;
+
+impl AsyncChildBackend for ControlledBackend {
+    type Credentials = ();
+    type Child = Controlled;
+
+    fn resolve_credentials(
+        &self,
+        _: &CallContext,
+        _: &DelegationConfig,
+    ) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn build_child(&self, task: &ChildTask, _: &(), _: &CallContext) -> ChildBuild<Controlled> {
+        let goal = task.goal.clone();
+        Box::pin(async move { Ok(Arc::new(Controlled { goal })) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_children_take_steering_and_are_watched_for_stalls() {
+    let queue = CompletionQueue::new();
+    let clock = Arc::new(process_registry::ManualClock::new(1_000.0));
+    let engine = DelegationEngine::builder(queue.clone())
+        .clock(clock.clone())
+        .build();
+    let tools = DelegateContext::new_async(DelegationConfig::default(), engine, ControlledBackend);
+    let session = CallContext::new("agent:main:telegram:dm:1");
+
+    let out = call(
+        r#"{"goal": "steer me", "background": true}"#,
+        &session,
+        &tools,
+    )
+    .await;
+    let ToolOutcome::Dispatched(steered) = out.outcome else {
+        panic!("{}", out.text)
+    };
+    let listed: serde_json::Value =
+        serde_json::from_str(&call(r#"{"action": "list"}"#, &session, &tools).await.text).unwrap();
+    assert_eq!(listed["subagents"][0]["accepting_steer"], true);
+    let steer = format!(
+        r#"{{"action": "steer", "subagent_id": "{}", "message": "only errors"}}"#,
+        steered.id()
+    );
+    let answer = call(&steer, &session, &tools).await;
+    assert!(
+        answer.text.contains(r#""status":"queued""#),
+        "{}",
+        answer.text
+    );
+    let event = tokio::time::timeout(HANG_GUARD, steered.finished())
+        .await
+        .unwrap();
+    assert_eq!(event.summary.as_deref(), Some("steered: only errors"));
+    assert_eq!(event.missed_steer, None);
+
+    let out = call(r#"{"goal": "wedge", "background": true}"#, &session, &tools).await;
+    let ToolOutcome::Dispatched(wedged) = out.outcome else {
+        panic!("{}", out.text)
+    };
+    // Once its tool call has begun (the list says so), time moves past the in-tool
+    // threshold, then past the grace.
+    let in_tool = async {
+        loop {
+            let listed = call(r#"{"action": "list"}"#, &session, &tools).await.text;
+            if listed.contains(r#""in_tool":true"#) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(HANG_GUARD, in_tool).await.unwrap();
+    clock.advance(Duration::from_secs(1201));
+    assert_eq!(tools.engine.sweep_stalls(), 1);
+    clock.advance(Duration::from_secs(121));
+    assert_eq!(tools.engine.sweep_stalls(), 1);
+    let event = tokio::time::timeout(HANG_GUARD, wedged.finished())
+        .await
+        .unwrap();
+    assert_eq!(event.status.as_deref(), Some("stalled"));
+    assert_eq!(
+        event.stall.as_ref().and_then(|s| s.stall_phase.as_deref()),
+        Some("in_tool")
+    );
+    assert_eq!(tools.engine.active_count(), 0);
+    assert_eq!(queue.drain().len(), 2, "one completion each");
 }

@@ -30,7 +30,7 @@ impl ChildAgent for Wild {
     fn run_background(
         &self,
         _: &ChildTask,
-        _: &BackgroundRun<'_>,
+        _: &BackgroundRun,
     ) -> Result<DelegationResult, RunnerError> {
         let mut open = GATE.lock().unwrap();
         while !*open {

@@ -462,9 +462,7 @@ impl DelegationEngine {
             return Err(DispatchError::WorkerUnavailable(error));
         }
         if watched {
-            self.inner
-                .monitor
-                .wake(Arc::downgrade(&self.inner), Inner::monitor_sweep);
+            self.inner.wake_monitor();
         }
         Ok(delegation_id)
     }
@@ -603,6 +601,12 @@ impl DelegationEngine {
 }
 
 impl Inner {
+    /// Starts (or wakes) the stall monitor: a watched delegation was just admitted.
+    pub(crate) fn wake_monitor(self: &Arc<Self>) {
+        self.monitor
+            .wake(Arc::downgrade(self), Inner::monitor_sweep);
+    }
+
     fn lock_state(&self) -> MutexGuard<'_, State> {
         // The state is only changed by short sections of this module that cannot panic
         // half-way (no user code runs under the lock), so a poisoned lock still holds

@@ -122,7 +122,7 @@ impl ChildAgent for FakeChild {
     fn run_background(
         &self,
         task: &ChildTask,
-        run: &delegate_tool::BackgroundRun<'_>,
+        run: &delegate_tool::BackgroundRun,
     ) -> Result<DelegationResult, RunnerError> {
         *self.steering.lock().unwrap() = run.steering().cloned();
         *self.progress.lock().unwrap() = run.progress().cloned();

@@ -606,7 +606,7 @@ impl ChildAgent for RepoChild {
     fn run_background(
         &self,
         task: &ChildTask,
-        run: &BackgroundRun<'_>,
+        run: &BackgroundRun,
     ) -> Result<DelegationResult, RunnerError> {
         let (Job::WedgedFetch, Some(progress)) = (self.job, run.progress()) else {
             return self.run(task);
