@@ -193,6 +193,7 @@ mod pool;
 mod steering;
 #[cfg(feature = "tokio")]
 mod tokio_runner;
+mod trace;
 mod types;
 
 pub use engine::{round_seconds, DelegationEngine, EngineBuilder};

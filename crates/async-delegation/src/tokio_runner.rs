@@ -142,7 +142,7 @@ impl DelegationEngine {
     /// As [`dispatch_async`](Self::dispatch_async).
     pub fn dispatch_async_with<F, Fut>(
         &self,
-        spec: DelegationSpec,
+        mut spec: DelegationSpec,
         runtime: &tokio::runtime::Handle,
         runner: F,
         mut controls: Controls,
@@ -152,13 +152,19 @@ impl DelegationEngine {
         F: FnOnce(Cancellation) -> Fut + Send + 'static,
         Fut: Future<Output = Result<DelegationResult, RunnerError>> + Send + 'static,
     {
+        let dispatch = crate::trace::dispatch(&mut spec);
+        let _dispatching = dispatch.enter();
         let cancellation = Cancellation::default();
         let signal = cancellation.clone();
         let also = controls.interrupt.take();
         let hook: InterruptHook = Arc::new(move |reason: &str| {
             signal.cancel(reason);
+            // The caller's hook is its own code: a panic there does not undo the
+            // cancellation that landed (the interrupt counts as signalled).
             if let Some(also) = &also {
-                also(reason);
+                if let Err(message) = fence::call(|| also(reason)) {
+                    tracing::warn!(panic = %message, "an async delegation's interrupt hook panicked");
+                }
             }
         });
         controls.interrupt = Some(hook);
@@ -181,12 +187,20 @@ impl DelegationEngine {
             self.clone(),
             Arc::clone(&watch),
         );
+        dispatch.record("delegation_id", admitted.delegation_id());
+        let span = crate::trace::run(
+            &dispatch,
+            admitted.delegation_id(),
+            admitted.dispatched().spec(),
+        );
         let mut run = Run {
             inner: Arc::clone(self.inner()),
             admitted: Some(admitted),
         };
         // Building the future is the caller's code too: a panic there is this
-        // delegation's `panic:` completion, not the caller's.
+        // delegation's `panic:` completion, not the caller's. Built, polled and finished
+        // inside the run's span.
+        let _building = span.enter();
         let future = match fence::call(|| runner(cancellation)) {
             Ok(future) => future,
             Err(message) => {
@@ -202,7 +216,7 @@ impl DelegationEngine {
         };
         // Should the runtime already be shut down, tokio drops the task unpolled, and with
         // it `run`, which records the `interrupted` completion.
-        drop(runtime.spawn(async move {
+        let running = async move {
             let outcome = (&mut task.future).await;
             let result = match outcome {
                 Ok(Ok(result)) => result,
@@ -210,7 +224,13 @@ impl DelegationEngine {
                 Err(message) => failure(format!("panic: {message}")),
             };
             task.run.finish(result);
-        }));
+        };
+        let task = runtime.spawn(tracing::Instrument::instrument(running, span.clone()));
+        if watched {
+            // Only a watched delegation can be finalized by the engine.
+            self.inner().keep_task(handle.id(), task.abort_handle());
+        }
+        drop(task);
         if watched {
             self.inner().wake_monitor();
         }
@@ -243,12 +263,15 @@ impl Run {
             admitted.dispatched_at(),
             result,
         );
+        let completion = crate::trace::completion(admitted.delegation_id(), finished.status_str());
+        let _completing = completion.enter();
         match self
             .inner
             .try_complete(admitted.record(), admitted.delegation_id(), &mut finished)
         {
             Ok(ended) => {
                 drop(finished);
+                warn_if_discarded(&ended, admitted.delegation_id());
                 ended.publish();
             }
             // The store refused it: the retries sleep, so they go to a thread of their
@@ -297,8 +320,19 @@ fn retry_now(inner: &Arc<Inner>, work: &Pending) {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take();
     if let Some((admitted, finished)) = taken {
-        inner
-            .complete(admitted.record(), admitted.delegation_id(), finished)
-            .publish();
+        let ended = inner.complete(admitted.record(), admitted.delegation_id(), finished);
+        warn_if_discarded(&ended, admitted.delegation_id());
+        ended.publish();
+    }
+}
+
+/// A runner's completion that came after the engine finalized the delegation: logged, as
+/// it is discarded.
+fn warn_if_discarded(ended: &crate::engine::Ended, delegation_id: &str) {
+    if ended.is_discarded() {
+        tracing::warn!(
+            delegation_id,
+            "an async runner ended after the engine finalized its delegation (stalled or past its deadline); its result is discarded"
+        );
     }
 }

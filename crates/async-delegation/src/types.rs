@@ -60,6 +60,10 @@ pub struct DelegationSpec {
     /// The dispatching gateway session key; `""` means CLI origin (unrouted).
     #[serde(default)]
     pub session_key: Text,
+    /// The W3C trace context to continue (`traceparent`), restated in the completion.
+    /// Unset, the engine starts one when a `tracing` subscriber records the dispatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<Text>,
 }
 
 impl DelegationSpec {
@@ -102,6 +106,12 @@ impl DelegationSpec {
     /// Sets the dispatching session key.
     pub fn with_session_key(mut self, session_key: impl Into<Text>) -> Self {
         self.session_key = session_key.into();
+        self
+    }
+
+    /// The W3C trace context to continue (`00-{trace id}-{span id}-{flags}`).
+    pub fn with_traceparent(mut self, traceparent: impl Into<Text>) -> Self {
+        self.traceparent = Some(traceparent.into());
         self
     }
 }

@@ -102,6 +102,7 @@ pub(crate) fn delegation_spec(
         role: Some(task.role.as_str().into()),
         model: model.map(Text::from),
         session_key: session_key.into(),
+        traceparent: None,
     }
 }
 

@@ -92,6 +92,12 @@ struct Running {
     watch: Option<Arc<Watch>>,
     /// Set when the stall monitor watches it (progress reports or a deadline).
     watched: Option<Box<Watched>>,
+    /// Steering text drained from the closed inbox by a completion whose write then
+    /// failed: it stays here, for whichever completion is recorded.
+    missed: Vec<Text>,
+    /// The async runner's task, aborted when the engine finalizes it itself.
+    #[cfg(feature = "tokio")]
+    abort: Option<tokio::task::AbortHandle>,
 }
 
 /// What the stall monitor keeps of a watched delegation.
@@ -151,11 +157,12 @@ impl Dispatched {
             role: spec.role,
             model: spec.model,
             dispatched_at: WireNumber::from_f64(dispatched_at),
+            traceparent: spec.traceparent,
             ..AsyncDelegationEvent::default()
         }
     }
 
-    fn spec(&self) -> &AsyncDelegationEvent {
+    pub(crate) fn spec(&self) -> &AsyncDelegationEvent {
         static NONE: std::sync::LazyLock<AsyncDelegationEvent> =
             std::sync::LazyLock::new(AsyncDelegationEvent::default);
         match &*self.event {
@@ -411,7 +418,7 @@ impl DelegationEngine {
 
     fn start<R>(
         &self,
-        spec: DelegationSpec,
+        mut spec: DelegationSpec,
         runner: R,
         controls: Controls,
         max_async_children: usize,
@@ -420,6 +427,8 @@ impl DelegationEngine {
     where
         R: FnOnce() -> Result<DelegationResult, RunnerError> + Send + 'static,
     {
+        let dispatch = crate::trace::dispatch(&mut spec);
+        let _dispatching = dispatch.enter();
         let watched = controls.progress.is_some() || controls.deadline.is_some();
         let admitted = match self
             .inner
@@ -442,9 +451,20 @@ impl DelegationEngine {
         if let Some(watch) = watch {
             self.inner.watch(&delegation_id, watch);
         }
+        dispatch.record("delegation_id", delegation_id.as_str());
         let inner = Arc::clone(&self.inner);
+        let dispatch = dispatch.clone();
         let job = Box::new(move |idle: IdleSignal| {
-            inner.run(ledger_record, &dispatched, dispatched_at, runner, idle);
+            let run = crate::trace::run(&dispatch, dispatched.id(), dispatched.spec());
+            drop(dispatch);
+            inner.run(
+                ledger_record,
+                &dispatched,
+                dispatched_at,
+                runner,
+                &run,
+                idle,
+            );
         });
         // A refused thread drops the job (the caller's runner) on this thread: fenced.
         let started = fence::call(|| self.inner.pool.execute(job)).unwrap_or_else(|message| {
@@ -601,6 +621,18 @@ impl DelegationEngine {
 }
 
 impl Inner {
+    /// Keeps the task of a running async delegation, for the engine to abort should it
+    /// finalize the delegation itself (a task that already ended is not kept).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn keep_task(&self, delegation_id: &str, abort: tokio::task::AbortHandle) {
+        let Some(number) = id_number(delegation_id) else {
+            return;
+        };
+        if let Some(running) = self.lock_state().running.get_mut(&number) {
+            running.abort = Some(abort);
+        }
+    }
+
     /// Starts (or wakes) the stall monitor: a watched delegation was just admitted.
     pub(crate) fn wake_monitor(self: &Arc<Self>) {
         self.monitor
@@ -666,6 +698,9 @@ impl Inner {
                 steering: controls.0.cloned(),
                 watch: None,
                 watched: controls.1.map(|watched| Box::new(watched.clone())),
+                missed: Vec::new(),
+                #[cfg(feature = "tokio")]
+                abort: None,
             },
         );
         Ok((candidate, dispatched))
@@ -814,10 +849,12 @@ impl Inner {
         dispatched: &Dispatched,
         dispatched_at: f64,
         runner: R,
+        span: &tracing::Span,
         mut idle: IdleSignal,
     ) where
         R: FnOnce() -> Result<DelegationResult, RunnerError>,
     {
+        let _running = span.enter();
         // The error's `Display` and drop are user code too: formatted by reference and
         // dropped separately, each in its own fence, so the two can never panic at once.
         let outcome = fence::call(|| match runner() {
@@ -827,6 +864,8 @@ impl Inner {
         let result = outcome.unwrap_or_else(|message| failure(format!("panic: {message}")));
         let delegation_id = dispatched.id();
         let finished = self.finished(delegation_id, dispatched, dispatched_at, result);
+        let completion = crate::trace::completion(delegation_id, finished.status.as_str());
+        let _completing = completion.enter();
         // Whoever reacts to this event may dispatch again at once: let it find this
         // worker idle rather than start a thread.
         idle.fire();
@@ -915,22 +954,32 @@ impl Inner {
         delegation_id: &str,
         finished: &mut FinishedRun,
     ) -> Result<Ended, process_registry::LedgerError> {
+        #[cfg(feature = "tokio")]
+        let abort;
         let (committed, hook, watch, evicted, drained) = {
             let mut state = self.lock_state();
-            let Some(running) = state.running.get(&finished.number) else {
+            let Some(running) = state.running.get_mut(&finished.number) else {
                 // Finalized already (by the stall monitor, or by the runner that beat
                 // it): one completion per delegation.
                 return Ok(Ended::discarded());
             };
             if let Some(steering) = &running.steering {
-                note_missed_steer(&mut finished.event, steering);
+                running.missed.extend(steering.close());
             }
+            note_missed_steer(&mut finished.event, running);
             let committed = self.queue.record_completion(
                 record,
                 delegation_id,
                 finished.status.as_str(),
                 Arc::clone(&finished.event),
             )?;
+            #[cfg(feature = "tokio")]
+            {
+                abort = state
+                    .running
+                    .get_mut(&finished.number)
+                    .and_then(|running| running.abort.take());
+            }
             let (hook, watch, evicted) = release_slot(
                 &mut state,
                 finished.number,
@@ -953,6 +1002,8 @@ impl Inner {
             watch,
             drained: drained.then(|| Arc::clone(self)),
             evicted,
+            #[cfg(feature = "tokio")]
+            abort,
         })
     }
 }
@@ -1006,6 +1057,14 @@ pub(crate) struct FinishedRun {
     event: Arc<Event>,
 }
 
+impl FinishedRun {
+    /// The status it completes with.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn status_str(&self) -> &str {
+        self.status.as_str()
+    }
+}
+
 /// A recorded completion, with what is left to do outside every lock.
 pub(crate) struct Ended {
     /// `None`: the delegation was finalized before, this completion is discarded.
@@ -1016,6 +1075,9 @@ pub(crate) struct Ended {
     drained: Option<Arc<Inner>>,
     /// The retained record this one pushed out, freed after the wake-ups.
     evicted: Option<Finished>,
+    /// The async runner's task (dropping this does not abort it).
+    #[cfg(feature = "tokio")]
+    abort: Option<tokio::task::AbortHandle>,
 }
 
 impl Ended {
@@ -1026,6 +1088,18 @@ impl Ended {
             watch: None,
             drained: None,
             evicted: None,
+            #[cfg(feature = "tokio")]
+            abort: None,
+        }
+    }
+
+    /// Aborts the async runner's task, if there is one: the engine recorded the
+    /// delegation's completion itself, so its future is dropped (closing what it holds)
+    /// rather than left pending on the runtime.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn abort_runner(&mut self) {
+        if let Some(abort) = self.abort.take() {
+            abort.abort();
         }
     }
 
@@ -1043,6 +1117,7 @@ impl Ended {
             watch,
             drained,
             evicted,
+            ..
         } = self;
         drop(committed);
         if let Some(watch) = watch {
@@ -1083,16 +1158,26 @@ impl Admitted {
     }
 }
 
-/// The completion with the steering its child never took: the inbox closed and drained
-/// in one step, the text as `missed_steer` and named in the summary's note. Called only
-/// by the completion that wins (under the state lock), so a text is reported by exactly
-/// the completion that is recorded.
-fn note_missed_steer(event: &mut Arc<Event>, steering: &Steering) {
-    let missed = steering.close();
-    if missed.is_empty() {
+/// The completion with the steering its child never took (drained from the closed inbox
+/// into the running record, under the state lock): the text as `missed_steer` and named
+/// in the summary's note. The text stays in the record until a completion is recorded,
+/// so a completion whose write fails cannot take it along: it is reported by exactly the
+/// completion that is recorded. A completion noted before (its write failed, it is
+/// retried) is left as it is.
+fn note_missed_steer(event: &mut Arc<Event>, running: &Running) {
+    let Some(steering) = &running.steering else {
+        return;
+    };
+    if running.missed.is_empty() {
         return;
     }
-    let missed = missed
+    if let Event::AsyncDelegation(noted) = &**event {
+        if noted.missed_steer.is_some() {
+            return;
+        }
+    }
+    let missed = running
+        .missed
         .iter()
         .map(Text::as_str)
         .collect::<Vec<_>>()
@@ -1165,6 +1250,7 @@ fn completion_event(
         exit_reason: result.exit_reason,
         truncated: result.truncated,
         missed_steer: result.missed_steer,
+        traceparent: spec.traceparent.clone(),
         ..AsyncDelegationEvent::default()
     }
 }

@@ -216,7 +216,19 @@ impl Inner {
                 stall_grace_seconds: seconds(self.stall.grace.as_secs_f64()),
             }));
         }
-        let ended = self.complete(record, &delegation_id, finished);
+        let completion = tracing::info_span!(
+            parent: None,
+            "delegation.completion",
+            delegation_id = delegation_id.as_str(),
+            status = status.as_str(),
+        );
+        let _completing = completion.enter();
+        #[allow(unused_mut)]
+        let mut ended = self.complete(record, &delegation_id, finished);
+        #[cfg(feature = "tokio")]
+        if !ended.is_discarded() {
+            ended.abort_runner();
+        }
         if ended.is_discarded() {
             tracing::info!(
                 delegation_id,

@@ -190,8 +190,14 @@ async fn claim_and_deliver(worker: &Worker, filter: &ClaimFilter, view: &Mutex<V
     }
 }
 
-/// Routes, renders and delivers one claimed completion, and settles the claim.
+/// Routes, renders and delivers one claimed completion, and settles the claim, in the
+/// claim's span.
 async fn deliver(worker: &Worker, claim: Claim) {
+    let span = super::worker::claim_span(&claim);
+    tracing::Instrument::instrument(deliver_claimed(worker, claim), span).await;
+}
+
+async fn deliver_claimed(worker: &Worker, claim: Claim) {
     let Some(Ready {
         claim,
         message,
@@ -212,16 +218,21 @@ async fn deliver(worker: &Worker, claim: Claim) {
     match adapter {
         Adapter::Async(send) => {
             let sent = Sent::owned(&message);
-            let outcome = match fence::call(|| send.deliver(message)) {
-                Ok(delivery) => fence::future(delivery, "an adapter's delivery").await,
+            let span = super::worker::delivery_span(&message);
+            let outcome = match span.in_scope(|| fence::call(|| send.deliver(message))) {
+                Ok(delivery) => {
+                    let delivering = fence::future(delivery, "an adapter's delivery");
+                    tracing::Instrument::instrument(delivering, span).await
+                }
                 Err(panic) => Err(panic),
             };
             fence::drop_logged(send, "a replaced adapter");
             worker.conclude(claim, &sent.view(), outcome);
         }
         Adapter::Sync(sync) => {
+            let span = super::worker::delivery_span(&message);
             let sending = tokio::task::spawn_blocking(move || {
-                let outcome = fence::call(|| sync.deliver(&message));
+                let outcome = span.in_scope(|| fence::call(|| sync.deliver(&message)));
                 fence::drop_logged(sync, "a replaced adapter");
                 (outcome, message)
             });

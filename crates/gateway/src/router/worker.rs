@@ -302,6 +302,8 @@ impl Worker {
 
     /// Routes, renders and delivers one claimed completion, and settles the claim.
     fn handle(&self, claim: Claim) {
+        let span = claim_span(&claim);
+        let _claimed = span.enter();
         let Some(Ready {
             claim,
             message,
@@ -315,16 +317,20 @@ impl Worker {
         // call (this clone is then the last). Each is fenced on its own.
         match &adapter {
             Adapter::Sync(sync) => {
-                let outcome = fence::call(|| sync.deliver(&message));
+                let delivery = delivery_span(&message);
+                let outcome = delivery.in_scope(|| fence::call(|| sync.deliver(&message)));
                 fence::drop_logged(adapter, "a replaced adapter");
                 self.conclude(claim, &Sent::borrowed(&message), outcome);
             }
             Adapter::Async(send) => {
                 let sent = Sent::owned(&message);
+                let delivery = delivery_span(&message);
                 // Driven to its end on this thread: the thread router delivers one
                 // message at a time, whatever the adapter.
-                let outcome = fence::call(|| send.deliver(message)).and_then(|delivery| {
-                    super::adapters::block_on(fence::future(delivery, "an adapter's delivery"))
+                let outcome = delivery.in_scope(|| {
+                    fence::call(|| send.deliver(message)).and_then(|delivery| {
+                        super::adapters::block_on(fence::future(delivery, "an adapter's delivery"))
+                    })
                 });
                 fence::drop_logged(adapter, "a replaced adapter");
                 self.conclude(claim, &sent.view(), outcome);
@@ -488,6 +494,7 @@ impl Worker {
     }
 
     fn delivered(&self, claim: Claim, sent: &Sent<'_>) {
+        record_outcome("delivered");
         match claim.ack() {
             Ok(_) => {
                 self.shared.delivered.fetch_add(1, Ordering::SeqCst);
@@ -509,6 +516,7 @@ impl Worker {
     }
 
     fn defer(&self, claim: Claim) -> Option<Ready> {
+        record_outcome("deferred");
         let key = claim.key().into_owned();
         match claim.defer() {
             Ok(()) => {
@@ -527,6 +535,7 @@ impl Worker {
         let key = claim.key().into_owned();
         match claim.release(&text) {
             Ok(Released::Retry { after }) => {
+                record_outcome("released");
                 self.shared.released.fetch_add(1, Ordering::SeqCst);
                 tracing::warn!(
                     session_key,
@@ -537,6 +546,7 @@ impl Worker {
                 );
             }
             Ok(Released::Dead) => {
+                record_outcome("dead");
                 self.shared.dead_lettered.fetch_add(1, Ordering::SeqCst);
                 tracing::warn!(
                     session_key,
@@ -555,6 +565,7 @@ impl Worker {
     fn dead(&self, claim: Claim, event: &Event, reason: Unroutable) -> Option<Ready> {
         let text = reason.to_string();
         let key = claim.key().into_owned();
+        record_outcome("dead");
         match claim.dead(&text) {
             Ok(()) => {
                 self.shared.dead_lettered.fetch_add(1, Ordering::SeqCst);
@@ -643,6 +654,41 @@ impl SentOwned {
 
 /// The pause after `failures` consecutive failures to read the ledger: 10 ms doubling,
 /// at most 5 s.
+/// The span of one claimed completion, from its claim to its settling: `outcome` is
+/// recorded when the claim is settled (`delivered`, `deferred`, `released`, `dead`).
+pub(super) fn claim_span(claim: &Claim) -> tracing::Span {
+    let event = claim.event();
+    let (delegation_id, traceparent) = match event {
+        Event::AsyncDelegation(event) => {
+            (event.delegation_id.as_deref(), event.traceparent.as_deref())
+        }
+        _ => (None, None),
+    };
+    tracing::info_span!(
+        "delegation.claim",
+        delegation_id,
+        session_key = event.session_key().unwrap_or(""),
+        traceparent,
+        attempt = claim.attempt(),
+        possible_redelivery = claim.is_possible_redelivery(),
+        outcome = tracing::field::Empty,
+    )
+}
+
+/// The span of one adapter call, inside its claim's.
+pub(super) fn delivery_span(message: &InternalMessage) -> tracing::Span {
+    tracing::info_span!(
+        "delegation.delivery",
+        platform = message.source.platform.as_str(),
+        chat_id = message.source.chat_id.as_str(),
+    )
+}
+
+/// How the claim being handled (the current span's) was settled.
+fn record_outcome(outcome: &'static str) {
+    tracing::Span::current().record("outcome", outcome);
+}
+
 pub(super) fn retry_after(failures: u32) -> Duration {
     Duration::from_millis(10)
         .saturating_mul(1 << failures.min(9))

@@ -109,6 +109,11 @@ pub struct AsyncDelegationEvent {
     /// Several texts are joined by a line break, oldest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missed_steer: Option<Text>,
+    /// The W3C trace context (`00-{trace id}-{span id}-{flags}`) the delegation was
+    /// dispatched in, so the trace continues wherever its completion is handled (another
+    /// process, after a restart). Kept verbatim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<Text>,
     /// Set when the engine finalized the delegation itself because it stopped making
     /// progress or ran past its deadline (its four wire fields, written flat; boxed apart
     /// because almost no completion has them).
@@ -196,6 +201,7 @@ impl AsyncDelegationEvent {
             exit_reason: f.take("exit_reason")?,
             truncated: f.take("truncated")?,
             missed_steer: f.take("missed_steer")?,
+            traceparent: f.take("traceparent")?,
             stall: StallReport::take_from(&mut f)?,
             is_batch: f.take("is_batch")?.unwrap_or_default(),
             goals: f.take("goals")?,

@@ -1,0 +1,84 @@
+//! The `tracing` spans of one delegation (see the crate docs for their names and fields).
+
+use process_registry::{AsyncDelegationEvent, Text};
+use tracing::field::Empty;
+use tracing::Span;
+
+use crate::DelegationSpec;
+
+/// The dispatch's span, to enter while the dispatch is admitted. When a subscriber records
+/// it and the spec carries no trace context, one is started for it (a fresh
+/// `traceparent`), so the trace continues wherever the completion is handled.
+pub(crate) fn dispatch(spec: &mut DelegationSpec) -> Span {
+    let span = tracing::info_span!(
+        "delegation.dispatch",
+        delegation_id = Empty,
+        session_key = %spec.session_key,
+        traceparent = Empty,
+    );
+    if !span.is_disabled() {
+        let traceparent = spec.traceparent.get_or_insert_with(new_traceparent);
+        span.record("traceparent", traceparent.as_str());
+    }
+    span
+}
+
+/// The run's span: a root of its own (the worker has no parent span), linked to the
+/// dispatch with `follows_from`; entered around the runner, so the runner's own spans
+/// nest inside it.
+pub(crate) fn run(dispatch: &Span, delegation_id: &str, spec: &AsyncDelegationEvent) -> Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "delegation.run",
+        delegation_id,
+        session_key = %spec.session_key,
+        traceparent = spec.traceparent.as_deref(),
+    );
+    span.follows_from(dispatch);
+    span
+}
+
+/// The completion's span (recording it in the ledger and offering it), inside the run's
+/// (or, for the engine's own stalled completion, a root linked to nothing).
+pub(crate) fn completion(delegation_id: &str, status: &str) -> Span {
+    tracing::info_span!("delegation.completion", delegation_id, status)
+}
+
+/// A fresh W3C trace context: version 00, a random 128-bit trace id, a random 64-bit
+/// parent id, sampled.
+pub(crate) fn new_traceparent() -> Text {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let trace: u128 = rand::random::<u128>().max(1);
+    let parent: u64 = rand::random::<u64>().max(1);
+    let mut text = String::with_capacity(55);
+    text.push_str("00-");
+    for shift in (0..32).rev() {
+        text.push(char::from(HEX[(trace >> (shift * 4)) as usize & 0xf]));
+    }
+    text.push('-');
+    for shift in (0..16).rev() {
+        text.push(char::from(HEX[(parent >> (shift * 4)) as usize & 0xf]));
+    }
+    text.push_str("-01");
+    Text::from(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_traceparent_is_w3c_shaped() {
+        let text = new_traceparent();
+        let parts: Vec<&str> = text.split('-').collect();
+        assert_eq!(parts.len(), 4, "{text}");
+        assert_eq!(parts[0], "00");
+        assert_eq!(parts[1].len(), 32);
+        assert_eq!(parts[2].len(), 16);
+        assert_eq!(parts[3], "01");
+        assert!(parts[1..3]
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit())));
+        assert_ne!(new_traceparent(), text);
+    }
+}
