@@ -91,6 +91,24 @@
 //!   whether it takes steering (`accepting_steer`) and, for a reporting child, how long it
 //!   has been quiet and whether it is inside a tool call.
 //!
+//! # Tracing
+//!
+//! Each delegation is a trace of `tracing` spans (all at `INFO`; free without a
+//! subscriber):
+//!
+//! | span | fields | where |
+//! | --- | --- | --- |
+//! | `delegation.dispatch` | `delegation_id`, `session_key`, `traceparent` | around the dispatch call, in the caller's span |
+//! | `delegation.run` | `delegation_id`, `session_key`, `traceparent` | a root linked to the dispatch with `follows_from`, entered around the runner (a thread's closure, or an async runner's future), so the runner's own spans nest inside it |
+//! | `delegation.completion` | `delegation_id`, `status` | inside the run: recording the completion and offering it (a root of its own for the engine's `stalled` completion) |
+//!
+//! The gateway's router continues the trace with `delegation.claim` and
+//! `delegation.delivery`. The completion event carries the W3C `traceparent` of the
+//! dispatch (the spec's, [`DelegationSpec::with_traceparent`], or one started when a
+//! subscriber records the dispatch), so the trace continues wherever the completion is
+//! handled — another process, or after a restart, when the ledger's recovered `unknown`
+//! completion keeps it.
+//!
 //! # Async runners
 //!
 //! With the `tokio` feature, a runner may be a future: `DelegationEngine::dispatch_async`

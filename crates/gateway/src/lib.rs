@@ -90,6 +90,16 @@
 //! # }
 //! ```
 //!
+//! # Tracing
+//!
+//! The router continues each delegation's trace (`async_delegation`'s crate docs list the
+//! engine's spans) with two `INFO` spans per claimed completion:
+//!
+//! | span | fields |
+//! | --- | --- |
+//! | `delegation.claim` | `delegation_id`, `session_key`, `traceparent` (the event's), `attempt`, `possible_redelivery`, and `outcome` once the claim is settled: `delivered`, `deferred`, `released` (retried later) or `dead` |
+//! | `delegation.delivery` | `platform`, `chat_id` — inside the claim's span, around the adapter's call (the adapter's own spans nest inside it) |
+//!
 //! # Features
 //!
 //! | feature | adds |
