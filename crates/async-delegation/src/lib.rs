@@ -109,6 +109,21 @@
 //! handled — another process, or after a restart, when the ledger's recovered `unknown`
 //! completion keeps it.
 //!
+//! # Metrics
+//!
+//! Through the [`metrics`](https://docs.rs/metrics) facade: no-ops until the program
+//! installs a recorder (this crate never does). Names are constants in [`metrics`](mod@metrics).
+//!
+//! | name | kind | unit | labels |
+//! | --- | --- | --- | --- |
+//! | `delegation_dispatched_total` | counter | dispatches | |
+//! | `delegation_rejected_total` | counter | dispatches | `reason`: `capacity`, `shut_down`, `worker_unavailable`, `ledger_unavailable` |
+//! | `delegation_completed_total` | counter | completions | `status` (the completion's) |
+//! | `delegation_running` | gauge | delegations | |
+//! | `delegation_run_seconds` | histogram | seconds, dispatch to completion | |
+//!
+//! The gateway's router adds the delivery side (`gateway::metrics`).
+//!
 //! # Async runners
 //!
 //! With the `tokio` feature, a runner may be a future: `DelegationEngine::dispatch_async`
@@ -207,6 +222,7 @@ pub mod fence;
 mod global;
 mod handle;
 mod liveness;
+pub mod metrics;
 mod pool;
 mod steering;
 #[cfg(feature = "tokio")]

@@ -175,10 +175,12 @@ impl DelegationEngine {
         {
             Ok(admitted) => admitted,
             Err(error) => {
+                self.inner().metrics().rejected(&error);
                 fence::drop_logged(runner, "a refused async runner");
                 return Err(error);
             }
         };
+        self.inner().metrics().dispatched();
         let watch = Arc::new(Watch::default());
         self.inner()
             .watch(admitted.delegation_id(), Arc::clone(&watch));

@@ -100,6 +100,22 @@
 //! | `delegation.claim` | `delegation_id`, `session_key`, `traceparent` (the event's), `attempt`, `possible_redelivery`, and `outcome` once the claim is settled: `delivered`, `deferred`, `released` (retried later) or `dead` |
 //! | `delegation.delivery` | `platform`, `chat_id` — inside the claim's span, around the adapter's call (the adapter's own spans nest inside it) |
 //!
+//! # Metrics
+//!
+//! Through the [`metrics`](https://docs.rs/metrics) facade: no-ops until the program
+//! installs a recorder (this crate never does). Names are constants in [`metrics`](mod@metrics);
+//! the engine's side (dispatched, rejected, completed by status, running, run time) is
+//! `async_delegation::metrics`.
+//!
+//! | name | kind | unit |
+//! | --- | --- | --- |
+//! | `delegation_delivered_total` | counter | completions an adapter accepted |
+//! | `delegation_deferred_total` | counter | claims put back for a busy session (no attempt spent) |
+//! | `delegation_released_total` | counter | failed attempts, retried later |
+//! | `delegation_dead_total` | counter | completions given up on |
+//! | `delegation_time_to_delivery_seconds` | histogram | seconds, completion to delivery |
+//! | `delegation_queue_wait_seconds` | histogram | seconds, completion to claim (for a busy session, until its turn ended) |
+//!
 //! # Features
 //!
 //! | feature | adds |
@@ -171,6 +187,7 @@ pub mod guide {}
 mod dead_letter;
 mod error;
 mod format;
+pub mod metrics;
 mod platform;
 mod router;
 mod routing;

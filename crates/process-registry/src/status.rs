@@ -56,6 +56,15 @@ impl Status {
     /// The wire text.
     pub fn as_str(&self) -> &str {
         match self {
+            Status::Other(text) => text,
+            known => known.known_str().unwrap_or_default(),
+        }
+    }
+
+    /// The wire text of a known status, as a `'static` string (`None` for
+    /// [`Other`](Self::Other)): a label or key that needs no allocation.
+    pub fn known_str(&self) -> Option<&'static str> {
+        Some(match self {
             Status::Completed => "completed",
             Status::Success => "success",
             Status::Error => "error",
@@ -66,8 +75,8 @@ impl Status {
             Status::Unknown => "unknown",
             Status::Cancelled => "cancelled",
             Status::Running => "running",
-            Status::Other(text) => text,
-        }
+            Status::Other(_) => return None,
+        })
     }
 
     /// `true` for the statuses whose summary renders as a success (`completed`,

@@ -65,6 +65,7 @@ pub(crate) struct Inner {
     clock_failed: std::sync::atomic::AtomicBool,
     stall: StallPolicy,
     monitor: Monitor,
+    metrics: crate::metrics::EngineMetrics,
 }
 
 #[derive(Default)]
@@ -436,6 +437,7 @@ impl DelegationEngine {
         {
             Ok(admitted) => admitted,
             Err(error) => {
+                self.inner.metrics.rejected(&error);
                 // The runner is the caller's code; its drop runs after every lock is
                 // released and cannot make a refusal a panic.
                 drop_fenced(runner);
@@ -479,8 +481,11 @@ impl DelegationEngine {
             drop_fenced(hook);
             self.inner.abandon(ledger_record, &delegation_id, &error);
             tracing::warn!(%error, "async delegation worker could not be started");
-            return Err(DispatchError::WorkerUnavailable(error));
+            let error = DispatchError::WorkerUnavailable(error);
+            self.inner.metrics.rejected(&error);
+            return Err(error);
         }
+        self.inner.metrics.dispatched();
         if watched {
             self.inner.wake_monitor();
         }
@@ -631,6 +636,12 @@ impl Inner {
         if let Some(running) = self.lock_state().running.get_mut(&number) {
             running.abort = Some(abort);
         }
+    }
+
+    /// The engine's registered metrics.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn metrics(&self) -> &crate::metrics::EngineMetrics {
+        &self.metrics
     }
 
     /// Starts (or wakes) the stall monitor: a watched delegation was just admitted.
@@ -996,6 +1007,7 @@ impl Inner {
             (committed, hook, watch, evicted, state.running.is_empty())
         };
         // The lock is released: consumers woken now find the slot free.
+        self.metrics.completed(&finished.event);
         Ok(Ended {
             committed: Some(committed),
             hook,
@@ -1371,6 +1383,7 @@ impl EngineBuilder {
                 clock_failed: std::sync::atomic::AtomicBool::new(false),
                 stall: self.stall,
                 monitor: Monitor::new(),
+                metrics: crate::metrics::EngineMetrics::register(),
             }),
         }
     }

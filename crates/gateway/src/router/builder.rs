@@ -212,6 +212,7 @@ impl DeliveryRouterBuilder {
             dead_lettered: AtomicU64::new(0),
             deferred: AtomicU64::new(0),
             released: AtomicU64::new(0),
+            metrics: crate::metrics::RouterMetrics::register(),
         });
         let worker = Worker::new(
             Arc::clone(&shared),

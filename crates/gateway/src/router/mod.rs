@@ -100,6 +100,7 @@ pub(super) struct Shared {
     dead_lettered: AtomicU64,
     deferred: AtomicU64,
     released: AtomicU64,
+    metrics: crate::metrics::RouterMetrics,
 }
 
 impl Shared {

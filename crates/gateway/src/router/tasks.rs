@@ -193,7 +193,7 @@ async fn claim_and_deliver(worker: &Worker, filter: &ClaimFilter, view: &Mutex<V
 /// Routes, renders and delivers one claimed completion, and settles the claim, in the
 /// claim's span.
 async fn deliver(worker: &Worker, claim: Claim) {
-    let span = super::worker::claim_span(&claim);
+    let span = super::worker::claim_span(worker.shared(), &claim);
     tracing::Instrument::instrument(deliver_claimed(worker, claim), span).await;
 }
 

@@ -12,6 +12,7 @@ use async_delegation::fence;
 use process_registry::{Claim, ClaimFilter, CompletionQueue, Event, Released, Routing};
 
 use super::{Adapter, AdapterError, InternalMessage, NotificationFormatter, Shared};
+use crate::metrics::Outcome;
 use crate::routing::{enriched_routing, resolve_source, Known};
 use crate::{OriginStore, Platform, SessionKey, SessionSource, Unroutable};
 
@@ -302,7 +303,7 @@ impl Worker {
 
     /// Routes, renders and delivers one claimed completion, and settles the claim.
     fn handle(&self, claim: Claim) {
-        let span = claim_span(&claim);
+        let span = claim_span(&self.shared, &claim);
         let _claimed = span.enter();
         let Some(Ready {
             claim,
@@ -495,6 +496,9 @@ impl Worker {
 
     fn delivered(&self, claim: Claim, sent: &Sent<'_>) {
         record_outcome("delivered");
+        self.shared
+            .metrics
+            .settled(Outcome::Delivered, claim.event());
         match claim.ack() {
             Ok(_) => {
                 self.shared.delivered.fetch_add(1, Ordering::SeqCst);
@@ -517,6 +521,9 @@ impl Worker {
 
     fn defer(&self, claim: Claim) -> Option<Ready> {
         record_outcome("deferred");
+        self.shared
+            .metrics
+            .settled(Outcome::Deferred, claim.event());
         let key = claim.key().into_owned();
         match claim.defer() {
             Ok(()) => {
@@ -533,9 +540,11 @@ impl Worker {
     fn release(&self, claim: Claim, session_key: &str, reason: Unroutable) {
         let text = reason.to_string();
         let key = claim.key().into_owned();
+        let event = claim.shared_event();
         match claim.release(&text) {
             Ok(Released::Retry { after }) => {
                 record_outcome("released");
+                self.shared.metrics.settled(Outcome::Released, &event);
                 self.shared.released.fetch_add(1, Ordering::SeqCst);
                 tracing::warn!(
                     session_key,
@@ -547,6 +556,7 @@ impl Worker {
             }
             Ok(Released::Dead) => {
                 record_outcome("dead");
+                self.shared.metrics.settled(Outcome::Dead, &event);
                 self.shared.dead_lettered.fetch_add(1, Ordering::SeqCst);
                 tracing::warn!(
                     session_key,
@@ -566,6 +576,7 @@ impl Worker {
         let text = reason.to_string();
         let key = claim.key().into_owned();
         record_outcome("dead");
+        self.shared.metrics.settled(Outcome::Dead, event);
         match claim.dead(&text) {
             Ok(()) => {
                 self.shared.dead_lettered.fetch_add(1, Ordering::SeqCst);
@@ -654,10 +665,12 @@ impl SentOwned {
 
 /// The pause after `failures` consecutive failures to read the ledger: 10 ms doubling,
 /// at most 5 s.
-/// The span of one claimed completion, from its claim to its settling: `outcome` is
-/// recorded when the claim is settled (`delivered`, `deferred`, `released`, `dead`).
-pub(super) fn claim_span(claim: &Claim) -> tracing::Span {
+/// A claim was taken: its queue wait is measured, and its span made — from the claim to
+/// its settling: `outcome` is recorded when the claim is settled (`delivered`,
+/// `deferred`, `released`, `dead`).
+pub(super) fn claim_span(shared: &Shared, claim: &Claim) -> tracing::Span {
     let event = claim.event();
+    shared.metrics.claimed(event);
     let (delegation_id, traceparent) = match event {
         Event::AsyncDelegation(event) => {
             (event.delegation_id.as_deref(), event.traceparent.as_deref())
