@@ -100,6 +100,13 @@
 //! | `delegation.claim` | `delegation_id`, `session_key`, `traceparent` (the event's), `attempt`, `possible_redelivery`, and `outcome` once the claim is settled: `delivered`, `deferred`, `released` (retried later) or `dead` |
 //! | `delegation.delivery` | `platform`, `chat_id` — inside the claim's span, around the adapter's call (the adapter's own spans nest inside it) |
 //!
+//! # The operator's view
+//!
+//! [`agents_view`] answers "where did my result go?": the engine's running delegations
+//! (age, progress), the ledger's completions waiting for their chat and its dead letters
+//! (attempts, reason), as an [`AgentsView`] — and [`AgentsView::render`] writes it as the
+//! short text of a chat command such as `/agents`.
+//!
 //! # Metrics
 //!
 //! Through the [`metrics`](https://docs.rs/metrics) facade: no-ops until the program
@@ -188,6 +195,7 @@ mod dead_letter;
 mod error;
 mod format;
 pub mod metrics;
+mod operator;
 mod platform;
 mod router;
 mod routing;
@@ -198,6 +206,9 @@ mod watch;
 pub use dead_letter::{DeadLetter, DeadLetterStore};
 pub use error::{GatewayError, Unroutable};
 pub use format::{format_gateway_process_notification, format_gateway_process_notification_in};
+pub use operator::{
+    agents_view, AgentsView, RunningAgent, WaitingCompletion, RENDERED_PER_SECTION,
+};
 pub use platform::{CustomPlatform, Platform, PlatformRegistry};
 pub use router::{
     Adapter, AdapterError, AsyncPlatformAdapter, Delivery, DeliveryRouter, DeliveryRouterBuilder,
