@@ -17,11 +17,17 @@
 //! still undelivered, and starts again on the same ledger; every completion — `unknown`
 //! for the ones that were running — reaches its own chat and thread exactly once.
 //!
+//! It ends with what part one recorded: the metrics (through an in-process recorder of the
+//! example's — the libraries install none) and one delegation's trace as a tree, from its
+//! dispatch to its delivered turn; an operator's `/agents` view is shown while two
+//! completions wait for a busy chat.
+//!
 //! Both parts run on SQLite ledgers in `target/demo/` of the workspace (fresh each run).
 //! Run it with `cargo run --release --example demo -p gateway`. It exits by itself
 //! within a few seconds, and fails loudly if anything it shows does not happen.
 
 mod crash;
+mod observe;
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -62,6 +68,8 @@ fn main() -> DemoResult<()> {
         return crash::child(Path::new(ledger), phase);
     }
     let started = Instant::now();
+    // The example's own metrics recorder and span capture (the libraries install none).
+    let metrics = observe::install();
     let root = workspace_root()?;
     install_quiet_panic_hook();
     let demo_dir = root.join("target").join("demo");
@@ -212,6 +220,8 @@ fn main() -> DemoResult<()> {
         "  {} completions for telegram are held by the gateway: nothing is spliced into the running turn",
         router.waiting()
     );
+    println!("  an operator types /agents; the gateway answers from the engine and the ledger:");
+    print_block(&gateway::agents_view(&engine, &queue)?.render());
     println!("  agent -> ada: \"On it: two background subagents are reading the repo. Ask me anything meanwhile.\"");
     println!("  (ada's turn ends)");
     telegram_turn.end();
@@ -307,6 +317,17 @@ fn main() -> DemoResult<()> {
     // ---- Part two: the gateway dies and comes back.
     step("part two: kill -9 the gateway, start it again on the same ledger");
     crash::run(&demo_dir)?;
+
+    // ---- What part one recorded: metrics, and one delegation's trace.
+    step("metrics part one recorded (an in-process recorder of the example's)");
+    observe::print_metrics(&metrics);
+    if let Some(id) = &sources.delegation_id {
+        step(&format!(
+            "the trace of {id}, from dispatch to delivered turn"
+        ));
+        observe::print_trace(id)?;
+    }
+
     println!("done in {:.2?}", started.elapsed());
     Ok(())
 }
