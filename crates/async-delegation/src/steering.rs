@@ -114,6 +114,20 @@ impl Steering {
         std::mem::take(&mut inbox.pending)
     }
 
+    /// Closes the inbox and returns a copy of what is pending, leaving it there: the
+    /// completion that reports it takes it away with [`forget_pending`](Self::forget_pending)
+    /// once it is recorded, so a completion whose write fails leaves it to the next.
+    pub(crate) fn close_keeping(&self) -> Vec<Text> {
+        let mut inbox = self.0.inbox.lock();
+        inbox.closed = true;
+        inbox.pending.clone()
+    }
+
+    /// Drops what is pending (a recorded completion reported it).
+    pub(crate) fn forget_pending(&self) {
+        self.0.inbox.lock().pending.clear();
+    }
+
     /// The summary with the missed note appended (after a blank line), or the note
     /// alone when there is no summary; `missed` is the text it names.
     pub(crate) fn note_missed(&self, summary: Option<&str>, missed: &str) -> Text {

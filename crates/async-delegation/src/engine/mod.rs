@@ -93,9 +93,6 @@ struct Running {
     watch: Option<Arc<Watch>>,
     /// Set when the stall monitor watches it (progress reports or a deadline).
     watched: Option<Box<Watched>>,
-    /// Steering text drained from the closed inbox by a completion whose write then
-    /// failed: it stays here, for whichever completion is recorded.
-    missed: Vec<Text>,
     /// The async runner's task, aborted when the engine finalizes it itself.
     #[cfg(feature = "tokio")]
     abort: Option<tokio::task::AbortHandle>,
@@ -709,7 +706,6 @@ impl Inner {
                 steering: controls.0.cloned(),
                 watch: None,
                 watched: controls.1.map(|watched| Box::new(watched.clone())),
-                missed: Vec::new(),
                 #[cfg(feature = "tokio")]
                 abort: None,
             },
@@ -974,16 +970,20 @@ impl Inner {
                 // it): one completion per delegation.
                 return Ok(Ended::discarded());
             };
-            if let Some(steering) = &running.steering {
-                running.missed.extend(steering.close());
+            let steering = running.steering.clone();
+            if let Some(steering) = &steering {
+                note_missed_steer(&mut finished.event, steering);
             }
-            note_missed_steer(&mut finished.event, running);
             let committed = self.queue.record_completion(
                 record,
                 delegation_id,
                 finished.status.as_str(),
                 Arc::clone(&finished.event),
             )?;
+            if let Some(steering) = &steering {
+                // Reported by this completion, now recorded.
+                steering.forget_pending();
+            }
             #[cfg(feature = "tokio")]
             {
                 abort = state
@@ -1170,17 +1170,15 @@ impl Admitted {
     }
 }
 
-/// The completion with the steering its child never took (drained from the closed inbox
-/// into the running record, under the state lock): the text as `missed_steer` and named
-/// in the summary's note. The text stays in the record until a completion is recorded,
-/// so a completion whose write fails cannot take it along: it is reported by exactly the
-/// completion that is recorded. A completion noted before (its write failed, it is
-/// retried) is left as it is.
-fn note_missed_steer(event: &mut Arc<Event>, running: &Running) {
-    let Some(steering) = &running.steering else {
-        return;
-    };
-    if running.missed.is_empty() {
+/// The completion with the steering its child never took (the inbox closed, under the
+/// state lock): the text as `missed_steer` and named in the summary's note. The text stays
+/// in the inbox until this completion is recorded (then forgotten), so a completion whose
+/// write fails cannot take it along: it is reported by exactly the completion that is
+/// recorded. A completion noted before (its write failed, it is retried) is left as it
+/// is.
+fn note_missed_steer(event: &mut Arc<Event>, steering: &Steering) {
+    let missed = steering.close_keeping();
+    if missed.is_empty() {
         return;
     }
     if let Event::AsyncDelegation(noted) = &**event {
@@ -1188,8 +1186,7 @@ fn note_missed_steer(event: &mut Arc<Event>, running: &Running) {
             return;
         }
     }
-    let missed = running
-        .missed
+    let missed = missed
         .iter()
         .map(Text::as_str)
         .collect::<Vec<_>>()
