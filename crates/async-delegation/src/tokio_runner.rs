@@ -265,7 +265,8 @@ impl Run {
             admitted.dispatched_at(),
             result,
         );
-        let completion = crate::trace::completion(admitted.delegation_id(), finished.status_str());
+        let completion =
+            crate::trace::completion(admitted.delegation_id(), finished.status_str(), false);
         let _completing = completion.enter();
         match self
             .inner

@@ -38,10 +38,15 @@ pub(crate) fn run(dispatch: &Span, delegation_id: &str, spec: &AsyncDelegationEv
     span
 }
 
-/// The completion's span (recording it in the ledger and offering it), inside the run's
-/// (or, for the engine's own stalled completion, a root linked to nothing).
-pub(crate) fn completion(delegation_id: &str, status: &str) -> Span {
-    tracing::info_span!("delegation.completion", delegation_id, status)
+/// The completion's span (recording it in the ledger and offering it): inside the
+/// current span (the run's), or a root of its own (`root`: the engine's own stalled
+/// completion, written by the monitor).
+pub(crate) fn completion(delegation_id: &str, status: &str, root: bool) -> Span {
+    if root {
+        tracing::info_span!(parent: None, "delegation.completion", delegation_id, status)
+    } else {
+        tracing::info_span!("delegation.completion", delegation_id, status)
+    }
 }
 
 /// A fresh W3C trace context: version 00, a random 128-bit trace id, a random 64-bit

@@ -378,15 +378,9 @@ async fn background<B: AsyncChildBackend>(
     };
     let goal = task.goal.clone();
     let spec = crate::background::delegation_spec(&task, model, call.session_key.clone());
-    let ask = |what: &str, question: fn(&B::Child) -> bool| {
-        engine_fence::call(|| question(&child)).unwrap_or_else(|message| {
-            tracing::warn!(panic = %message, method = what, "a subagent's capability question panicked");
-            false
-        })
-    };
-    let steering = ask("accepts_steering", |child| child.accepts_steering())
+    let steering = crate::fence::ask("accepts_steering", || child.accepts_steering())
         .then(|| Steering::with_missed_note(&*texts.missed_steer_note));
-    let progress = ask("reports_progress", |child| child.reports_progress())
+    let progress = crate::fence::ask("reports_progress", || child.reports_progress())
         .then(|| context.engine.progress());
     let run = BackgroundRun::new(steering.clone(), progress.clone());
     let mut controls = Controls::default();

@@ -103,19 +103,12 @@ impl FencedChild {
 
     /// [`ChildAgent::accepts_steering`]; a panic is logged and reads as `false`.
     pub(crate) fn accepts_steering(&self) -> bool {
-        self.ask("accepts_steering", |child| child.accepts_steering())
+        ask("accepts_steering", || self.child.accepts_steering())
     }
 
     /// [`ChildAgent::reports_progress`]; a panic is logged and reads as `false`.
     pub(crate) fn reports_progress(&self) -> bool {
-        self.ask("reports_progress", |child| child.reports_progress())
-    }
-
-    fn ask(&self, method: &str, question: impl FnOnce(&dyn ChildAgent) -> bool) -> bool {
-        call(|| question(&**self.child)).unwrap_or_else(|message| {
-            tracing::warn!(panic = %message, method, "a subagent's capability question panicked");
-            false
-        })
+        ask("reports_progress", || self.child.reports_progress())
     }
 
     /// [`ChildAgent::interrupt`]; a panic is logged and swallowed.
@@ -136,6 +129,15 @@ impl FencedChild {
     pub(crate) fn model(&self) -> Result<Option<String>, String> {
         call(|| self.child.model())
     }
+}
+
+/// A child's capability question (`method`), fenced: a panic is logged and reads as
+/// `false`. The sync and the async tool ask through it.
+pub(crate) fn ask(method: &str, question: impl FnOnce() -> bool) -> bool {
+    call(question).unwrap_or_else(|message| {
+        tracing::warn!(panic = %message, method, "a subagent's capability question panicked");
+        false
+    })
 }
 
 /// The calling agent with every method fenced, and the texts its failures are told in.

@@ -871,7 +871,7 @@ impl Inner {
         let result = outcome.unwrap_or_else(|message| failure(format!("panic: {message}")));
         let delegation_id = dispatched.id();
         let finished = self.finished(delegation_id, dispatched, dispatched_at, result);
-        let completion = crate::trace::completion(delegation_id, finished.status.as_str());
+        let completion = crate::trace::completion(delegation_id, finished.status.as_str(), false);
         let _completing = completion.enter();
         // Whoever reacts to this event may dispatch again at once: let it find this
         // worker idle rather than start a thread.

@@ -216,12 +216,7 @@ impl Inner {
                 stall_grace_seconds: seconds(self.stall.grace.as_secs_f64()),
             }));
         }
-        let completion = tracing::info_span!(
-            parent: None,
-            "delegation.completion",
-            delegation_id = delegation_id.as_str(),
-            status = status.as_str(),
-        );
+        let completion = crate::trace::completion(&delegation_id, status.as_str(), true);
         let _completing = completion.enter();
         #[allow(unused_mut)]
         let mut ended = self.complete(record, &delegation_id, finished);
