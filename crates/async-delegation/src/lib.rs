@@ -122,7 +122,9 @@
 //! | `delegation_running` | gauge | delegations | |
 //! | `delegation_run_seconds` | histogram | seconds, dispatch to completion | |
 //!
-//! The gateway's router adds the delivery side (`gateway::metrics`).
+//! The gateway's router adds the delivery side (`gateway::metrics`), and the completion
+//! queue the number of completions waiting for delivery (`delegation_pending`, in
+//! `process_registry::metrics`).
 //!
 //! # Async runners
 //!

@@ -112,7 +112,8 @@
 //! Through the [`metrics`](https://docs.rs/metrics) facade: no-ops until the program
 //! installs a recorder (this crate never does). Names are constants in [`metrics`](mod@metrics);
 //! the engine's side (dispatched, rejected, completed by status, running, run time) is
-//! `async_delegation::metrics`.
+//! `async_delegation::metrics`; the `delegation_pending` gauge (completions waiting for
+//! delivery) is the queue's, `process_registry::metrics`.
 //!
 //! | name | kind | unit |
 //! | --- | --- | --- |

@@ -119,4 +119,9 @@ fn a_known_mix_of_outcomes_gives_exactly_these_counts() {
     };
     assert_eq!(samples(TIME_TO_DELIVERY_SECONDS), 3);
     assert_eq!(samples(QUEUE_WAIT_SECONDS), 5, "one per claim");
+    // The queue's side: only the released completion still waits (its backoff is an hour).
+    assert_eq!(
+        value(process_registry::metrics::PENDING),
+        &DebugValue::Gauge(1.0.into())
+    );
 }

@@ -56,6 +56,19 @@
 //! default (in memory) for programs that want exactly one. Components take an explicit
 //! queue or registry, so tests and embedders never need the global.
 //!
+//! # Metrics
+//!
+//! Through the [`metrics`](https://docs.rs/metrics) facade: a no-op until the program
+//! installs a recorder (this crate never does; install it before opening the queue). The
+//! name is a constant in [`metrics`](mod@metrics).
+//!
+//! | name | kind | unit |
+//! | --- | --- | --- |
+//! | `delegation_pending` | gauge | completions recorded and not yet delivered or dead (waiting, or claimed and being delivered) |
+//!
+//! A durable queue's figure includes what its ledger held when it opened, and what other
+//! processes wrote or delivered from the next sweep on.
+//!
 //! # Features
 //!
 //! | feature | adds |
@@ -151,6 +164,7 @@
 mod event;
 mod format;
 mod ledger;
+pub mod metrics;
 mod number;
 mod queue;
 mod raw;

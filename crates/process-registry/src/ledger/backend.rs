@@ -558,6 +558,25 @@ pub trait LedgerBackend: Send + Sync + 'static {
     /// # Errors
     /// When the store cannot be written.
     fn prune_delivered(&self, delivered_before: f64) -> Result<u64, LedgerError>;
+
+    /// How many completions wait for delivery: rows pending or claimed, whoever wrote
+    /// them (not running, delivered or dead ones). The default reads the rows; a store
+    /// that can count them cheaply should.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    fn count_undelivered(&self) -> Result<u64, LedgerError> {
+        let mut count = 0usize;
+        for delivery in [DeliveryState::Pending, DeliveryState::Claimed] {
+            count += self
+                .rows(&RowQuery {
+                    delivery: Some(delivery),
+                    ..RowQuery::default()
+                })?
+                .len();
+        }
+        Ok(u64::try_from(count).unwrap_or(u64::MAX))
+    }
 }
 
 /// Reads which row comes first (`next`: the first candidate of a query), then moves it

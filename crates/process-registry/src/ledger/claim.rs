@@ -378,6 +378,9 @@ impl Claim {
         if !settled {
             return Err(SettleError::ClaimLost);
         }
+        if matches!(settle, Settle::Ack | Settle::Dead { .. }) {
+            self.core.pending.add(-1);
+        }
         if !matches!(settle, Settle::Ack) {
             // Back to pending (or dead): waiting consumers look again.
             self.core.wake_all();

@@ -1128,6 +1128,10 @@ impl LedgerBackend for MemoryLedger {
         // Delivered rows are dropped at once.
         Ok(0)
     }
+
+    fn count_undelivered(&self) -> Result<u64, LedgerError> {
+        Ok(u64::try_from(self.lock().open.len()).unwrap_or(u64::MAX))
+    }
 }
 
 /// `true` when `row` is claimed under exactly `token`, whose instance is `holder`.

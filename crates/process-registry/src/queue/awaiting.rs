@@ -50,7 +50,7 @@ impl CompletionQueue {
             .core
             .wait_async(&filter, || self.core.backend.take_next(&query))
             .await?;
-        Ok(taken.event)
+        Ok(self.core.taken(taken))
     }
 
     /// The next completion `filter` matches, claimed, waiting for one when there is none:

@@ -31,6 +31,7 @@ use crate::ledger::backend::{
 use crate::ledger::claim::ANY;
 use crate::ledger::sweeper::Sweeper;
 use crate::ledger::unknown_completion;
+use crate::metrics::PendingGauge;
 use crate::{
     current_instance, Claim, ClaimFilter, Event, LedgerConfig, LedgerError, LedgerRow, Liveness,
     MemoryLedger, ProcessLiveness, RowQuery, RunState,
@@ -96,6 +97,8 @@ pub(crate) struct Core {
     /// Events whose write failed, kept in memory and retried by the sweep.
     outbox: Mutex<VecDeque<Event>>,
     sweeper: Mutex<Option<Sweeper>>,
+    /// Its share of the `delegation_pending` gauge.
+    pub(crate) pending: PendingGauge,
 }
 
 impl Drop for Core {
@@ -107,6 +110,13 @@ impl Drop for Core {
                 "a completion queue was dropped with events it never managed to write"
             );
         }
+        // A memory ledger that only this queue held is gone with its rows.
+        let left = if !self.pending.is_recounted() && Arc::strong_count(&self.backend) == 1 {
+            self.backend.count_undelivered().unwrap_or(0)
+        } else {
+            0
+        };
+        self.pending.close(left);
     }
 }
 
@@ -161,6 +171,7 @@ impl CompletionQueueBuilder {
     /// When the recovery cannot read or write the store.
     pub fn open(self) -> Result<CompletionQueue, LedgerError> {
         let capabilities = self.backend.capabilities();
+        let shared = capabilities.durable || capabilities.shared_between_processes;
         let core = Arc::new(Core {
             backend: self.backend,
             config: self.config,
@@ -170,9 +181,10 @@ impl CompletionQueueBuilder {
             listeners: AtomicUsize::new(0),
             outbox: Mutex::new(VecDeque::new()),
             sweeper: Mutex::new(None),
+            pending: PendingGauge::register(shared),
         });
         core.sweep()?;
-        if capabilities.durable || capabilities.shared_between_processes {
+        if shared {
             let sweeper = Sweeper::start(Arc::downgrade(&core), core.config.sweep_interval)
                 .map_err(|error| LedgerError::Unavailable {
                     reason: format!("could not start the ledger-sweep thread: {error}"),
@@ -525,6 +537,7 @@ impl CompletionQueue {
     pub fn requeue(&self, seq: u64) -> Result<bool, LedgerError> {
         let requeued = self.core.backend.requeue(seq)?;
         if requeued {
+            self.core.pending.add(1);
             self.core.wake_all();
         }
         Ok(requeued)
@@ -544,6 +557,9 @@ impl CompletionQueue {
             requeued += usize::from(self.core.backend.requeue(row.seq)?);
         }
         if requeued > 0 {
+            self.core
+                .pending
+                .add(i64::try_from(requeued).unwrap_or(i64::MAX));
             self.core.wake_all();
         }
         Ok(requeued)
@@ -629,6 +645,7 @@ impl CompletionQueue {
     }
 
     fn committed(&self, seq: u64) -> Committed {
+        self.core.pending.add(1);
         Committed {
             seq,
             core: Arc::clone(&self.core),
@@ -667,7 +684,7 @@ impl CompletionQueue {
             },
         };
         match taken {
-            Ok(taken) => taken.map(|row| row.event),
+            Ok(taken) => taken.map(|row| self.core.taken(row)),
             Err(error) => {
                 tracing::warn!(%error, "taking a completion failed");
                 None
@@ -703,6 +720,7 @@ fn unreachable_memory_queue() -> CompletionQueue {
         listeners: AtomicUsize::new(0),
         outbox: Mutex::new(VecDeque::new()),
         sweeper: Mutex::new(None),
+        pending: PendingGauge::register(false),
     });
     CompletionQueue { core }
 }
@@ -736,6 +754,7 @@ impl Core {
             owner: &self.instance,
             event: event.into(),
         })?;
+        self.pending.add(1);
         self.wake_all();
         Ok(())
     }
@@ -871,13 +890,18 @@ impl Core {
             }
             self.recover_owner(&owner, now)?;
         }
-        self.backend.expire_pending(
+        let expired = self.backend.expire_pending(
             now - self.config.restore_horizon.as_secs_f64(),
             RESTORE_HORIZON_REASON,
         )?;
+        self.pending
+            .add(-i64::try_from(expired).unwrap_or(i64::MAX));
         self.backend
             .prune_delivered(now - self.config.retention.as_secs_f64())?;
         self.retry_outbox();
+        if self.pending.is_recounted() {
+            self.pending.recount(self.backend.count_undelivered()?);
+        }
         // Rows other processes wrote arrive without a wake-up: look again.
         self.wake_all();
         Ok(())
@@ -894,13 +918,16 @@ impl Core {
                 continue;
             };
             let event = Arc::new(unknown_completion(&row.event, now));
-            self.backend.finish_run(Finish {
+            let finished = self.backend.finish_run(Finish {
                 delegation_id,
                 expect_owner: Some(owner),
                 run_state: RunState::Unknown,
                 event,
                 reason: Some(OWNER_EXITED_ERROR),
             })?;
+            if finished.is_some() {
+                self.pending.add(1);
+            }
             tracing::warn!(
                 delegation_id,
                 owner,
@@ -916,6 +943,12 @@ impl Core {
             );
         }
         Ok(())
+    }
+
+    /// A row the plain queue API took (delivered in the same step): its event.
+    pub(crate) fn taken(&self, row: crate::TakenRow) -> Event {
+        self.pending.add(-1);
+        row.event
     }
 
     pub(crate) fn retry_outbox(&self) {

@@ -436,6 +436,38 @@ pub fn dead_and_dropped_claims(store: &dyn Store) {
     assert_eq!(queue.requeue_dead().unwrap(), 1);
 }
 
+/// The backend's count of completions waiting for delivery: pending and claimed rows,
+/// not running, delivered or dead ones.
+pub fn undelivered_count(store: &dyn Store) {
+    let queue = queue(store);
+    let backend = store.backend();
+    let running = dispatch(&queue, "deleg_00000001", "");
+    assert_eq!(backend.count_undelivered().unwrap(), 0, "a running row");
+    complete(&queue, running, "deleg_00000001", "");
+    for message in ["delivered", "claimed", "dead", "pending"] {
+        queue.put(watch(message));
+    }
+    assert_eq!(backend.count_undelivered().unwrap(), 5);
+    queue.try_take().unwrap();
+    let claim = queue.claim(&ClaimFilter::any()).unwrap().unwrap();
+    assert_eq!(message(claim.event()), "delivered");
+    claim.ack().unwrap();
+    let claimed = queue.claim(&ClaimFilter::any()).unwrap().unwrap();
+    queue
+        .claim(&ClaimFilter::any())
+        .unwrap()
+        .unwrap()
+        .dead("no route")
+        .unwrap();
+    assert_eq!(
+        backend.count_undelivered().unwrap(),
+        2,
+        "one claimed, one pending"
+    );
+    claimed.ack().unwrap();
+    assert_eq!(backend.count_undelivered().unwrap(), 1);
+}
+
 /// A claim of a row the ledger does not hold is never a won claim.
 pub fn untracked_claims(store: &dyn Store) {
     let backend = store.backend();
@@ -887,6 +919,7 @@ macro_rules! conformance_suite {
             case!(dead_and_dropped_claims);
             case!(requeued_from_the_middle);
             case!(untracked_claims);
+            case!(undelivered_count);
             case!(filters);
             case!(plain_queue_api);
             case!(plain_takes_are_one_step);

@@ -959,4 +959,16 @@ impl LedgerBackend for SqliteLedger {
             .map_err(write_error)?;
         Ok(changed as u64)
     }
+
+    fn count_undelivered(&self) -> Result<u64, LedgerError> {
+        // Counted on the `ledger_open` index: as cheap as the open rows are few.
+        let count: i64 = self
+            .lock()
+            .prepare_cached(
+                "SELECT count(*) FROM ledger_rows WHERE delivery IN ('pending', 'claimed')",
+            )
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+            .map_err(read_error)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
 }
