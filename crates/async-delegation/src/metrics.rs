@@ -81,6 +81,7 @@ impl EngineMetrics {
     }
 
     /// A dispatch was accepted: one more runs.
+    #[inline]
     pub(crate) fn dispatched(&self) {
         self.dispatched.increment(1);
         self.running.increment(1.0);

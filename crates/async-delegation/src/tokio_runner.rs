@@ -191,7 +191,7 @@ impl DelegationEngine {
         );
         dispatch.record("delegation_id", admitted.delegation_id());
         let span = crate::trace::run(
-            &dispatch,
+            Some(&dispatch),
             admitted.delegation_id(),
             admitted.dispatched().spec(),
         );

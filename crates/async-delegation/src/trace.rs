@@ -9,7 +9,18 @@ use crate::DelegationSpec;
 /// The dispatch's span, to enter while the dispatch is admitted. When a subscriber records
 /// it and the spec carries no trace context, one is started for it (a fresh
 /// `traceparent`), so the trace continues wherever the completion is handled.
+#[inline]
 pub(crate) fn dispatch(spec: &mut DelegationSpec) -> Span {
+    // The whole cost without a subscriber: one load, no call.
+    if !tracing::level_enabled!(tracing::Level::INFO) {
+        return Span::none();
+    }
+    dispatch_recorded(spec)
+}
+
+#[cold]
+#[inline(never)]
+fn dispatch_recorded(spec: &mut DelegationSpec) -> Span {
     let span = tracing::info_span!(
         "delegation.dispatch",
         delegation_id = Empty,
@@ -24,9 +35,23 @@ pub(crate) fn dispatch(spec: &mut DelegationSpec) -> Span {
 }
 
 /// The run's span: a root of its own (the worker has no parent span), linked to the
-/// dispatch with `follows_from`; entered around the runner, so the runner's own spans
-/// nest inside it.
-pub(crate) fn run(dispatch: &Span, delegation_id: &str, spec: &AsyncDelegationEvent) -> Span {
+/// dispatch with `follows_from` (`None`: no subscriber recorded the dispatch); entered
+/// around the runner, so the runner's own spans nest inside it.
+#[inline]
+pub(crate) fn run(
+    dispatch: Option<&Span>,
+    delegation_id: &str,
+    spec: &AsyncDelegationEvent,
+) -> Span {
+    if !tracing::level_enabled!(tracing::Level::INFO) {
+        return Span::none();
+    }
+    run_recorded(dispatch, delegation_id, spec)
+}
+
+#[cold]
+#[inline(never)]
+fn run_recorded(dispatch: Option<&Span>, delegation_id: &str, spec: &AsyncDelegationEvent) -> Span {
     let span = tracing::info_span!(
         parent: None,
         "delegation.run",
@@ -34,14 +59,34 @@ pub(crate) fn run(dispatch: &Span, delegation_id: &str, spec: &AsyncDelegationEv
         session_key = %spec.session_key,
         traceparent = spec.traceparent.as_deref(),
     );
-    span.follows_from(dispatch);
+    if let Some(dispatch) = dispatch {
+        span.follows_from(dispatch);
+    }
     span
+}
+
+/// What a worker keeps of the dispatch's span until the run links to it: the span itself
+/// (open, so a subscriber can still look it up), boxed — or nothing when no subscriber
+/// records it, so an untraced dispatch moves no more into its job than before.
+#[inline]
+pub(crate) fn link(dispatch: &Span) -> Option<Box<Span>> {
+    (!dispatch.is_disabled()).then(|| Box::new(dispatch.clone()))
 }
 
 /// The completion's span (recording it in the ledger and offering it): inside the
 /// current span (the run's), or a root of its own (`root`: the engine's own stalled
 /// completion, written by the monitor).
+#[inline]
 pub(crate) fn completion(delegation_id: &str, status: &str, root: bool) -> Span {
+    if !tracing::level_enabled!(tracing::Level::INFO) {
+        return Span::none();
+    }
+    completion_recorded(delegation_id, status, root)
+}
+
+#[cold]
+#[inline(never)]
+fn completion_recorded(delegation_id: &str, status: &str, root: bool) -> Span {
     if root {
         tracing::info_span!(parent: None, "delegation.completion", delegation_id, status)
     } else {

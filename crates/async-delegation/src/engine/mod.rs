@@ -452,10 +452,10 @@ impl DelegationEngine {
         }
         dispatch.record("delegation_id", delegation_id.as_str());
         let inner = Arc::clone(&self.inner);
-        let dispatch = dispatch.clone();
+        let link = crate::trace::link(&dispatch);
         let job = Box::new(move |idle: IdleSignal| {
-            let run = crate::trace::run(&dispatch, dispatched.id(), dispatched.spec());
-            drop(dispatch);
+            let run = crate::trace::run(link.as_deref(), dispatched.id(), dispatched.spec());
+            drop(link);
             inner.run(
                 ledger_record,
                 &dispatched,
