@@ -74,6 +74,7 @@
 //! | feature | adds |
 //! | --- | --- |
 //! | `sqlite` | `SqliteLedger`, `SqliteOptions`, `Durability`: the embedded durable ledger on a bundled SQLite (nothing to install) |
+//! | `postgres` | `PostgresLedger`, `PostgresOptions`: the ledger on a PostgreSQL server, shared by processes on many machines; other processes' completions wake waiting consumers through `LISTEN`/`NOTIFY` |
 //!
 //! # Events
 //!
@@ -188,6 +189,11 @@ pub use ledger::config::LedgerConfig;
 pub use ledger::error::{LedgerError, SettleError};
 pub use ledger::instance::{current_instance, Liveness, ProcessLiveness};
 pub use ledger::memory::MemoryLedger;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use ledger::postgres::{
+    PostgresLedger, PostgresOptions, POSTGRES_CONNECTION_THREAD_NAME, POSTGRES_LISTENER_THREAD_NAME,
+};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use ledger::sqlite::{Durability, SqliteLedger, SqliteOptions};

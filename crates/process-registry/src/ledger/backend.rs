@@ -559,6 +559,15 @@ pub trait LedgerBackend: Send + Sync + 'static {
     /// When the store cannot be written.
     fn prune_delivered(&self, delivered_before: f64) -> Result<u64, LedgerError>;
 
+    /// Asks the store to call `wake` whenever another handle or process may have made a
+    /// row claimable, so the queue's waiting consumers look again (a hint: a store may
+    /// call it spuriously, and one that misses a change leaves it to the queue's next
+    /// sweep). `wake` returns `false` once its queue is gone; the store then forgets it.
+    /// The default does nothing: rows other processes write are seen at the sweep.
+    fn wake_on_foreign_writes(&self, wake: Box<dyn Fn() -> bool + Send + Sync>) {
+        drop(wake);
+    }
+
     /// How many completions wait for delivery: rows pending or claimed, whoever wrote
     /// them (not running, delivered or dead ones). The default reads the rows; a store
     /// that can count them cheaply should.

@@ -13,6 +13,10 @@ pub(crate) mod error;
 pub(crate) mod fifo;
 pub(crate) mod instance;
 pub(crate) mod memory;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 pub(crate) mod sweeper;

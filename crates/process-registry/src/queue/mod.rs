@@ -184,6 +184,10 @@ impl CompletionQueueBuilder {
             pending: PendingGauge::register(shared),
         });
         core.sweep()?;
+        let woken = Arc::downgrade(&core);
+        core.backend.wake_on_foreign_writes(Box::new(move || {
+            woken.upgrade().map(|core| core.wake_all()).is_some()
+        }));
         if shared {
             let sweeper = Sweeper::start(Arc::downgrade(&core), core.config.sweep_interval)
                 .map_err(|error| LedgerError::Unavailable {

@@ -29,6 +29,7 @@ use super::backend::{
     RowQuery, RunState, SessionMatch, Settle, TakenRow,
 };
 use super::clock::{Clock, SystemClock};
+use super::sql::{self, row_seq, seq_param, to_json, token_id, CLAIMED_COLUMNS, ROW_COLUMNS};
 use crate::{Event, LedgerError};
 use checkpoint::Checkpointer;
 
@@ -420,12 +421,6 @@ fn read_error(error: rusqlite::Error) -> LedgerError {
     }
 }
 
-fn to_json(event: &Event) -> Result<String, LedgerError> {
-    serde_json::to_string(event).map_err(|error| LedgerError::Unwritable {
-        reason: format!("the event does not serialize: {error}"),
-    })
-}
-
 fn from_json(text: &str) -> rusqlite::Result<Event> {
     Event::from_json(text).map_err(|error| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(error))
@@ -500,22 +495,6 @@ fn query_params<'a>(now: &'a f64, after: &'a i64, values: &'a [String]) -> Vec<&
     all
 }
 
-/// A claim number as SQLite stores it (the bits of the `u64`).
-fn token_id(token: ClaimToken<'_>) -> i64 {
-    token.id as i64
-}
-
-fn seq_param(seq: u64) -> i64 {
-    i64::try_from(seq).unwrap_or(i64::MAX)
-}
-
-fn row_seq(seq: i64) -> u64 {
-    u64::try_from(seq).unwrap_or(0)
-}
-
-/// What a claim returns, in the order [`read_claimed`] reads it.
-const CLAIMED_COLUMNS: &str = "seq, delegation_id, event, attempts, possible_redelivery, restored";
-
 fn read_claimed(row: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
     let event: String = row.get(2)?;
     Ok(ClaimedRow {
@@ -528,10 +507,6 @@ fn read_claimed(row: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
     })
 }
 
-const ROW_COLUMNS: &str = "seq, COALESCE(key, 'event-' || seq), delegation_id, kind, session_key, \
-     run_state, status, delivery, attempts, reason, owner, claimed_by, restored, possible_redelivery, \
-     created_at, completed_at, delivered_at, not_before, lease_until, event";
-
 fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
     let run_state: Option<String> = row.get(5)?;
     let status: Option<String> = row.get(6)?;
@@ -543,12 +518,7 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
         delegation_id: row.get(2)?,
         kind: row.get(3)?,
         session_key: row.get(4)?,
-        run_state: match run_state.as_deref() {
-            None => None,
-            Some("running") => Some(RunState::Running),
-            Some("unknown") => Some(RunState::Unknown),
-            Some(_) => Some(RunState::Finished(status.unwrap_or_default())),
-        },
+        run_state: sql::run_state(run_state.as_deref(), status),
         delivery: delivery.as_deref().and_then(DeliveryState::parse),
         attempts: u32::try_from(row.get::<_, i64>(8)?).unwrap_or(0),
         reason: row.get(9)?,
@@ -849,31 +819,8 @@ impl LedgerBackend for SqliteLedger {
     }
 
     fn rows(&self, query: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError> {
-        let mut sql = format!("SELECT {ROW_COLUMNS} FROM ledger_rows WHERE 1");
-        let mut values: Vec<String> = Vec::new();
-        let mut equals = |sql: &mut String, column: &str, value: String| {
-            values.push(value);
-            let _ = write!(sql, " AND {column} = ?{}", values.len());
-        };
-        if query.running_only {
-            sql.push_str(" AND run_state = 'running'");
-        }
-        if let Some(delivery) = query.delivery {
-            equals(&mut sql, "delivery", delivery.as_str().to_owned());
-        }
-        if let Some(owner) = &query.owner {
-            equals(&mut sql, "owner", owner.clone());
-        }
-        if let Some(session_key) = &query.session_key {
-            equals(&mut sql, "session_key", session_key.clone());
-        }
-        if let Some(delegation_id) = &query.delegation_id {
-            equals(&mut sql, "delegation_id", delegation_id.clone());
-        }
-        sql.push_str(" ORDER BY seq");
-        if query.limit > 0 {
-            let _ = write!(sql, " LIMIT {}", query.limit.min(i64::MAX as usize));
-        }
+        let (filter, values) = sql::row_filter(query, |n| format!("?{n}"));
+        let sql = format!("SELECT {ROW_COLUMNS} FROM ledger_rows WHERE 1{filter}");
         let connection = self.lock();
         let mut statement = connection.prepare_cached(&sql).map_err(read_error)?;
         let params: Vec<&dyn ToSql> = values.iter().map(|v| v as &dyn ToSql).collect();

@@ -1,0 +1,142 @@
+//! The connection threads: each owns one `postgres::Client` and runs the ledger's calls,
+//! so no caller ever runs the client's own runtime (a caller on a tokio worker thread
+//! would otherwise panic: the sync client cannot block inside a runtime) — a caller
+//! waits on a reply channel, as it would on a lock.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+
+use crossbeam_channel::{Receiver, Sender};
+use postgres::types::ToSql;
+use postgres::{Client, Config, NoTls, Row, Statement};
+
+use crate::LedgerError;
+
+/// The name of the connection threads.
+pub const CONNECTION_THREAD_NAME: &str = "postgres-ledger";
+
+/// A call run on a connection thread.
+type Job = Box<dyn FnOnce(&mut Session) + Send>;
+
+/// One connection, as a connection thread holds it: reconnected when it was lost, with
+/// its prepared statements.
+pub(crate) struct Session {
+    config: Config,
+    schema: String,
+    client: Option<Client>,
+    statements: HashMap<String, Statement>,
+}
+
+impl Session {
+    pub(crate) fn new(config: Config, schema: String) -> Session {
+        Session {
+            config,
+            schema,
+            client: None,
+            statements: HashMap::new(),
+        }
+    }
+
+    /// The connection, made (again) when there is none or it was closed.
+    pub(crate) fn client(&mut self) -> Result<&mut Client, postgres::Error> {
+        let client = match self.client.take() {
+            Some(client) if !client.is_closed() => client,
+            _ => {
+                // Statements belong to the connection they were prepared on.
+                self.statements.clear();
+                let mut client = self.config.connect(NoTls)?;
+                client.batch_execute(&format!(
+                    "SET search_path TO {}",
+                    super::quoted(&self.schema)
+                ))?;
+                client
+            }
+        };
+        Ok(self.client.insert(client))
+    }
+
+    fn statement(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
+        // A lost connection clears the statements when it is made again.
+        self.client()?;
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client()?.prepare(sql)?;
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
+    /// Runs a statement (prepared once per connection, and kept) and returns its rows.
+    pub(crate) fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.client()?.query(&statement, params)
+    }
+
+    /// Runs a statement (prepared once per connection) and returns how many rows it
+    /// changed.
+    pub(crate) fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.client()?.execute(&statement, params)
+    }
+}
+
+/// The connection threads of one ledger handle. Dropping it ends them (after the call
+/// each is running).
+pub(crate) struct Connections {
+    jobs: Sender<Job>,
+}
+
+impl Connections {
+    /// Starts `count` threads, each with its own session.
+    pub(crate) fn start(
+        count: usize,
+        session: impl Fn() -> Session,
+    ) -> Result<Connections, LedgerError> {
+        let (jobs, queued) = crossbeam_channel::unbounded::<Job>();
+        for _ in 0..count.max(1) {
+            let queued: Receiver<Job> = queued.clone();
+            let mut session = session();
+            std::thread::Builder::new()
+                .name(CONNECTION_THREAD_NAME.to_owned())
+                .spawn(move || {
+                    for job in queued {
+                        // A call that panics loses its reply (its caller sees an error);
+                        // the thread and its connection go on.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut session)));
+                    }
+                })
+                .map_err(|error| LedgerError::Unavailable {
+                    reason: format!("could not start a {CONNECTION_THREAD_NAME} thread: {error}"),
+                })?;
+        }
+        Ok(Connections { jobs })
+    }
+
+    /// Runs `call` on a connection thread and waits for its answer.
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&mut Session) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.jobs
+            .send(Box::new(move |session: &mut Session| {
+                let _ = reply.send(call(session));
+            }))
+            .map_err(|_| LedgerError::Unavailable {
+                reason: "the ledger's connection threads are gone".to_owned(),
+            })?;
+        answer.recv().unwrap_or_else(|_| {
+            Err(LedgerError::Unavailable {
+                reason: "a call on the ledger's connection panicked".to_owned(),
+            })
+        })
+    }
+}

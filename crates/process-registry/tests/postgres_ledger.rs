@@ -1,0 +1,188 @@
+//! The PostgreSQL ledger beyond the conformance suite: a schema that is not ours, or is
+//! newer, is refused and left as it was; an unreachable server and a bad schema name are
+//! clear errors; a call from inside a tokio runtime works (the sync client never runs on
+//! the caller's thread); and another handle's completion — another process's — wakes a
+//! waiting consumer through the server's notification, not a sweep.
+#![cfg(feature = "postgres")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use process_registry::{
+    ClaimFilter, CompletionQueue, Event, LedgerConfig, LedgerError, PostgresLedger,
+    PostgresOptions, WatchOverflow,
+};
+
+fn params() -> String {
+    std::env::var("LEDGER_TEST_POSTGRES")
+        .unwrap_or_else(|_| "host=127.0.0.1 user=postgres dbname=test".to_owned())
+}
+
+fn client() -> postgres::Client {
+    postgres::Client::connect(&params(), postgres::NoTls)
+        .unwrap_or_else(|error| panic!("the test PostgreSQL server ({}): {error}", params()))
+}
+
+/// A schema of the test's own, dropped at the end.
+struct Schema(String);
+
+impl Schema {
+    fn new(name: &str) -> Schema {
+        let schema = format!("pgtest_{}_{name}", std::process::id());
+        client()
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .unwrap();
+        Schema(schema)
+    }
+
+    fn options(&self) -> PostgresOptions {
+        PostgresOptions::default()
+            .with_schema(self.0.clone())
+            .with_connections(1)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let _ = client().batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0));
+    }
+}
+
+fn event(message: &str) -> Event {
+    Event::WatchOverflowTripped(WatchOverflow {
+        message: Some(message.to_owned()),
+        ..WatchOverflow::default()
+    })
+}
+
+#[test]
+fn another_programs_schema_is_refused_and_left_as_it_was() {
+    let schema = Schema::new("theirs");
+    let mut client = client();
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {0}; CREATE TABLE {0}.orders (id int); INSERT INTO {0}.orders VALUES (7);",
+            schema.0
+        ))
+        .unwrap();
+    let refused = PostgresLedger::connect_with(&params(), schema.options()).unwrap_err();
+    assert!(
+        matches!(refused, LedgerError::NotALedger { .. }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("another program"), "{refused}");
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = $1",
+            &[&schema.0],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 1, "nothing was created beside their table");
+    let id: i32 = client
+        .query_one(&format!("SELECT id FROM {}.orders", schema.0), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(id, 7);
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_left_as_it_was() {
+    let schema = Schema::new("newer");
+    {
+        let ledger = PostgresLedger::connect_with(&params(), schema.options()).unwrap();
+        let queue = CompletionQueue::builder(ledger).open().unwrap();
+        queue.put(event("kept"));
+    }
+    let mut client = client();
+    client
+        .batch_execute(&format!(
+            "UPDATE {}.ledger_meta SET schema_version = 2",
+            schema.0
+        ))
+        .unwrap();
+    let refused = PostgresLedger::connect_with(&params(), schema.options()).unwrap_err();
+    match &refused {
+        LedgerError::NewerSchema {
+            found, supported, ..
+        } => assert_eq!((*found, *supported), (2, 1)),
+        other => panic!("{other}"),
+    }
+    let rows: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM {}.ledger_rows", schema.0),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1, "the row is still there");
+}
+
+#[test]
+fn an_unreachable_server_and_a_bad_schema_name_are_clear_errors() {
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    let refused =
+        PostgresLedger::connect("host=127.0.0.1 port=1 user=postgres dbname=test").unwrap_err();
+    assert!(
+        matches!(refused, LedgerError::Unavailable { .. }),
+        "{refused}"
+    );
+    let unparsed = PostgresLedger::connect("host=127.0.0.1 port=notaport").unwrap_err();
+    assert!(
+        unparsed.to_string().contains("does not parse"),
+        "{unparsed}"
+    );
+    for name in ["", "1st", "a-b", "x\"; DROP TABLE y; --", &"s".repeat(49)] {
+        let error =
+            PostgresLedger::connect_with(&params(), PostgresOptions::default().with_schema(name))
+                .unwrap_err();
+        assert!(
+            error.to_string().contains("is not a schema name"),
+            "{name:?}: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_call_from_inside_a_tokio_runtime_works() {
+    let schema = Schema::new("in_runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let options = schema.options();
+    let taken = runtime.block_on(async move {
+        let ledger = PostgresLedger::connect_with(&params(), options).unwrap();
+        let queue = CompletionQueue::builder(ledger).open().unwrap();
+        queue.put(event("from a task"));
+        queue.try_take()
+    });
+    assert!(taken.is_some());
+}
+
+#[test]
+fn another_handles_completion_wakes_a_waiting_consumer() {
+    let schema = Schema::new("woken");
+    // No sweep within the test: only the server's notification can wake the consumer.
+    let config = LedgerConfig::default().with_sweep_interval(Duration::from_secs(3600));
+    let open = |instance: &str| {
+        let ledger = PostgresLedger::connect_with(&params(), schema.options()).unwrap();
+        CompletionQueue::builder(ledger)
+            .instance(instance)
+            .config(config.clone())
+            .open()
+            .unwrap()
+    };
+    let consumer = open("gateway-1");
+    let producer = open("worker-1");
+    // Armed first, so the put cannot slip in before it; the producer's queue wakes only
+    // its own waits, so only the notification can end this one before its guard.
+    let wait = consumer.listen();
+    producer.put(event("from another process"));
+    assert!(
+        wait.wait_until(std::time::Instant::now() + Duration::from_secs(30)),
+        "the waiting consumer was never woken"
+    );
+    let claim = consumer.claim(&ClaimFilter::any()).unwrap().unwrap();
+    claim.ack().unwrap();
+}
