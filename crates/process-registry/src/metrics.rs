@@ -12,12 +12,20 @@ use metrics::Gauge;
 /// Completions recorded and not yet delivered or dead: waiting for their consumer, or
 /// claimed and being delivered (gauge).
 ///
-/// Every change a queue makes is counted as it happens. A queue on a durable or shared
-/// ledger also sets its share to the ledger's own count when it opens and at every
+/// Every change a queue makes is counted as it happens, and a queue opened on a memory
+/// ledger nobody else holds first counts the rows already in it. A queue on a durable or
+/// shared ledger also sets its share to the ledger's own count when it opens and at every
 /// sweep, so the completions of earlier runs count from the start and those other
 /// processes write or deliver show by the next sweep. Queues on different ledgers in one
 /// process add up; processes sharing one ledger each report all of it (aggregate them
-/// with `max`, not `sum`).
+/// with `max`, not `sum`), and so do two queues of one process on one durable ledger (the
+/// figure doubles: open one queue per ledger).
+///
+/// Known imprecisions, each until the next sweep of a durable or shared queue: a change
+/// made while a sweep counts the ledger may be counted twice; a memory ledger shared
+/// between queues ([`CompletionQueue::builder_shared`](crate::CompletionQueue::builder_shared))
+/// that outlives its last queue keeps its rows in the figure, and rows written to it
+/// through the backend directly, not through a queue, are not counted.
 pub const PENDING: &str = "delegation_pending";
 
 /// A queue's share of [`PENDING`].

@@ -183,6 +183,12 @@ impl CompletionQueueBuilder {
             sweeper: Mutex::new(None),
             pending: PendingGauge::register(shared),
         });
+        if !shared && Arc::strong_count(&core.backend) == 1 {
+            // Rows written to the ledger before any queue held it (through the backend
+            // itself): this queue is the only one that will ever count them.
+            let before = core.backend.count_undelivered()?;
+            core.pending.add(i64::try_from(before).unwrap_or(i64::MAX));
+        }
         core.sweep()?;
         let woken = Arc::downgrade(&core);
         core.backend.wake_on_foreign_writes(Box::new(move || {
