@@ -192,7 +192,8 @@ pub use ledger::memory::MemoryLedger;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use ledger::postgres::{
-    PostgresLedger, PostgresOptions, POSTGRES_CONNECTION_THREAD_NAME, POSTGRES_LISTENER_THREAD_NAME,
+    PostgresLedger, PostgresOptions, POSTGRES_CONNECTION_THREAD_NAME,
+    POSTGRES_HEARTBEAT_THREAD_NAME, POSTGRES_LISTENER_THREAD_NAME,
 };
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]

@@ -186,3 +186,124 @@ fn another_handles_completion_wakes_a_waiting_consumer() {
     let claim = consumer.claim(&ClaimFilter::any()).unwrap().unwrap();
     claim.ack().unwrap();
 }
+
+/// The schema a child process of the kill test works in (set only for the child).
+const CHILD_SCHEMA: &str = "POSTGRES_LEDGER_TEST_CHILD_SCHEMA";
+const KILLED: &str = "worker-to-be-killed";
+
+fn heartbeat_options(schema: &str) -> PostgresOptions {
+    PostgresOptions::default()
+        .with_schema(schema)
+        .with_connections(1)
+        .with_instance_lease(Duration::from_secs(5))
+}
+
+/// Run by [`a_killed_workers_running_rows_become_unknown_once_its_lease_runs_out`] as a
+/// child process: a worker that dispatches one delegation, says so, and waits to be
+/// killed.
+#[test]
+#[ignore = "a child process of the kill test, not a test of its own"]
+fn kill_test_child_worker() {
+    let schema = std::env::var(CHILD_SCHEMA).expect("run by the kill test");
+    let ledger = PostgresLedger::connect_with(&params(), heartbeat_options(&schema)).unwrap();
+    let queue = CompletionQueue::builder(ledger)
+        .instance(KILLED)
+        .open()
+        .unwrap();
+    let recorded = queue
+        .record_dispatch(
+            "deleg_0000000k",
+            "agent:main:telegram:dm:1",
+            Event::from(process_registry::AsyncDelegationEvent {
+                delegation_id: Some("deleg_0000000k".into()),
+                session_key: "agent:main:telegram:dm:1".into(),
+                goal: "run until killed".into(),
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+    assert!(matches!(recorded, process_registry::Recorded::Dispatch(_)));
+    println!("child-ready");
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn a_killed_workers_running_rows_become_unknown_once_its_lease_runs_out() {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+
+    let schema = Schema::new("killed");
+    /// Kills the child however the test ends.
+    struct Child(std::process::Child);
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "kill_test_child_worker",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_SCHEMA, &schema.0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map(Child)
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|line| line.is_ok_and(|line| line.contains("child-ready"))),
+        "the child never dispatched"
+    );
+    let ledger = PostgresLedger::connect_with(&params(), heartbeat_options(&schema.0)).unwrap();
+    let gateway = CompletionQueue::builder(ledger)
+        .instance("gateway-survivor")
+        .config(LedgerConfig::default().with_sweep_interval(Duration::from_secs(3600)))
+        .open()
+        .unwrap();
+    let state = || {
+        gateway
+            .rows(&process_registry::RowQuery {
+                delegation_id: Some("deleg_0000000k".to_owned()),
+                ..Default::default()
+            })
+            .unwrap()
+            .first()
+            .and_then(|row| row.run_state.clone())
+    };
+    // Alive (its heartbeat renews its lease): its delegation still runs.
+    gateway.sweep().unwrap();
+    assert_eq!(state(), Some(process_registry::RunState::Running));
+
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
+    let guard = std::time::Instant::now() + Duration::from_secs(60);
+    while state() == Some(process_registry::RunState::Running) {
+        assert!(
+            std::time::Instant::now() < guard,
+            "still running a minute after its owner was killed"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+        gateway.sweep().unwrap();
+    }
+    assert_eq!(state(), Some(process_registry::RunState::Unknown));
+    let claim = gateway
+        .claim(&ClaimFilter::any().including_restored())
+        .unwrap()
+        .expect("the unknown completion is offered");
+    match claim.event() {
+        Event::AsyncDelegation(event) => {
+            assert_eq!(event.status.as_deref(), Some("unknown"));
+            assert_eq!(
+                event.error.as_deref(),
+                Some(process_registry::OWNER_EXITED_ERROR)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    claim.ack().unwrap();
+}

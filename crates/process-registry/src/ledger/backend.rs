@@ -559,6 +559,23 @@ pub trait LedgerBackend: Send + Sync + 'static {
     /// When the store cannot be written.
     fn prune_delivered(&self, delivered_before: f64) -> Result<u64, LedgerError>;
 
+    /// For a store that keeps its own record of live instances — a fleet's heartbeats,
+    /// where a process on another machine cannot be checked from this one: registers
+    /// `instance` as alive, keeps it so while the returned [`Liveness`](crate::Liveness)
+    /// lives, and judges owners by their records. A queue opened without an explicit
+    /// liveness uses it. `None` (the default): owners are judged by this machine's
+    /// processes ([`ProcessLiveness`](crate::ProcessLiveness)).
+    ///
+    /// # Errors
+    /// When the instance cannot be registered.
+    fn instance_liveness(
+        &self,
+        instance: &str,
+    ) -> Result<Option<Arc<dyn crate::Liveness>>, LedgerError> {
+        let _ = instance;
+        Ok(None)
+    }
+
     /// Asks the store to call `wake` whenever another handle or process may have made a
     /// row claimable, so the queue's waiting consumers look again (a hint: a store may
     /// call it spuriously, and one that misses a change leaves it to the queue's next

@@ -130,7 +130,8 @@ pub struct CompletionQueueBuilder {
     backend: Arc<dyn LedgerBackend>,
     config: LedgerConfig,
     instance: String,
-    liveness: Arc<dyn Liveness>,
+    /// `None`: the backend's record of instances if it keeps one, else [`ProcessLiveness`].
+    liveness: Option<Arc<dyn Liveness>>,
 }
 
 impl std::fmt::Debug for CompletionQueueBuilder {
@@ -156,9 +157,11 @@ impl CompletionQueueBuilder {
         self
     }
 
-    /// How to tell whether another instance is alive (default [`ProcessLiveness`]).
+    /// How to tell whether another instance is alive. The default: the backend's own
+    /// record of instances when it keeps one (the heartbeats of a fleet's ledger, see
+    /// [`LedgerBackend::instance_liveness`]), else [`ProcessLiveness`].
     pub fn liveness(mut self, liveness: impl Liveness) -> Self {
-        self.liveness = Arc::new(liveness);
+        self.liveness = Some(Arc::new(liveness));
         self
     }
 
@@ -170,13 +173,20 @@ impl CompletionQueueBuilder {
     /// # Errors
     /// When the recovery cannot read or write the store.
     pub fn open(self) -> Result<CompletionQueue, LedgerError> {
+        let liveness = match self.liveness {
+            Some(liveness) => liveness,
+            None => match self.backend.instance_liveness(&self.instance)? {
+                Some(liveness) => liveness,
+                None => Arc::new(ProcessLiveness),
+            },
+        };
         let capabilities = self.backend.capabilities();
         let shared = capabilities.durable || capabilities.shared_between_processes;
         let core = Arc::new(Core {
             backend: self.backend,
             config: self.config,
             instance: self.instance,
-            liveness: self.liveness,
+            liveness,
             signal: Signal::new(),
             listeners: AtomicUsize::new(0),
             outbox: Mutex::new(VecDeque::new()),
@@ -341,7 +351,7 @@ impl CompletionQueue {
             backend,
             config: LedgerConfig::default(),
             instance: current_instance().to_owned(),
-            liveness: Arc::new(ProcessLiveness),
+            liveness: None,
         }
     }
 

@@ -11,16 +11,20 @@
 //! trigger notifies the schema's channel whenever a row becomes pending, and a listener
 //! thread wakes the queues of this handle (`listener.rs`) — a hint only: a missed
 //! notification delays a consumer until the queue's next sweep, it never loses a row.
+//! Instances beat (`heartbeat.rs`): each queue's instance holds a lease in
+//! `ledger_instances`, in the server's clock, and owners are judged by their leases.
 //! The schema is marked as ours and versioned (`ledger_meta`): a schema that holds
 //! another program's tables, or one written by a newer version, is refused at open and
 //! left as it was.
 
 mod connection;
+mod heartbeat;
 mod listener;
 
 use std::fmt::Write as _;
 use std::str::FromStr as _;
 use std::sync::Arc;
+use std::time::Duration;
 
 use postgres::types::ToSql;
 use postgres::Row;
@@ -34,9 +38,11 @@ use super::clock::{Clock, SystemClock};
 use super::sql::{self, row_seq, seq_param, to_json, token_id, CLAIMED_COLUMNS, ROW_COLUMNS};
 use crate::{Event, LedgerError};
 use connection::{Connections, Session};
+use heartbeat::Heartbeat;
 use listener::Listener;
 
 pub use connection::CONNECTION_THREAD_NAME as POSTGRES_CONNECTION_THREAD_NAME;
+pub use heartbeat::HEARTBEAT_THREAD_NAME as POSTGRES_HEARTBEAT_THREAD_NAME;
 pub use listener::LISTENER_THREAD_NAME as POSTGRES_LISTENER_THREAD_NAME;
 
 /// What `ledger_meta.application` says in a schema of ours.
@@ -75,6 +81,11 @@ CREATE TABLE ledger_rows (
     lease_until         double precision,
     event               text NOT NULL
 );
+CREATE TABLE ledger_instances (
+    instance    text PRIMARY KEY,
+    lease_until double precision NOT NULL,
+    started_at  double precision NOT NULL
+);
 CREATE INDEX ledger_open ON ledger_rows (seq) WHERE delivery IN ('pending', 'claimed');
 CREATE INDEX ledger_running ON ledger_rows (owner) WHERE run_state = 'running';
 CREATE INDEX ledger_delivered ON ledger_rows (delivered_at) WHERE delivery = 'delivered';
@@ -101,6 +112,10 @@ pub struct PostgresOptions {
     /// that many at once wait for a free one. One more connection listens for
     /// notifications.
     pub connections: usize,
+    /// How long an instance counts as alive after its last heartbeat (default 30 s; it
+    /// beats every third of that). A worker killed mid-run has its running delegations
+    /// recorded `unknown` by the first sweep after its lease ran out.
+    pub instance_lease: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -108,6 +123,7 @@ impl Default for PostgresOptions {
         PostgresOptions {
             schema: "delegation_ledger".to_owned(),
             connections: 4,
+            instance_lease: Duration::from_secs(30),
         }
     }
 }
@@ -116,6 +132,12 @@ impl PostgresOptions {
     /// Sets the schema.
     pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = schema.into();
+        self
+    }
+
+    /// Sets the instance lease.
+    pub fn with_instance_lease(mut self, lease: Duration) -> Self {
+        self.instance_lease = lease;
         self
     }
 
@@ -133,8 +155,13 @@ impl PostgresOptions {
 /// Each handle runs [`connections`](PostgresOptions::connections) threads named
 /// `postgres-ledger` that make its calls, and, once a queue is opened on it, one thread
 /// named `postgres-ledger-listen` that wakes the queue's consumers when any process
-/// records a completion. A call blocks its caller for the server's round trip, as an
-/// SQLite commit would; the threads end after the handle is dropped.
+/// records a completion. A queue opened on it without a liveness of its own registers
+/// its instance with a lease ([`instance_lease`](PostgresOptions::instance_lease)) that a
+/// `postgres-ledger-heartbeat` thread renews, and judges other owners by their leases —
+/// not by this machine's processes, which a fleet's other machines are not: a worker
+/// killed anywhere has its running delegations recorded `unknown` by the first sweep
+/// after its lease ran out. A call blocks its caller for the server's round trip, as an
+/// SQLite commit would; the threads end after the handle (and its queues) are dropped.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -147,7 +174,8 @@ impl PostgresOptions {
 /// # }
 /// ```
 pub struct PostgresLedger {
-    connections: Connections,
+    connections: Arc<Connections>,
+    instance_lease: Duration,
     listener: Listener,
     schema: String,
     clock: Arc<dyn Clock>,
@@ -194,7 +222,7 @@ impl PostgresLedger {
         options: PostgresOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<PostgresLedger, LedgerError> {
-        let schema = options.schema;
+        let (schema, instance_lease) = (options.schema, options.instance_lease);
         check_schema_name(&schema)?;
         let config =
             postgres::Config::from_str(params).map_err(|error| LedgerError::Unavailable {
@@ -207,7 +235,8 @@ impl PostgresLedger {
         let checked_schema = schema.clone();
         connections.run(move |session| check_or_create_schema(session, &checked_schema, &shown))?;
         Ok(PostgresLedger {
-            connections,
+            connections: Arc::new(connections),
+            instance_lease,
             listener: Listener::new(config, channel(&schema)),
             schema,
             clock,
@@ -358,7 +387,7 @@ fn check_or_create_schema(
 }
 
 /// The error with the server's own words, when it sent some.
-fn describe(error: &postgres::Error) -> String {
+pub(crate) fn describe(error: &postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
         None => match std::error::Error::source(error) {
@@ -903,5 +932,14 @@ impl LedgerBackend for PostgresLedger {
 
     fn wake_on_foreign_writes(&self, wake: Box<dyn Fn() -> bool + Send + Sync>) {
         self.listener.watch(wake);
+    }
+
+    fn instance_liveness(
+        &self,
+        instance: &str,
+    ) -> Result<Option<Arc<dyn crate::Liveness>>, LedgerError> {
+        let heartbeat =
+            Heartbeat::start(Arc::clone(&self.connections), instance, self.instance_lease)?;
+        Ok(Some(Arc::new(heartbeat)))
     }
 }
