@@ -14,21 +14,11 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use process_registry::{
-    AsyncDelegationEvent, ClaimFilter, CompletionQueue, Event, LedgerConfig, SqliteLedger,
-};
+mod common;
 
-fn event(n: u64) -> Event {
-    Event::AsyncDelegation(AsyncDelegationEvent {
-        delegation_id: Some(format!("deleg_{n:08x}").into()),
-        session_key: "agent:main:telegram:dm:12345:678".into(),
-        goal: "Summarise the logs".into(),
-        status: Some("completed".into()),
-        summary: Some("Three errors, all from the cache layer.".into()),
-        ..AsyncDelegationEvent::default()
-    })
-}
+use common::event;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use process_registry::{ClaimFilter, CompletionQueue, LedgerConfig, SqliteLedger};
 
 struct Scratch(PathBuf);
 

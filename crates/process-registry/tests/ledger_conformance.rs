@@ -198,59 +198,42 @@ conformance_suite!(
 );
 
 #[cfg(feature = "postgres")]
+mod pg_support;
+
+#[cfg(feature = "postgres")]
 mod postgres_store {
     use std::sync::Arc;
 
-    use process_registry::{LedgerBackend, ManualClock, PostgresLedger, PostgresOptions};
+    use process_registry::{LedgerBackend, ManualClock, PostgresLedger};
 
-    /// The server the tests use: `LEDGER_TEST_POSTGRES`, else the project machines' local
-    /// one. A missing server fails the tests; they never skip.
-    pub(crate) fn params() -> String {
-        std::env::var("LEDGER_TEST_POSTGRES")
-            .unwrap_or_else(|_| "host=127.0.0.1 user=postgres dbname=test".to_owned())
-    }
+    use crate::pg_support::{params, Schema};
 
     /// A fresh schema of its own (tests run in parallel), dropped with the store.
     pub(crate) struct PostgresStore {
         clock: Arc<ManualClock>,
-        schema: String,
+        schema: Schema,
     }
 
     impl PostgresStore {
         pub(crate) fn new() -> Self {
             static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let schema = format!("conformance_{}_{n}", std::process::id());
-            let mut client =
-                postgres::Client::connect(&params(), postgres::NoTls).unwrap_or_else(|error| {
-                    panic!("the test PostgreSQL server ({}): {error}", params())
-                });
-            client
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                .unwrap();
             PostgresStore {
                 clock: Arc::new(ManualClock::new(1_750_000_000.0)),
-                schema,
-            }
-        }
-    }
-
-    impl Drop for PostgresStore {
-        fn drop(&mut self) {
-            if let Ok(mut client) = postgres::Client::connect(&params(), postgres::NoTls) {
-                let _ =
-                    client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
+                schema: Schema::new("conformance", &n.to_string()),
             }
         }
     }
 
     impl crate::conformance::Store for PostgresStore {
         fn backend(&self) -> Arc<dyn LedgerBackend> {
-            let options = PostgresOptions::default()
-                .with_schema(self.schema.clone())
-                .with_connections(1);
             Arc::new(
-                PostgresLedger::connect_with_clock(&params(), options, self.clock.clone()).unwrap(),
+                PostgresLedger::connect_with_clock(
+                    &params(),
+                    self.schema.options(1),
+                    self.clock.clone(),
+                )
+                .unwrap(),
             )
         }
 

@@ -13,40 +13,9 @@ use process_registry::{
     PostgresOptions, WatchOverflow,
 };
 
-fn params() -> String {
-    std::env::var("LEDGER_TEST_POSTGRES")
-        .unwrap_or_else(|_| "host=127.0.0.1 user=postgres dbname=test".to_owned())
-}
+mod pg_support;
 
-fn client() -> postgres::Client {
-    postgres::Client::connect(&params(), postgres::NoTls)
-        .unwrap_or_else(|error| panic!("the test PostgreSQL server ({}): {error}", params()))
-}
-
-/// A schema of the test's own, dropped at the end.
-struct Schema(String);
-
-impl Schema {
-    fn new(name: &str) -> Schema {
-        let schema = format!("pgtest_{}_{name}", std::process::id());
-        client()
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .unwrap();
-        Schema(schema)
-    }
-
-    fn options(&self) -> PostgresOptions {
-        PostgresOptions::default()
-            .with_schema(self.0.clone())
-            .with_connections(1)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let _ = client().batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0));
-    }
-}
+use pg_support::{client, params, Schema};
 
 fn event(message: &str) -> Event {
     Event::WatchOverflowTripped(WatchOverflow {
@@ -57,7 +26,7 @@ fn event(message: &str) -> Event {
 
 #[test]
 fn another_programs_schema_is_refused_and_left_as_it_was() {
-    let schema = Schema::new("theirs");
+    let schema = Schema::new("pgtest", "theirs");
     let mut client = client();
     client
         .batch_execute(&format!(
@@ -65,7 +34,7 @@ fn another_programs_schema_is_refused_and_left_as_it_was() {
             schema.0
         ))
         .unwrap();
-    let refused = PostgresLedger::connect_with(&params(), schema.options()).unwrap_err();
+    let refused = PostgresLedger::connect_with(&params(), schema.options(1)).unwrap_err();
     assert!(
         matches!(refused, LedgerError::NotALedger { .. }),
         "{refused}"
@@ -88,9 +57,9 @@ fn another_programs_schema_is_refused_and_left_as_it_was() {
 
 #[test]
 fn a_newer_schema_is_refused_and_left_as_it_was() {
-    let schema = Schema::new("newer");
+    let schema = Schema::new("pgtest", "newer");
     {
-        let ledger = PostgresLedger::connect_with(&params(), schema.options()).unwrap();
+        let ledger = PostgresLedger::connect_with(&params(), schema.options(1)).unwrap();
         let queue = CompletionQueue::builder(ledger).open().unwrap();
         queue.put(event("kept"));
     }
@@ -101,7 +70,7 @@ fn a_newer_schema_is_refused_and_left_as_it_was() {
             schema.0
         ))
         .unwrap();
-    let refused = PostgresLedger::connect_with(&params(), schema.options()).unwrap_err();
+    let refused = PostgresLedger::connect_with(&params(), schema.options(1)).unwrap_err();
     match &refused {
         LedgerError::NewerSchema {
             found, supported, ..
@@ -145,12 +114,12 @@ fn an_unreachable_server_and_a_bad_schema_name_are_clear_errors() {
 
 #[test]
 fn a_call_from_inside_a_tokio_runtime_works() {
-    let schema = Schema::new("in_runtime");
+    let schema = Schema::new("pgtest", "in_runtime");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let options = schema.options();
+    let options = schema.options(1);
     let taken = runtime.block_on(async move {
         let ledger = PostgresLedger::connect_with(&params(), options).unwrap();
         let queue = CompletionQueue::builder(ledger).open().unwrap();
@@ -162,11 +131,11 @@ fn a_call_from_inside_a_tokio_runtime_works() {
 
 #[test]
 fn another_handles_completion_wakes_a_waiting_consumer() {
-    let schema = Schema::new("woken");
+    let schema = Schema::new("pgtest", "woken");
     // No sweep within the test: only the server's notification can wake the consumer.
     let config = LedgerConfig::default().with_sweep_interval(Duration::from_secs(3600));
     let open = |instance: &str| {
-        let ledger = PostgresLedger::connect_with(&params(), schema.options()).unwrap();
+        let ledger = PostgresLedger::connect_with(&params(), schema.options(1)).unwrap();
         CompletionQueue::builder(ledger)
             .instance(instance)
             .config(config.clone())
@@ -232,7 +201,7 @@ fn a_killed_workers_running_rows_become_unknown_once_its_lease_runs_out() {
     use std::io::BufRead as _;
     use std::process::{Command, Stdio};
 
-    let schema = Schema::new("killed");
+    let schema = Schema::new("pgtest", "killed");
     /// Kills the child however the test ends.
     struct Child(std::process::Child);
     impl Drop for Child {

@@ -28,7 +28,12 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(config: Config, schema: String) -> Session {
+    pub(crate) fn new(mut config: Config, schema: String) -> Session {
+        // A server that does not answer is an error after a while, never a hang.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        config.keepalives(true);
         Session {
             config,
             schema,
@@ -72,8 +77,10 @@ impl Session {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, postgres::Error> {
-        let statement = self.statement(sql)?;
-        self.client()?.query(&statement, params)
+        self.retried(|session| {
+            let statement = session.statement(sql)?;
+            session.client()?.query(&statement, params)
+        })
     }
 
     /// Runs a statement (prepared once per connection) and returns how many rows it
@@ -83,9 +90,42 @@ impl Session {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, postgres::Error> {
-        let statement = self.statement(sql)?;
-        self.client()?.execute(&statement, params)
+        self.retried(|session| {
+            let statement = session.statement(sql)?;
+            session.client()?.execute(&statement, params)
+        })
     }
+
+    /// Runs `call` once more on a new connection when the server says it ended this
+    /// one (a restart, a failover, an idle-connection killer): the client learns of it
+    /// only from the call that fails, and the server ran nothing of that call (it had
+    /// ended the session before, or aborted the statement with it). A connection lost
+    /// without the server's word (a broken socket) is not retried: a write may have
+    /// committed.
+    fn retried<T>(
+        &mut self,
+        mut call: impl FnMut(&mut Session) -> Result<T, postgres::Error>,
+    ) -> Result<T, postgres::Error> {
+        match call(self) {
+            Err(error) if ended_by_server(&error) => {
+                self.client = None;
+                call(self)
+            }
+            done => done,
+        }
+    }
+}
+
+/// `true` when the server ended the session (SQLSTATE class 57: operator intervention).
+fn ended_by_server(error: &postgres::Error) -> bool {
+    error
+        .as_db_error()
+        .is_some_and(|db| db.code().code().starts_with("57"))
+}
+
+/// `true` when the connection is gone: ended by the server, or closed under the client.
+pub(crate) fn is_lost(error: &postgres::Error) -> bool {
+    error.is_closed() || ended_by_server(error)
 }
 
 /// The connection threads of one ledger handle. Dropping it ends them (after the call

@@ -313,21 +313,29 @@ fn check_or_create_schema(
     transaction
         .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quoted(schema)))
         .map_err(unavailable)?;
-    let tables: i64 = transaction
+    // Every object in the schema — tables, views, sequences, functions, types — not only
+    // tables: a schema is empty, and may become a ledger, only when it holds none.
+    let objects: i64 = transaction
         .query_one(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = $1",
+            "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = n.oid)
+                  + (SELECT count(*) FROM pg_proc WHERE pronamespace = n.oid)
+                  + (SELECT count(*) FROM pg_type
+                     WHERE typnamespace = n.oid AND typrelid = 0 AND typcategory <> 'A')
+             FROM pg_namespace n WHERE n.nspname = $1",
             &[&schema],
         )
         .map_err(unavailable)?
-        .get(0);
+        .try_get(0)
+        .map_err(unavailable)?;
     let has_meta: bool = transaction
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'ledger_meta')",
             &[&schema],
         )
         .map_err(unavailable)?
-        .get(0);
-    if tables == 0 {
+        .try_get(0)
+        .map_err(unavailable)?;
+    if objects == 0 {
         transaction
             .batch_execute(&SCHEMA.replace("{channel}", &channel(schema)))
             .map_err(unavailable)?;
@@ -345,7 +353,7 @@ fn check_or_create_schema(
     };
     if !has_meta {
         return Err(not_ours(format!(
-            "it holds {tables} tables of another program"
+            "it holds {objects} objects of another program"
         )));
     }
     let meta = transaction
@@ -365,8 +373,12 @@ fn check_or_create_schema(
             reason: "ledger_meta is empty".to_owned(),
         });
     };
-    let application: String = meta.get(0);
-    let version: i32 = meta.get(1);
+    let (Ok(application), Ok(version)) = (meta.try_get::<_, String>(0), meta.try_get::<_, i32>(1))
+    else {
+        return Err(not_ours(
+            "its ledger_meta has columns of other types".to_owned(),
+        ));
+    };
     if application != APPLICATION {
         return Err(not_ours(format!("its ledger_meta names {application:?}")));
     }
@@ -398,14 +410,26 @@ pub(crate) fn describe(error: &postgres::Error) -> String {
 }
 
 fn write_error(error: postgres::Error) -> LedgerError {
+    if connection::is_lost(&error) {
+        return lost(&error);
+    }
     LedgerError::Unwritable {
         reason: describe(&error),
     }
 }
 
 fn read_error(error: postgres::Error) -> LedgerError {
+    if connection::is_lost(&error) {
+        return lost(&error);
+    }
     LedgerError::Unreadable {
         reason: describe(&error),
+    }
+}
+
+fn lost(error: &postgres::Error) -> LedgerError {
+    LedgerError::Unavailable {
+        reason: format!("the connection to the server was lost: {}", describe(error)),
     }
 }
 
@@ -872,6 +896,16 @@ impl LedgerBackend for PostgresLedger {
         let owner = owner.to_owned();
         self.run(write_error, move |session| {
             let mut transaction = session.client()?.transaction()?;
+            // Every row both updates touch, locked first and in `seq` order: two processes
+            // recovering two owners that held each other's claims never wait on each
+            // other in opposite orders.
+            transaction.execute(
+                "SELECT seq FROM ledger_rows
+                 WHERE (delivery = 'claimed' AND claimed_by = $1)
+                    OR (owner = $1 AND delivery IN ('pending', 'claimed') AND NOT restored)
+                 ORDER BY seq FOR UPDATE",
+                &[&owner],
+            )?;
             let reclaimed = transaction.execute(
                 "UPDATE ledger_rows SET delivery = 'pending', claim_id = NULL, claimed_by = NULL,
                      lease_until = NULL, possible_redelivery = true
