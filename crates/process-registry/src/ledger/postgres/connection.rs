@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use postgres::types::ToSql;
@@ -28,12 +29,7 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(mut config: Config, schema: String) -> Session {
-        // A server that does not answer is an error after a while, never a hang.
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(std::time::Duration::from_secs(10));
-        }
-        config.keepalives(true);
+    pub(crate) fn new(config: Config, schema: String) -> Session {
         Session {
             config,
             schema,
@@ -114,6 +110,21 @@ impl Session {
             done => done,
         }
     }
+}
+
+/// Bounds every wait on the network: a server that does not answer a connect is an
+/// error after 10 s (unless the connection string sets its own timeout), and one that
+/// stops acknowledging what is sent — or, idle, stops answering keepalives — closes the
+/// connection after about 30 s, so a call fails instead of hanging.
+pub(crate) fn bounded(mut config: Config) -> Config {
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(15))
+        .tcp_user_timeout(Duration::from_secs(30));
+    config
 }
 
 /// `true` when the server ended the session (SQLSTATE class 57: operator intervention).

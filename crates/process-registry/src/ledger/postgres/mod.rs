@@ -228,6 +228,7 @@ impl PostgresLedger {
             postgres::Config::from_str(params).map_err(|error| LedgerError::Unavailable {
                 reason: format!("the connection string does not parse: {error}"),
             })?;
+        let config = connection::bounded(config);
         let connections = Connections::start(options.connections, || {
             Session::new(config.clone(), schema.clone())
         })?;
