@@ -20,7 +20,9 @@
 //! [`LedgerBackend`] trait. [`CompletionQueue::new`] keeps it in memory
 //! ([`MemoryLedger`]: today's behaviour, nothing survives the process); with the `sqlite`
 //! feature, `SqliteLedger` keeps it in one file that survives `kill -9` of any process
-//! using it.
+//! using it; with the `postgres` feature, `PostgresLedger` keeps it in a PostgreSQL
+//! schema shared by processes on many machines (a fleet), where one process's completion
+//! wakes a consumer waiting in another.
 //!
 //! Consumers **claim** what they own ([`CompletionQueue::claim`] with a
 //! [`ClaimFilter`]: the CLI loop its CLI-origin completions, a gateway its chats'), under
@@ -41,7 +43,8 @@
 //! cancel-safe. See [Awaiting the queue](#awaiting-the-queue) below.
 //!
 //! When a queue opens a durable ledger it **recovers** the rows of instances that died
-//! (an instance is a pid, its start time and the boot id): their running delegations
+//! (an instance is a pid, its start time and the boot id; on a fleet's ledger, an
+//! instance whose heartbeat lease ran out): their running delegations
 //! become `unknown` ([`OWNER_EXITED_ERROR`]; never re-run), their pending completions are
 //! *restored* (offered only to a consumer that owns their session) and what they had
 //! claimed comes back as a possible redelivery. A `ledger-sweep` thread repeats this every
