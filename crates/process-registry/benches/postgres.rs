@@ -27,20 +27,14 @@ mod pg_support;
 use common::event;
 use pg_support::{client, params, Schema};
 
-/// A queue on the bench's schema.
-trait QueueOn {
-    fn queue(&self, connections: usize, instance: &str) -> CompletionQueue;
-}
-
-impl QueueOn for Schema {
-    fn queue(&self, connections: usize, instance: &str) -> CompletionQueue {
-        let options = self.options(connections);
-        CompletionQueue::builder(PostgresLedger::connect_with(&params(), options).unwrap())
-            .instance(instance)
-            .config(LedgerConfig::default().with_sweep_interval(Duration::from_secs(3600)))
-            .open()
-            .unwrap()
-    }
+/// A queue on `schema` as `instance`, with `connections` connections.
+fn queue(schema: &Schema, connections: usize, instance: &str) -> CompletionQueue {
+    let options = schema.options(connections);
+    CompletionQueue::builder(PostgresLedger::connect_with(&params(), options).unwrap())
+        .instance(instance)
+        .config(LedgerConfig::default().with_sweep_interval(Duration::from_secs(3600)))
+        .open()
+        .unwrap()
 }
 
 /// Runs `total` units of `work` on `threads` threads, each taking the next unit; the
@@ -67,7 +61,7 @@ fn claim_ack(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     for consumers in [1_usize, 4, 16] {
         let schema = Schema::new("bench", &format!("claim_{consumers}"));
-        let queue = schema.queue(consumers, "bench-consumer");
+        let queue = queue(&schema, consumers, "bench-consumer");
         let sent = AtomicU64::new(0);
         group.bench_function(format!("claim_ack/{consumers}_consumers"), |b| {
             b.iter_custom(|iters| {
@@ -136,8 +130,8 @@ fn put_to_claim(c: &mut Criterion) {
     let mut group = c.benchmark_group("postgres");
     group.sample_size(20);
     let schema = Schema::new("bench", "put_to_claim");
-    let producer = schema.queue(1, "bench-worker");
-    let consumer = schema.queue(1, "bench-gateway");
+    let producer = queue(&schema, 1, "bench-worker");
+    let consumer = queue(&schema, 1, "bench-gateway");
     let sent = AtomicU64::new(0);
     group.bench_function("put_to_claim", |b| {
         b.iter_custom(|iters| {

@@ -69,6 +69,16 @@ impl PendingGauge {
         self.gauge.increment((count - before) as f64);
     }
 
+    /// `rows` more completions wait.
+    pub(crate) fn add_rows(&self, rows: u64) {
+        self.add(i64::try_from(rows).unwrap_or(i64::MAX));
+    }
+
+    /// `rows` fewer completions wait.
+    pub(crate) fn remove_rows(&self, rows: u64) {
+        self.add(-i64::try_from(rows).unwrap_or(i64::MAX));
+    }
+
     /// `true` when a sweep should count the ledger for [`recount`](Self::recount).
     pub(crate) fn is_recounted(&self) -> bool {
         self.share.is_some()

@@ -4,8 +4,16 @@
 
 use std::fmt::Write as _;
 
-use super::backend::{ClaimToken, RowQuery, RunState};
+use super::backend::{Capabilities, ClaimToken, RowQuery, RunState};
 use crate::{Event, LedgerError};
+
+/// What both SQL stores can do: rows survive the process, delivered ones are kept for the
+/// retention, and other processes write to the same store.
+pub(crate) const CAPABILITIES: Capabilities = Capabilities {
+    durable: true,
+    retains_delivered: true,
+    shared_between_processes: true,
+};
 
 /// What a claim returns: `seq, delegation_id, event, attempts, possible_redelivery,
 /// restored`.

@@ -111,7 +111,7 @@ impl Drop for Core {
             );
         }
         // A memory ledger that only this queue held is gone with its rows.
-        let left = if !self.pending.is_recounted() && Arc::strong_count(&self.backend) == 1 {
+        let left = if self.counts_alone() {
             self.backend.count_undelivered().unwrap_or(0)
         } else {
             0
@@ -193,11 +193,10 @@ impl CompletionQueueBuilder {
             sweeper: Mutex::new(None),
             pending: PendingGauge::register(shared),
         });
-        if !shared && Arc::strong_count(&core.backend) == 1 {
+        if core.counts_alone() {
             // Rows written to the ledger before any queue held it (through the backend
             // itself): this queue is the only one that will ever count them.
-            let before = core.backend.count_undelivered()?;
-            core.pending.add(i64::try_from(before).unwrap_or(i64::MAX));
+            core.pending.add_rows(core.backend.count_undelivered()?);
         }
         core.sweep()?;
         let woken = Arc::downgrade(&core);
@@ -577,9 +576,7 @@ impl CompletionQueue {
             requeued += usize::from(self.core.backend.requeue(row.seq)?);
         }
         if requeued > 0 {
-            self.core
-                .pending
-                .add(i64::try_from(requeued).unwrap_or(i64::MAX));
+            self.core.pending.add_rows(requeued as u64);
             self.core.wake_all();
         }
         Ok(requeued)
@@ -914,8 +911,7 @@ impl Core {
             now - self.config.restore_horizon.as_secs_f64(),
             RESTORE_HORIZON_REASON,
         )?;
-        self.pending
-            .add(-i64::try_from(expired).unwrap_or(i64::MAX));
+        self.pending.remove_rows(expired);
         self.backend
             .prune_delivered(now - self.config.retention.as_secs_f64())?;
         self.retry_outbox();
@@ -963,6 +959,12 @@ impl Core {
             );
         }
         Ok(())
+    }
+
+    /// `true` for a memory ledger that no other queue or caller holds: this queue's
+    /// count is the ledger's whole count, from its open to its drop.
+    fn counts_alone(&self) -> bool {
+        !self.pending.is_recounted() && Arc::strong_count(&self.backend) == 1
     }
 
     /// A row the plain queue API took (delivered in the same step): its event.

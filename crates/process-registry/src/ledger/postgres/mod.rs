@@ -14,7 +14,7 @@
 //! Instances beat (`heartbeat.rs`): each queue's instance holds a lease in
 //! `ledger_instances`, in the server's clock, and owners are judged by their leases.
 //! The schema is marked as ours and versioned (`ledger_meta`): a schema that holds
-//! another program's tables, or one written by a newer version, is refused at open and
+//! another program's objects, or one written by a newer version, is refused at open and
 //! left as it was.
 
 mod connection;
@@ -196,7 +196,7 @@ impl PostgresLedger {
     /// # Errors
     /// [`LedgerError::Unavailable`] when the string does not parse or the server cannot
     /// be reached; [`LedgerError::NotALedger`] for a schema that holds another program's
-    /// tables; [`LedgerError::NewerSchema`] for a ledger written by a newer version; the
+    /// objects; [`LedgerError::NewerSchema`] for a ledger written by a newer version; the
     /// schema is left untouched in both cases.
     pub fn connect(params: &str) -> Result<PostgresLedger, LedgerError> {
         Self::connect_with(params, PostgresOptions::default())
@@ -293,7 +293,7 @@ fn check_schema_name(schema: &str) -> Result<(), LedgerError> {
     }
 }
 
-/// Makes the schema a ledger when it has no tables; otherwise checks that it is one this
+/// Makes the schema a ledger when it holds no object; otherwise checks that it is one this
 /// build reads. Serialized between processes by an advisory lock, in one transaction.
 fn check_or_create_schema(
     session: &mut Session,
@@ -557,7 +557,7 @@ impl PostgresLedger {
                 &[&kind, &session_key, &owner, &now, &event],
             )
         })?;
-        first_seq(&rows).ok_or_else(|| LedgerError::Unwritable {
+        first_u64(&rows).ok_or_else(|| LedgerError::Unwritable {
             reason: "the insert returned no row".to_owned(),
         })
     }
@@ -589,7 +589,8 @@ impl PostgresLedger {
     }
 }
 
-fn first_seq(rows: &[Row]) -> Option<u64> {
+/// The first row's first column, a `bigint` (a seq, or a count), as read back.
+fn first_u64(rows: &[Row]) -> Option<u64> {
     rows.first()
         .and_then(|row| row.try_get::<_, i64>(0).ok())
         .map(row_seq)
@@ -597,11 +598,7 @@ fn first_seq(rows: &[Row]) -> Option<u64> {
 
 impl LedgerBackend for PostgresLedger {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            durable: true,
-            retains_delivered: true,
-            shared_between_processes: true,
-        }
+        sql::CAPABILITIES
     }
 
     fn now(&self) -> f64 {
@@ -626,7 +623,7 @@ impl LedgerBackend for PostgresLedger {
                 &[&id, &kind, &session_key, &owner, &now, &event],
             )
         })?;
-        Ok(match first_seq(&rows) {
+        Ok(match first_u64(&rows) {
             Some(seq) => Inserted::Row(seq),
             None => Inserted::IdTaken,
         })
@@ -663,7 +660,7 @@ impl LedgerBackend for PostgresLedger {
                 &[&phase, &status, &event, &reason, &now, &id, &owner],
             )
         })?;
-        Ok(first_seq(&rows))
+        Ok(first_u64(&rows))
     }
 
     fn retract_running(&self, delegation_id: &str, owner: &str) -> Result<bool, LedgerError> {
@@ -711,7 +708,7 @@ impl LedgerBackend for PostgresLedger {
         let rows = self.run(read_error, move |session| {
             session.query(&sql, &with_filter(&now, &after, &params))
         })?;
-        Ok(first_seq(&rows).map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)))
+        Ok(first_u64(&rows).map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)))
     }
 
     fn next_due(&self, query: &CandidateQuery<'_>) -> Result<Option<f64>, LedgerError> {
@@ -962,7 +959,7 @@ impl LedgerBackend for PostgresLedger {
                 &[],
             )
         })?;
-        Ok(first_seq(&rows).unwrap_or(0))
+        Ok(first_u64(&rows).unwrap_or(0))
     }
 
     fn wake_on_foreign_writes(&self, wake: Box<dyn Fn() -> bool + Send + Sync>) {

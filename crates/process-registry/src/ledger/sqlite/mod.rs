@@ -555,11 +555,7 @@ impl SqliteLedger {
 
 impl LedgerBackend for SqliteLedger {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            durable: true,
-            retains_delivered: true,
-            shared_between_processes: true,
-        }
+        sql::CAPABILITIES
     }
 
     fn now(&self) -> f64 {
