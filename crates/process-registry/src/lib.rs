@@ -182,9 +182,9 @@ pub use event::{
 };
 pub use format::{format_process_notification, format_process_notification_in};
 pub use ledger::backend::{
-    Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState, Finish,
+    Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState, Fence, Finish,
     Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, PendingRefused, RowQuery,
-    RunState, SessionMatch, Settle, TakenRow,
+    RunState, ScopeLease, SessionMatch, Settle, TakenRow,
 };
 pub use ledger::claim::{Claim, ClaimFilter, Released};
 pub use ledger::clock::{Clock, ManualClock, SystemClock};

@@ -66,7 +66,7 @@ fn a_newer_schema_is_refused_and_left_as_it_was() {
     let mut client = client();
     client
         .batch_execute(&format!(
-            "UPDATE {}.ledger_meta SET schema_version = 2",
+            "UPDATE {}.ledger_meta SET schema_version = 3",
             schema.0
         ))
         .unwrap();
@@ -74,7 +74,7 @@ fn a_newer_schema_is_refused_and_left_as_it_was() {
     match &refused {
         LedgerError::NewerSchema {
             found, supported, ..
-        } => assert_eq!((*found, *supported), (2, 1)),
+        } => assert_eq!((*found, *supported), (3, 2)),
         other => panic!("{other}"),
     }
     let rows: i64 = client
@@ -275,4 +275,45 @@ fn a_killed_workers_running_rows_become_unknown_once_its_lease_runs_out() {
         other => panic!("{other:?}"),
     }
     claim.ack().unwrap();
+}
+
+/// A ledger of schema version 1 (before session ownership) is moved forward at open: its
+/// rows kept, the version recorded, ownership working; a second open finds it current.
+#[test]
+fn a_version_1_ledger_is_migrated_at_open() {
+    let schema = Schema::new("pgtest", "migrate");
+    {
+        let ledger = PostgresLedger::connect_with(&params(), schema.options(1)).unwrap();
+        let queue = CompletionQueue::builder(ledger).open().unwrap();
+        queue.put(event("written by version 1"));
+    }
+    // What version 1 had: no leases, no fence columns.
+    client()
+        .batch_execute(&format!(
+            "DROP TABLE {0}.ledger_leases;
+             ALTER TABLE {0}.ledger_rows DROP COLUMN claim_scope, DROP COLUMN claim_epoch;
+             UPDATE {0}.ledger_meta SET schema_version = 1;",
+            schema.0
+        ))
+        .unwrap();
+    let ledger = PostgresLedger::connect_with(&params(), schema.options(1)).unwrap();
+    let version: i32 = client()
+        .query_one(
+            &format!("SELECT schema_version FROM {}.ledger_meta", schema.0),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 2);
+    use process_registry::LedgerBackend as _;
+    assert_eq!(
+        ledger.acquire_scope("platform:a", "gw", 30.0).unwrap(),
+        Some(1)
+    );
+    let queue = CompletionQueue::builder(ledger).open().unwrap();
+    let kept = queue.try_take().expect("the version 1 row");
+    assert_eq!(kept, event("written by version 1"));
+    drop(queue);
+    // Current now: opened again as it is.
+    PostgresLedger::connect_with(&params(), schema.options(1)).unwrap();
 }

@@ -272,6 +272,30 @@ pub struct ClaimedRow {
     pub restored: bool,
 }
 
+/// The ownership a fenced claim is made under ([`LedgerBackend::claim_fenced`]): the
+/// claiming instance holds the lease on `scope` at `epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence<'a> {
+    /// What is owned: a name the consumers agree on (a gateway's is `platform:{name}`).
+    pub scope: &'a str,
+    /// The lease's epoch, as [`LedgerBackend::acquire_scope`] returned it.
+    pub epoch: u64,
+}
+
+/// A lease on an ownership scope, as the store keeps it ([`LedgerBackend::scope_leases`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScopeLease {
+    /// What is owned.
+    pub scope: String,
+    /// The instance holding it (empty once released).
+    pub holder: String,
+    /// Counts the changes of holder: greater after every takeover, never reused.
+    pub epoch: u64,
+    /// The lease ends then, on the store's clock for leases (a released lease: already
+    /// over).
+    pub lease_until: f64,
+}
+
 /// How a claim ends.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Settle<'a> {
@@ -559,6 +583,66 @@ pub trait LedgerBackend: Send + Sync + 'static {
     /// When the store cannot be written.
     fn prune_delivered(&self, delivered_before: f64) -> Result<u64, LedgerError>;
 
+    /// Takes or renews the lease on `scope` for `holder`, for `lease_seconds` from now:
+    /// granted when no one holds it, when `holder` does (a renewal, even of a lease that
+    /// ran out meanwhile: the epoch is kept), or when the holder's lease is over (a
+    /// takeover: the epoch grows by one). A takeover, in the same atomic step, puts every
+    /// row claimed under an older epoch of `scope` back to pending as a possible
+    /// redelivery, so the new owner can claim it at once and the old one can no longer
+    /// settle it. Returns the epoch, or `None` while another holder's lease runs. Lease
+    /// times are read on one clock for every process (a networked store uses its server's).
+    ///
+    /// The default keeps no leases: an error.
+    ///
+    /// # Errors
+    /// When the store cannot be written, or keeps no ownership leases.
+    fn acquire_scope(
+        &self,
+        scope: &str,
+        holder: &str,
+        lease_seconds: f64,
+    ) -> Result<Option<u64>, LedgerError> {
+        let _ = (scope, holder, lease_seconds);
+        Err(no_ownership())
+    }
+
+    /// Ends `holder`'s lease on `scope` at `epoch` (a clean hand-over): its claims under
+    /// it go back to pending, and the next holder takes it at once. Guard: `holder` holds
+    /// it at `epoch`.
+    ///
+    /// # Errors
+    /// When the store cannot be written, or keeps no ownership leases.
+    fn release_scope(&self, scope: &str, holder: &str, epoch: u64) -> Result<bool, LedgerError> {
+        let _ = (scope, holder, epoch);
+        Err(no_ownership())
+    }
+
+    /// Every ownership lease, by scope. The default keeps none.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    fn scope_leases(&self) -> Result<Vec<ScopeLease>, LedgerError> {
+        Ok(Vec::new())
+    }
+
+    /// [`claim`](Self::claim), fenced by ownership: guard also that the claiming
+    /// instance holds `fence.scope` at `fence.epoch` with its lease running. The row
+    /// remembers the fence, and while it is claimed [`settle`](Self::settle) and
+    /// [`renew`](Self::renew) hold only if that lease still has the same holder and
+    /// epoch: once the scope changed hands, a stale owner can neither ack nor renew.
+    ///
+    /// # Errors
+    /// When the store cannot be written, or keeps no ownership leases.
+    fn claim_fenced(
+        &self,
+        seq: u64,
+        claim: NewClaim<'_>,
+        fence: Fence<'_>,
+    ) -> Result<Option<ClaimedRow>, LedgerError> {
+        let _ = (seq, claim, fence);
+        Err(no_ownership())
+    }
+
     /// For a store that keeps its own record of live instances — a fleet's heartbeats,
     /// where a process on another machine cannot be checked from this one: registers
     /// `instance` as alive, keeps it so while the returned [`Liveness`](crate::Liveness)
@@ -602,6 +686,13 @@ pub trait LedgerBackend: Send + Sync + 'static {
                 .len();
         }
         Ok(u64::try_from(count).unwrap_or(u64::MAX))
+    }
+}
+
+/// What a store that keeps no ownership leases answers.
+fn no_ownership() -> LedgerError {
+    LedgerError::Unavailable {
+        reason: "this ledger keeps no ownership leases".to_owned(),
     }
 }
 

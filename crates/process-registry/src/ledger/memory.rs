@@ -8,9 +8,9 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, MutexGuard};
 
 use super::backend::{
-    Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState, Finish,
+    Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState, Fence, Finish,
     Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, PendingRefused, RowQuery,
-    RunState, Settle, TakenRow,
+    RunState, ScopeLease, Settle, TakenRow,
 };
 use super::clock::{Clock, SystemClock};
 use super::fifo::Fifo;
@@ -133,6 +133,16 @@ struct State {
     by_id: HashMap<Id, u64, FastHash>,
     /// The instances seen (usually one), named by their index in rows.
     owners: Vec<Box<str>>,
+    /// Ownership leases, by scope.
+    leases: BTreeMap<String, Lease>,
+}
+
+/// An ownership lease ([`LedgerBackend::acquire_scope`]).
+struct Lease {
+    /// `None` once released.
+    holder: Option<Owner>,
+    epoch: u64,
+    lease_until: f64,
 }
 
 /// A delegation that runs: what its row is until it finishes.
@@ -200,6 +210,8 @@ struct Row {
 struct More {
     reason: Option<String>,
     claim: Option<(u64, Owner)>,
+    /// The ownership the claim was made under: scope and epoch.
+    fence: Option<(Box<str>, u64)>,
     not_before: Option<f64>,
     lease_until: Option<f64>,
 }
@@ -304,8 +316,22 @@ impl Row {
     fn clear_claim(&mut self) {
         if let Some(more) = &mut self.more {
             more.claim = None;
+            more.fence = None;
             more.lease_until = None;
         }
+    }
+
+    /// The claim goes back to pending undecided: whoever claims it next may deliver it
+    /// again.
+    fn reclaim(&mut self) {
+        self.delivery = Some(DeliveryState::Pending);
+        self.clear_claim();
+        self.possible_redelivery = true;
+    }
+
+    fn fence(&self) -> Option<(&str, u64)> {
+        let (scope, epoch) = self.more.as_ref()?.fence.as_ref()?;
+        Some((scope, *epoch))
     }
 
     fn claimed_by(&self) -> Option<Owner> {
@@ -338,6 +364,7 @@ impl Row {
         self.delivery = Some(DeliveryState::Claimed);
         let more = self.more();
         more.claim = Some((claim.token.id, claimer));
+        more.fence = None;
         more.lease_until = Some(now + claim.lease_seconds);
         more.not_before = None;
         self.attempts = self.attempts.saturating_add(1);
@@ -548,6 +575,29 @@ impl MemoryLedger {
 }
 
 impl State {
+    /// `true` unless `row`'s claim was fenced by a lease that has changed hands since.
+    fn fence_holds(&self, row: &Row) -> bool {
+        let Some((scope, epoch)) = row.fence() else {
+            return true;
+        };
+        self.leases.get(scope).is_some_and(|lease| {
+            lease.epoch == epoch && lease.holder.is_some() && lease.holder == row.claimed_by()
+        })
+    }
+
+    /// Claims of `scope` made under another epoch than `epoch` go back to pending.
+    fn reclaim_stale(&mut self, scope: &str, epoch: u64) {
+        for row in self.open.rows_mut() {
+            let stale = row.delivery == Some(DeliveryState::Claimed)
+                && row
+                    .fence()
+                    .is_some_and(|(of, at)| of == scope && at != epoch);
+            if stale {
+                row.reclaim();
+            }
+        }
+    }
+
     /// The index of an instance id, added when new.
     fn owner(&mut self, owner: &str) -> Owner {
         if let Some(known) = self.known_owner(owner) {
@@ -937,12 +987,12 @@ impl LedgerBackend for MemoryLedger {
         let mut now = self.lazy_now();
         let mut state = self.lock();
         let holder = state.known_owner(token.owner);
+        if !state.claim_holds(seq, token, holder) {
+            return Ok(false);
+        }
         let Some(row) = state.get_mut(seq) else {
             return Ok(false);
         };
-        if row.delivery != Some(DeliveryState::Claimed) || !holds(row, token, holder) {
-            return Ok(false);
-        }
         row.clear_claim();
         match settle {
             Settle::Ack => {
@@ -980,14 +1030,15 @@ impl LedgerBackend for MemoryLedger {
         let now = self.now();
         let mut state = self.lock();
         let holder = state.known_owner(token.owner);
+        if !state.claim_holds(seq, token, holder) {
+            return Ok(false);
+        }
         match state.get_mut(seq) {
-            Some(row)
-                if row.delivery == Some(DeliveryState::Claimed) && holds(row, token, holder) =>
-            {
+            Some(row) => {
                 row.more().lease_until = Some(now + lease_seconds);
                 Ok(true)
             }
-            _ => Ok(false),
+            None => Ok(false),
         }
     }
 
@@ -1067,9 +1118,7 @@ impl LedgerBackend for MemoryLedger {
         for row in state.open.rows_mut() {
             let mut touched = false;
             if row.delivery == Some(DeliveryState::Claimed) && row.claimed_by() == Some(owner) {
-                row.delivery = Some(DeliveryState::Pending);
-                row.clear_claim();
-                row.possible_redelivery = true;
+                row.reclaim();
                 touched = true;
             }
             if row.owner == owner
@@ -1132,10 +1181,122 @@ impl LedgerBackend for MemoryLedger {
     fn count_undelivered(&self) -> Result<u64, LedgerError> {
         Ok(u64::try_from(self.lock().open.len()).unwrap_or(u64::MAX))
     }
+
+    fn acquire_scope(
+        &self,
+        scope: &str,
+        holder: &str,
+        lease_seconds: f64,
+    ) -> Result<Option<u64>, LedgerError> {
+        let now = self.now();
+        let mut guard = self.lock();
+        let me = self.owner(&mut guard, holder);
+        let state = &mut *guard;
+        let until = now + lease_seconds;
+        let Some(lease) = state.leases.get_mut(scope) else {
+            state.leases.insert(
+                scope.to_owned(),
+                Lease {
+                    holder: Some(me),
+                    epoch: 1,
+                    lease_until: until,
+                },
+            );
+            return Ok(Some(1));
+        };
+        if lease.holder == Some(me) {
+            lease.lease_until = until;
+            return Ok(Some(lease.epoch));
+        }
+        if lease.holder.is_some() && lease.lease_until > now {
+            return Ok(None);
+        }
+        lease.holder = Some(me);
+        lease.epoch += 1;
+        lease.lease_until = until;
+        let epoch = lease.epoch;
+        state.reclaim_stale(scope, epoch);
+        Ok(Some(epoch))
+    }
+
+    fn release_scope(&self, scope: &str, holder: &str, epoch: u64) -> Result<bool, LedgerError> {
+        let mut guard = self.lock();
+        let me = guard.known_owner(holder);
+        let state = &mut *guard;
+        match state.leases.get_mut(scope) {
+            Some(lease) if me.is_some() && lease.holder == me && lease.epoch == epoch => {
+                lease.holder = None;
+                lease.lease_until = f64::NEG_INFINITY;
+                // Every claim under it, this epoch's too: the next holder's at once.
+                state.reclaim_stale(scope, u64::MAX);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn scope_leases(&self) -> Result<Vec<ScopeLease>, LedgerError> {
+        let state = self.lock();
+        Ok(state
+            .leases
+            .iter()
+            .map(|(scope, lease)| ScopeLease {
+                scope: scope.clone(),
+                holder: lease
+                    .holder
+                    .map_or("", |holder| owner_name(&state.owners, holder))
+                    .to_owned(),
+                epoch: lease.epoch,
+                lease_until: lease.lease_until,
+            })
+            .collect())
+    }
+
+    fn claim_fenced(
+        &self,
+        seq: u64,
+        claim: NewClaim<'_>,
+        fence: Fence<'_>,
+    ) -> Result<Option<ClaimedRow>, LedgerError> {
+        let now = self.now();
+        let mut guard = self.lock();
+        let claimer = self.owner(&mut guard, claim.token.owner);
+        let held = guard.leases.get(fence.scope).is_some_and(|lease| {
+            lease.holder == Some(claimer) && lease.epoch == fence.epoch && lease.lease_until > now
+        });
+        if !held {
+            return Ok(None);
+        }
+        let Some(row) = guard.get_mut(seq) else {
+            return Ok(None);
+        };
+        if !row.claimable(&mut || now) {
+            return Ok(None);
+        }
+        let claimed = row.take_claim(seq, claimer, &claim, now);
+        if claimed.is_some() {
+            row.more().fence = Some((Box::from(fence.scope), fence.epoch));
+        }
+        Ok(claimed)
+    }
 }
 
 /// `true` when `row` is claimed under exactly `token`, whose instance is `holder`.
 fn holds(row: &Row, token: ClaimToken<'_>, holder: Option<Owner>) -> bool {
-    row.claim()
-        .is_some_and(|(id, owner)| id == token.id && Some(owner) == holder)
+    row.delivery == Some(DeliveryState::Claimed)
+        && row
+            .claim()
+            .is_some_and(|(id, owner)| id == token.id && Some(owner) == holder)
+}
+
+impl State {
+    /// Row `seq` is claimed under exactly `token` (of instance `holder`), and the
+    /// ownership it was claimed under, if any, has not changed hands.
+    fn claim_holds(&self, seq: u64, token: ClaimToken<'_>, holder: Option<Owner>) -> bool {
+        let row = self
+            .open_index(seq)
+            .and_then(|index| self.open.at(index))
+            .map(|(_, row)| row);
+        row.is_some_and(|row| holds(row, token, holder) && self.fence_holds(row))
+    }
 }

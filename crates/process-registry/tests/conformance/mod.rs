@@ -951,3 +951,247 @@ macro_rules! conformance_suite {
         }
     };
 }
+
+// ---- Session ownership: leases on scopes, and claims fenced by them. A backend that keeps
+// no leases refuses them with an error: those cases are then skipped, never passed.
+
+/// How long the ownership cases' leases last. Leases run on the clock a store keeps for
+/// them (a networked store's server clock, not the store's `ManualClock`), so a lease
+/// lapses by both the manual clock's advance and a real wait.
+const SCOPE_LEASE: Duration = Duration::from_millis(300);
+
+fn lapse(store: &dyn Store) {
+    store.clock().advance(SCOPE_LEASE * 2);
+    std::thread::sleep(SCOPE_LEASE + Duration::from_millis(150));
+}
+
+fn token(id: u64, owner: &str) -> process_registry::ClaimToken<'_> {
+    process_registry::ClaimToken { id, owner }
+}
+
+fn new_claim(token: process_registry::ClaimToken<'_>) -> process_registry::NewClaim<'_> {
+    process_registry::NewClaim {
+        token,
+        lease_seconds: 60.0,
+    }
+}
+
+fn fence(epoch: u64) -> process_registry::Fence<'static> {
+    process_registry::Fence {
+        scope: "platform:telegram",
+        epoch,
+    }
+}
+
+/// The first lease on a scope, or why the backend keeps none.
+fn first_lease(backend: &dyn LedgerBackend, holder: &str) -> Result<u64, String> {
+    match backend.acquire_scope("platform:telegram", holder, SCOPE_LEASE.as_secs_f64()) {
+        Ok(Some(epoch)) => Ok(epoch),
+        Ok(None) => panic!("a fresh scope is free"),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+fn delivery_of(backend: &dyn LedgerBackend, seq: u64) -> (Option<DeliveryState>, bool) {
+    let row = backend
+        .rows(&RowQuery::default())
+        .unwrap()
+        .into_iter()
+        .find(|row| row.seq == seq)
+        .expect("the row");
+    (row.delivery, row.possible_redelivery)
+}
+
+/// One holder at a time; a renewal keeps the epoch; once the holder's lease runs out,
+/// another takes the scope over with a greater epoch, its predecessor's claims go back to
+/// pending as possible redeliveries, and the stale owner can neither ack nor renew.
+pub fn scope_leases_and_takeover(store: &dyn Store) -> Result<(), String> {
+    let backend = store.backend();
+    let lease = SCOPE_LEASE.as_secs_f64();
+    let first = first_lease(&*backend, "gw-a")?;
+    assert_eq!(first, 1);
+    let scope = "platform:telegram";
+    assert_eq!(
+        backend.acquire_scope(scope, "gw-b", lease).unwrap(),
+        None,
+        "a holds it"
+    );
+    assert_eq!(
+        backend.acquire_scope(scope, "gw-a", lease).unwrap(),
+        Some(1),
+        "renewed"
+    );
+    queue(store).put(watch("owned"));
+    let seq = backend.candidates(&ANY, 1).unwrap()[0].seq;
+    assert!(
+        backend
+            .claim_fenced(seq, new_claim(token(1, "gw-b")), fence(1))
+            .unwrap()
+            .is_none(),
+        "b does not hold the scope"
+    );
+    let claimed = backend
+        .claim_fenced(seq, new_claim(token(1, "gw-a")), fence(1))
+        .unwrap()
+        .expect("a holds the scope");
+    assert_eq!(claimed.attempts, 1);
+    assert!(
+        backend.renew(seq, token(1, "gw-a"), 60.0).unwrap(),
+        "a still owns it"
+    );
+
+    lapse(store);
+    assert_eq!(
+        backend.acquire_scope(scope, "gw-b", lease).unwrap(),
+        Some(2),
+        "a's lease ran out: b takes over"
+    );
+    assert_eq!(
+        delivery_of(&*backend, seq),
+        (Some(DeliveryState::Pending), true),
+        "a's claim was put back at the takeover, a possible redelivery"
+    );
+    assert!(!backend.renew(seq, token(1, "gw-a"), 60.0).unwrap());
+    assert!(
+        !backend
+            .settle(seq, token(1, "gw-a"), process_registry::Settle::Ack)
+            .unwrap(),
+        "the stale owner cannot ack"
+    );
+    assert!(
+        backend
+            .claim_fenced(seq, new_claim(token(2, "gw-a")), fence(1))
+            .unwrap()
+            .is_none(),
+        "nor claim under its old epoch"
+    );
+    let again = backend
+        .claim_fenced(seq, new_claim(token(2, "gw-b")), fence(2))
+        .unwrap()
+        .expect("the new owner claims it at once");
+    assert!(again.possible_redelivery);
+    assert_eq!(again.attempts, 2);
+    assert!(backend
+        .settle(seq, token(2, "gw-b"), process_registry::Settle::Ack)
+        .unwrap());
+    let leases = backend.scope_leases().unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(
+        (
+            leases[0].scope.as_str(),
+            leases[0].holder.as_str(),
+            leases[0].epoch
+        ),
+        (scope, "gw-b", 2)
+    );
+    Ok(())
+}
+
+/// A fenced claim needs the lease held at that epoch and running; a holder that renews a
+/// lease that ran out while no one took it keeps its epoch, and its claim still settles.
+pub fn fenced_claims_need_a_live_lease(store: &dyn Store) -> Result<(), String> {
+    let backend = store.backend();
+    queue(store).put(watch("first"));
+    queue(store).put(watch("second"));
+    let seqs: Vec<u64> = backend
+        .candidates(&ANY, 2)
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    // No lease at all: nothing is claimed (and nothing is refused with an error either).
+    let refused = backend.claim_fenced(seqs[0], new_claim(token(1, "gw-a")), fence(1));
+    if let Err(error) = &refused {
+        return Err(error.to_string());
+    }
+    assert!(refused.unwrap().is_none(), "no lease, no fenced claim");
+    assert_eq!(first_lease(&*backend, "gw-a")?, 1);
+    assert!(
+        backend
+            .claim_fenced(seqs[0], new_claim(token(1, "gw-a")), fence(7))
+            .unwrap()
+            .is_none(),
+        "the wrong epoch"
+    );
+    assert!(backend
+        .claim_fenced(seqs[0], new_claim(token(1, "gw-a")), fence(1))
+        .unwrap()
+        .is_some());
+    lapse(store);
+    assert!(
+        backend
+            .claim_fenced(seqs[1], new_claim(token(2, "gw-a")), fence(1))
+            .unwrap()
+            .is_none(),
+        "the lease ran out: no new claim under it"
+    );
+    assert_eq!(
+        backend
+            .acquire_scope("platform:telegram", "gw-a", SCOPE_LEASE.as_secs_f64())
+            .unwrap(),
+        Some(1),
+        "no one took it meanwhile: the same epoch"
+    );
+    assert!(
+        backend
+            .settle(seqs[0], token(1, "gw-a"), process_registry::Settle::Ack)
+            .unwrap(),
+        "the owner never changed: its claim settles"
+    );
+    // An unfenced claim is not judged by any lease.
+    assert!(backend
+        .claim(seqs[1], new_claim(token(3, "gw-b")))
+        .unwrap()
+        .is_some());
+    assert!(backend
+        .settle(seqs[1], token(3, "gw-b"), process_registry::Settle::Ack)
+        .unwrap());
+    Ok(())
+}
+
+/// A released scope hands over at once: its claims go back to pending, the releaser can
+/// no longer settle them, and the next holder gets a greater epoch without waiting.
+pub fn released_scopes_hand_over_at_once(store: &dyn Store) -> Result<(), String> {
+    let backend = store.backend();
+    let lease = SCOPE_LEASE.as_secs_f64();
+    assert_eq!(first_lease(&*backend, "gw-a")?, 1);
+    queue(store).put(watch("handed over"));
+    let seq = backend.candidates(&ANY, 1).unwrap()[0].seq;
+    assert!(backend
+        .claim_fenced(seq, new_claim(token(1, "gw-a")), fence(1))
+        .unwrap()
+        .is_some());
+    let scope = "platform:telegram";
+    assert!(
+        !backend.release_scope(scope, "gw-b", 1).unwrap(),
+        "not b's to release"
+    );
+    assert!(
+        !backend.release_scope(scope, "gw-a", 2).unwrap(),
+        "not that epoch"
+    );
+    assert!(backend.release_scope(scope, "gw-a", 1).unwrap());
+    assert!(
+        !backend.release_scope(scope, "gw-a", 1).unwrap(),
+        "released once"
+    );
+    assert_eq!(
+        delivery_of(&*backend, seq),
+        (Some(DeliveryState::Pending), true)
+    );
+    assert!(!backend
+        .settle(seq, token(1, "gw-a"), process_registry::Settle::Ack)
+        .unwrap());
+    assert_eq!(
+        backend.acquire_scope(scope, "gw-b", lease).unwrap(),
+        Some(2)
+    );
+    assert!(backend
+        .claim_fenced(seq, new_claim(token(2, "gw-b")), fence(2))
+        .unwrap()
+        .is_some());
+    assert!(backend
+        .settle(seq, token(2, "gw-b"), process_registry::Settle::Ack)
+        .unwrap());
+    Ok(())
+}

@@ -20,6 +20,8 @@
 mod connection;
 mod heartbeat;
 mod listener;
+mod ownership;
+mod schema;
 
 use std::fmt::Write as _;
 use std::str::FromStr as _;
@@ -30,9 +32,9 @@ use postgres::types::ToSql;
 use postgres::Row;
 
 use super::backend::{
-    Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState, Finish,
+    Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState, Fence, Finish,
     Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, PendingRefused, RowQuery,
-    RunState, SessionMatch, Settle, TakenRow,
+    RunState, ScopeLease, SessionMatch, Settle, TakenRow,
 };
 use super::clock::{Clock, SystemClock};
 use super::sql::{self, row_seq, seq_param, to_json, token_id, CLAIMED_COLUMNS, ROW_COLUMNS};
@@ -40,65 +42,11 @@ use crate::{Event, LedgerError};
 use connection::{Connections, Session};
 use heartbeat::Heartbeat;
 use listener::Listener;
+use schema::check_or_create_schema;
 
 pub use connection::CONNECTION_THREAD_NAME as POSTGRES_CONNECTION_THREAD_NAME;
 pub use heartbeat::HEARTBEAT_THREAD_NAME as POSTGRES_HEARTBEAT_THREAD_NAME;
 pub use listener::LISTENER_THREAD_NAME as POSTGRES_LISTENER_THREAD_NAME;
-
-/// What `ledger_meta.application` says in a schema of ours.
-const APPLICATION: &str = "delegation-completion-ledger";
-/// The schema version this build writes and reads.
-const SCHEMA_VERSION: i32 = 1;
-
-/// The tables, made in one transaction when the schema has none (`{channel}`: the
-/// schema's notification channel).
-const SCHEMA: &str = "
-CREATE TABLE ledger_meta (
-    id             integer PRIMARY KEY CHECK (id = 1),
-    application    text NOT NULL,
-    schema_version integer NOT NULL
-);
-CREATE TABLE ledger_rows (
-    seq                 bigserial PRIMARY KEY,
-    key                 text,
-    delegation_id       text UNIQUE,
-    kind                text NOT NULL,
-    session_key         text NOT NULL,
-    run_state           text,
-    status              text,
-    delivery            text,
-    attempts            integer NOT NULL DEFAULT 0,
-    reason              text,
-    owner               text NOT NULL,
-    claim_id            bigint,
-    claimed_by          text,
-    restored            boolean NOT NULL DEFAULT false,
-    possible_redelivery boolean NOT NULL DEFAULT false,
-    created_at          double precision NOT NULL,
-    completed_at        double precision,
-    delivered_at        double precision,
-    not_before          double precision,
-    lease_until         double precision,
-    event               text NOT NULL
-);
-CREATE TABLE ledger_instances (
-    instance    text PRIMARY KEY,
-    lease_until double precision NOT NULL,
-    started_at  double precision NOT NULL
-);
-CREATE INDEX ledger_open ON ledger_rows (seq) WHERE delivery IN ('pending', 'claimed');
-CREATE INDEX ledger_running ON ledger_rows (owner) WHERE run_state = 'running';
-CREATE INDEX ledger_delivered ON ledger_rows (delivered_at) WHERE delivery = 'delivered';
-CREATE FUNCTION ledger_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify(TG_ARGV[0], '');
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER ledger_claimable AFTER INSERT OR UPDATE ON ledger_rows
-    FOR EACH ROW WHEN (NEW.delivery = 'pending')
-    EXECUTE FUNCTION ledger_notify('{channel}');
-";
 
 /// Options of [`PostgresLedger::connect_with`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,7 +214,7 @@ pub(crate) fn quoted(identifier: &str) -> String {
 }
 
 /// The notification channel of a schema's ledger.
-fn channel(schema: &str) -> String {
+pub(crate) fn channel(schema: &str) -> String {
     format!("ledger_{schema}")
 }
 
@@ -291,112 +239,6 @@ fn check_schema_name(schema: &str) -> Result<(), LedgerError> {
             ),
         })
     }
-}
-
-/// Makes the schema a ledger when it holds no object; otherwise checks that it is one this
-/// build reads. Serialized between processes by an advisory lock, in one transaction.
-fn check_or_create_schema(
-    session: &mut Session,
-    schema: &str,
-    shown: &str,
-) -> Result<(), LedgerError> {
-    let unavailable = |error: postgres::Error| LedgerError::Unavailable {
-        reason: format!("{shown}: {}", describe(&error)),
-    };
-    let client = session.client().map_err(unavailable)?;
-    let mut transaction = client.transaction().map_err(unavailable)?;
-    transaction
-        .execute(
-            "SELECT pg_advisory_xact_lock(hashtext($1))",
-            &[&format!("delegation-ledger {schema}")],
-        )
-        .map_err(unavailable)?;
-    transaction
-        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quoted(schema)))
-        .map_err(unavailable)?;
-    // Every object in the schema — tables, views, sequences, functions, types — not only
-    // tables: a schema is empty, and may become a ledger, only when it holds none.
-    let objects: i64 = transaction
-        .query_one(
-            "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = n.oid)
-                  + (SELECT count(*) FROM pg_proc WHERE pronamespace = n.oid)
-                  + (SELECT count(*) FROM pg_type
-                     WHERE typnamespace = n.oid AND typrelid = 0 AND typcategory <> 'A')
-             FROM pg_namespace n WHERE n.nspname = $1",
-            &[&schema],
-        )
-        .map_err(unavailable)?
-        .try_get(0)
-        .map_err(unavailable)?;
-    let has_meta: bool = transaction
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'ledger_meta')",
-            &[&schema],
-        )
-        .map_err(unavailable)?
-        .try_get(0)
-        .map_err(unavailable)?;
-    if objects == 0 {
-        transaction
-            .batch_execute(&SCHEMA.replace("{channel}", &channel(schema)))
-            .map_err(unavailable)?;
-        transaction
-            .execute(
-                "INSERT INTO ledger_meta (id, application, schema_version) VALUES (1, $1, $2)",
-                &[&APPLICATION, &SCHEMA_VERSION],
-            )
-            .map_err(unavailable)?;
-        return transaction.commit().map_err(unavailable);
-    }
-    let not_ours = |reason: String| LedgerError::NotALedger {
-        path: shown.to_owned(),
-        reason,
-    };
-    if !has_meta {
-        return Err(not_ours(format!(
-            "it holds {objects} objects of another program"
-        )));
-    }
-    let meta = transaction
-        .query_opt(
-            "SELECT application, schema_version FROM ledger_meta WHERE id = 1",
-            &[],
-        )
-        .map_err(|error| {
-            not_ours(format!(
-                "its ledger_meta is not ours ({})",
-                describe(&error)
-            ))
-        })?;
-    let Some(meta) = meta else {
-        return Err(LedgerError::Corrupt {
-            path: shown.to_owned(),
-            reason: "ledger_meta is empty".to_owned(),
-        });
-    };
-    let (Ok(application), Ok(version)) = (meta.try_get::<_, String>(0), meta.try_get::<_, i32>(1))
-    else {
-        return Err(not_ours(
-            "its ledger_meta has columns of other types".to_owned(),
-        ));
-    };
-    if application != APPLICATION {
-        return Err(not_ours(format!("its ledger_meta names {application:?}")));
-    }
-    if version > SCHEMA_VERSION {
-        return Err(LedgerError::NewerSchema {
-            path: shown.to_owned(),
-            found: u32::try_from(version).unwrap_or(u32::MAX),
-            supported: SCHEMA_VERSION.unsigned_abs(),
-        });
-    }
-    if version < 1 {
-        return Err(LedgerError::Corrupt {
-            path: shown.to_owned(),
-            reason: format!("schema version {version} is not one this crate ever wrote"),
-        });
-    }
-    transaction.commit().map_err(unavailable)
 }
 
 /// The error with the server's own words, when it sent some.
@@ -589,6 +431,20 @@ impl PostgresLedger {
     }
 }
 
+/// The fence of an unfenced claim.
+const UNFENCED: [&str; 2] = ["NULL", "NULL"];
+
+/// The `SET` of a claim under a new token and lease (`id`, `owner`, `lease`: its
+/// parameters; `$1` is now), fenced by `fence`'s scope and epoch (`NULL`s: unfenced).
+fn claim_set(id: &str, owner: &str, lease: &str, fence: [&str; 2]) -> String {
+    let [scope, epoch] = fence;
+    format!(
+        "delivery = 'claimed', claim_id = {id}, claimed_by = {owner}, lease_until = $1::float8 + {lease}::float8,
+         not_before = NULL, attempts = attempts + 1, claim_scope = {scope}, claim_epoch = {epoch},
+         possible_redelivery = possible_redelivery OR delivery = 'claimed'"
+    )
+}
+
 /// The first row's first column, a `bigint` (a seq, or a count), as read back.
 fn first_u64(rows: &[Row]) -> Option<u64> {
     rows.first()
@@ -732,12 +588,8 @@ impl LedgerBackend for PostgresLedger {
 
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
         let sql = format!(
-            "UPDATE ledger_rows
-             SET delivery = 'claimed', claim_id = $2, claimed_by = $3, lease_until = $1::float8 + $4::float8,
-                 not_before = NULL, attempts = attempts + 1,
-                 possible_redelivery = possible_redelivery OR delivery = 'claimed'
-             WHERE seq = $5 AND {CLAIMABLE}
-             RETURNING {CLAIMED_COLUMNS}"
+            "UPDATE ledger_rows SET {} WHERE seq = $5 AND {CLAIMABLE} RETURNING {CLAIMED_COLUMNS}",
+            claim_set("$2", "$3", "$4", UNFENCED)
         );
         let (now, id, owner, lease, seq) = (
             self.now(),
@@ -764,15 +616,7 @@ impl LedgerBackend for PostgresLedger {
             Box::new(claim.token.owner.to_owned()),
             Box::new(claim.lease_seconds),
         ];
-        let n = |i: usize| i + 2;
-        let set = format!(
-            "delivery = 'claimed', claim_id = ${}, claimed_by = ${}, lease_until = $1::float8 + ${}::float8,
-             not_before = NULL, attempts = attempts + 1,
-             possible_redelivery = possible_redelivery OR delivery = 'claimed'",
-            n(1),
-            n(2),
-            n(3)
-        );
+        let set = claim_set("$3", "$4", "$5", UNFENCED);
         self.move_first(query, &set, params, CLAIMED_COLUMNS, read_claimed)
     }
 
@@ -801,8 +645,11 @@ impl LedgerBackend for PostgresLedger {
         token: ClaimToken<'_>,
         settle: Settle<'_>,
     ) -> Result<bool, LedgerError> {
-        const GUARD: &str = "claim_id = NULL, claimed_by = NULL, lease_until = NULL
-             WHERE seq = $1 AND delivery = 'claimed' AND claim_id = $2 AND claimed_by = $3";
+        let guard = format!(
+            "claim_id = NULL, claimed_by = NULL, lease_until = NULL, claim_scope = NULL, claim_epoch = NULL
+             WHERE seq = $1 AND delivery = 'claimed' AND claim_id = $2 AND claimed_by = $3 AND {}",
+            ownership::FENCE_HOLDS
+        );
         let mut params: Vec<Param> = vec![
             Box::new(seq_param(seq)),
             Box::new(token_id(token)),
@@ -812,10 +659,10 @@ impl LedgerBackend for PostgresLedger {
         let sql = match settle {
             Settle::Ack => {
                 params.push(Box::new(now));
-                format!("UPDATE ledger_rows SET delivery = 'delivered', delivered_at = $4, {GUARD}")
+                format!("UPDATE ledger_rows SET delivery = 'delivered', delivered_at = $4, {guard}")
             }
             Settle::Defer => format!(
-                "UPDATE ledger_rows SET delivery = 'pending', attempts = GREATEST(attempts - 1, 0), {GUARD}"
+                "UPDATE ledger_rows SET delivery = 'pending', attempts = GREATEST(attempts - 1, 0), {guard}"
             ),
             Settle::Release {
                 backoff_seconds,
@@ -825,12 +672,12 @@ impl LedgerBackend for PostgresLedger {
                 params.push(Box::new(backoff_seconds));
                 params.push(Box::new(reason.to_owned()));
                 format!(
-                    "UPDATE ledger_rows SET delivery = 'pending', not_before = $4::float8 + $5::float8, reason = $6, {GUARD}"
+                    "UPDATE ledger_rows SET delivery = 'pending', not_before = $4::float8 + $5::float8, reason = $6, {guard}"
                 )
             }
             Settle::Dead { reason } => {
                 params.push(Box::new(reason.to_owned()));
-                format!("UPDATE ledger_rows SET delivery = 'dead', reason = $4, {GUARD}")
+                format!("UPDATE ledger_rows SET delivery = 'dead', reason = $4, {guard}")
             }
         };
         let changed = self.run(write_error, move |session| {
@@ -855,8 +702,11 @@ impl LedgerBackend for PostgresLedger {
         );
         let changed = self.run(write_error, move |session| {
             session.execute(
-                "UPDATE ledger_rows SET lease_until = $1::float8 + $2::float8
-                 WHERE seq = $3 AND delivery = 'claimed' AND claim_id = $4 AND claimed_by = $5",
+                &format!(
+                    "UPDATE ledger_rows SET lease_until = $1::float8 + $2::float8
+                     WHERE seq = $3 AND delivery = 'claimed' AND claim_id = $4 AND claimed_by = $5 AND {}",
+                    ownership::FENCE_HOLDS
+                ),
                 &[&now, &lease_seconds, &seq, &id, &owner],
             )
         })?;
@@ -960,6 +810,32 @@ impl LedgerBackend for PostgresLedger {
             )
         })?;
         Ok(first_u64(&rows).unwrap_or(0))
+    }
+
+    fn acquire_scope(
+        &self,
+        scope: &str,
+        holder: &str,
+        lease_seconds: f64,
+    ) -> Result<Option<u64>, LedgerError> {
+        self.acquire(scope, holder, lease_seconds)
+    }
+
+    fn release_scope(&self, scope: &str, holder: &str, epoch: u64) -> Result<bool, LedgerError> {
+        self.release(scope, holder, epoch)
+    }
+
+    fn scope_leases(&self) -> Result<Vec<ScopeLease>, LedgerError> {
+        self.leases()
+    }
+
+    fn claim_fenced(
+        &self,
+        seq: u64,
+        claim: NewClaim<'_>,
+        fence: Fence<'_>,
+    ) -> Result<Option<ClaimedRow>, LedgerError> {
+        self.fenced_claim(seq, claim, fence)
     }
 
     fn wake_on_foreign_writes(&self, wake: Box<dyn Fn() -> bool + Send + Sync>) {
