@@ -212,9 +212,9 @@ pub use operator::{
 };
 pub use platform::{CustomPlatform, Platform, PlatformRegistry};
 pub use router::{
-    Adapter, AdapterError, AsyncPlatformAdapter, Delivery, DeliveryRouter, DeliveryRouterBuilder,
-    InternalMessage, NotificationFormatter, PlatformAdapter, RouterStats, TurnGuard,
-    DELIVERY_THREAD_NAME,
+    platform_scope, Adapter, AdapterError, AsyncPlatformAdapter, Delivery, DeliveryRouter,
+    DeliveryRouterBuilder, InternalMessage, NotificationFormatter, PlatformAdapter, RouterStats,
+    TurnGuard, DELIVERY_THREAD_NAME,
 };
 pub use routing::{
     build_process_event_source, enrich_async_delegation_routing, enrich_event_routing,

@@ -192,6 +192,7 @@ pub use ledger::config::LedgerConfig;
 pub use ledger::error::{LedgerError, SettleError};
 pub use ledger::instance::{current_instance, Liveness, ProcessLiveness};
 pub use ledger::memory::MemoryLedger;
+pub use ledger::ownership::{Ownership, OWNERSHIP_THREAD_NAME};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use ledger::postgres::{

@@ -4,7 +4,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
-use process_registry::{format_process_notification, CompletionQueue, Event};
+use std::time::Duration;
+
+use process_registry::{format_process_notification, CompletionQueue, Event, Ownership};
 
 use super::turns::Turns;
 use super::worker::{Origins, Settings, Worker};
@@ -34,6 +36,8 @@ pub struct DeliveryRouterBuilder {
     origins: Origins,
     adapters: HashMap<Platform, Adapter>,
     formatter: NotificationFormatter,
+    /// In a fleet: the lease on each platform.
+    fleet: Option<Duration>,
 }
 
 impl std::fmt::Debug for DeliveryRouterBuilder {
@@ -54,7 +58,23 @@ impl DeliveryRouterBuilder {
             origins: Origins::Sync(Arc::new(NoOrigins)),
             adapters: HashMap::new(),
             formatter: Arc::new(format_delivery),
+            fleet: None,
         }
+    }
+
+    /// One router of a fleet: several gateway processes on one shared ledger (say
+    /// PostgreSQL), each serving some platforms. The router holds a lease of `lease` on
+    /// each platform it has an adapter for (scope `platform:{name}`, through a
+    /// [`process_registry::Ownership`]) and claims a platform's completions only while it
+    /// holds its lease, fenced by it: the ledger refuses the ack of a router whose lease
+    /// was taken over meanwhile. A router with an adapter for a platform another one
+    /// holds is its standby: it takes the platform over within `lease` (plus a third of
+    /// it) of the holder's death, and the holder's unacknowledged completions are
+    /// offered to it at once, as possible redeliveries. Unroutable completions are any
+    /// router's to make dead letters. The ledger must keep leases (memory, PostgreSQL).
+    pub fn fleet(mut self, lease: Duration) -> Self {
+        self.fleet = Some(lease);
+        self
     }
 
     /// The platforms the router knows (default: a new registry with the built-ins only).
@@ -125,10 +145,11 @@ impl DeliveryRouterBuilder {
     /// Spawns the `gateway-delivery` thread and returns the running router.
     ///
     /// # Errors
-    /// [`GatewayError::SpawnFailed`] when the thread cannot be spawned.
+    /// [`GatewayError::SpawnFailed`] when the thread (or a [`fleet`](Self::fleet)
+    /// router's lease thread) cannot be spawned.
     pub fn start(self) -> Result<DeliveryRouter, GatewayError> {
         let queue = self.queue.clone();
-        let (shared, worker) = self.into_parts();
+        let (shared, worker) = self.into_parts()?;
         let thread = std::thread::Builder::new()
             .name(DELIVERY_THREAD_NAME.to_owned())
             .spawn(move || worker.run())
@@ -177,14 +198,15 @@ impl DeliveryRouterBuilder {
     /// ```
     ///
     /// # Errors
-    /// None today; the result matches [`start`](Self::start)'s.
+    /// [`GatewayError::SpawnFailed`] when a [`fleet`](Self::fleet) router's lease thread
+    /// cannot be started.
     #[cfg(feature = "tokio")]
     pub fn start_on(
         self,
         runtime: &tokio::runtime::Handle,
     ) -> Result<DeliveryRouter, GatewayError> {
         let queue = self.queue.clone();
-        let (shared, worker) = self.into_parts();
+        let (shared, worker) = self.into_parts()?;
         super::tasks::start(runtime, worker);
         Ok(DeliveryRouter {
             shared,
@@ -194,15 +216,25 @@ impl DeliveryRouterBuilder {
     }
 
     /// The router's shared state and the worker that delivers for it.
-    pub(super) fn into_parts(self) -> (Arc<Shared>, Worker) {
+    pub(super) fn into_parts(self) -> Result<(Arc<Shared>, Worker), GatewayError> {
         for platform in self.adapters.keys() {
             self.platforms.know(platform);
         }
+        let ownership = self.fleet.map(|lease| {
+            let ownership = Ownership::start(&self.queue, lease)
+                .map_err(|error| GatewayError::SpawnFailed(error.to_string()))?;
+            for platform in self.adapters.keys() {
+                ownership.want(super::worker::platform_scope(platform));
+            }
+            Ok::<_, GatewayError>(ownership)
+        });
+        let ownership = ownership.transpose()?;
         let shared = Arc::new(Shared {
             turns: Turns::default(),
             adapters: RwLock::new(self.adapters),
             platforms: self.platforms,
             queue: self.queue.clone(),
+            ownership,
             stopping: AtomicBool::new(false),
             stopped: event_listener::Event::new(),
             #[cfg(feature = "tokio")]
@@ -222,6 +254,6 @@ impl DeliveryRouterBuilder {
                 formatter: self.formatter,
             },
         );
-        (shared, worker)
+        Ok((shared, worker))
     }
 }

@@ -21,6 +21,7 @@ pub use adapters::{Adapter, AdapterError, AsyncPlatformAdapter, Delivery, Platfo
 pub use builder::DeliveryRouterBuilder;
 pub use turns::TurnGuard;
 use turns::{TurnEnded, TurnToken, Turns};
+pub use worker::platform_scope;
 
 /// The name of the router's thread.
 pub const DELIVERY_THREAD_NAME: &str = "gateway-delivery";
@@ -88,6 +89,8 @@ pub(super) struct Shared {
     adapters: RwLock<HashMap<Platform, Adapter>>,
     platforms: PlatformRegistry,
     queue: CompletionQueue,
+    /// In a fleet: the leases on the platforms this router serves.
+    ownership: Option<process_registry::Ownership>,
     stopping: AtomicBool,
     /// Notified when `stopping` is set: what the router's tasks wait on beside the queue.
     stopped: event_listener::Event,
@@ -380,6 +383,9 @@ impl DeliveryRouter {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(platform.clone(), adapter);
+        if let Some(ownership) = &self.shared.ownership {
+            ownership.want(worker::platform_scope(&platform));
+        }
         #[cfg(feature = "tokio")]
         tasks::serve(&self.shared, &platform);
         self.shared.wake();
@@ -388,11 +394,20 @@ impl DeliveryRouter {
 
     /// Removes the adapter of `platform`; returns it.
     pub fn remove_adapter(&self, platform: &Platform) -> Option<Adapter> {
+        if let Some(ownership) = &self.shared.ownership {
+            ownership.give_up(&worker::platform_scope(platform));
+        }
         self.shared
             .adapters
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(platform)
+    }
+
+    /// The leases this router holds on its platforms, when it was built for a fleet
+    /// ([`DeliveryRouterBuilder::fleet`]).
+    pub fn ownership(&self) -> Option<&process_registry::Ownership> {
+        self.shared.ownership.as_ref()
     }
 
     /// The router's counters right now: four atomic reads, cheap enough to poll.

@@ -56,7 +56,14 @@ pub(super) struct View {
 }
 
 impl View {
+    /// In a fleet, a platform is served only while this router holds its lease.
     pub(super) fn take(shared: &Shared) -> View {
+        let owned = |platform: &Platform| {
+            shared
+                .ownership
+                .as_ref()
+                .is_none_or(|ownership| ownership.epoch(&platform_scope(platform)).is_some())
+        };
         View {
             busy: shared.turns.busy_sessions(),
             served: shared
@@ -64,9 +71,24 @@ impl View {
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .keys()
+                .filter(|platform| owned(platform))
                 .cloned()
                 .collect(),
         }
+    }
+}
+
+/// The ownership scope of a platform in a fleet: `platform:{name}`.
+pub fn platform_scope(platform: &Platform) -> String {
+    format!("platform:{}", platform.as_str())
+}
+
+/// The scope a completion belongs to: its platform's, when it names a known one (`None`:
+/// unroutable, claimed by any router of the fleet to be a dead letter).
+fn scope_of(shared: &Shared, event: &Event) -> Option<String> {
+    match target(shared, event, |_| false) {
+        Target::Platform(platform) => Some(platform_scope(&platform)),
+        Target::NotNow | Target::Unroutable => None,
     }
 }
 
@@ -154,15 +176,23 @@ pub(super) fn judged_filter(
     shared: &Arc<Shared>,
     judge: impl Fn(&Shared, &View, &Event) -> bool + Send + Sync + 'static,
 ) -> (ClaimFilter, Arc<Mutex<View>>) {
-    let shared = Arc::clone(shared);
+    let judging = Arc::clone(shared);
     let view = Arc::new(Mutex::new(View::default()));
     let judged_by = Arc::clone(&view);
     let filter = ClaimFilter::routed()
         .including_restored()
         .where_event(move |event| {
             let view = judged_by.lock().unwrap_or_else(PoisonError::into_inner);
-            judge(&shared, &view, event)
+            judge(&judging, &view, event)
         });
+    let filter = match &shared.ownership {
+        // Claimed under the platform's lease: a router that lost it can no longer ack.
+        Some(ownership) => {
+            let scoping = Arc::clone(shared);
+            filter.fenced(ownership, move |event| scope_of(&scoping, event))
+        }
+        None => filter,
+    };
     (filter, view)
 }
 
@@ -719,6 +749,15 @@ impl Shared {
 
     /// Says once per platform that its completions wait for an adapter.
     pub(super) fn warn_unserved(&self, platform: &Platform) {
+        let adapted = self
+            .adapters
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(platform);
+        if adapted {
+            // A fleet's platform that another router owns now.
+            return;
+        }
         let first = self
             .unserved
             .lock()

@@ -12,6 +12,14 @@ use crate::{
 };
 
 type EventPredicate = Arc<dyn Fn(&Event) -> bool + Send + Sync>;
+type ScopeOf = Arc<dyn Fn(&Event) -> Option<String> + Send + Sync>;
+
+/// What a [`ClaimFilter::fenced`] filter claims under.
+#[derive(Clone)]
+pub(crate) struct Fenced {
+    pub(crate) ownership: crate::Ownership,
+    pub(crate) scope_of: ScopeOf,
+}
 
 /// Which completions a consumer claims.
 ///
@@ -42,6 +50,7 @@ pub struct ClaimFilter {
     sessions: Sessions,
     restored: bool,
     predicate: Option<EventPredicate>,
+    fenced: Option<Fenced>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +76,7 @@ impl fmt::Debug for ClaimFilter {
             .field("sessions", &self.sessions)
             .field("restored", &self.restored)
             .field("predicate", &self.predicate.is_some())
+            .field("fenced", &self.fenced.is_some())
             .finish()
     }
 }
@@ -81,6 +91,7 @@ impl ClaimFilter {
             sessions: Sessions::Any,
             restored: false,
             predicate: None,
+            fenced: None,
         }
     }
 
@@ -150,6 +161,51 @@ impl ClaimFilter {
     pub fn where_event(mut self, wanted: impl Fn(&Event) -> bool + Send + Sync + 'static) -> Self {
         self.predicate = Some(Arc::new(wanted));
         self
+    }
+
+    /// Claims under `ownership`: a completion whose scope (`scope_of`: `None` for one that
+    /// belongs to no scope) is held by `ownership` is claimed fenced by that lease
+    /// ([`LedgerBackend::claim_fenced`](crate::LedgerBackend::claim_fenced)), one whose
+    /// scope is not held is left to its owner, and one of no scope is claimed as usual.
+    /// `scope_of` is the caller's code, under the same rules as
+    /// [`where_event`](Self::where_event)'s predicate (asked after it). A fenced claim whose
+    /// scope changed hands before its decision fails with
+    /// [`SettleError::ClaimLost`](crate::SettleError::ClaimLost).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use process_registry::{AsyncDelegationEvent, ClaimFilter, CompletionQueue, Event, Ownership};
+    ///
+    /// let queue = CompletionQueue::new();
+    /// let ownership = Ownership::start(&queue, Duration::from_secs(30))?;
+    /// ownership.want("platform:telegram");
+    /// ownership.renew_now()?;
+    /// let platform = |event: &Event| {
+    ///     let key = event.session_key()?;
+    ///     Some(format!("platform:{}", key.split(':').nth(2)?))
+    /// };
+    /// let filter = ClaimFilter::routed().fenced(&ownership, platform);
+    /// queue.put(AsyncDelegationEvent { session_key: "agent:main:slack:dm:1".into(), ..Default::default() });
+    /// assert!(queue.claim(&filter)?.is_none(), "slack is someone else's");
+    /// queue.put(AsyncDelegationEvent { session_key: "agent:main:telegram:dm:1".into(), ..Default::default() });
+    /// queue.claim(&filter)?.expect("telegram is ours").ack()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fenced(
+        mut self,
+        ownership: &crate::Ownership,
+        scope_of: impl Fn(&Event) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.fenced = Some(Fenced {
+            ownership: ownership.clone(),
+            scope_of: Arc::new(scope_of),
+        });
+        self
+    }
+
+    /// The ownership a [`fenced`](Self::fenced) filter claims under.
+    pub(crate) fn fence(&self) -> Option<&Fenced> {
+        self.fenced.as_ref()
     }
 
     /// `true` when this filter has a [`where_event`](Self::where_event) predicate.

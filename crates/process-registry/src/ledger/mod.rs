@@ -13,6 +13,7 @@ pub(crate) mod error;
 pub(crate) mod fifo;
 pub(crate) mod instance;
 pub(crate) mod memory;
+pub(crate) mod ownership;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -832,12 +832,56 @@ impl Core {
     }
 
     fn try_claim(self: &Arc<Self>, filter: &ClaimFilter) -> Result<Option<Claim>, LedgerError> {
+        if let Some(fenced) = filter.fence() {
+            return self.try_claim_fenced(filter, fenced);
+        }
         let query = filter.query(0);
         match filter.predicate() {
             // Nothing to judge outside the store: one step.
             None => self.claim_with(|new| self.backend.claim_next(&query, new)),
             Some(accepts) => {
                 self.claim_with(|new| self.backend.claim_next_accepted(&query, new, accepts))
+            }
+        }
+    }
+
+    /// A claim of a [`ClaimFilter::fenced`] filter: candidates a page at a time, each
+    /// judged by the predicate, then claimed under the lease of its scope (passed over
+    /// when the scope is not held), or as usual when it has none.
+    fn try_claim_fenced(
+        self: &Arc<Self>,
+        filter: &ClaimFilter,
+        fenced: &crate::ledger::claim::Fenced,
+    ) -> Result<Option<Claim>, LedgerError> {
+        let mut query = filter.query(0);
+        loop {
+            let page = self.backend.candidates(&query, CANDIDATE_PAGE)?;
+            let full = page.len() == CANDIDATE_PAGE;
+            for candidate in page {
+                query.after_seq = candidate.seq;
+                if !filter.accepts(&candidate.event) {
+                    continue;
+                }
+                let claimed = match (fenced.scope_of)(&candidate.event) {
+                    None => self.claim_seq(candidate.seq)?,
+                    Some(scope) => match fenced.ownership.epoch(&scope) {
+                        // Another process's to claim.
+                        None => continue,
+                        Some(epoch) => self.claim_with(|new| {
+                            let fence = crate::Fence {
+                                scope: &scope,
+                                epoch,
+                            };
+                            self.backend.claim_fenced(candidate.seq, new, fence)
+                        })?,
+                    },
+                };
+                if claimed.is_some() {
+                    return Ok(claimed);
+                }
+            }
+            if !full {
+                return Ok(None);
             }
         }
     }
