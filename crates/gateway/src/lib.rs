@@ -90,6 +90,16 @@
 //! # }
 //! ```
 //!
+//! # Fleets
+//!
+//! Several gateway processes share one ledger (PostgreSQL) with routers built
+//! [`fleet`](DeliveryRouterBuilder::fleet): each holds a lease on every platform it has
+//! an adapter for ([`platform_scope`]) and delivers a platform's completions only while it
+//! holds it; a gateway with the same platforms stands by and takes them over within a
+//! lease of the owner's death, getting what the dead one had claimed as possible
+//! redeliveries, while the dead one's acks are refused. The repository's `fleet` example
+//! runs two gateways and two workers as processes and kills one gateway.
+//!
 //! # Tracing
 //!
 //! The router continues each delegation's trace (`async_delegation`'s crate docs list the

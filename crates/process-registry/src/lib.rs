@@ -50,6 +50,13 @@
 //! claimed comes back as a possible redelivery. A `ledger-sweep` thread repeats this every
 //! 30 s, and prunes delivered rows after 7 days ([`LedgerConfig`]).
 //!
+//! **Consumers of a fleet own scopes.** An [`Ownership`] holds leases on the scopes a
+//! consumer serves (a gateway's platforms), renewed by its own thread; a
+//! [`ClaimFilter::fenced`] filter claims a scoped completion only under a held lease, and
+//! once the scope has changed hands — its holder's lease ran out and another took it
+//! over, with a greater epoch — the ledger refuses the old holder's ack, and offers what
+//! it had claimed to the new one at once.
+//!
 //! **The delivery promise: at-least-once delivery with a stable idempotency key
 //! ([`Claim::key`], the `delegation_id`) — exactly once unless a process dies between
 //! delivering and acking**, in which case the repeat is flagged
