@@ -15,7 +15,10 @@ use std::io::{BufRead as _, Write as _};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use async_delegation::{DelegationEngine, DelegationResult, DelegationSpec};
+use common::report;
 use process_registry::{ClaimFilter, CompletionQueue, PostgresLedger, PostgresOptions};
 
 const CHILD: &str = "FLEET_LATENCY_SCHEMA";
@@ -53,19 +56,6 @@ fn dispatcher(schema: &str) {
             _ => return,
         }
     }
-}
-
-fn report(name: &str, mut micros: Vec<f64>) {
-    micros.sort_by(f64::total_cmp);
-    let at = |q: f64| micros[((micros.len() - 1) as f64 * q) as usize];
-    println!(
-        "{name:<34} p50 {:>8.0} µs   p90 {:>8.0} µs   p99 {:>8.0} µs   max {:>8.0} µs   (n = {})",
-        at(0.5),
-        at(0.9),
-        at(0.99),
-        micros[micros.len() - 1],
-        micros.len()
-    );
 }
 
 fn main() {

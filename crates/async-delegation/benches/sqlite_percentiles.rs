@@ -13,21 +13,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use async_delegation::DelegationEngine;
-use common::{runner_return_to_claim, sqlite_queue, timed_dispatch};
+use common::{report, runner_return_to_claim, sqlite_queue, timed_dispatch};
 use process_registry::{AsyncDelegationEvent, ClaimFilter, Event};
-
-fn report(name: &str, mut micros: Vec<f64>) {
-    micros.sort_by(f64::total_cmp);
-    let at = |q: f64| micros[((micros.len() - 1) as f64 * q) as usize];
-    println!(
-        "{name:<28} p50 {:>8.1} µs   p90 {:>8.1} µs   p99 {:>8.1} µs   max {:>9.1} µs   (n = {})",
-        at(0.5),
-        at(0.9),
-        at(0.99),
-        micros[micros.len() - 1],
-        micros.len()
-    );
-}
 
 fn micros(elapsed: Duration) -> f64 {
     elapsed.as_secs_f64() * 1e6

@@ -1,6 +1,7 @@
 //! What the benchmarks of this crate share: the spec they dispatch, a scratch SQLite
-//! ledger, and the two timed SQLite operations (measured by criterion in `dispatch.rs`,
-//! one by one in `sqlite_percentiles.rs`).
+//! ledger, the two timed SQLite operations (measured by criterion in `dispatch.rs`,
+//! one by one in `sqlite_percentiles.rs`), and the percentile report of the benchmarks
+//! that are not criterion's.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -8,6 +9,21 @@ use std::time::{Duration, Instant};
 
 use async_delegation::{DelegationEngine, DelegationResult, DelegationSpec};
 use process_registry::{ClaimFilter, CompletionQueue, Event, LedgerConfig, SqliteLedger};
+
+/// Prints the percentiles of `micros` (microseconds), one line for `name`: what the
+/// benchmarks that are not criterion's report.
+pub(crate) fn report(name: &str, mut micros: Vec<f64>) {
+    micros.sort_by(f64::total_cmp);
+    let at = |q: f64| micros[((micros.len() - 1) as f64 * q) as usize];
+    println!(
+        "{name:<36} p50 {:>8.1} µs   p90 {:>8.1} µs   p99 {:>8.1} µs   max {:>9.1} µs   (n = {})",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        micros[micros.len() - 1],
+        micros.len()
+    );
+}
 
 /// How long any wait of a benchmark may take before it is a failure.
 pub(crate) const GUARD: Duration = Duration::from_secs(20);

@@ -489,26 +489,14 @@ pub trait LedgerBackend: Send + Sync + 'static {
         claim: NewClaim<'_>,
         accepts: &dyn Fn(&Event) -> bool,
     ) -> Result<Option<ClaimedRow>, LedgerError> {
-        let mut query = *query;
-        let mut size = 1;
-        loop {
-            let page = self.candidates(&query, size)?;
-            let full = page.len() == size;
-            size = CANDIDATE_PAGE;
-            for candidate in page {
-                query.after_seq = candidate.seq;
-                if !accepts(&candidate.event) {
-                    continue;
-                }
-                if let Some(claimed) = self.claim(candidate.seq, claim)? {
-                    return Ok(Some(claimed));
-                }
-                // Taken by another consumer since it was read: the next one.
-            }
-            if !full {
+        // The first page a single row: usually the first is the one.
+        find_candidate(self, query, 1, |candidate| {
+            if !accepts(&candidate.event) {
                 return Ok(None);
             }
-        }
+            // `None`: taken by another consumer since it was read; the next one.
+            self.claim(candidate.seq, claim)
+        })
     }
 
     /// Claims and acknowledges, in one atomic step, the first row matching `query` that is
@@ -686,6 +674,33 @@ pub trait LedgerBackend: Send + Sync + 'static {
                 .len();
         }
         Ok(u64::try_from(count).unwrap_or(u64::MAX))
+    }
+}
+
+/// Pages through `query`'s candidates in `seq` order (the first page `first` rows, the
+/// others [`CANDIDATE_PAGE`]), handing each to `visit` until it returns `Some`; `None`
+/// once no candidate is left.
+pub(crate) fn find_candidate<T>(
+    backend: &(impl LedgerBackend + ?Sized),
+    query: &CandidateQuery<'_>,
+    first: usize,
+    mut visit: impl FnMut(Candidate) -> Result<Option<T>, LedgerError>,
+) -> Result<Option<T>, LedgerError> {
+    let mut query = *query;
+    let mut size = first;
+    loop {
+        let page = backend.candidates(&query, size)?;
+        let full = page.len() == size;
+        size = CANDIDATE_PAGE;
+        for candidate in page {
+            query.after_seq = candidate.seq;
+            if let Some(found) = visit(candidate)? {
+                return Ok(Some(found));
+            }
+        }
+        if !full {
+            return Ok(None);
+        }
     }
 }
 

@@ -544,6 +544,38 @@ impl MemoryLedger {
         index
     }
 
+    /// Claims row `seq` if it is claimable now — under `fence` when given, which the
+    /// claimer must hold at its epoch with the lease running (the row then remembers it).
+    fn claim_row(
+        &self,
+        seq: u64,
+        claim: &NewClaim<'_>,
+        fence: Option<Fence<'_>>,
+    ) -> Option<ClaimedRow> {
+        let now = self.now();
+        let mut state = self.lock();
+        let claimer = self.owner(&mut state, claim.token.owner);
+        if let Some(fence) = fence {
+            let held = state.leases.get(fence.scope).is_some_and(|lease| {
+                lease.holder == Some(claimer)
+                    && lease.epoch == fence.epoch
+                    && lease.lease_until > now
+            });
+            if !held {
+                return None;
+            }
+        }
+        let row = state.get_mut(seq)?;
+        if !row.claimable(&mut || now) {
+            return None;
+        }
+        let claimed = row.take_claim(seq, claimer, claim, now)?;
+        if let Some(fence) = fence {
+            row.more().fence = Some((Box::from(fence.scope), fence.epoch));
+        }
+        Some(claimed)
+    }
+
     /// Claims the first claimable row that matches `query` and whose event `accepts`.
     fn claim_first(
         &self,
@@ -575,16 +607,6 @@ impl MemoryLedger {
 }
 
 impl State {
-    /// `true` unless `row`'s claim was fenced by a lease that has changed hands since.
-    fn fence_holds(&self, row: &Row) -> bool {
-        let Some((scope, epoch)) = row.fence() else {
-            return true;
-        };
-        self.leases.get(scope).is_some_and(|lease| {
-            lease.epoch == epoch && lease.holder.is_some() && lease.holder == row.claimed_by()
-        })
-    }
-
     /// Claims of `scope` made under another epoch than `epoch` go back to pending.
     fn reclaim_stale(&mut self, scope: &str, epoch: u64) {
         for row in self.open.rows_mut() {
@@ -909,16 +931,7 @@ impl LedgerBackend for MemoryLedger {
     }
 
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
-        let now = self.now();
-        let mut state = self.lock();
-        let claimer = self.owner(&mut state, claim.token.owner);
-        let Some(row) = state.get_mut(seq) else {
-            return Ok(None);
-        };
-        if !row.claimable(&mut || now) {
-            return Ok(None);
-        }
-        Ok(row.take_claim(seq, claimer, &claim, now))
+        Ok(self.claim_row(seq, &claim, None))
     }
 
     fn claim_next(
@@ -987,10 +1000,7 @@ impl LedgerBackend for MemoryLedger {
         let mut now = self.lazy_now();
         let mut state = self.lock();
         let holder = state.known_owner(token.owner);
-        if !state.claim_holds(seq, token, holder) {
-            return Ok(false);
-        }
-        let Some(row) = state.get_mut(seq) else {
+        let Some(row) = state.claimed_mut(seq, token, holder) else {
             return Ok(false);
         };
         row.clear_claim();
@@ -1030,10 +1040,7 @@ impl LedgerBackend for MemoryLedger {
         let now = self.now();
         let mut state = self.lock();
         let holder = state.known_owner(token.owner);
-        if !state.claim_holds(seq, token, holder) {
-            return Ok(false);
-        }
-        match state.get_mut(seq) {
+        match state.claimed_mut(seq, token, holder) {
             Some(row) => {
                 row.more().lease_until = Some(now + lease_seconds);
                 Ok(true)
@@ -1258,26 +1265,7 @@ impl LedgerBackend for MemoryLedger {
         claim: NewClaim<'_>,
         fence: Fence<'_>,
     ) -> Result<Option<ClaimedRow>, LedgerError> {
-        let now = self.now();
-        let mut guard = self.lock();
-        let claimer = self.owner(&mut guard, claim.token.owner);
-        let held = guard.leases.get(fence.scope).is_some_and(|lease| {
-            lease.holder == Some(claimer) && lease.epoch == fence.epoch && lease.lease_until > now
-        });
-        if !held {
-            return Ok(None);
-        }
-        let Some(row) = guard.get_mut(seq) else {
-            return Ok(None);
-        };
-        if !row.claimable(&mut || now) {
-            return Ok(None);
-        }
-        let claimed = row.take_claim(seq, claimer, &claim, now);
-        if claimed.is_some() {
-            row.more().fence = Some((Box::from(fence.scope), fence.epoch));
-        }
-        Ok(claimed)
+        Ok(self.claim_row(seq, &claim, Some(fence)))
     }
 }
 
@@ -1289,14 +1277,29 @@ fn holds(row: &Row, token: ClaimToken<'_>, holder: Option<Owner>) -> bool {
             .is_some_and(|(id, owner)| id == token.id && Some(owner) == holder)
 }
 
+/// `true` unless `row`'s claim was fenced by a lease of `leases` that has changed hands
+/// since.
+fn fence_holds(leases: &BTreeMap<String, Lease>, row: &Row) -> bool {
+    let Some((scope, epoch)) = row.fence() else {
+        return true;
+    };
+    leases.get(scope).is_some_and(|lease| {
+        lease.epoch == epoch && lease.holder.is_some() && lease.holder == row.claimed_by()
+    })
+}
+
 impl State {
-    /// Row `seq` is claimed under exactly `token` (of instance `holder`), and the
-    /// ownership it was claimed under, if any, has not changed hands.
-    fn claim_holds(&self, seq: u64, token: ClaimToken<'_>, holder: Option<Owner>) -> bool {
-        let row = self
-            .open_index(seq)
-            .and_then(|index| self.open.at(index))
-            .map(|(_, row)| row);
-        row.is_some_and(|row| holds(row, token, holder) && self.fence_holds(row))
+    /// Row `seq`, when it is claimed under exactly `token` (of instance `holder`) and the
+    /// ownership it was claimed under, if any, has not changed hands (one look-up).
+    fn claimed_mut(
+        &mut self,
+        seq: u64,
+        token: ClaimToken<'_>,
+        holder: Option<Owner>,
+    ) -> Option<&mut Row> {
+        let index = self.open.index_of(seq)?;
+        let leases = &self.leases;
+        let (_, row) = self.open.at_mut(index)?;
+        (holds(row, token, holder) && fence_holds(leases, row)).then_some(row)
     }
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use event_listener::{Event as Signal, Listener};
 
-use crate::ledger::backend::CANDIDATE_PAGE;
+use crate::ledger::backend::{find_candidate, CANDIDATE_PAGE};
 use crate::ledger::backend::{
     ClaimToken, ClaimedRow, Finish, Inserted, LedgerBackend, NewClaim, NewPending, NewRunning,
     PendingRefused,
@@ -782,25 +782,18 @@ impl Core {
         limit: usize,
     ) -> Result<Vec<crate::Candidate>, LedgerError> {
         let mut found = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = self
-                .backend
-                .candidates(&filter.query(after), CANDIDATE_PAGE)?;
-            let full = page.len() == CANDIDATE_PAGE;
-            for candidate in page {
-                after = candidate.seq;
+        find_candidate(
+            &*self.backend,
+            &filter.query(0),
+            CANDIDATE_PAGE,
+            |candidate| {
                 if filter.accepts(&candidate.event) {
                     found.push(candidate);
-                    if found.len() >= limit {
-                        return Ok(found);
-                    }
                 }
-            }
-            if !full {
-                return Ok(found);
-            }
-        }
+                Ok((found.len() >= limit).then_some(()))
+            },
+        )?;
+        Ok(found)
     }
 
     /// Makes a claim with a fresh fencing token: `claim` asks the store for it.
@@ -853,37 +846,30 @@ impl Core {
         filter: &ClaimFilter,
         fenced: &crate::ledger::claim::Fenced,
     ) -> Result<Option<Claim>, LedgerError> {
-        let mut query = filter.query(0);
-        loop {
-            let page = self.backend.candidates(&query, CANDIDATE_PAGE)?;
-            let full = page.len() == CANDIDATE_PAGE;
-            for candidate in page {
-                query.after_seq = candidate.seq;
+        find_candidate(
+            &*self.backend,
+            &filter.query(0),
+            CANDIDATE_PAGE,
+            |candidate| {
                 if !filter.accepts(&candidate.event) {
-                    continue;
+                    return Ok(None);
                 }
-                let claimed = match (fenced.scope_of)(&candidate.event) {
-                    None => self.claim_seq(candidate.seq)?,
+                match (fenced.scope_of)(&candidate.event) {
+                    None => self.claim_seq(candidate.seq),
                     Some(scope) => match fenced.ownership.epoch(&scope) {
                         // Another process's to claim.
-                        None => continue,
+                        None => Ok(None),
                         Some(epoch) => self.claim_with(|new| {
                             let fence = crate::Fence {
                                 scope: &scope,
                                 epoch,
                             };
                             self.backend.claim_fenced(candidate.seq, new, fence)
-                        })?,
+                        }),
                     },
-                };
-                if claimed.is_some() {
-                    return Ok(claimed);
                 }
-            }
-            if !full {
-                return Ok(None);
-            }
-        }
+            },
+        )
     }
 
     fn claim_until(
