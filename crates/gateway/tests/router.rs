@@ -187,15 +187,18 @@ struct CountingLedger {
     on_second_page: PageHook,
 }
 
-type PageHook = Arc<Mutex<Option<Box<dyn FnMut() -> bool + Send>>>>;
+/// Runs on a look's later page (read, not yet returned) until it returns `true`.
+type PageHook = Arc<Mutex<Option<Box<dyn FnMut(&[Candidate]) -> bool + Send>>>>;
 
 /// The worker threads of the runtime a task router runs on in these tests.
 const TASK_ROUTER_WORKER: &str = "task-router-worker";
 
 /// A page hook that runs `f` at the first later page.
-fn at_second_page(f: impl FnOnce() + Send + 'static) -> Box<dyn FnMut() -> bool + Send> {
+fn at_second_page(
+    f: impl FnOnce() + Send + 'static,
+) -> Box<dyn FnMut(&[Candidate]) -> bool + Send> {
     let mut f = Some(f);
-    Box::new(move || {
+    Box::new(move |_| {
         if let Some(f) = f.take() {
             f();
         }
@@ -251,15 +254,16 @@ impl LedgerBackend for CountingLedger {
             std::thread::current().name(),
             Some(gateway::DELIVERY_THREAD_NAME | TASK_ROUTER_WORKER)
         );
+        let page = self.inner.candidates(query, limit)?;
         if query.after_seq > 0 && router_thread {
             let hook = self.on_second_page.lock().unwrap().take();
             if let Some(mut hook) = hook {
-                if !hook() {
+                if !hook(&page) {
                     *self.on_second_page.lock().unwrap() = Some(hook);
                 }
             }
         }
-        self.inner.candidates(query, limit)
+        Ok(page)
     }
     fn count_candidates(&self, query: &CandidateQuery<'_>) -> Result<usize, LedgerError> {
         self.inner.count_candidates(query)
@@ -1931,13 +1935,13 @@ fn a_turn_beginning_between_claim_and_hand_off_defers_without_spending_an_attemp
     // The look that will claim the idle session's completion (its view taken: the
     // session is idle) begins a turn of that session before the claim.
     let starter = Arc::clone(&router);
-    let ledger = queue.clone();
-    *on_second_page.lock().unwrap() = Some(Box::new(move || {
-        let mine = RowQuery {
-            session_key: Some(late.to_owned()),
-            ..RowQuery::default()
-        };
-        if ledger.rows(&mine).unwrap().is_empty() {
+    // (Judged by the page read, not by a second read: the completion could be put
+    // between that read and the page's.)
+    *on_second_page.lock().unwrap() = Some(Box::new(move |page: &[Candidate]| {
+        if !page
+            .iter()
+            .any(|candidate| id_of(&candidate.event) == "deleg_00000020")
+        {
             return false;
         }
         assert!(starter.begin_turn(late));

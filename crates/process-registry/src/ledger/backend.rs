@@ -711,12 +711,12 @@ fn no_ownership() -> LedgerError {
     }
 }
 
-/// Reads which row comes first (`next`: the first candidate of a query), then moves it
-/// by its guard (`moved`: `None` when another consumer moved it first), and looks past
-/// it until a move holds or no candidate is left. A look that finds nothing only reads.
 /// How many candidates one read of the store returns while looking for a claim.
 pub(crate) const CANDIDATE_PAGE: usize = 32;
 
+/// Reads which row comes first (`next`: the first candidate of a query), then moves it
+/// by its guard (`moved`: `None` when another consumer moved it first), and looks past
+/// it until a move holds or no candidate is left. A look that finds nothing only reads.
 pub(crate) fn first_moved<T>(
     query: &CandidateQuery<'_>,
     mut next: impl FnMut(&CandidateQuery<'_>) -> Result<Option<u64>, LedgerError>,
