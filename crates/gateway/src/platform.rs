@@ -102,7 +102,7 @@ platforms! {
 /// a spelling such as `"WEBHOO\u{212A}"` register a custom `webhook` beside the
 /// built-in, and route its completions to no adapter. ASCII names without capitals,
 /// the common case, are borrowed as they are.
-fn normalize(name: &str) -> Cow<'_, str> {
+pub(crate) fn normalize(name: &str) -> Cow<'_, str> {
     let name = name.trim();
     if !name.is_ascii() {
         Cow::Owned(name.to_lowercase())

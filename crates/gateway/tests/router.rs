@@ -188,15 +188,15 @@ struct CountingLedger {
 }
 
 /// Runs on a look's later page (read, not yet returned) until it returns `true`.
-type PageHook = Arc<Mutex<Option<Box<dyn FnMut(&[Candidate]) -> bool + Send>>>>;
+type PageFn = Box<dyn FnMut(&[Candidate]) -> bool + Send>;
+
+type PageHook = Arc<Mutex<Option<PageFn>>>;
 
 /// The worker threads of the runtime a task router runs on in these tests.
 const TASK_ROUTER_WORKER: &str = "task-router-worker";
 
 /// A page hook that runs `f` at the first later page.
-fn at_second_page(
-    f: impl FnOnce() + Send + 'static,
-) -> Box<dyn FnMut(&[Candidate]) -> bool + Send> {
+fn at_second_page(f: impl FnOnce() + Send + 'static) -> PageFn {
     let mut f = Some(f);
     Box::new(move |_| {
         if let Some(f) = f.take() {

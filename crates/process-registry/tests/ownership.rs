@@ -3,13 +3,30 @@
 //! go, a stale owner's ack refused.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use process_registry::{
-    AsyncDelegationEvent, ClaimFilter, CompletionQueue, Event, LedgerBackend, ManualClock,
-    MemoryLedger, Ownership, SettleError,
+    AsyncDelegationEvent, Candidate, CandidateQuery, Capabilities, ClaimFilter, ClaimToken,
+    ClaimedRow, CompletionQueue, Event, Fence, Finish, Inserted, LedgerBackend, LedgerError,
+    LedgerRow, ManualClock, MemoryLedger, NewClaim, NewPending, NewRunning, Ownership,
+    PendingRefused, RowQuery, ScopeLease, Settle, SettleError, TakenRow,
 };
+
+/// Long enough for anything that should happen to have happened; a failure, not a wait.
+const HANG_GUARD: Duration = Duration::from_secs(30);
+
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let guard = Instant::now() + HANG_GUARD;
+    while !condition() {
+        assert!(
+            Instant::now() < guard,
+            "hang guard: still waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
 
 const LEASE: Duration = Duration::from_secs(30);
 const SCOPE: &str = "platform:telegram";
@@ -38,10 +55,14 @@ fn completion(session_key: &str) -> AsyncDelegationEvent {
     }
 }
 
+/// Wants the scope and waits for the thread's round that asked for it (taking it, or
+/// finding it held): the thread is asleep for the next 10 s of real time after that, so
+/// it cannot renew a lease behind the test's back once the manual clock moves (a round
+/// of `renew_now` here could race the thread's own, woken by the same `want`).
 fn owning(queue: &CompletionQueue) -> Ownership {
     let ownership = Ownership::start(queue, LEASE).unwrap();
     ownership.want(SCOPE);
-    ownership.renew_now().unwrap();
+    wait_until("the thread's round", || ownership.is_leased(SCOPE));
     ownership
 }
 
@@ -137,4 +158,245 @@ fn the_last_handle_dropped_releases_its_leases() {
         standby.renew_now().unwrap();
     }
     assert_eq!(standby.epoch(SCOPE), Some(2));
+}
+
+/// A memory ledger whose lease requests can be made to fail or to wait at a gate, and
+/// which counts the candidate reads of one named thread.
+struct Faulty {
+    inner: MemoryLedger,
+    failing: AtomicBool,
+    /// While set, an acquire reports on the first sender and waits on the receiver.
+    gate: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+    looks: AtomicU64,
+}
+
+const CONSUMER: &str = "ownership-test-consumer";
+
+impl Faulty {
+    fn new() -> Arc<Faulty> {
+        Arc::new(Faulty {
+            inner: MemoryLedger::with_clock(Arc::new(ManualClock::new(1_750_000_000.0))),
+            failing: AtomicBool::new(false),
+            gate: Mutex::new(None),
+            looks: AtomicU64::new(0),
+        })
+    }
+
+    fn queue(self: &Arc<Self>, instance: &str) -> CompletionQueue {
+        let backend: Arc<dyn LedgerBackend> = self.clone();
+        CompletionQueue::builder_shared(backend)
+            .instance(instance)
+            .open()
+            .unwrap()
+    }
+}
+
+impl LedgerBackend for Faulty {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn now(&self) -> f64 {
+        self.inner.now()
+    }
+    fn insert_running(&self, row: NewRunning<'_>) -> Result<Inserted, LedgerError> {
+        self.inner.insert_running(row)
+    }
+    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, PendingRefused> {
+        self.inner.insert_pending(row)
+    }
+    fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
+        self.inner.finish_run(finish)
+    }
+    fn retract_running(&self, delegation_id: &str, owner: &str) -> Result<bool, LedgerError> {
+        self.inner.retract_running(delegation_id, owner)
+    }
+    fn candidates(
+        &self,
+        query: &CandidateQuery<'_>,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, LedgerError> {
+        if std::thread::current().name() == Some(CONSUMER) {
+            self.looks.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.candidates(query, limit)
+    }
+    fn count_candidates(&self, query: &CandidateQuery<'_>) -> Result<usize, LedgerError> {
+        self.inner.count_candidates(query)
+    }
+    fn next_due(&self, query: &CandidateQuery<'_>) -> Result<Option<f64>, LedgerError> {
+        self.inner.next_due(query)
+    }
+    fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
+        self.inner.claim(seq, claim)
+    }
+    fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
+        self.inner.take_next(query)
+    }
+    fn settle(
+        &self,
+        seq: u64,
+        claim_id: ClaimToken<'_>,
+        settle: Settle<'_>,
+    ) -> Result<bool, LedgerError> {
+        self.inner.settle(seq, claim_id, settle)
+    }
+    fn renew(
+        &self,
+        seq: u64,
+        claim_id: ClaimToken<'_>,
+        lease_seconds: f64,
+    ) -> Result<bool, LedgerError> {
+        self.inner.renew(seq, claim_id, lease_seconds)
+    }
+    fn rows(&self, query: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError> {
+        self.inner.rows(query)
+    }
+    fn owners(&self) -> Result<Vec<String>, LedgerError> {
+        self.inner.owners()
+    }
+    fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError> {
+        self.inner.adopt_orphans(owner)
+    }
+    fn expire_pending(&self, completed_before: f64, reason: &str) -> Result<u64, LedgerError> {
+        self.inner.expire_pending(completed_before, reason)
+    }
+    fn requeue(&self, seq: u64) -> Result<bool, LedgerError> {
+        self.inner.requeue(seq)
+    }
+    fn prune_delivered(&self, delivered_before: f64) -> Result<u64, LedgerError> {
+        self.inner.prune_delivered(delivered_before)
+    }
+    fn acquire_scope(
+        &self,
+        scope: &str,
+        holder: &str,
+        lease_seconds: f64,
+    ) -> Result<Option<u64>, LedgerError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(LedgerError::Unavailable {
+                reason: "the test's store is down".to_owned(),
+            });
+        }
+        if let Some((entered, open)) = self.gate.lock().unwrap().take() {
+            entered.send(()).unwrap();
+            open.recv().unwrap();
+        }
+        self.inner.acquire_scope(scope, holder, lease_seconds)
+    }
+    fn release_scope(&self, scope: &str, holder: &str, epoch: u64) -> Result<bool, LedgerError> {
+        self.inner.release_scope(scope, holder, epoch)
+    }
+    fn scope_leases(&self) -> Result<Vec<ScopeLease>, LedgerError> {
+        self.inner.scope_leases()
+    }
+    fn claim_fenced(
+        &self,
+        seq: u64,
+        claim: NewClaim<'_>,
+        fence: Fence<'_>,
+    ) -> Result<Option<ClaimedRow>, LedgerError> {
+        self.inner.claim_fenced(seq, claim, fence)
+    }
+}
+
+/// Renewals that fail until the lease has run out by the consumer's own clock, then
+/// succeed with the same epoch (nobody took the scope meanwhile): a consumer that passed
+/// the scope's completion over while the lease had run out, and went to sleep, is woken
+/// and claims it.
+#[test]
+fn a_lease_regained_after_running_out_wakes_the_consumers() {
+    let ledger = Faulty::new();
+    let queue = ledger.queue("gw-a");
+    let ownership = Ownership::start(&queue, Duration::from_millis(150)).unwrap();
+    ownership.want(SCOPE);
+    wait_until("the lease", || ownership.epoch(SCOPE) == Some(1));
+    ledger.failing.store(true, Ordering::SeqCst);
+    wait_until("the lease to run out", || ownership.epoch(SCOPE).is_none());
+    queue.put(completion("agent:main:telegram:dm:1"));
+    let (claimed, consumer) = mpsc::channel();
+    {
+        let (queue, filter) = (queue.clone(), filter(&ownership));
+        // Its wait is longer than the test's guard below: only a wake-up (not the last
+        // look at its deadline) lets the claim arrive in time.
+        std::thread::Builder::new()
+            .name(CONSUMER.to_owned())
+            .spawn(move || claimed.send(queue.claim_timeout(&filter, 2 * HANG_GUARD).unwrap()))
+            .unwrap();
+    }
+    // Its look, then its second look after arming its wait: asleep, the completion
+    // passed over (the scope not held).
+    wait_until("the consumer to sleep", || {
+        ledger.looks.load(Ordering::SeqCst) >= 2
+    });
+    assert_eq!(ownership.epoch(SCOPE), None);
+    ledger.failing.store(false, Ordering::SeqCst);
+    let claim = consumer
+        .recv_timeout(HANG_GUARD)
+        .expect("hang guard: the consumer was not woken when the lease came back")
+        .expect("claimed");
+    assert_eq!(
+        ownership.epoch(SCOPE),
+        Some(1),
+        "the same epoch: never taken over"
+    );
+    claim.ack().unwrap();
+}
+
+/// A scope given up while the thread's request for it is under way, then the last
+/// handle dropped: the lease that request was granted is released as the thread ends,
+/// not left to run out.
+#[test]
+fn a_lease_granted_after_it_was_given_up_is_released_at_the_end() {
+    let ledger = Faulty::new();
+    let queue = ledger.queue("gw-a");
+    let (entered_tx, entered) = mpsc::channel();
+    let (open, open_rx) = mpsc::channel();
+    *ledger.gate.lock().unwrap() = Some((entered_tx, open_rx));
+    let ownership = Ownership::start(&queue, LEASE).unwrap();
+    ownership.want(SCOPE);
+    entered
+        .recv_timeout(HANG_GUARD)
+        .expect("the thread asks for the lease");
+    ownership.give_up(SCOPE);
+    drop(ownership);
+    open.send(()).unwrap();
+    wait_until("the lease released", || {
+        let leases = ledger.scope_leases().unwrap();
+        leases.len() == 1 && leases[0].holder.is_empty()
+    });
+    let standby = owning(&ledger.queue("gw-b"));
+    assert_eq!(standby.epoch(SCOPE), Some(2), "handed over at once");
+}
+
+/// A lease longer than any clock can count is held as a day's, never a panic.
+#[test]
+fn an_endless_lease_is_held_as_a_day() {
+    let (_, a, _) = pair();
+    let owner = Ownership::start(&a, Duration::MAX).unwrap();
+    owner.want(SCOPE);
+    owner.renew_now().unwrap();
+    assert_eq!(owner.epoch(SCOPE), Some(1));
+    // (The manual clock stands still: the thread's own rounds ask for the same end.)
+    let leases = a.backend().scope_leases().unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(
+        leases[0].lease_until - a.backend().now(),
+        24.0 * 60.0 * 60.0
+    );
+}
+
+/// `is_leased` tells every scope the store keeps a lease on, whoever holds it, released
+/// ones included, as of the last round.
+#[test]
+fn is_leased_sees_every_holders_scopes() {
+    let (_, a, b) = pair();
+    let owner = owning(&a);
+    let other = Ownership::start(&b, LEASE).unwrap();
+    other.renew_now().unwrap();
+    assert!(other.is_leased(SCOPE), "gw-a's");
+    assert!(!other.is_leased("platform:slack"));
+    owner.give_up(SCOPE);
+    owner.renew_now().unwrap();
+    other.renew_now().unwrap();
+    assert!(other.is_leased(SCOPE), "released, still known");
 }

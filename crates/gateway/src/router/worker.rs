@@ -83,13 +83,26 @@ pub fn platform_scope(platform: &Platform) -> String {
     format!("platform:{}", platform.as_str())
 }
 
-/// The scope a completion belongs to: its platform's, when it names a known one (`None`:
-/// unroutable, claimed by any router of the fleet to be a dead letter).
+/// The scope a completion belongs to: its platform's, when it names a known one — or one
+/// this router does not know but the fleet leases (another router serves it, or did:
+/// the completion waits for it). `None`: unroutable, claimed by any router of the fleet
+/// to be a dead letter.
 fn scope_of(shared: &Shared, event: &Event) -> Option<String> {
     match target(shared, event, |_| false) {
         Target::Platform(platform) => Some(platform_scope(&platform)),
-        Target::NotNow | Target::Unroutable => None,
+        Target::Unroutable => leased_elsewhere(shared, event),
+        Target::NotNow => None,
     }
+}
+
+/// The scope of the platform `event` names, when this router does not know it but some
+/// router of the fleet has leased it.
+fn leased_elsewhere(shared: &Shared, event: &Event) -> Option<String> {
+    let ownership = shared.ownership.as_ref()?;
+    let session_key = owned_session_key(event)?;
+    let name = platform_of(event, session_key)?;
+    let scope = format!("platform:{}", crate::platform::normalize(&name));
+    ownership.is_leased(&scope).then_some(scope)
 }
 
 /// Where a completion would go, as far as claiming it is concerned.

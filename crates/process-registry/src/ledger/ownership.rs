@@ -10,6 +10,13 @@ use crate::{CompletionQueue, LedgerError};
 /// The name of an [`Ownership`]'s renewal thread.
 pub const OWNERSHIP_THREAD_NAME: &str = "ledger-ownership";
 
+/// The shortest lease an [`Ownership`] holds: a shorter one is taken as this.
+const SHORTEST_LEASE: Duration = Duration::from_millis(30);
+
+/// The longest lease an [`Ownership`] holds: a longer one is taken as this (a lease is
+/// how long a standby waits after its owner's death).
+const LONGEST_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The leases one consumer holds on the *scopes* it serves — say a gateway's platforms,
 /// `platform:telegram` — on a ledger shared by many processes, so that each completion
 /// is claimed by the one process that owns its scope.
@@ -82,6 +89,9 @@ struct State {
     held: BTreeMap<String, Held>,
     /// Given up while held: released by the next round.
     given_up: Vec<(String, u64)>,
+    /// Every scope the store keeps a lease on (any holder's, run out or released
+    /// included), as of the last round that could read them.
+    leased: BTreeSet<String>,
     /// A round is due now (something was wanted or given up).
     dirty: bool,
     stopping: bool,
@@ -97,14 +107,15 @@ struct Held {
 }
 
 impl Ownership {
-    /// Starts holding leases of `lease` each on `queue`'s ledger, as its instance.
+    /// Starts holding leases of `lease` each on `queue`'s ledger, as its instance. A
+    /// lease is taken as at least 30 ms and at most a day.
     ///
     /// # Errors
     /// [`LedgerError::Unavailable`] when the thread cannot be started.
     pub fn start(queue: &CompletionQueue, lease: Duration) -> Result<Ownership, LedgerError> {
         let shared = Arc::new(Shared {
             queue: queue.clone(),
-            lease: lease.max(Duration::from_millis(30)),
+            lease: lease.clamp(SHORTEST_LEASE, LONGEST_LEASE),
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
         });
@@ -165,6 +176,15 @@ impl Ownership {
             .collect()
     }
 
+    /// `true` when the store keeps a lease on `scope`, held by any instance, this one
+    /// included — run out or released too: some consumer of the ledger serves `scope`,
+    /// or did. As of the thread's last round (at most a third of the lease ago), so a
+    /// scope first leased elsewhere since is not seen yet. What tells a completion that
+    /// waits for its owner from one nobody serves.
+    pub fn is_leased(&self, scope: &str) -> bool {
+        self.handle.shared.lock().leased.contains(scope)
+    }
+
     /// The queue whose ledger holds the leases.
     pub fn queue(&self) -> &CompletionQueue {
         &self.handle.shared.queue
@@ -206,9 +226,13 @@ impl Shared {
                     .0;
             }
             if state.stopping {
+                // Held, and given up since the last round (granted to a round that
+                // raced the give-up included): every lease this process still has.
                 let held = std::mem::take(&mut state.held);
+                let given_up = std::mem::take(&mut state.given_up);
                 drop(state);
-                self.release(held.into_iter().map(|(scope, held)| (scope, held.epoch)));
+                let held = held.into_iter().map(|(scope, held)| (scope, held.epoch));
+                self.release(given_up.into_iter().chain(held));
                 return;
             }
         }
@@ -257,8 +281,20 @@ impl Shared {
                         valid_until: asked + self.lease,
                     };
                     let before = state.held.insert(scope.clone(), held);
+                    // Changed too when it had run out by this clock (renewals failed):
+                    // `epoch` answered `None` meanwhile, and a consumer may have passed
+                    // the scope's completions over and gone to sleep.
+                    let lapsed = before.is_some_and(|before| before.valid_until <= asked);
                     if before.is_none_or(|before| before.epoch != epoch) {
                         tracing::info!(scope, epoch, holder, "took an ownership lease");
+                        changed = true;
+                    } else if lapsed {
+                        tracing::info!(
+                            scope,
+                            epoch,
+                            holder,
+                            "renewed an ownership lease that had run out"
+                        );
                         changed = true;
                     }
                 }
@@ -272,6 +308,14 @@ impl Shared {
                 Err(error) => {
                     first_error.get_or_insert(error);
                 }
+            }
+        }
+        match backend.scope_leases() {
+            Ok(leases) => {
+                self.lock().leased = leases.into_iter().map(|lease| lease.scope).collect();
+            }
+            Err(error) => {
+                first_error.get_or_insert(error);
             }
         }
         if changed {
