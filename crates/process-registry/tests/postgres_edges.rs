@@ -76,6 +76,12 @@ fn claim_as(ledger: &PostgresLedger, seq: u64, id: u64, owner: &str) {
     assert!(claimed.is_some());
 }
 
+/// An application name of this process's own: connections are found (and terminated)
+/// by it, and another run of these tests on the same server must not be counted.
+fn app_name(base: &str) -> String {
+    format!("{base}_{}", std::process::id())
+}
+
 fn terminate(app: &str, query_like: &str) -> i64 {
     client()
         .query_one(
@@ -173,7 +179,7 @@ fn concurrent_first_opens_all_succeed() {
 #[test]
 fn crossed_adoptions_do_not_deadlock() {
     let schema = Schema::new("review", "crossed");
-    let app = "review_crossed";
+    let app = &app_name("review_crossed");
     let one = Arc::new(PostgresLedger::connect_with(&params(app), schema.options(2)).unwrap());
     let two = Arc::new(PostgresLedger::connect_with(&params(app), schema.options(2)).unwrap());
     // r3: A's, pending; r1: A's, claimed by B; r2: B's, claimed by A.
@@ -246,7 +252,7 @@ fn crossed_adoptions_do_not_deadlock() {
 #[test]
 fn many_handles_deliver_every_completion_exactly_once() {
     let schema = Schema::new("review", "exactly_once");
-    let app = "review_exactly";
+    let app = &app_name("review_exactly");
     let handles: Vec<Arc<PostgresLedger>> = (0..4)
         .map(|_| Arc::new(PostgresLedger::connect_with(&params(app), schema.options(3)).unwrap()))
         .collect();
@@ -430,7 +436,7 @@ fn a_single_producers_puts_are_claimed_in_order() {
 #[test]
 fn the_call_after_a_terminated_connection_works() {
     let schema = Schema::new("review", "terminated");
-    let app = "review_terminated";
+    let app = &app_name("review_terminated");
     let ledger = PostgresLedger::connect_with(&params(app), schema.options(1)).unwrap();
     put(&ledger, "me", "before");
     assert_eq!(terminate(app, "%"), 1);
@@ -452,7 +458,7 @@ fn the_call_after_a_terminated_connection_works() {
 #[test]
 fn the_listener_reconnects_after_its_connection_is_terminated() {
     let schema = Schema::new("review", "listener");
-    let app = "review_listener";
+    let app = &app_name("review_listener");
     let config = LedgerConfig::default().with_sweep_interval(Duration::from_secs(3600));
     let consumer_ledger = PostgresLedger::connect_with(&params(app), schema.options(1)).unwrap();
     let consumer = CompletionQueue::builder(consumer_ledger)
