@@ -14,7 +14,8 @@
 //! round trips, is the cost of one: the run with 0 prices the start-up alone. With `pipelined`
 //! as the second argument it keeps up to 64 delegations in flight instead of one. With
 //! `busy` it times each `dispatch` made while every worker is busy (bursts of 16 held
-//! runners, each burst starting from the spare alone) and prints the percentiles.
+//! runners, each burst starting from the spare alone) and prints the percentiles. With
+//! `queue` it counts puts and takes of the plain queue instead (one thread, no engine).
 #![allow(clippy::expect_used)]
 
 use std::time::Duration;
@@ -30,6 +31,10 @@ fn main() {
     let mode = args.next();
     if mode.as_deref() == Some("busy") {
         busy(rounds);
+        return;
+    }
+    if mode.as_deref() == Some("queue") {
+        put_take(rounds);
         return;
     }
     let pipelined = mode.as_deref() == Some("pipelined");
@@ -68,6 +73,30 @@ fn spec() -> DelegationSpec {
         .with_toolsets(["terminal"])
         .with_role("leaf")
         .with_session_key("agent:main:telegram:dm:12345")
+}
+
+/// `pairs` puts and takes on one thread, in batches of up to 10 000 puts then as many
+/// takes: the plain queue's path through the memory ledger, without the engine.
+fn put_take(pairs: usize) {
+    let queue = CompletionQueue::new();
+    let event = |n: usize| {
+        process_registry::Event::WatchOverflowReleased(process_registry::WatchOverflow {
+            suppressed: Some(process_registry::WireNumber::from(n as u64)),
+            ..Default::default()
+        })
+    };
+    let mut done = 0;
+    while done < pairs {
+        let batch = (pairs - done).min(10_000);
+        for n in 0..batch {
+            queue.put(event(n));
+        }
+        for _ in 0..batch {
+            std::hint::black_box(queue.try_take().expect("put"));
+        }
+        done += batch;
+    }
+    println!("{pairs} puts and takes");
 }
 
 /// Percentiles of `dispatch` with every worker busy.

@@ -173,8 +173,10 @@ impl From<PendingRefused> for LedgerError {
 pub struct TakenRow {
     /// The row.
     pub seq: u64,
-    /// The completion, by value (nothing else holds it any more).
-    pub event: Event,
+    /// The completion, held by nothing else any more (the store lets go of it): it
+    /// travels as a pointer, and [`Arc::unwrap_or_clone`] moves it out without a copy of
+    /// its text.
+    pub event: Arc<Event>,
     /// An earlier claim may have delivered it (its lease expired, or its process died).
     pub possible_redelivery: bool,
 }

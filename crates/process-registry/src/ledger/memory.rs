@@ -248,6 +248,16 @@ impl Stored {
         }
     }
 
+    /// The event as a handle, leaving [`Stored::Taken`]: a shared one as it is (the
+    /// engine's completions are), an owned one moved into one.
+    fn take_shared(&mut self) -> Option<Arc<Event>> {
+        match std::mem::replace(self, Stored::Taken) {
+            Stored::Owned(event) => Some(Arc::new(event)),
+            Stored::Shared(event) => Some(event),
+            Stored::Taken => None,
+        }
+    }
+
     /// A handle on the event, shared from now on (`None` once taken).
     fn share(&mut self) -> Option<Arc<Event>> {
         if let Stored::Shared(event) = self {
@@ -512,7 +522,7 @@ impl MemoryLedger {
         state.next_seq += 1;
         Some(TakenRow {
             seq: state.next_seq,
-            event: put.event,
+            event: Arc::new(put.event),
             possible_redelivery: false,
         })
     }
@@ -982,7 +992,7 @@ impl LedgerBackend for MemoryLedger {
         Ok(state.take_open_with(index, |row| {
             let possible_redelivery =
                 row.possible_redelivery || row.delivery == Some(DeliveryState::Claimed);
-            let event = row.event.take()?;
+            let event = row.event.take_shared()?;
             Some(TakenRow {
                 seq,
                 event,

@@ -1000,7 +1000,7 @@ impl Core {
     /// A row the plain queue API took (delivered in the same step): its event.
     pub(crate) fn taken(&self, row: crate::TakenRow) -> Event {
         self.pending.add(-1);
-        row.event
+        Arc::unwrap_or_clone(row.event)
     }
 
     pub(crate) fn retry_outbox(&self) {

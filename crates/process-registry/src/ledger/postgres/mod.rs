@@ -632,7 +632,7 @@ impl LedgerBackend for PostgresLedger {
                 let event: String = row.try_get(1).map_err(read_error)?;
                 Ok(TakenRow {
                     seq: row_seq(row.try_get(0).map_err(read_error)?),
-                    event: from_json(&event)?,
+                    event: Arc::new(from_json(&event)?),
                     possible_redelivery: row.try_get(2).map_err(read_error)?,
                 })
             },

@@ -281,7 +281,7 @@ impl SqliteLedger {
                         let event: String = row.get(1)?;
                         Ok(TakenRow {
                             seq: row_seq(row.get(0)?),
-                            event: from_json(&event)?,
+                            event: Arc::new(from_json(&event)?),
                             possible_redelivery: row.get::<_, i64>(2)? != 0,
                         })
                     })
