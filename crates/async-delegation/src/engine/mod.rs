@@ -146,18 +146,21 @@ pub(crate) struct Dispatched {
 }
 
 impl Dispatched {
-    fn restate(spec: DelegationSpec, dispatched_at: f64) -> AsyncDelegationEvent {
-        AsyncDelegationEvent {
-            session_key: spec.session_key,
-            goal: spec.goal,
-            context: spec.context,
-            toolsets: spec.toolsets,
-            role: spec.role,
-            model: spec.model,
-            dispatched_at: WireNumber::from_f64(dispatched_at),
-            traceparent: spec.traceparent,
-            ..AsyncDelegationEvent::default()
+    /// The dispatch restated as an event, written in place in its shared allocation (a
+    /// value built on the stack would be copied into it, and on the way).
+    fn restate(spec: DelegationSpec, dispatched_at: f64) -> Arc<Event> {
+        let mut shared = Arc::new(Event::AsyncDelegation(AsyncDelegationEvent::default()));
+        if let Some(Event::AsyncDelegation(event)) = Arc::get_mut(&mut shared) {
+            event.session_key = spec.session_key;
+            event.goal = spec.goal;
+            event.context = spec.context;
+            event.toolsets = spec.toolsets;
+            event.role = spec.role;
+            event.model = spec.model;
+            event.dispatched_at = WireNumber::from_f64(dispatched_at);
+            event.traceparent = spec.traceparent;
         }
+        shared
     }
 
     pub(crate) fn spec(&self) -> &AsyncDelegationEvent {
@@ -171,11 +174,8 @@ impl Dispatched {
     }
 
     /// The event back, for another id draw (the ledger refused this one).
-    fn into_spec(self) -> AsyncDelegationEvent {
-        match Arc::unwrap_or_clone(self.event) {
-            Event::AsyncDelegation(spec) => spec,
-            _ => AsyncDelegationEvent::default(),
-        }
+    fn into_spec(self) -> Arc<Event> {
+        self.event
     }
 
     fn id(&self) -> &str {
@@ -671,7 +671,7 @@ impl Inner {
     /// shutdown.
     fn admit(
         &self,
-        mut spec: AsyncDelegationEvent,
+        mut spec: Arc<Event>,
         interrupt: &mut Option<InterruptHook>,
         controls: (Option<&Steering>, Option<&Watched>),
         max_async_children: usize,
@@ -692,9 +692,12 @@ impl Inner {
         }
         let seq = state.next_seq;
         state.next_seq += 1;
-        spec.delegation_id = Some(Text::from(candidate.as_str()));
+        // Unshared (a refused draw's copy in `running` was taken back): set in place.
+        if let Event::AsyncDelegation(spec) = Arc::make_mut(&mut spec) {
+            spec.delegation_id = Some(Text::from(candidate.as_str()));
+        }
         let dispatched = Dispatched {
-            event: Arc::new(Event::AsyncDelegation(spec)),
+            event: spec,
             number,
         };
         state.running.insert(
@@ -895,21 +898,33 @@ impl Inner {
         result: DelegationResult,
     ) -> FinishedRun {
         let completed_at = unix_now();
-        let event = completion_event(
-            delegation_id,
-            dispatched.spec(),
-            result,
-            dispatched_at,
-            completed_at,
-        );
-        let status = event.status.clone().unwrap_or(Status::Completed);
-        let model = event.model.clone();
+        // Written in place, in its shared allocation: the event is large, and a value
+        // built on the stack would be copied into it (and on the way).
+        let mut shared = Arc::new(Event::AsyncDelegation(AsyncDelegationEvent::default()));
+        let (status, model) = match Arc::get_mut(&mut shared) {
+            Some(Event::AsyncDelegation(event)) => {
+                fill_completion_event(
+                    event,
+                    delegation_id,
+                    dispatched.spec(),
+                    result,
+                    dispatched_at,
+                    completed_at,
+                );
+                (
+                    event.status.clone().unwrap_or(Status::Completed),
+                    event.model.clone(),
+                )
+            }
+            // Made just above, unshared, of this variant.
+            _ => (Status::Completed, None),
+        };
         FinishedRun {
             number: dispatched.number,
             status,
             model,
             completed_at,
-            event: Arc::new(Event::AsyncDelegation(event)),
+            event: shared,
         }
     }
 
@@ -1210,13 +1225,15 @@ pub(crate) fn failure(error: String) -> DelegationResult {
 }
 
 /// Builds the wire event: the dispatch-time spec verbatim plus the outcome.
-fn completion_event(
+/// Writes the completion event of `result` into `event` (a default one), field by field.
+fn fill_completion_event(
+    event: &mut AsyncDelegationEvent,
     delegation_id: &str,
     spec: &AsyncDelegationEvent,
     result: DelegationResult,
     dispatched_at: f64,
     completed_at: f64,
-) -> AsyncDelegationEvent {
+) {
     // A duration with no JSON form (NaN, infinite) is replaced by the measured one.
     let duration = match result
         .duration_seconds
@@ -1230,38 +1247,35 @@ fn completion_event(
         Some(status) if !status.is_empty() => status,
         _ => Status::Completed,
     };
-    AsyncDelegationEvent {
-        // The id the dispatch drew, shared.
-        delegation_id: match &spec.delegation_id {
-            Some(id) if id == delegation_id => Some(id.clone()),
-            _ => Some(delegation_id.into()),
-        },
-        session_key: spec.session_key.clone(),
-        goal: spec.goal.clone(),
-        context: spec.context.clone(),
-        toolsets: spec.toolsets.clone(),
-        role: spec.role.clone(),
-        // Unset or empty means the spec's model, as the Python harness's `or` reads it.
-        model: result
-            .model
-            .filter(|model| !model.is_empty())
-            .or_else(|| spec.model.clone()),
-        // Unset or empty means completed; consumers of the Python harness never see an
-        // empty status.
-        status: Some(status),
-        summary: result.summary,
-        error: result.error,
-        // Always a number: a Python consumer's formatter prints `None` for a null.
-        api_calls: Some(WireNumber::from(result.api_calls.unwrap_or(0))),
-        duration_seconds: WireNumber::from_f64(duration),
-        dispatched_at: WireNumber::from_f64(dispatched_at),
-        completed_at: WireNumber::from_f64(completed_at),
-        exit_reason: result.exit_reason,
-        truncated: result.truncated,
-        missed_steer: result.missed_steer,
-        traceparent: spec.traceparent.clone(),
-        ..AsyncDelegationEvent::default()
-    }
+    // The id the dispatch drew, shared.
+    event.delegation_id = match &spec.delegation_id {
+        Some(id) if id == delegation_id => Some(id.clone()),
+        _ => Some(delegation_id.into()),
+    };
+    event.session_key = spec.session_key.clone();
+    event.goal = spec.goal.clone();
+    event.context = spec.context.clone();
+    event.toolsets = spec.toolsets.clone();
+    event.role = spec.role.clone();
+    // Unset or empty means the spec's model, as the Python harness's `or` reads it.
+    event.model = result
+        .model
+        .filter(|model| !model.is_empty())
+        .or_else(|| spec.model.clone());
+    // Unset or empty means completed; consumers of the Python harness never see an
+    // empty status.
+    event.status = Some(status);
+    event.summary = result.summary;
+    event.error = result.error;
+    // Always a number: a Python consumer's formatter prints `None` for a null.
+    event.api_calls = Some(WireNumber::from(result.api_calls.unwrap_or(0)));
+    event.duration_seconds = WireNumber::from_f64(duration);
+    event.dispatched_at = WireNumber::from_f64(dispatched_at);
+    event.completed_at = WireNumber::from_f64(completed_at);
+    event.exit_reason = result.exit_reason;
+    event.truncated = result.truncated;
+    event.missed_steer = result.missed_steer;
+    event.traceparent = spec.traceparent.clone();
 }
 
 fn call_hooks(hooks: Vec<InterruptHook>, reason: &str) -> usize {
