@@ -82,10 +82,16 @@ fn app_name(base: &str) -> String {
     format!("{base}_{}", std::process::id())
 }
 
+/// Terminates the matching backends and waits (up to 10 s) until each has exited: by
+/// then its FATAL message has been sent, so the client reads the server's word before it
+/// can send another call. (Without the wait, a call sent before a slow backend handled
+/// its signal gets the FATAL as its answer and then the closed socket, and fails with
+/// "connection closed", which is not retried; and the terminated backend, still listed,
+/// passes a check for the listener's new connection.)
 fn terminate(app: &str, query_like: &str) -> i64 {
     client()
         .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+            "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity
              WHERE application_name = $1 AND query LIKE $2",
             &[&app, &query_like],
         )
@@ -493,4 +499,30 @@ fn the_listener_reconnects_after_its_connection_is_terminated() {
         "the waiting consumer was never woken"
     );
     drop(consumer);
+}
+
+/// A listener that heard nothing for longer than its alive check (2 s) still hears the
+/// next notification: a consumer waiting on this handle is woken by another handle's
+/// completion (the sweep, an hour away, does not).
+#[test]
+fn the_listener_hears_a_completion_after_an_idle_alive_check() {
+    let schema = Schema::new("review", "idle_listener");
+    let config = LedgerConfig::default().with_sweep_interval(Duration::from_secs(3600));
+    let consumer_ledger =
+        PostgresLedger::connect_with(&params("review_idle_listener"), schema.options(1)).unwrap();
+    let consumer = CompletionQueue::builder(consumer_ledger)
+        .instance("gateway")
+        .config(config)
+        .open()
+        .unwrap();
+    let producer_ledger =
+        PostgresLedger::connect_with(&params("review_idle_listener_p"), schema.options(1)).unwrap();
+    // Past the listener's first alive check, and a little into its second.
+    std::thread::sleep(Duration::from_millis(2500));
+    let wait = consumer.listen();
+    put(&producer_ledger, "worker", "after an idle while");
+    assert!(
+        wait.wait_until(Instant::now() + Duration::from_secs(10)),
+        "the waiting consumer was never woken"
+    );
 }

@@ -120,9 +120,12 @@ fn listen(
         }
         first = false;
         let mut notifications = client.notifications();
-        let mut waiting = notifications.timeout_iter(ALIVE_CHECK);
         loop {
-            match waiting.next() {
+            // A new timeout iterator for every wait: one never re-arms its timer once it
+            // ran out, so each later wait would return at once without reading the
+            // socket — the listener would spin, deaf to notifications and to the loss of
+            // its connection.
+            match notifications.timeout_iter(ALIVE_CHECK).next() {
                 Ok(Some(_)) => {
                     if !wake(watchers) {
                         return;
