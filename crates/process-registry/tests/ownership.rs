@@ -400,3 +400,17 @@ fn is_leased_sees_every_holders_scopes() {
     other.renew_now().unwrap();
     assert!(other.is_leased(SCOPE), "released, still known");
 }
+
+/// An empty instance id is refused at open: it is how the store marks a released lease's
+/// holder, so such a queue could renew a lease nobody holds.
+#[test]
+fn an_empty_instance_id_is_refused() {
+    let error = CompletionQueue::builder(MemoryLedger::new())
+        .instance("")
+        .open()
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the completion ledger is unavailable: a queue's instance id must not be empty"
+    );
+}

@@ -171,8 +171,15 @@ impl CompletionQueueBuilder {
     /// this every [`sweep_interval`](LedgerConfig::sweep_interval) while the queue lives.
     ///
     /// # Errors
-    /// When the recovery cannot read or write the store.
+    /// When the recovery cannot read or write the store; [`LedgerError::Unavailable`]
+    /// when the [`instance`](Self::instance) id is empty (an empty holder is how a store
+    /// marks a released ownership lease, and rows need an owner).
     pub fn open(self) -> Result<CompletionQueue, LedgerError> {
+        if self.instance.is_empty() {
+            return Err(LedgerError::Unavailable {
+                reason: "a queue's instance id must not be empty".to_owned(),
+            });
+        }
         let liveness = match self.liveness {
             Some(liveness) => liveness,
             None => match self.backend.instance_liveness(&self.instance)? {
