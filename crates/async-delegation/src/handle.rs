@@ -95,7 +95,7 @@ impl DelegationHandle {
     /// [`DelegationRecord::RUNNING`] until the completion is recorded, then its status
     /// (`completed`, `error`, `interrupted`, …).
     pub fn status(&self) -> &str {
-        match self.watch.get() {
+        match self.settled() {
             Some(outcome) => outcome.status.as_deref().unwrap_or("completed"),
             None => DelegationRecord::RUNNING.as_str(),
         }
@@ -104,6 +104,18 @@ impl DelegationHandle {
     /// The completion, once recorded (`None` while running): the same event the queue
     /// got.
     pub fn outcome(&self) -> Option<&AsyncDelegationEvent> {
+        self.settled()
+    }
+
+    /// The outcome, as anything else can tell it: a consumer may take the completion
+    /// from the ledger the moment it is written, before the engine has set the outcome
+    /// (both happen under the engine's lock); when none is set yet, the lock is waited
+    /// for once, and looked at again.
+    fn settled(&self) -> Option<&AsyncDelegationEvent> {
+        if let Some(outcome) = self.watch.get() {
+            return Some(outcome);
+        }
+        self.engine.completions_settled();
         self.watch.get()
     }
 
@@ -134,7 +146,9 @@ impl DelegationHandle {
             }
             match deadline {
                 Some(deadline) => {
-                    done.wait_deadline(deadline)?;
+                    if done.wait_deadline(deadline).is_none() {
+                        return self.settled();
+                    }
                 }
                 None => done.wait(),
             }

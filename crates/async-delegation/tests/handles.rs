@@ -113,3 +113,32 @@ fn the_outcome_is_set_before_the_end_is_visible_anywhere_else() {
         assert!(handle.outcome().is_some(), "a shutdown saw it end first");
     }
 }
+
+/// The same for a consumer that polls the queue instead of waiting on it: it can take the
+/// completion the moment it is written to the ledger, before the engine (still holding
+/// its lock) has set the handle's outcome — the handle waits for that lock once.
+#[test]
+fn a_polling_consumer_never_sees_the_completion_before_the_handle_does() {
+    let queue = CompletionQueue::new();
+    let engine = DelegationEngine::new(queue.clone());
+    for _ in 0..2000 {
+        let handle = engine
+            .dispatch_handle(
+                DelegationSpec::new("quick"),
+                || Ok(DelegationResult::completed("done")),
+                None,
+                3,
+            )
+            .unwrap();
+        let deadline = std::time::Instant::now() + HANG_GUARD;
+        let taken = loop {
+            if let Some(event) = queue.try_take() {
+                break event;
+            }
+            assert!(std::time::Instant::now() < deadline, "no completion");
+            std::hint::spin_loop();
+        };
+        assert!(matches!(taken, Event::AsyncDelegation(_)));
+        assert!(handle.outcome().is_some(), "taken from the queue first");
+    }
+}

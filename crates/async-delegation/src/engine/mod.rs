@@ -265,6 +265,11 @@ impl DelegationEngine {
         &self.inner
     }
 
+    /// See [`Inner::completions_settled`].
+    pub(crate) fn completions_settled(&self) {
+        self.inner.completions_settled();
+    }
+
     /// The queue completion events are put on.
     pub fn completion_queue(&self) -> &CompletionQueue {
         &self.inner.queue
@@ -645,6 +650,13 @@ impl Inner {
     pub(crate) fn wake_monitor(self: &Arc<Self>) {
         self.monitor
             .wake(Arc::downgrade(self), Inner::monitor_sweep);
+    }
+
+    /// Waits for a completion being written now: the engine writes a completion to the
+    /// ledger and sets its handle's outcome under one hold of its lock, so once the lock
+    /// is free, the outcome of every completion a consumer could have taken is set.
+    pub(crate) fn completions_settled(&self) {
+        drop(self.lock_state());
     }
 
     fn lock_state(&self) -> MutexGuard<'_, State> {
