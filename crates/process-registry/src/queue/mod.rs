@@ -93,6 +93,9 @@ pub(crate) struct Core {
     signal: Signal,
     /// How many [`QueueWait`]s are armed: a write with none to wake skips the signal.
     listeners: AtomicUsize,
+    /// Counts the writes that may make a row claimable: what a consumer watches for a
+    /// moment before it arms a wait (see `Core::wait_for`).
+    writes: AtomicU64,
 
     /// Events whose write failed, kept in memory and retried by the sweep.
     outbox: Mutex<VecDeque<Event>>,
@@ -196,6 +199,7 @@ impl CompletionQueueBuilder {
             liveness,
             signal: Signal::new(),
             listeners: AtomicUsize::new(0),
+            writes: AtomicU64::new(0),
             outbox: Mutex::new(VecDeque::new()),
             sweeper: Mutex::new(None),
             pending: PendingGauge::register(shared),
@@ -742,6 +746,7 @@ fn unreachable_memory_queue() -> CompletionQueue {
         liveness: Arc::new(ProcessLiveness),
         signal: Signal::new(),
         listeners: AtomicUsize::new(0),
+        writes: AtomicU64::new(0),
         outbox: Mutex::new(VecDeque::new()),
         sweeper: Mutex::new(None),
         pending: PendingGauge::register(false),
@@ -765,6 +770,8 @@ impl Core {
     }
 
     pub(crate) fn wake_all(&self) {
+        // After the write: a consumer that sees the count move looks again and finds it.
+        self.writes.fetch_add(1, Ordering::Release);
         // With the `SeqCst` count in `listen`: either this sees the wait, or the wait's
         // look sees the write this follows. The fence is the one `notify` would emit.
         fence(Ordering::SeqCst);
@@ -895,9 +902,27 @@ impl Core {
         deadline: Option<Instant>,
         mut attempt: impl FnMut() -> Result<Option<T>, LedgerError>,
     ) -> Result<Option<T>, LedgerError> {
+        // Once per call, before the first wait is armed: a write that comes while this
+        // thread is still on its core (a runner that returns at once) is seen by the
+        // write count, and taken without a wait — whose listener is an allocation and a
+        // place in the signal's list that every write would then have to notify. Only
+        // once: writes that keep coming for others must not keep this thread spinning.
+        // It only saves work: what it misses, the armed wait below catches.
+        let mut watched = false;
         loop {
+            let writes = self.writes.load(Ordering::Acquire);
             if let Some(found) = attempt()? {
                 return Ok(Some(found));
+            }
+            if !watched {
+                watched = true;
+                let wrote = spin_then_yield(|yielding| {
+                    self.writes.load(Ordering::Acquire) != writes
+                        || (yielding && deadline.is_some_and(|d| Instant::now() >= d))
+                });
+                if wrote && self.writes.load(Ordering::Acquire) != writes {
+                    continue;
+                }
             }
             // Armed before the second look: a write between the look and the wait wakes
             // the wait.
