@@ -273,9 +273,8 @@ impl QueueWait {
     /// this wait's, or another waiter's (which only cuts the spin short), or the deadline.
     fn snooze(&self, deadline: Option<Instant>) {
         let signal = &self._counted.0.signal;
-        spin_then_yield(|yielding| {
-            signal.is_notified() || (yielding && deadline.is_some_and(|d| Instant::now() >= d))
-        });
+        let mut passed = deadline_check(deadline);
+        spin_then_yield(|yielding| signal.is_notified() || (yielding && passed()));
     }
 }
 
@@ -721,6 +720,20 @@ impl CompletionQueue {
     }
 }
 
+/// Whether `deadline` has passed, for a spin's yielding rounds: the clock is read on the
+/// first and then every fourth (a clock read costs more than a yield's round; the spin
+/// is bounded anyway, so a deadline inside it is overshot by a few yields at most).
+fn deadline_check(deadline: Option<Instant>) -> impl FnMut() -> bool {
+    let mut rounds = 0_u32;
+    move || {
+        let Some(deadline) = deadline else {
+            return false;
+        };
+        rounds += 1;
+        rounds % 4 == 1 && Instant::now() >= deadline
+    }
+}
+
 /// Acks a claim of the plain queue API. A store that cannot record the ack still hands
 /// the event over (the row's lease runs out and it is offered again, as a possible
 /// redelivery: at least once).
@@ -916,9 +929,9 @@ impl Core {
             }
             if !watched {
                 watched = true;
+                let mut passed = deadline_check(deadline);
                 let wrote = spin_then_yield(|yielding| {
-                    self.writes.load(Ordering::Acquire) != writes
-                        || (yielding && deadline.is_some_and(|d| Instant::now() >= d))
+                    self.writes.load(Ordering::Acquire) != writes || (yielding && passed())
                 });
                 if wrote && self.writes.load(Ordering::Acquire) != writes {
                     continue;
