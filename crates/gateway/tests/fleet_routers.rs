@@ -1,15 +1,19 @@
 //! Fleet routers in one process: two routers on one shared ledger, each its own instance,
 //! that know different custom platforms. A completion of a platform one router does not
 //! know waits for the router that leases it, instead of becoming a dead letter; one of a
-//! platform nobody leases is still a dead letter.
+//! platform nobody leases (or nobody has for a day) is still a dead letter.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use gateway::{AdapterError, DeliveryRouter, InternalMessage, Platform, PlatformRegistry};
 use process_registry::{
-    AsyncDelegationEvent, CompletionQueue, DeliveryState, LedgerBackend, MemoryLedger, RowQuery,
+    AsyncDelegationEvent, Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow,
+    CompletionQueue, DeliveryState, Fence, Finish, Inserted, LedgerBackend, LedgerError, LedgerRow,
+    ManualClock, MemoryLedger, NewClaim, NewPending, NewRunning, PendingRefused, RowQuery,
+    ScopeLease, Settle, TakenRow,
 };
 
 const HANG_GUARD: Duration = Duration::from_secs(60);
@@ -18,6 +22,9 @@ const LEASE: Duration = Duration::from_secs(30);
 /// Long enough that a completion wrongly claimed by the other router would have been:
 /// routers are woken at once by every put.
 const NOTHING_HAPPENS: Duration = Duration::from_millis(200);
+
+/// How long a held lease read takes at most (longer than [`NOTHING_HAPPENS`]).
+const SLOW_READ: Duration = Duration::from_millis(600);
 
 fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -112,4 +119,232 @@ fn a_platform_one_router_does_not_know_waits_for_the_router_that_leases_it() {
     let (a, b) = (a.stop(), b.stop());
     assert_eq!((a.delivered, b.delivered), (1, 0));
     assert_eq!(a.dead_lettered + b.dead_lettered, 1);
+}
+
+/// A memory ledger whose lease reads can be held (a slow first round, as on PostgreSQL).
+struct Gated {
+    inner: MemoryLedger,
+    hold_leases: AtomicBool,
+    opened: (Mutex<bool>, Condvar),
+}
+
+impl Gated {
+    fn open_gate(&self) {
+        *self.opened.0.lock().unwrap() = true;
+        self.opened.1.notify_all();
+    }
+}
+
+impl LedgerBackend for Gated {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn now(&self) -> f64 {
+        self.inner.now()
+    }
+    fn insert_running(&self, row: NewRunning<'_>) -> Result<Inserted, LedgerError> {
+        self.inner.insert_running(row)
+    }
+    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, PendingRefused> {
+        self.inner.insert_pending(row)
+    }
+    fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
+        self.inner.finish_run(finish)
+    }
+    fn retract_running(&self, id: &str, owner: &str) -> Result<bool, LedgerError> {
+        self.inner.retract_running(id, owner)
+    }
+    fn candidates(
+        &self,
+        query: &CandidateQuery<'_>,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, LedgerError> {
+        self.inner.candidates(query, limit)
+    }
+    fn count_candidates(&self, query: &CandidateQuery<'_>) -> Result<usize, LedgerError> {
+        self.inner.count_candidates(query)
+    }
+    fn next_due(&self, query: &CandidateQuery<'_>) -> Result<Option<f64>, LedgerError> {
+        self.inner.next_due(query)
+    }
+    fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
+        self.inner.claim(seq, claim)
+    }
+    fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
+        self.inner.take_next(query)
+    }
+    fn settle(&self, seq: u64, t: ClaimToken<'_>, s: Settle<'_>) -> Result<bool, LedgerError> {
+        self.inner.settle(seq, t, s)
+    }
+    fn renew(&self, seq: u64, t: ClaimToken<'_>, l: f64) -> Result<bool, LedgerError> {
+        self.inner.renew(seq, t, l)
+    }
+    fn rows(&self, query: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError> {
+        self.inner.rows(query)
+    }
+    fn owners(&self) -> Result<Vec<String>, LedgerError> {
+        self.inner.owners()
+    }
+    fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError> {
+        self.inner.adopt_orphans(owner)
+    }
+    fn expire_pending(&self, before: f64, reason: &str) -> Result<u64, LedgerError> {
+        self.inner.expire_pending(before, reason)
+    }
+    fn requeue(&self, seq: u64) -> Result<bool, LedgerError> {
+        self.inner.requeue(seq)
+    }
+    fn prune_delivered(&self, before: f64) -> Result<u64, LedgerError> {
+        self.inner.prune_delivered(before)
+    }
+    fn acquire_scope(
+        &self,
+        scope: &str,
+        holder: &str,
+        lease: f64,
+    ) -> Result<Option<u64>, LedgerError> {
+        self.inner.acquire_scope(scope, holder, lease)
+    }
+    fn release_scope(&self, scope: &str, holder: &str, epoch: u64) -> Result<bool, LedgerError> {
+        self.inner.release_scope(scope, holder, epoch)
+    }
+    fn scope_leases(&self) -> Result<Vec<ScopeLease>, LedgerError> {
+        if self.hold_leases.load(Ordering::SeqCst) {
+            // A slow read: at most SLOW_READ, or until the gate opens.
+            let opened = self.opened.0.lock().unwrap();
+            drop(
+                self.opened
+                    .1
+                    .wait_timeout_while(opened, SLOW_READ, |opened| !*opened)
+                    .unwrap(),
+            );
+        }
+        self.inner.scope_leases()
+    }
+    fn claim_fenced(
+        &self,
+        seq: u64,
+        claim: NewClaim<'_>,
+        fence: Fence<'_>,
+    ) -> Result<Option<ClaimedRow>, LedgerError> {
+        self.inner.claim_fenced(seq, claim, fence)
+    }
+    fn wake_on_foreign_writes(&self, wake: Box<dyn Fn() -> bool + Send + Sync>) {
+        self.inner.wake_on_foreign_writes(wake)
+    }
+}
+
+/// gw-a serves the custom platform `zulip` and holds its lease; its chat is busy, so a
+/// zulip completion waits. gw-b (built-ins only) is started — a restart, a scale-up — and
+/// its worker looks before its ownership thread's first round has read the leases: it
+/// must wait for that read (woken by it), not make gw-a's completion a dead letter.
+#[test]
+fn a_router_just_started_waits_for_the_leases_before_judging_an_unknown_platform() {
+    let gated = Arc::new(Gated {
+        inner: MemoryLedger::new(),
+        hold_leases: AtomicBool::new(false),
+        opened: (Mutex::new(false), Condvar::new()),
+    });
+    let backend: Arc<dyn LedgerBackend> = gated.clone();
+    let queue = |instance: &str| {
+        CompletionQueue::builder_shared(Arc::clone(&backend))
+            .instance(instance)
+            .open()
+            .unwrap()
+    };
+    let (queue_a, queue_b) = (queue("gw-a"), queue("gw-b"));
+    let platforms = PlatformRegistry::new();
+    let zulip = platforms.register("zulip").unwrap();
+    let (sender, zulip_inbox) = mpsc::channel::<InternalMessage>();
+    let a = DeliveryRouter::builder(queue_a.clone())
+        .fleet(LEASE)
+        .platforms(platforms)
+        .adapter(zulip, move |message: &InternalMessage| {
+            sender.send(message.clone())?;
+            Ok::<(), AdapterError>(())
+        })
+        .start()
+        .unwrap();
+    let a_holds = a.ownership().unwrap().clone();
+    wait_until("gw-a's lease on zulip", || {
+        a_holds.epoch("platform:zulip").is_some()
+    });
+    let chat = "agent:main:zulip:group:room-1";
+    assert!(a.begin_turn(chat));
+    queue_a.put(completion(chat, "deleg_zulip"));
+    // gw-b's first round is slow to read the leases (a store round trip away).
+    gated.hold_leases.store(true, Ordering::SeqCst);
+    let b = DeliveryRouter::builder(queue_b.clone())
+        .fleet(LEASE)
+        .adapter(Platform::Telegram, |_: &InternalMessage| Ok(()))
+        .start()
+        .unwrap();
+    std::thread::sleep(NOTHING_HAPPENS);
+    let state = delivery_of(&queue_b, chat);
+    gated.open_gate();
+    assert_eq!(
+        state,
+        Some(DeliveryState::Pending),
+        "must wait for gw-a, not be a dead letter"
+    );
+    assert!(a.end_turn(chat));
+    zulip_inbox.recv_timeout(HANG_GUARD).unwrap();
+    let (a, b) = (a.stop(), b.stop());
+    assert_eq!((a.delivered, b.dead_lettered), (1, 0));
+}
+
+/// A platform once served in the fleet and then retired (its router released the lease
+/// on a clean stop and is gone; nobody knows the platform any more): a day after the
+/// lease ended the fleet takes the platform as retired, and a completion of it is a dead
+/// letter again rather than pending forever.
+#[test]
+fn a_retired_platforms_completion_becomes_a_dead_letter() {
+    let clock = Arc::new(ManualClock::new(1_750_000_000.0));
+    let backend: Arc<dyn LedgerBackend> = Arc::new(MemoryLedger::with_clock(clock.clone()));
+    let queue = |instance: &str| {
+        CompletionQueue::builder_shared(Arc::clone(&backend))
+            .instance(instance)
+            .open()
+            .unwrap()
+    };
+    let (queue_a, queue_b) = (queue("gw-a"), queue("gw-b"));
+    let platforms = PlatformRegistry::new();
+    let zulip = platforms.register("zulip").unwrap();
+    let a = DeliveryRouter::builder(queue_a.clone())
+        .fleet(LEASE)
+        .platforms(platforms)
+        .adapter(zulip, |_: &InternalMessage| Ok(()))
+        .start()
+        .unwrap();
+    let a_holds = a.ownership().unwrap().clone();
+    wait_until("gw-a's lease on zulip", || {
+        a_holds.epoch("platform:zulip").is_some()
+    });
+    drop(a_holds);
+    a.stop();
+    wait_until("the release", || {
+        backend
+            .scope_leases()
+            .unwrap()
+            .iter()
+            .all(|lease| lease.holder.is_empty())
+    });
+    // Two days later (on the store's clock), gw-a never came back.
+    clock.advance(Duration::from_secs(2 * 24 * 3600));
+    let b = DeliveryRouter::builder(queue_b.clone())
+        .fleet(LEASE)
+        .adapter(Platform::Telegram, |_: &InternalMessage| Ok(()))
+        .start()
+        .unwrap();
+    b.ownership().unwrap().renew_now().unwrap();
+    let chat = "agent:main:zulip:group:room-1";
+    queue_b.put(completion(chat, "deleg_zulip"));
+    // Far longer than any router of the fleet would take to claim it, were one alive.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        delivery_of(&queue_b, chat),
+        Some(DeliveryState::Dead),
+        "nobody serves zulip (its lease released, its router gone): a dead letter"
+    );
+    b.stop();
 }

@@ -3,6 +3,7 @@
 //! go, a stale owner's ack refused.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -165,19 +166,28 @@ fn the_last_handle_dropped_releases_its_leases() {
 struct Faulty {
     inner: MemoryLedger,
     failing: AtomicBool,
-    /// While set, an acquire reports on the first sender and waits on the receiver.
-    gate: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+    /// Gates for the next lease requests on [`SCOPE`], in order: an acquire reports on
+    /// the sender and waits on the receiver.
+    gates: Mutex<VecDeque<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
     looks: AtomicU64,
 }
 
 const CONSUMER: &str = "ownership-test-consumer";
 
 impl Faulty {
+    /// A gate for the next lease request on [`SCOPE`]: (entered, open).
+    fn gate(&self) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+        let (entered_tx, entered) = mpsc::channel();
+        let (open, open_rx) = mpsc::channel();
+        self.gates.lock().unwrap().push_back((entered_tx, open_rx));
+        (entered, open)
+    }
+
     fn new() -> Arc<Faulty> {
         Arc::new(Faulty {
             inner: MemoryLedger::with_clock(Arc::new(ManualClock::new(1_750_000_000.0))),
             failing: AtomicBool::new(false),
-            gate: Mutex::new(None),
+            gates: Mutex::new(VecDeque::new()),
             looks: AtomicU64::new(0),
         })
     }
@@ -277,7 +287,12 @@ impl LedgerBackend for Faulty {
                 reason: "the test's store is down".to_owned(),
             });
         }
-        if let Some((entered, open)) = self.gate.lock().unwrap().take() {
+        let gate = if scope == SCOPE {
+            self.gates.lock().unwrap().pop_front()
+        } else {
+            None
+        };
+        if let Some((entered, open)) = gate {
             entered.send(()).unwrap();
             open.recv().unwrap();
         }
@@ -323,10 +338,10 @@ fn a_lease_regained_after_running_out_wakes_the_consumers() {
             .spawn(move || claimed.send(queue.claim_timeout(&filter, 2 * HANG_GUARD).unwrap()))
             .unwrap();
     }
-    // Its look, then its second look after arming its wait: asleep, the completion
-    // passed over (the scope not held).
+    // Its look, its look after arming its wait, and its last before sleeping: asleep,
+    // the completion passed over (the scope not held).
     wait_until("the consumer to sleep", || {
-        ledger.looks.load(Ordering::SeqCst) >= 2
+        ledger.looks.load(Ordering::SeqCst) >= 3
     });
     assert_eq!(ownership.epoch(SCOPE), None);
     ledger.failing.store(false, Ordering::SeqCst);
@@ -342,6 +357,53 @@ fn a_lease_regained_after_running_out_wakes_the_consumers() {
     claim.ack().unwrap();
 }
 
+/// A renewal asked before the lease ran out by the local clock and answered after it (a
+/// slow store, the round before slow too): meanwhile `epoch` answered `None` and a
+/// consumer passed the scope's completion over and went to sleep. The grant keeps the
+/// epoch and holds past the next round, so no later round sees a lapse: the grant itself
+/// must wake the consumer (judged by when it is recorded, not by when it was asked for).
+///
+/// Lease 3 s, rounds every 1 s after the last one ended. The round asked at `a + 1` is
+/// answered at `a + 2.2` (its lease to `a + 4`); the next, asked at `a + 3.2`, is answered
+/// after the local lapse at `a + 4`: its lease to `a + 6.2`, the round after at `a + 5.1`.
+#[test]
+fn a_renewal_answered_after_the_lease_ran_out_wakes_the_consumers() {
+    const LEASE: Duration = Duration::from_secs(3);
+    let ledger = Faulty::new();
+    let queue = ledger.queue("gw-a");
+    let ownership = Ownership::start(&queue, LEASE).unwrap();
+    ownership.want(SCOPE);
+    wait_until("the lease", || ownership.epoch(SCOPE) == Some(1));
+    let (entered, open) = ledger.gate();
+    entered.recv_timeout(HANG_GUARD).expect("the thread renews");
+    let (entered_late, open_late) = ledger.gate();
+    std::thread::sleep(LEASE * 2 / 5);
+    open.send(()).unwrap();
+    entered_late
+        .recv_timeout(HANG_GUARD)
+        .expect("the thread renews again");
+    wait_until("the lease to run out", || ownership.epoch(SCOPE).is_none());
+    queue.put(completion("agent:main:telegram:dm:1"));
+    let (claimed, consumer) = mpsc::channel();
+    {
+        let (queue, filter) = (queue.clone(), filter(&ownership));
+        std::thread::Builder::new()
+            .name(CONSUMER.to_owned())
+            .spawn(move || claimed.send(queue.claim_timeout(&filter, 2 * HANG_GUARD).unwrap()))
+            .unwrap();
+    }
+    wait_until("the consumer to sleep", || {
+        ledger.looks.load(Ordering::SeqCst) >= 3
+    });
+    open_late.send(()).unwrap();
+    let claim = consumer
+        .recv_timeout(HANG_GUARD)
+        .expect("hang guard: the consumer was not woken when the renewal was answered")
+        .expect("claimed");
+    assert_eq!(ownership.epoch(SCOPE), Some(1), "the same epoch");
+    claim.ack().unwrap();
+}
+
 /// A scope given up while the thread's request for it is under way, then the last
 /// handle dropped: the lease that request was granted is released as the thread ends,
 /// not left to run out.
@@ -349,9 +411,7 @@ fn a_lease_regained_after_running_out_wakes_the_consumers() {
 fn a_lease_granted_after_it_was_given_up_is_released_at_the_end() {
     let ledger = Faulty::new();
     let queue = ledger.queue("gw-a");
-    let (entered_tx, entered) = mpsc::channel();
-    let (open, open_rx) = mpsc::channel();
-    *ledger.gate.lock().unwrap() = Some((entered_tx, open_rx));
+    let (entered, open) = ledger.gate();
     let ownership = Ownership::start(&queue, LEASE).unwrap();
     ownership.want(SCOPE);
     entered

@@ -72,8 +72,9 @@ impl DeliveryRouterBuilder {
     /// it) of the holder's death, and the holder's unacknowledged completions are
     /// offered to it at once, as possible redeliveries. Unroutable completions are any
     /// router's to make dead letters — but not those of a platform a router does not
-    /// know while the fleet leases it (another router serves it, or did): they wait for
-    /// that platform's router, so routers may know different custom platforms. A lease
+    /// know while the fleet leases it (another router serves it, or did within a day):
+    /// they wait for that platform's router, so routers may know different custom
+    /// platforms (a router just started waits for its first read of the leases). A lease
     /// is taken as at least 30 ms and at most a day. The ledger must keep leases
     /// (memory, PostgreSQL).
     pub fn fleet(mut self, lease: Duration) -> Self {

@@ -96,13 +96,15 @@ fn scope_of(shared: &Shared, event: &Event) -> Option<String> {
 }
 
 /// The scope of the platform `event` names, when this router does not know it but some
-/// router of the fleet has leased it.
+/// router of the fleet has leased it — or when the fleet's leases are not read yet (a
+/// router just started waits for that first read, woken by it, rather than make another
+/// router's completion a dead letter).
 fn leased_elsewhere(shared: &Shared, event: &Event) -> Option<String> {
     let ownership = shared.ownership.as_ref()?;
     let session_key = owned_session_key(event)?;
     let name = platform_of(event, session_key)?;
     let scope = format!("platform:{}", crate::platform::normalize(&name));
-    ownership.is_leased(&scope).then_some(scope)
+    (!ownership.leases_read() || ownership.is_leased(&scope)).then_some(scope)
 }
 
 /// Where a completion would go, as far as claiming it is concerned.

@@ -1237,13 +1237,15 @@ impl LedgerBackend for MemoryLedger {
     }
 
     fn release_scope(&self, scope: &str, holder: &str, epoch: u64) -> Result<bool, LedgerError> {
+        let now = self.now();
         let mut guard = self.lock();
         let me = guard.known_owner(holder);
         let state = &mut *guard;
         match state.leases.get_mut(scope) {
             Some(lease) if me.is_some() && lease.holder == me && lease.epoch == epoch => {
                 lease.holder = None;
-                lease.lease_until = f64::NEG_INFINITY;
+                // Over now: when it was released, so a fleet can forget it in time.
+                lease.lease_until = lease.lease_until.min(now);
                 // Every claim under it, this epoch's too: the next holder's at once.
                 state.reclaim_stale(scope, u64::MAX);
                 Ok(true)

@@ -89,9 +89,11 @@ struct State {
     held: BTreeMap<String, Held>,
     /// Given up while held: released by the next round.
     given_up: Vec<(String, u64)>,
-    /// Every scope the store keeps a lease on (any holder's, run out or released
-    /// included), as of the last round that could read them.
+    /// Every scope the store keeps a lease on (any holder's, run out or released less
+    /// than a day ago included), as of the last round that could read them.
     leased: BTreeSet<String>,
+    /// A round has read the store's leases (`leased` is an answer, not a blank).
+    leases_read: bool,
     /// A round is due now (something was wanted or given up).
     dirty: bool,
     stopping: bool,
@@ -177,12 +179,22 @@ impl Ownership {
     }
 
     /// `true` when the store keeps a lease on `scope`, held by any instance, this one
-    /// included — run out or released too: some consumer of the ledger serves `scope`,
-    /// or did. As of the thread's last round (at most a third of the lease ago), so a
-    /// scope first leased elsewhere since is not seen yet. What tells a completion that
-    /// waits for its owner from one nobody serves.
+    /// included — run out or released less than a day ago too: some consumer of the
+    /// ledger serves `scope`, or did lately (a lease over for a day is taken as a scope
+    /// retired). As of the thread's last round (at most a third of the lease ago), so a
+    /// scope first leased elsewhere since is not seen yet; `false` for every scope until
+    /// a round has read the leases ([`leases_read`](Self::leases_read)). What tells a
+    /// completion that waits for its owner from one nobody serves. The queue's consumers
+    /// are woken whenever the answer changes.
     pub fn is_leased(&self, scope: &str) -> bool {
         self.handle.shared.lock().leased.contains(scope)
+    }
+
+    /// `true` once a round has read the store's leases: before,
+    /// [`is_leased`](Self::is_leased) knows nothing yet, and a consumer that judges by
+    /// it should wait (it is woken when the first read lands).
+    pub fn leases_read(&self) -> bool {
+        self.handle.shared.lock().leases_read
     }
 
     /// The queue whose ledger holds the leases.
@@ -281,10 +293,12 @@ impl Shared {
                         valid_until: asked + self.lease,
                     };
                     let before = state.held.insert(scope.clone(), held);
-                    // Changed too when it had run out by this clock (renewals failed):
-                    // `epoch` answered `None` meanwhile, and a consumer may have passed
-                    // the scope's completions over and gone to sleep.
-                    let lapsed = before.is_some_and(|before| before.valid_until <= asked);
+                    // Changed too when it had run out by this clock (renewals failed, or
+                    // this one's answer was slow): `epoch` answered `None` meanwhile, and
+                    // a consumer may have passed the scope's completions over and gone to
+                    // sleep. Judged now, under the lock `epoch` reads it by, not by when
+                    // it was asked.
+                    let lapsed = before.is_some_and(|before| before.valid_until <= Instant::now());
                     if before.is_none_or(|before| before.epoch != epoch) {
                         tracing::info!(scope, epoch, holder, "took an ownership lease");
                         changed = true;
@@ -312,7 +326,22 @@ impl Shared {
         }
         match backend.scope_leases() {
             Ok(leases) => {
-                self.lock().leased = leases.into_iter().map(|lease| lease.scope).collect();
+                // A lease over (run out or released) for longer than the longest lease is
+                // forgotten: nobody serves its scope any more.
+                let horizon = backend.now() - LONGEST_LEASE.as_secs_f64();
+                let leased: BTreeSet<String> = leases
+                    .into_iter()
+                    .filter(|lease| lease.lease_until > horizon)
+                    .map(|lease| lease.scope)
+                    .collect();
+                let mut state = self.lock();
+                if state.leased != leased || !state.leases_read {
+                    // What waited for another consumer (or for this first read) may be
+                    // anyone's now: look again.
+                    state.leased = leased;
+                    state.leases_read = true;
+                    changed = true;
+                }
             }
             Err(error) => {
                 first_error.get_or_insert(error);

@@ -79,8 +79,8 @@ impl PostgresLedger {
         self.run(write_error, move |session| {
             let mut transaction = session.client()?.transaction()?;
             let released = transaction.execute(
-                "UPDATE ledger_leases SET holder = '', lease_until = '-infinity'::float8
-                 WHERE scope = $1 AND holder = $2 AND holder <> '' AND epoch = $3",
+                &format!("UPDATE ledger_leases SET holder = '', lease_until = LEAST(lease_until, {SERVER_NOW})
+                 WHERE scope = $1 AND holder = $2 AND holder <> '' AND epoch = $3"),
                 &[&scope, &holder, &epoch],
             )?;
             if released == 1 {
