@@ -314,6 +314,30 @@ impl LedgerBackend for Faulty {
     }
 }
 
+/// Puts a completion of [`SCOPE`] and starts a consumer claiming it through `ownership`'s
+/// fenced filter, which the scope's lease, not held now, makes pass it over; returns once
+/// the consumer sleeps, with where its claim arrives. Its wait is longer than the tests'
+/// guard: only a wake-up (not the last look at its deadline) brings the claim in time.
+fn sleeping_consumer(
+    ledger: &Faulty,
+    queue: &CompletionQueue,
+    ownership: &Ownership,
+) -> mpsc::Receiver<Option<process_registry::Claim>> {
+    queue.put(completion("agent:main:telegram:dm:1"));
+    let (claimed, consumer) = mpsc::channel();
+    let (queue, filter) = (queue.clone(), filter(ownership));
+    std::thread::Builder::new()
+        .name(CONSUMER.to_owned())
+        .spawn(move || claimed.send(queue.claim_timeout(&filter, 2 * HANG_GUARD).unwrap()))
+        .unwrap();
+    // Its look, its look after arming its wait, and its last before sleeping: asleep,
+    // the completion passed over.
+    wait_until("the consumer to sleep", || {
+        ledger.looks.load(Ordering::SeqCst) >= 3
+    });
+    consumer
+}
+
 /// Renewals that fail until the lease has run out by the consumer's own clock, then
 /// succeed with the same epoch (nobody took the scope meanwhile): a consumer that passed
 /// the scope's completion over while the lease had run out, and went to sleep, is woken
@@ -327,22 +351,7 @@ fn a_lease_regained_after_running_out_wakes_the_consumers() {
     wait_until("the lease", || ownership.epoch(SCOPE) == Some(1));
     ledger.failing.store(true, Ordering::SeqCst);
     wait_until("the lease to run out", || ownership.epoch(SCOPE).is_none());
-    queue.put(completion("agent:main:telegram:dm:1"));
-    let (claimed, consumer) = mpsc::channel();
-    {
-        let (queue, filter) = (queue.clone(), filter(&ownership));
-        // Its wait is longer than the test's guard below: only a wake-up (not the last
-        // look at its deadline) lets the claim arrive in time.
-        std::thread::Builder::new()
-            .name(CONSUMER.to_owned())
-            .spawn(move || claimed.send(queue.claim_timeout(&filter, 2 * HANG_GUARD).unwrap()))
-            .unwrap();
-    }
-    // Its look, its look after arming its wait, and its last before sleeping: asleep,
-    // the completion passed over (the scope not held).
-    wait_until("the consumer to sleep", || {
-        ledger.looks.load(Ordering::SeqCst) >= 3
-    });
+    let consumer = sleeping_consumer(&ledger, &queue, &ownership);
     assert_eq!(ownership.epoch(SCOPE), None);
     ledger.failing.store(false, Ordering::SeqCst);
     let claim = consumer
@@ -383,18 +392,7 @@ fn a_renewal_answered_after_the_lease_ran_out_wakes_the_consumers() {
         .recv_timeout(HANG_GUARD)
         .expect("the thread renews again");
     wait_until("the lease to run out", || ownership.epoch(SCOPE).is_none());
-    queue.put(completion("agent:main:telegram:dm:1"));
-    let (claimed, consumer) = mpsc::channel();
-    {
-        let (queue, filter) = (queue.clone(), filter(&ownership));
-        std::thread::Builder::new()
-            .name(CONSUMER.to_owned())
-            .spawn(move || claimed.send(queue.claim_timeout(&filter, 2 * HANG_GUARD).unwrap()))
-            .unwrap();
-    }
-    wait_until("the consumer to sleep", || {
-        ledger.looks.load(Ordering::SeqCst) >= 3
-    });
+    let consumer = sleeping_consumer(&ledger, &queue, &ownership);
     open_late.send(()).unwrap();
     let claim = consumer
         .recv_timeout(HANG_GUARD)
