@@ -59,7 +59,9 @@ fn completion(session_key: &str) -> AsyncDelegationEvent {
 /// Wants the scope and waits for the thread's round that asked for it (taking it, or
 /// finding it held): the thread is asleep for the next 10 s of real time after that, so
 /// it cannot renew a lease behind the test's back once the manual clock moves (a round
-/// of `renew_now` here could race the thread's own, woken by the same `want`).
+/// of `renew_now` here could race the thread's own, woken by the same `want`). Only
+/// for a scope the store keeps no lease on yet, or one another holder holds: otherwise
+/// `is_leased` may answer from the thread's first round, before the `want`.
 fn owning(queue: &CompletionQueue) -> Ownership {
     let ownership = Ownership::start(queue, LEASE).unwrap();
     ownership.want(SCOPE);
@@ -422,7 +424,12 @@ fn a_lease_granted_after_it_was_given_up_is_released_at_the_end() {
         let leases = ledger.scope_leases().unwrap();
         leases.len() == 1 && leases[0].holder.is_empty()
     });
-    let standby = owning(&ledger.queue("gw-b"));
+    // (Not `owning`: the released lease is in the store already, so `is_leased` could
+    // answer before the round that asks for it.) A round here and the thread's own may
+    // race; the first takes the lease, the other renews it: epoch 2 either way.
+    let standby = Ownership::start(&ledger.queue("gw-b"), LEASE).unwrap();
+    standby.want(SCOPE);
+    standby.renew_now().unwrap();
     assert_eq!(standby.epoch(SCOPE), Some(2), "handed over at once");
 }
 
