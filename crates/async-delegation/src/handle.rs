@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -18,9 +19,17 @@ use crate::{DelegationEngine, DelegationRecord};
 pub(crate) struct Watch {
     outcome: OnceLock<Arc<Event>>,
     done: Signal,
+    /// The engine is writing a completion (under its lock): until the outcome is set, a
+    /// handle that finds none waits for that lock.
+    completing: AtomicBool,
 }
 
 impl Watch {
+    /// The engine is about to write a completion, under its lock.
+    pub(crate) fn completing(&self) {
+        self.completing.store(true, Ordering::Release);
+    }
+
     /// Records the outcome (under the engine's lock, with the slot's release).
     pub(crate) fn store(&self, event: Arc<Event>) {
         let _ = self.outcome.set(event);
@@ -109,11 +118,15 @@ impl DelegationHandle {
 
     /// The outcome, as anything else can tell it: a consumer may take the completion
     /// from the ledger the moment it is written, before the engine has set the outcome
-    /// (both happen under the engine's lock); when none is set yet, the lock is waited
-    /// for once, and looked at again.
+    /// (both happen under the engine's lock); when none is set yet but a write has
+    /// begun, the lock is waited for once, and looked at again. (A delegation still
+    /// running costs no lock.)
     fn settled(&self) -> Option<&AsyncDelegationEvent> {
         if let Some(outcome) = self.watch.get() {
             return Some(outcome);
+        }
+        if !self.watch.completing.load(Ordering::Acquire) {
+            return None;
         }
         self.engine.completions_settled();
         self.watch.get()

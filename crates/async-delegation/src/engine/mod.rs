@@ -1001,6 +1001,11 @@ impl Inner {
             if let Some(steering) = &steering {
                 note_missed_steer(&mut finished.event, steering);
             }
+            if let Some(watch) = &running.watch {
+                // From here a consumer may take the completion before the outcome below
+                // is set: the handle waits for this lock then.
+                watch.completing();
+            }
             let committed = self.queue.record_completion(
                 record,
                 delegation_id,
