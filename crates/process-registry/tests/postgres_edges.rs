@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use process_registry::{
     CandidateQuery, ClaimFilter, ClaimToken, CompletionQueue, Event, Finish, LedgerBackend,
-    LedgerConfig, LedgerError, NewClaim, NewPending, NewRunning, PostgresLedger, PostgresOptions,
-    RunState, SessionMatch, Settle, WatchOverflow,
+    LedgerConfig, LedgerError, NewClaim, NewPending, NewRunning, Ownership, PostgresLedger,
+    PostgresOptions, RunState, SessionMatch, Settle, WatchOverflow,
 };
 
 mod pg_support;
@@ -524,5 +524,67 @@ fn the_listener_hears_a_completion_after_an_idle_alive_check() {
     assert!(
         wait.wait_until(Instant::now() + Duration::from_secs(10)),
         "the waiting consumer was never woken"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Released ownership leases
+
+const LEASED: &str = "platform:custom";
+
+fn queue_of(ledger: &Arc<PostgresLedger>, instance: &str) -> CompletionQueue {
+    let backend: Arc<dyn LedgerBackend> = ledger.clone();
+    CompletionQueue::builder_shared(backend)
+        .instance(instance)
+        .open()
+        .unwrap()
+}
+
+/// A lease released by an earlier build (same schema version, so it may run beside this
+/// one in a fleet) has `lease_until = -infinity`, not the release's time: it still counts
+/// as leased, instead of being forgotten at once as over for a day.
+#[test]
+fn a_lease_released_by_an_earlier_build_still_counts_as_leased() {
+    let schema = Schema::new("review", "legacy_release");
+    let ledger = Arc::new(
+        PostgresLedger::connect_with(&params("review_legacy_release"), schema.options(2)).unwrap(),
+    );
+    let a = queue_of(&ledger, "gw-a");
+    assert_eq!(ledger.acquire_scope(LEASED, "gw-a", 30.0).unwrap(), Some(1));
+    client()
+        .batch_execute(&format!(
+            "UPDATE {}.ledger_leases SET holder = '', lease_until = '-infinity'::float8",
+            schema.0
+        ))
+        .unwrap();
+    drop(a);
+    let b = queue_of(&ledger, "gw-b");
+    let ownership = Ownership::start(&b, Duration::from_secs(30)).unwrap();
+    ownership.renew_now().unwrap();
+    assert!(ownership.leases_read());
+    assert!(ownership.is_leased(LEASED));
+}
+
+/// A released lease (no holder) is taken over at once whatever the server's clock says
+/// of its `lease_until` (a clock stepped back after the release).
+#[test]
+fn a_released_lease_is_taken_over_at_once_whatever_the_clock() {
+    let schema = Schema::new("review", "release_clock");
+    let ledger = Arc::new(
+        PostgresLedger::connect_with(&params("review_release_clock"), schema.options(2)).unwrap(),
+    );
+    let (_a, _b) = (queue_of(&ledger, "gw-a"), queue_of(&ledger, "gw-b"));
+    assert_eq!(ledger.acquire_scope(LEASED, "gw-a", 30.0).unwrap(), Some(1));
+    assert!(ledger.release_scope(LEASED, "gw-a", 1).unwrap());
+    client()
+        .batch_execute(&format!(
+            "UPDATE {}.ledger_leases SET lease_until = extract(epoch FROM clock_timestamp()) + 5",
+            schema.0
+        ))
+        .unwrap();
+    assert_eq!(
+        ledger.acquire_scope(LEASED, "gw-b", 30.0).unwrap(),
+        Some(2),
+        "a released lease was refused to the standby"
     );
 }

@@ -331,7 +331,10 @@ impl Shared {
                 let horizon = backend.now() - LONGEST_LEASE.as_secs_f64();
                 let leased: BTreeSet<String> = leases
                     .into_iter()
-                    .filter(|lease| lease.lease_until > horizon)
+                    // (-infinity: released by a build that did not record when.)
+                    .filter(|lease| {
+                        lease.lease_until > horizon || lease.lease_until == f64::NEG_INFINITY
+                    })
                     .map(|lease| lease.scope)
                     .collect();
                 let mut state = self.lock();

@@ -720,18 +720,10 @@ impl CompletionQueue {
     }
 }
 
-/// Whether `deadline` has passed, for a spin's yielding rounds: the clock is read on the
-/// first and then every fourth (a clock read costs more than a yield's round; the spin
-/// is bounded anyway, so a deadline inside it is overshot by a few yields at most).
+/// Whether `deadline` has passed, for a spin's yielding rounds (read at every one: on a
+/// busy core a yield can give the core away for a scheduler slice).
 fn deadline_check(deadline: Option<Instant>) -> impl FnMut() -> bool {
-    let mut rounds = 0_u32;
-    move || {
-        let Some(deadline) = deadline else {
-            return false;
-        };
-        rounds += 1;
-        rounds % 4 == 1 && Instant::now() >= deadline
-    }
+    move || deadline.is_some_and(|deadline| Instant::now() >= deadline)
 }
 
 /// Acks a claim of the plain queue API. A store that cannot record the ack still hands

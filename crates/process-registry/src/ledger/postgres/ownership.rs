@@ -53,7 +53,8 @@ impl PostgresLedger {
                      ON CONFLICT (scope) DO UPDATE
                      SET epoch = CASE WHEN l.holder = EXCLUDED.holder THEN l.epoch ELSE l.epoch + 1 END,
                          holder = EXCLUDED.holder, lease_until = EXCLUDED.lease_until
-                     WHERE l.holder = EXCLUDED.holder OR l.lease_until <= {SERVER_NOW}
+                     WHERE l.holder = EXCLUDED.holder OR l.holder = ''
+                        OR l.lease_until <= {SERVER_NOW}
                      RETURNING epoch"
                 ),
                 &[&scope, &holder, &lease_seconds],
