@@ -146,11 +146,9 @@ pub(crate) struct Dispatched {
 }
 
 impl Dispatched {
-    /// The dispatch restated as an event, written in place in its shared allocation (a
-    /// value built on the stack would be copied into it, and on the way).
+    /// The dispatch restated as an event.
     fn restate(spec: DelegationSpec, dispatched_at: f64) -> Arc<Event> {
-        let mut shared = Arc::new(Event::AsyncDelegation(AsyncDelegationEvent::default()));
-        if let Some(Event::AsyncDelegation(event)) = Arc::get_mut(&mut shared) {
+        shared_delegation_event(|event| {
             event.session_key = spec.session_key;
             event.goal = spec.goal;
             event.context = spec.context;
@@ -159,8 +157,8 @@ impl Dispatched {
             event.model = spec.model;
             event.dispatched_at = WireNumber::from_f64(dispatched_at);
             event.traceparent = spec.traceparent;
-        }
-        shared
+        })
+        .0
     }
 
     pub(crate) fn spec(&self) -> &AsyncDelegationEvent {
@@ -910,27 +908,21 @@ impl Inner {
         result: DelegationResult,
     ) -> FinishedRun {
         let completed_at = unix_now();
-        // Written in place, in its shared allocation: the event is large, and a value
-        // built on the stack would be copied into it (and on the way).
-        let mut shared = Arc::new(Event::AsyncDelegation(AsyncDelegationEvent::default()));
-        let (status, model) = match Arc::get_mut(&mut shared) {
-            Some(Event::AsyncDelegation(event)) => {
-                fill_completion_event(
-                    event,
-                    delegation_id,
-                    dispatched.spec(),
-                    result,
-                    dispatched_at,
-                    completed_at,
-                );
-                (
-                    event.status.clone().unwrap_or(Status::Completed),
-                    event.model.clone(),
-                )
-            }
-            // Made just above, unshared, of this variant.
-            _ => (Status::Completed, None),
-        };
+        let (shared, kept) = shared_delegation_event(|event| {
+            fill_completion_event(
+                event,
+                delegation_id,
+                dispatched.spec(),
+                result,
+                dispatched_at,
+                completed_at,
+            );
+            (
+                event.status.clone().unwrap_or(Status::Completed),
+                event.model.clone(),
+            )
+        });
+        let (status, model) = kept.unwrap_or((Status::Completed, None));
         FinishedRun {
             number: dispatched.number,
             status,
@@ -1241,8 +1233,22 @@ pub(crate) fn failure(error: String) -> DelegationResult {
     }
 }
 
-/// Builds the wire event: the dispatch-time spec verbatim plus the outcome.
-/// Writes the completion event of `result` into `event` (a default one), field by field.
+/// An `async_delegation` event written by `fill` in place, in its shared allocation: the
+/// event is large, and a value built on the stack would be copied into it (and on the
+/// way). With what `fill` returned (always: the allocation is new and unshared).
+fn shared_delegation_event<R>(
+    fill: impl FnOnce(&mut AsyncDelegationEvent) -> R,
+) -> (Arc<Event>, Option<R>) {
+    let mut shared = Arc::new(Event::AsyncDelegation(AsyncDelegationEvent::default()));
+    let kept = match Arc::get_mut(&mut shared) {
+        Some(Event::AsyncDelegation(event)) => Some(fill(event)),
+        _ => None,
+    };
+    (shared, kept)
+}
+
+/// Writes the wire event into `event` (a default one): the dispatch-time spec verbatim
+/// plus the outcome.
 fn fill_completion_event(
     event: &mut AsyncDelegationEvent,
     delegation_id: &str,

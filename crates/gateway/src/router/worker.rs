@@ -80,7 +80,12 @@ impl View {
 
 /// The ownership scope of a platform in a fleet: `platform:{name}`.
 pub fn platform_scope(platform: &Platform) -> String {
-    format!("platform:{}", platform.as_str())
+    scope_named(platform.as_str())
+}
+
+/// The ownership scope of the platform named `name` (normalized).
+fn scope_named(name: &str) -> String {
+    format!("platform:{name}")
 }
 
 /// The scope a completion belongs to: its platform's, when it names a known one — or one
@@ -103,7 +108,7 @@ fn leased_elsewhere(shared: &Shared, event: &Event) -> Option<String> {
     let ownership = shared.ownership.as_ref()?;
     let session_key = owned_session_key(event)?;
     let name = platform_of(event, session_key)?;
-    let scope = format!("platform:{}", crate::platform::normalize(&name));
+    let scope = scope_named(&crate::platform::normalize(&name));
     (!ownership.leases_read() || ownership.is_leased(&scope)).then_some(scope)
 }
 

@@ -273,8 +273,7 @@ impl QueueWait {
     /// this wait's, or another waiter's (which only cuts the spin short), or the deadline.
     fn snooze(&self, deadline: Option<Instant>) {
         let signal = &self._counted.0.signal;
-        let mut passed = deadline_check(deadline);
-        spin_then_yield(|yielding| signal.is_notified() || (yielding && passed()));
+        spin_then_yield(|yielding| signal.is_notified() || (yielding && passed(deadline)));
     }
 }
 
@@ -720,10 +719,10 @@ impl CompletionQueue {
     }
 }
 
-/// Whether `deadline` has passed, for a spin's yielding rounds (read at every one: on a
+/// Whether `deadline` has passed: what a spin asks at each of its yielding rounds (on a
 /// busy core a yield can give the core away for a scheduler slice).
-fn deadline_check(deadline: Option<Instant>) -> impl FnMut() -> bool {
-    move || deadline.is_some_and(|deadline| Instant::now() >= deadline)
+fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|deadline| Instant::now() >= deadline)
 }
 
 /// Acks a claim of the plain queue API. A store that cannot record the ack still hands
@@ -921,9 +920,8 @@ impl Core {
             }
             if !watched {
                 watched = true;
-                let mut passed = deadline_check(deadline);
                 let wrote = spin_then_yield(|yielding| {
-                    self.writes.load(Ordering::Acquire) != writes || (yielding && passed())
+                    self.writes.load(Ordering::Acquire) != writes || (yielding && passed(deadline))
                 });
                 if wrote && self.writes.load(Ordering::Acquire) != writes {
                     continue;
