@@ -1070,8 +1070,13 @@ fn release_slot(
         model,
         completed_at,
     };
-    let at = state.completed.partition_point(|(done, _)| *done < order);
-    state.completed.insert(at, (order, record));
+    // Usually the newest commit (completions are recorded under this lock): at the back.
+    if state.completed.back().is_none_or(|(done, _)| *done < order) {
+        state.completed.push_back((order, record));
+    } else {
+        let at = state.completed.partition_point(|(done, _)| *done < order);
+        state.completed.insert(at, (order, record));
+    }
     state.completed_numbers.insert(number);
     let evicted = (state.completed.len() > MAX_RETAINED_COMPLETED)
         .then(|| state.completed.pop_front())

@@ -179,6 +179,20 @@ impl Running {
     }
 }
 
+/// The id of a new running row: shared with its skeleton's `delegation_id` when that is
+/// the same text (the engine's always is), so the dispatch allocates no copy of it.
+fn shared_id(new: &NewRunning<'_>) -> Id {
+    match &*new.skeleton {
+        Event::AsyncDelegation(event) => event
+            .delegation_id
+            .as_ref()
+            .filter(|id| id.as_str() == new.delegation_id)
+            .map(|id| Id::from(id.clone())),
+        _ => None,
+    }
+    .unwrap_or_else(|| Id::from(new.delegation_id))
+}
+
 fn owner_name(owners: &[Box<str>], owner: Owner) -> &str {
     owners.get(owner as usize).map_or("", |name| &**name)
 }
@@ -788,7 +802,7 @@ impl LedgerBackend for MemoryLedger {
         state.next_seq += 1;
         let seq = state.next_seq;
         state.running.insert(
-            Id::from(new.delegation_id),
+            shared_id(&new),
             Running {
                 seq,
                 owner,
