@@ -111,7 +111,7 @@ impl std::fmt::Debug for MemoryLedger {
         let state = self.lock();
         f.debug_struct("MemoryLedger")
             .field("open", &state.open.len())
-            .field("running", &state.running.len())
+            .field("running", &state.running().count())
             .field("dead", &state.parked.len())
             .finish_non_exhaustive()
     }
@@ -126,11 +126,10 @@ struct State {
     open: Fifo<Row>,
     /// Dead rows.
     parked: BTreeMap<u64, Row>,
-    /// Running delegations, by id: a dispatch costs one small insert (the caller waits
-    /// for it).
-    running: HashMap<Id, Running, FastHash>,
-    /// The other rows that have a delegation id.
-    by_id: HashMap<Id, u64, FastHash>,
+    /// Every delegation id the ledger holds: `Some` while it runs (no row yet), `None`
+    /// once its row is written. One map for both, so a dispatch costs one small insert
+    /// (the caller waits for it) and a finished run one lookup.
+    ids: HashMap<Id, Option<Running>, FastHash>,
     /// The instances seen (usually one), named by their index in rows.
     owners: Vec<Box<str>>,
     /// Ownership leases, by scope.
@@ -147,6 +146,8 @@ struct Lease {
 
 /// A delegation that runs: what its row is until it finishes.
 struct Running {
+    /// Its id (the map's key, shared): the row's, once it finishes.
+    id: Id,
     seq: u64,
     owner: Owner,
     created_at: f64,
@@ -154,11 +155,11 @@ struct Running {
 }
 
 impl Running {
-    fn to_row(&self, delegation_id: &str, owners: &[Box<str>]) -> LedgerRow {
+    fn to_row(&self, owners: &[Box<str>]) -> LedgerRow {
         LedgerRow {
             seq: self.seq,
-            key: delegation_id.to_owned(),
-            delegation_id: Some(delegation_id.to_owned()),
+            key: self.id.to_string(),
+            delegation_id: Some(self.id.to_string()),
             kind: self.skeleton.type_name().to_owned(),
             session_key: self.skeleton.session_key().unwrap_or("").to_owned(),
             run_state: Some(RunState::Running),
@@ -631,6 +632,11 @@ impl MemoryLedger {
 }
 
 impl State {
+    /// The running delegations (no row yet).
+    fn running(&self) -> impl Iterator<Item = &Running> {
+        self.ids.values().flatten()
+    }
+
     /// Claims of `scope` made under another epoch than `epoch` go back to pending.
     fn reclaim_stale(&mut self, scope: &str, epoch: u64) {
         for row in self.open.rows_mut() {
@@ -718,10 +724,10 @@ impl State {
         index: usize,
         take: impl FnOnce(&mut Row) -> Option<R>,
     ) -> Option<R> {
-        let by_id = &mut self.by_id;
+        let ids = &mut self.ids;
         self.open.take_with(index, |row| {
             if let Some(id) = row.delegation_id() {
-                by_id.remove(id);
+                ids.remove(id);
             }
             take(row)
         })
@@ -734,7 +740,7 @@ impl State {
             None => self.parked.remove(&seq),
         }?;
         if let Some(id) = row.delegation_id() {
-            self.by_id.remove(id);
+            self.ids.remove(id);
         }
         Some(row)
     }
@@ -793,22 +799,22 @@ impl LedgerBackend for MemoryLedger {
     fn insert_running(&self, new: NewRunning<'_>) -> Result<Inserted, LedgerError> {
         let now = self.clock.recent();
         let mut state = self.lock();
-        if state.running.contains_key(new.delegation_id)
-            || state.by_id.contains_key(new.delegation_id)
-        {
+        if state.ids.contains_key(new.delegation_id) {
             return Ok(Inserted::IdTaken);
         }
         let owner = self.owner(&mut state, new.owner);
         state.next_seq += 1;
         let seq = state.next_seq;
-        state.running.insert(
-            shared_id(&new),
-            Running {
+        let id = shared_id(&new);
+        state.ids.insert(
+            Id::clone(&id),
+            Some(Running {
+                id,
                 seq,
                 owner,
                 created_at: now,
                 skeleton: new.skeleton,
-            },
+            }),
         );
         Ok(Inserted::Row(seq))
     }
@@ -848,19 +854,20 @@ impl LedgerBackend for MemoryLedger {
         let now = self.clock.recent();
         let mut state = self.lock();
         let expected = finish.expect_owner.map(|owner| state.known_owner(owner));
-        let Some((delegation_id, running)) = state.running.remove_entry(finish.delegation_id)
-        else {
+        let Some(entry) = state.ids.get_mut(finish.delegation_id) else {
             return Ok(None);
         };
-        if expected.is_some_and(|owner| owner != Some(running.owner)) {
-            // Not this instance's run: left as it was.
-            state.running.insert(delegation_id, running);
+        // Not running (its row is written), or not this instance's run: left as it was.
+        let ours = entry
+            .as_ref()
+            .is_some_and(|running| expected.is_none_or(|owner| owner == Some(running.owner)));
+        let Some(running) = entry.take_if(|_| ours) else {
             return Ok(None);
-        }
+        };
         // To the tail: offered in the order the runs finished, built in its slot.
         state.next_seq += 1;
         let seq = state.next_seq;
-        state.by_id.insert(Id::clone(&delegation_id), seq);
+        let delegation_id = running.id;
         state.open.push_back_with(seq, || Row {
             event: Stored::Shared(finish.event),
             delivery: Some(DeliveryState::Pending),
@@ -885,12 +892,13 @@ impl LedgerBackend for MemoryLedger {
     fn retract_running(&self, delegation_id: &str, owner: &str) -> Result<bool, LedgerError> {
         let mut state = self.lock();
         let owner = state.known_owner(owner);
-        let ours = state
-            .running
-            .get(delegation_id)
-            .is_some_and(|running| Some(running.owner) == owner);
+        let ours = state.ids.get(delegation_id).is_some_and(|entry| {
+            entry
+                .as_ref()
+                .is_some_and(|running| Some(running.owner) == owner)
+        });
         if ours {
-            state.running.remove(delegation_id);
+            state.ids.remove(delegation_id);
         }
         Ok(ours)
     }
@@ -1082,9 +1090,8 @@ impl LedgerBackend for MemoryLedger {
         };
         let owners = &state.owners;
         let mut rows: Vec<LedgerRow> = state
-            .running
-            .iter()
-            .map(|(id, running)| running.to_row(id, owners))
+            .running()
+            .map(|running| running.to_row(owners))
             .collect();
         if !query.running_only {
             rows.extend(
@@ -1115,11 +1122,7 @@ impl LedgerBackend for MemoryLedger {
 
     fn owners(&self) -> Result<Vec<String>, LedgerError> {
         let state = self.lock();
-        let mut owners: BTreeSet<Owner> = state
-            .running
-            .values()
-            .map(|running| running.owner)
-            .collect();
+        let mut owners: BTreeSet<Owner> = state.running().map(|running| running.owner).collect();
         for row in state
             .open_rows(0)
             .map(|(_, row)| row)
