@@ -273,7 +273,8 @@ impl QueueWait {
     /// this wait's, or another waiter's (which only cuts the spin short), or the deadline.
     fn snooze(&self, deadline: Option<Instant>) {
         let signal = &self._counted.0.signal;
-        spin_then_yield(|yielding| signal.is_notified() || (yielding && passed(deadline)));
+        let mut deadline = backoff::SpinDeadline::new(deadline);
+        spin_then_yield(|yielding| signal.is_notified() || (yielding && deadline.passed()));
     }
 }
 
@@ -719,12 +720,6 @@ impl CompletionQueue {
     }
 }
 
-/// Whether `deadline` has passed: what a spin asks at each of its yielding rounds (on a
-/// busy core a yield can give the core away for a scheduler slice).
-fn passed(deadline: Option<Instant>) -> bool {
-    deadline.is_some_and(|deadline| Instant::now() >= deadline)
-}
-
 /// Acks a claim of the plain queue API. A store that cannot record the ack still hands
 /// the event over (the row's lease runs out and it is offered again, as a possible
 /// redelivery: at least once).
@@ -920,8 +915,10 @@ impl Core {
             }
             if !watched {
                 watched = true;
+                let mut spin_deadline = backoff::SpinDeadline::new(deadline);
                 let wrote = spin_then_yield(|yielding| {
-                    self.writes.load(Ordering::Acquire) != writes || (yielding && passed(deadline))
+                    self.writes.load(Ordering::Acquire) != writes
+                        || (yielding && spin_deadline.passed())
                 });
                 if wrote && self.writes.load(Ordering::Acquire) != writes {
                     continue;
