@@ -291,7 +291,7 @@ fn many_handles_deliver_every_completion_exactly_once() {
                     match ledger.finish_run(Finish {
                         delegation_id: &id,
                         expect_owner: Some("producer"),
-                        run_state: RunState::Finished("ok".to_owned()),
+                        run_state: RunState::Finished("ok".into()),
                         event: Arc::new(event(&text)),
                         reason: None,
                     }) {

@@ -1001,7 +1001,7 @@ impl Inner {
             let committed = self.queue.record_completion(
                 record,
                 delegation_id,
-                finished.status.as_str(),
+                finished.status.clone(),
                 Arc::clone(&finished.event),
             )?;
             if let Some(steering) = &steering {

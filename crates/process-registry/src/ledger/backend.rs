@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::{Event, LedgerError};
+use crate::{Event, LedgerError, Status};
 
 /// What the run of one delegation did: the first of a row's two independent axes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -18,8 +18,8 @@ pub enum RunState {
     /// Dispatched; the runner has not finished.
     Running,
     /// The runner finished and its completion was recorded with this status
-    /// (`completed`, `error`, `interrupted`, …).
-    Finished(String),
+    /// (`completed`, `error`, `interrupted`, …): a known status costs no allocation.
+    Finished(Status),
     /// The process that ran it died before recording a result: the outcome is unknown,
     /// and the child is never re-run.
     Unknown,
@@ -30,7 +30,7 @@ impl RunState {
     pub fn as_str(&self) -> &str {
         match self {
             RunState::Running => "running",
-            RunState::Finished(status) => status,
+            RunState::Finished(status) => status.as_str(),
             RunState::Unknown => "unknown",
         }
     }

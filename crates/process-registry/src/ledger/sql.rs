@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::backend::{Capabilities, ClaimToken, RowQuery, RunState};
-use crate::{Event, LedgerError};
+use crate::{Event, LedgerError, Status};
 
 /// What both SQL stores can do: rows survive the process, delivered ones are kept for the
 /// retention, and other processes write to the same store.
@@ -32,7 +32,7 @@ pub(crate) fn run_state(run_state: Option<&str>, status: Option<String>) -> Opti
         None => None,
         Some("running") => Some(RunState::Running),
         Some("unknown") => Some(RunState::Unknown),
-        Some(_) => Some(RunState::Finished(status.unwrap_or_default())),
+        Some(_) => Some(RunState::Finished(Status::from(status.unwrap_or_default()))),
     }
 }
 

@@ -34,7 +34,7 @@ use crate::ledger::unknown_completion;
 use crate::metrics::PendingGauge;
 use crate::{
     current_instance, Claim, ClaimFilter, Event, LedgerConfig, LedgerError, LedgerRow, Liveness,
-    MemoryLedger, ProcessLiveness, RowQuery, RunState,
+    MemoryLedger, ProcessLiveness, RowQuery, RunState, Status,
 };
 
 /// A multi-producer, multi-consumer FIFO of [`Event`]s on a completion ledger.
@@ -638,14 +638,14 @@ impl CompletionQueue {
         &self,
         record: DispatchRecord,
         delegation_id: &str,
-        status: &str,
+        status: impl Into<Status>,
         event: Arc<Event>,
     ) -> Result<Committed, LedgerError> {
         let _ = record;
         let finished = self.core.backend.finish_run(Finish {
             delegation_id,
             expect_owner: Some(&self.core.instance),
-            run_state: RunState::Finished(status.to_owned()),
+            run_state: RunState::Finished(status.into()),
             event: Arc::clone(&event),
             reason: None,
         })?;

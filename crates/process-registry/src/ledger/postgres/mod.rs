@@ -496,7 +496,7 @@ impl LedgerBackend for PostgresLedger {
         let event = to_json(&finish.event)?;
         let (phase, status) = match &finish.run_state {
             RunState::Running => ("running", None),
-            RunState::Finished(status) => ("finished", Some(status.clone())),
+            RunState::Finished(status) => ("finished", Some(status.as_str().to_owned())),
             RunState::Unknown => ("unknown", Some("unknown".to_owned())),
         };
         let (reason, id) = (
