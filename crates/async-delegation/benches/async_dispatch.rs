@@ -1,7 +1,8 @@
 //! Async runners (feature `tokio`): the `dispatch_async` call itself, and the async round
 //! trip — `dispatch_async` → the runner's future on the runtime → the completion awaited
-//! with `CompletionQueue::next_event` — beside its floor measured in the same run, a bare
-//! tokio `oneshot` round trip through a spawned task, on the same current-thread runtime.
+//! with `CompletionQueue::next_event` — one at a time and pipelined (up to 64 in flight),
+//! each beside its floor measured in the same run: a bare tokio `oneshot` round trip
+//! through a spawned task, on the same current-thread runtime.
 //!
 //! `cargo bench -p async-delegation --features tokio --bench async_dispatch`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -64,6 +65,52 @@ fn async_dispatch(c: &mut Criterion) {
             })
         });
     });
+    group.throughput(criterion::Throughput::Elements(1));
+    group.bench_function("pipelined_cap_64", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                let (mut sent, mut received) = (0, 0);
+                while received < iters {
+                    while sent < iters && sent - received < PIPELINE {
+                        let handle = engine.dispatch_async(
+                            spec(),
+                            &tokio::runtime::Handle::current(),
+                            |_| async { Ok(DelegationResult::completed("done")) },
+                            PIPELINE_CAP,
+                        );
+                        drop(handle.unwrap());
+                        sent += 1;
+                    }
+                    queue.next_event().await.unwrap();
+                    received += 1;
+                }
+                started.elapsed()
+            })
+        });
+    });
+    group.bench_function("floor/pipelined_oneshot_cap_64", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                let mut answers = std::collections::VecDeque::new();
+                let (mut sent, mut received) = (0, 0);
+                while received < iters {
+                    while sent < iters && sent - received < PIPELINE {
+                        let (done, finished) = tokio::sync::oneshot::channel();
+                        drop(tokio::spawn(async move {
+                            let _ = done.send(DelegationResult::completed("done"));
+                        }));
+                        answers.push_back(finished);
+                        sent += 1;
+                    }
+                    answers.pop_front().unwrap().await.unwrap();
+                    received += 1;
+                }
+                started.elapsed()
+            })
+        });
+    });
     group.bench_function("floor/oneshot_round_trip", |b| {
         b.iter(|| {
             runtime.block_on(async {
@@ -77,6 +124,11 @@ fn async_dispatch(c: &mut Criterion) {
     });
     group.finish();
 }
+
+/// Delegations in flight in the pipelined round trip.
+const PIPELINE: u64 = 64;
+/// Its capacity, as `dispatch_async` takes it.
+const PIPELINE_CAP: usize = 64;
 
 criterion_group!(benches, async_dispatch);
 criterion_main!(benches);
