@@ -147,8 +147,8 @@ pub struct NewRunning<'a> {
 pub struct NewPending<'a> {
     /// The instance that put it.
     pub owner: &'a str,
-    /// The event, by value: a store keeps it as it likes (the memory ledger in place,
-    /// with no allocation of its own, SQLite as JSON).
+    /// The event, by value: a store keeps it as it likes (the memory ledger moves it
+    /// into an `Arc`, SQLite writes its JSON).
     pub event: Event,
 }
 

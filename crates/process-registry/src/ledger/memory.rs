@@ -72,7 +72,7 @@ struct Inbox {
 
 /// An event put, with when.
 struct Put {
-    event: Event,
+    event: Arc<Event>,
     at: f64,
 }
 
@@ -203,7 +203,8 @@ type Owner = u32;
 
 /// A row. Its kind and session key are read off its event; its key is its delegation id
 /// or `event-{seq}`: nothing is stored twice. What an event put and taken plainly never
-/// needs is boxed apart ([`More`]), so the FIFO holds little more than the events.
+/// needs is boxed apart ([`More`]), and the event is shared ([`Stored`]), so a row is a
+/// few words: cheap to build in the FIFO, to move, and to hand out.
 struct Row {
     event: Stored,
     /// The delegation an engine's row belongs to.
@@ -231,14 +232,10 @@ struct More {
     lease_until: Option<f64>,
 }
 
-/// A row's event: as it was put, in place with no allocation of its own, until something
-/// has to share it (a candidate, a claim or an inspection hands out an `Arc`). An
-/// allocation per put would be freed by the take, and a burst of them hands whole heap
-/// pages back to the system, to be faulted in again by the next burst.
-// Inline on purpose: see above.
-#[allow(clippy::large_enum_variant)]
+/// A row's event, shared: an event put is moved into its `Arc` by the producer (outside
+/// the lock), so a row is small to build, move and hand out — a candidate, a claim and a
+/// take pass the pointer — and the engine's completions arrive shared already.
 enum Stored {
-    Owned(Event),
     Shared(Arc<Event>),
     /// Moved out of a row that is being emptied.
     Taken,
@@ -247,46 +244,22 @@ enum Stored {
 impl Stored {
     fn get(&self) -> Option<&Event> {
         match self {
-            Stored::Owned(event) => Some(event),
             Stored::Shared(event) => Some(event),
             Stored::Taken => None,
         }
     }
 
-    /// The event, leaving [`Stored::Taken`] (moved out uncopied when nothing else
-    /// shares it).
-    fn take(&mut self) -> Option<Event> {
-        match std::mem::replace(self, Stored::Taken) {
-            Stored::Owned(event) => Some(event),
-            Stored::Shared(event) => Some(Arc::unwrap_or_clone(event)),
-            Stored::Taken => None,
-        }
-    }
-
-    /// The event as a handle, leaving [`Stored::Taken`]: a shared one as it is (the
-    /// engine's completions are), an owned one moved into one.
+    /// The event as a handle, leaving [`Stored::Taken`].
     fn take_shared(&mut self) -> Option<Arc<Event>> {
         match std::mem::replace(self, Stored::Taken) {
-            Stored::Owned(event) => Some(Arc::new(event)),
             Stored::Shared(event) => Some(event),
             Stored::Taken => None,
         }
     }
 
-    /// A handle on the event, shared from now on (`None` once taken).
-    fn share(&mut self) -> Option<Arc<Event>> {
-        if let Stored::Shared(event) = self {
-            return Some(Arc::clone(event));
-        }
-        let shared = Arc::new(self.take()?);
-        *self = Stored::Shared(Arc::clone(&shared));
-        Some(shared)
-    }
-
-    /// A handle for a reader that cannot change the row (a copy when not yet shared).
+    /// A handle on the event (`None` once taken).
     fn to_arc(&self) -> Option<Arc<Event>> {
         match self {
-            Stored::Owned(event) => Some(Arc::new(event.clone())),
             Stored::Shared(event) => Some(Arc::clone(event)),
             Stored::Taken => None,
         }
@@ -381,7 +354,7 @@ impl Row {
         claim: &NewClaim<'_>,
         now: f64,
     ) -> Option<ClaimedRow> {
-        let event = self.event.share()?;
+        let event = self.event.to_arc()?;
         if self.delivery == Some(DeliveryState::Claimed) {
             // The previous claim's lease ran out undecided: it may have delivered.
             self.possible_redelivery = true;
@@ -537,7 +510,7 @@ impl MemoryLedger {
         state.next_seq += 1;
         Some(TakenRow {
             seq: state.next_seq,
-            event: Arc::new(put.event),
+            event: put.event,
             possible_redelivery: false,
         })
     }
@@ -660,11 +633,11 @@ impl State {
     }
 
     /// A pending row at the FIFO's tail, with the next `seq`, built in its slot.
-    fn append(&mut self, event: Event, owner: Owner, now: f64) -> u64 {
+    fn append(&mut self, event: Arc<Event>, owner: Owner, now: f64) -> u64 {
         self.next_seq += 1;
         let seq = self.next_seq;
         self.open.push_back_with(seq, || Row {
-            event: Stored::Owned(event),
+            event: Stored::Shared(event),
             delivery: Some(DeliveryState::Pending),
             attempts: 0,
             owner,
@@ -824,7 +797,7 @@ impl LedgerBackend for MemoryLedger {
         let mut state = self.lock();
         let owner = self.owner(&mut state, new.owner);
         // Pending, with no id: straight to the FIFO's tail (after the inbox's puts).
-        Ok(state.append(new.event, owner, now))
+        Ok(state.append(Arc::new(new.event), owner, now))
     }
 
     fn append_pending(&self, new: NewPending<'_>) -> Result<(), PendingRefused> {
@@ -837,7 +810,7 @@ impl LedgerBackend for MemoryLedger {
                 self.inbox_used.store(true, Ordering::Release);
             }
             let put = Put {
-                event: new.event,
+                event: Arc::new(new.event),
                 at: self.clock.recent(),
             };
             // The receiver lives as long as the sender: both are this ledger's.
@@ -925,7 +898,7 @@ impl LedgerBackend for MemoryLedger {
             if !(row.matches(query) && row.claimable(&mut now)) {
                 continue;
             }
-            if let Some(event) = row.event.share() {
+            if let Some(event) = row.event.to_arc() {
                 found.push(Candidate { seq, event });
             }
         }
