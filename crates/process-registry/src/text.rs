@@ -2,13 +2,18 @@
 
 use std::borrow::{Borrow, Cow};
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::Arc;
 
+use smol_str::SmolStr;
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A string that is shared rather than copied: cloning a `Text` counts a reference, and
-/// dropping one frees nothing while another holds it.
+/// A string that is shared rather than copied: cloning a `Text` allocates nothing —
+/// a longer text is one shared allocation, and a clone counts a reference (dropping one
+/// frees nothing while another holds it); a short one (up to 23 bytes: an id, a status,
+/// a role, a toolset's or a model's name) is kept inline, with no allocation at all.
 ///
 /// The text fields of an [`AsyncDelegationEvent`](crate::AsyncDelegationEvent) are
 /// `Text`, so an event is cheap to clone and to hand between threads: the engine restates
@@ -21,26 +26,26 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// use process_registry::Text;
 ///
 /// let goal = Text::from("Summarise the logs");
-/// let shared = goal.clone(); // no copy of the text
+/// let shared = goal.clone(); // no allocation
 /// assert_eq!(shared, "Summarise the logs");
 /// assert!(goal.starts_with("Summarise"));
 /// assert_eq!(serde_json::to_string(&goal)?, r#""Summarise the logs""#);
 /// # Ok::<(), serde_json::Error>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Text(Arc<str>);
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Text(SmolStr);
+
+impl Hash for Text {
+    // As the `str` it borrows as, so maps keyed by `Text` are looked up by `&str`.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
 
 impl Text {
     /// The text.
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-impl Default for Text {
-    fn default() -> Self {
-        static EMPTY: std::sync::OnceLock<Text> = std::sync::OnceLock::new();
-        EMPTY.get_or_init(|| Text(Arc::from(""))).clone()
     }
 }
 
@@ -78,25 +83,25 @@ impl fmt::Debug for Text {
 
 impl From<&str> for Text {
     fn from(text: &str) -> Self {
-        Text(Arc::from(text))
+        Text(SmolStr::from(text))
     }
 }
 
 impl From<&String> for Text {
     fn from(text: &String) -> Self {
-        Text(Arc::from(text.as_str()))
+        Text(SmolStr::from(text.as_str()))
     }
 }
 
 impl From<String> for Text {
     fn from(text: String) -> Self {
-        Text(Arc::from(text))
+        Text(SmolStr::from(text))
     }
 }
 
 impl From<Box<str>> for Text {
     fn from(text: Box<str>) -> Self {
-        Text(Arc::from(text))
+        Text(SmolStr::from(text))
     }
 }
 
@@ -111,19 +116,19 @@ impl From<Cow<'_, str>> for Text {
 
 impl From<Arc<str>> for Text {
     fn from(text: Arc<str>) -> Self {
-        Text(text)
+        Text(SmolStr::from(text))
     }
 }
 
 impl From<Text> for Arc<str> {
     fn from(text: Text) -> Self {
-        text.0
+        Arc::from(text.0)
     }
 }
 
 impl From<Text> for String {
     fn from(text: Text) -> Self {
-        String::from(&*text.0)
+        String::from(text.as_str())
     }
 }
 
@@ -200,8 +205,22 @@ mod tests {
 
     #[test]
     fn a_clone_shares_the_text() {
-        let text = Text::from("shared");
+        let text = Text::from("shared: longer than the 23 bytes kept inline");
         let clone = text.clone();
         assert!(std::ptr::eq(text.as_str(), clone.as_str()));
+        let short = Text::from("deleg_0123abcd");
+        assert_eq!(short.clone(), "deleg_0123abcd");
+    }
+
+    #[test]
+    fn hashes_as_the_str_it_borrows_as() {
+        use std::collections::HashSet;
+        let set: HashSet<Text> = ["deleg_0123abcd", "a text longer than 23 bytes, on the heap"]
+            .into_iter()
+            .map(Text::from)
+            .collect();
+        assert!(set.contains("deleg_0123abcd"));
+        assert!(set.contains("a text longer than 23 bytes, on the heap"));
+        assert!(!set.contains("deleg_"));
     }
 }

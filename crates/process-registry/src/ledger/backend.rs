@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::{Event, LedgerError, Status};
+use crate::{Event, LedgerError, Status, Text};
 
 /// What the run of one delegation did: the first of a row's two independent axes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -263,7 +263,7 @@ pub struct ClaimedRow {
     pub seq: u64,
     /// Its delegation id, when the engine wrote it (then also its idempotency key; else
     /// the key is `event-{seq}`).
-    pub delegation_id: Option<Arc<str>>,
+    pub delegation_id: Option<Text>,
     /// The completion.
     pub event: Arc<Event>,
     /// Claims made so far, this one included.

@@ -14,11 +14,11 @@ use super::backend::{
 };
 use super::clock::{Clock, SystemClock};
 use super::fifo::Fifo;
-use crate::{Event, LedgerError};
+use crate::{Event, LedgerError, Text};
 
 /// A delegation id, shared by its map key and its row: finishing a run or claiming a
 /// row copies no text.
-type Id = Arc<str>;
+type Id = Text;
 
 /// The hasher of the ledger's maps (their keys are ids: short, mostly random text).
 type FastHash = foldhash::fast::RandomState;
@@ -188,7 +188,7 @@ fn shared_id(new: &NewRunning<'_>) -> Id {
             .delegation_id
             .as_ref()
             .filter(|id| id.as_str() == new.delegation_id)
-            .map(|id| Id::from(id.clone())),
+            .cloned(),
         _ => None,
     }
     .unwrap_or_else(|| Id::from(new.delegation_id))

@@ -30,7 +30,7 @@ use super::backend::{
 };
 use super::clock::{Clock, SystemClock};
 use super::sql::{self, row_seq, seq_param, to_json, token_id, CLAIMED_COLUMNS, ROW_COLUMNS};
-use crate::{Event, LedgerError};
+use crate::{Event, LedgerError, Text};
 use checkpoint::Checkpointer;
 
 /// `application_id` of a completion ledger file ("BDLG").
@@ -499,7 +499,7 @@ fn read_claimed(row: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
     let event: String = row.get(2)?;
     Ok(ClaimedRow {
         seq: row_seq(row.get(0)?),
-        delegation_id: row.get(1)?,
+        delegation_id: row.get::<_, Option<String>>(1)?.map(Text::from),
         event: Arc::new(from_json(&event)?),
         attempts: u32::try_from(row.get::<_, i64>(3)?).unwrap_or(u32::MAX),
         possible_redelivery: row.get::<_, i64>(4)? != 0,
