@@ -594,7 +594,7 @@ impl DelegationEngine {
     }
 
     /// Running delegations in dispatch order, then the retained completed ones, oldest
-    /// completion first (at most [`MAX_RETAINED_COMPLETED`] of those).
+    /// completion first (at most [`MAX_RETAINED_COMPLETED`](crate::MAX_RETAINED_COMPLETED) of those).
     pub fn list(&self) -> Vec<DelegationRecord> {
         let now = self.inner.clock.now();
         let state = self.inner.lock_state();
