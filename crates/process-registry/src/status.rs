@@ -25,7 +25,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// assert_eq!(serde_json::from_str::<Status>(r#""paused""#)?, Status::Other("paused".into()));
 /// # Ok::<(), serde_json::Error>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Two statuses are equal when their texts are (`Status::Other("completed".into())` is
+/// `Status::Completed`: it is written the same), and they hash and order as their texts.
+#[derive(Clone)]
 pub enum Status {
     /// `completed`: the subagent finished its task.
     Completed,
@@ -82,7 +85,33 @@ impl Status {
     /// `true` for the statuses whose summary renders as a success (`completed`,
     /// `success`).
     pub fn is_success(&self) -> bool {
-        matches!(self, Status::Completed | Status::Success)
+        matches!(self.as_str(), "completed" | "success")
+    }
+}
+
+impl PartialEq for Status {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Status {}
+
+impl std::hash::Hash for Status {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for Status {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Status {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
@@ -220,6 +249,23 @@ impl<'de> Deserialize<'de> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_known_text_built_as_other_is_that_status() {
+        use std::collections::HashSet;
+        let other = Status::Other("completed".into());
+        assert_eq!(other, Status::Completed);
+        assert!(other.is_success());
+        assert!(Status::Other("success".into()).is_success());
+        assert!(!Status::Other("Completed".into()).is_success());
+        let set: HashSet<Status> = [Status::Completed].into_iter().collect();
+        assert!(set.contains(&other));
+        assert_eq!(
+            Status::Other("error".into()).cmp(&Status::Error),
+            std::cmp::Ordering::Equal
+        );
+        assert!(Status::Completed < Status::Error);
+    }
 
     #[test]
     fn every_known_status_round_trips_and_other_text_is_kept() {
