@@ -203,10 +203,13 @@ type Owner = u32;
 
 /// A row. Its kind and session key are read off its event; its key is its delegation id
 /// or `event-{seq}`: nothing is stored twice. What an event put and taken plainly never
-/// needs is boxed apart ([`More`]), and the event is shared ([`Stored`]), so a row is a
-/// few words: cheap to build in the FIFO, to move, and to hand out.
+/// needs is boxed apart ([`More`]), and the event is shared, so a row is a few words:
+/// cheap to build in the FIFO, to move, and to hand out.
 struct Row {
-    event: Stored,
+    /// The event, moved into its `Arc` by the producer (outside the lock) or shared
+    /// already (the engine's completions): a candidate, a claim and a take pass the
+    /// pointer. `None` once taken out of a row that is being emptied.
+    event: Option<Arc<Event>>,
     /// The delegation an engine's row belongs to.
     delegation_id: Option<Id>,
     /// How the run ended, for an engine's row.
@@ -232,47 +235,16 @@ struct More {
     lease_until: Option<f64>,
 }
 
-/// A row's event, shared: an event put is moved into its `Arc` by the producer (outside
-/// the lock), so a row is small to build, move and hand out — a candidate, a claim and a
-/// take pass the pointer — and the engine's completions arrive shared already.
-enum Stored {
-    Shared(Arc<Event>),
-    /// Moved out of a row that is being emptied.
-    Taken,
-}
-
-impl Stored {
-    fn get(&self) -> Option<&Event> {
-        match self {
-            Stored::Shared(event) => Some(event),
-            Stored::Taken => None,
-        }
-    }
-
-    /// The event as a handle, leaving [`Stored::Taken`].
-    fn take_shared(&mut self) -> Option<Arc<Event>> {
-        match std::mem::replace(self, Stored::Taken) {
-            Stored::Shared(event) => Some(event),
-            Stored::Taken => None,
-        }
-    }
-
-    /// A handle on the event (`None` once taken).
-    fn to_arc(&self) -> Option<Arc<Event>> {
-        match self {
-            Stored::Shared(event) => Some(Arc::clone(event)),
-            Stored::Taken => None,
-        }
-    }
-}
-
 impl Row {
     fn kind(&self) -> &str {
-        self.event.get().map_or("", Event::type_name)
+        self.event.as_deref().map_or("", Event::type_name)
     }
 
     fn session_key(&self) -> &str {
-        self.event.get().and_then(Event::session_key).unwrap_or("")
+        self.event
+            .as_deref()
+            .and_then(Event::session_key)
+            .unwrap_or("")
     }
 
     fn key(&self, seq: u64) -> String {
@@ -354,7 +326,7 @@ impl Row {
         claim: &NewClaim<'_>,
         now: f64,
     ) -> Option<ClaimedRow> {
-        let event = self.event.to_arc()?;
+        let event = self.event.clone()?;
         if self.delivery == Some(DeliveryState::Claimed) {
             // The previous claim's lease ran out undecided: it may have delivered.
             self.possible_redelivery = true;
@@ -402,7 +374,7 @@ impl Row {
             delivered_at: None,
             not_before: self.not_before(),
             lease_until: self.lease_until(),
-            event: self.event.to_arc()?,
+            event: self.event.clone()?,
         })
     }
 }
@@ -594,7 +566,7 @@ impl MemoryLedger {
             .find(|(_, _, row)| {
                 row.matches(query)
                     && row.claimable(&mut || now)
-                    && row.event.get().is_some_and(&accepts)
+                    && row.event.as_deref().is_some_and(&accepts)
             })
             .map(|(index, _, _)| index);
         let Some((seq, row)) = found.and_then(|index| state.open.at_mut(index)) else {
@@ -637,7 +609,7 @@ impl State {
         self.next_seq += 1;
         let seq = self.next_seq;
         self.open.push_back_with(seq, || Row {
-            event: Stored::Shared(event),
+            event: Some(event),
             delivery: Some(DeliveryState::Pending),
             attempts: 0,
             owner,
@@ -842,7 +814,7 @@ impl LedgerBackend for MemoryLedger {
         let seq = state.next_seq;
         let delegation_id = running.id;
         state.open.push_back_with(seq, || Row {
-            event: Stored::Shared(finish.event),
+            event: Some(finish.event),
             delivery: Some(DeliveryState::Pending),
             attempts: 0,
             owner: running.owner,
@@ -865,11 +837,10 @@ impl LedgerBackend for MemoryLedger {
     fn retract_running(&self, delegation_id: &str, owner: &str) -> Result<bool, LedgerError> {
         let mut state = self.lock();
         let owner = state.known_owner(owner);
-        let ours = state.ids.get(delegation_id).is_some_and(|entry| {
-            entry
-                .as_ref()
-                .is_some_and(|running| Some(running.owner) == owner)
-        });
+        let ours = matches!(
+            state.ids.get(delegation_id),
+            Some(Some(running)) if Some(running.owner) == owner
+        );
         if ours {
             state.ids.remove(delegation_id);
         }
@@ -898,7 +869,7 @@ impl LedgerBackend for MemoryLedger {
             if !(row.matches(query) && row.claimable(&mut now)) {
                 continue;
             }
-            if let Some(event) = row.event.to_arc() {
+            if let Some(event) = row.event.clone() {
                 found.push(Candidate { seq, event });
             }
         }
@@ -987,7 +958,7 @@ impl LedgerBackend for MemoryLedger {
         Ok(state.take_open_with(index, |row| {
             let possible_redelivery =
                 row.possible_redelivery || row.delivery == Some(DeliveryState::Claimed);
-            let event = row.event.take_shared()?;
+            let event = row.event.take()?;
             Some(TakenRow {
                 seq,
                 event,
