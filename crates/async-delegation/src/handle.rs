@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use event_listener::{listener, Event as Signal, EventListener, Listener};
-use process_registry::{AsyncDelegationEvent, Event};
+use process_registry::{AsyncDelegationEvent, Event, Text};
 
 use crate::{DelegationEngine, DelegationRecord};
 
@@ -77,7 +77,7 @@ impl Watch {
 /// ```
 #[derive(Clone)]
 pub struct DelegationHandle {
-    id: String,
+    id: Text,
     engine: DelegationEngine,
     watch: Arc<Watch>,
 }
@@ -92,7 +92,7 @@ impl std::fmt::Debug for DelegationHandle {
 }
 
 impl DelegationHandle {
-    pub(crate) fn new(id: String, engine: DelegationEngine, watch: Arc<Watch>) -> Self {
+    pub(crate) fn new(id: Text, engine: DelegationEngine, watch: Arc<Watch>) -> Self {
         DelegationHandle { id, engine, watch }
     }
 

@@ -185,11 +185,11 @@ impl DelegationEngine {
         self.inner()
             .watch(admitted.delegation_id(), Arc::clone(&watch));
         let handle = DelegationHandle::new(
-            admitted.delegation_id().to_owned(),
+            admitted.delegation_id().clone(),
             self.clone(),
             Arc::clone(&watch),
         );
-        dispatch.record("delegation_id", admitted.delegation_id());
+        dispatch.record("delegation_id", admitted.delegation_id().as_str());
         let span = crate::trace::run(
             Some(&dispatch),
             admitted.delegation_id(),

@@ -48,9 +48,9 @@ pub struct DelegationSpec {
     /// Context the parent gives the subagent.
     #[serde(default)]
     pub context: Option<Text>,
-    /// Toolsets the subagent may use.
+    /// Toolsets the subagent may use (shared with the completion that restates them).
     #[serde(default)]
-    pub toolsets: Option<Vec<Text>>,
+    pub toolsets: Option<Arc<[Text]>>,
     /// `leaf` or `orchestrator` (not checked here; the tool layer normalises it).
     #[serde(default)]
     pub role: Option<Text>,
@@ -200,7 +200,7 @@ pub enum DispatchOutcome {
     /// on the engine's queue.
     Dispatched {
         /// `deleg_` + 8 lowercase hex digits.
-        delegation_id: String,
+        delegation_id: Text,
     },
     /// Not accepted and not queued: no event will ever carry it. The runner was dropped
     /// without being called.
@@ -262,7 +262,7 @@ pub struct DelegationRecord {
     /// Context given at dispatch.
     pub context: Option<Text>,
     /// Toolsets given at dispatch.
-    pub toolsets: Option<Vec<Text>>,
+    pub toolsets: Option<Arc<[Text]>>,
     /// Role given at dispatch.
     pub role: Option<Text>,
     /// The spec's model while running; the completion's model (the result's, else the

@@ -54,7 +54,7 @@ fn completion_event_restates_spec_and_carries_the_outcome() {
         session_key: "agent:main:telegram:dm:12345:678".into(),
         goal: "compute X".into(),
         context: Some("some context".into()),
-        toolsets: Some(vec!["web".into(), "file".into()]),
+        toolsets: Some(["web".into(), "file".into()].into()),
         role: Some("leaf".into()),
         model: Some("result-model".into()),
         status: Some("completed".into()),

@@ -33,6 +33,7 @@ fn interruptible(engine: &DelegationEngine) -> String {
             8,
         )
         .unwrap()
+        .into()
 }
 
 #[test]

@@ -357,7 +357,7 @@ fn hooks_may_call_back_into_the_engine_during_a_sweep() {
             1,
         )
         .unwrap();
-    *slot.lock().unwrap() = Some(id);
+    *slot.lock().unwrap() = Some(id.into());
     clock.advance(Duration::from_secs(451));
     assert_eq!(engine.sweep_stalls(), 1);
     clock.advance(Duration::from_secs(121));

@@ -114,7 +114,7 @@ fn no_progress_interrupts_then_the_engine_finalizes_it_stalled_once() {
     // The ledger records the row as stalled.
     let rows = queue
         .rows(&process_registry::RowQuery {
-            delegation_id: Some(id.clone()),
+            delegation_id: Some(id.to_string()),
             ..process_registry::RowQuery::default()
         })
         .unwrap();

@@ -77,7 +77,7 @@ fn a_threaded_delegation_is_dispatch_then_run_then_completion() {
             4,
         )
         .unwrap();
-    tell.send(id.clone()).unwrap();
+    tell.send(id.to_string()).unwrap();
     let event = take(&queue);
     let traceparent = check_spans(&id, "agent:main:telegram:dm:1", "completed");
     assert_eq!(event.traceparent.as_deref(), Some(traceparent.as_str()));

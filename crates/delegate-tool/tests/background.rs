@@ -49,7 +49,7 @@ fn test_delegate_task_background_routes_async_and_does_not_block() {
     assert_eq!(event.summary.as_deref(), Some("done: the real task"));
     assert_eq!(event.goal, "the real task");
     assert_eq!(event.context.as_deref(), Some("ctx"));
-    assert_eq!(event.toolsets, Some(vec!["web".into()]));
+    assert_eq!(event.toolsets.as_deref(), Some(&["web".into()][..]));
     let text = format_process_notification(&Event::AsyncDelegation(event))
         .expect("an async delegation renders");
     assert!(
@@ -145,7 +145,7 @@ fn spec_restates_role_toolsets_model_and_the_session_key_captured_at_call_time()
     let event = take_delegation(&queue);
     assert_eq!(event.session_key, "agent:main:telegram:dm:12345:678");
     assert_eq!(event.role.as_deref(), Some("orchestrator"));
-    assert_eq!(event.toolsets, Some(vec!["web".into(), "file".into()]));
+    assert_eq!(event.toolsets.as_deref(), Some(&["web".into(), "file".into()][..]));
     assert_eq!(event.model.as_deref(), Some("m"));
     assert_eq!(event.api_calls.map(|n| n.to_string()).as_deref(), Some("1"));
     let child = ctx.backend.only_child();

@@ -147,7 +147,7 @@ mod tests {
             session_key: "agent:main:telegram:dm:12345:678".into(),
             goal: "Investigate flaky test".into(),
             context: Some("repo /tmp/p".into()),
-            toolsets: Some(vec!["terminal".into()]),
+            toolsets: Some(["terminal".into()].into()),
             role: Some("leaf".into()),
             model: Some("m".into()),
             status: Some("completed".into()),

@@ -65,7 +65,7 @@ fn single_delegation() -> AsyncDelegationEvent {
         session_key: "agent:main:telegram:dm:12345:678".into(),
         goal: "Investigate flaky test".into(),
         context: s("repo /tmp/p"),
-        toolsets: Some(vec!["terminal".into(), "web".into()]),
+        toolsets: Some(["terminal".into(), "web".into()].into()),
         role: s("leaf"),
         model: s("m"),
         status: s("completed"),

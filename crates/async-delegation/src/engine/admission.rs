@@ -18,7 +18,7 @@ impl Inner {
         interrupt: &mut Option<InterruptHook>,
         controls: (Option<&Steering>, Option<&Watched>),
         max_async_children: usize,
-    ) -> Result<(String, Dispatched), DispatchError> {
+    ) -> Result<(Text, Dispatched), DispatchError> {
         // Drawn before the lock; drawn again under it only on a collision.
         let (mut number, mut candidate) = new_delegation_id();
         let mut state = self.lock_state();
@@ -37,7 +37,7 @@ impl Inner {
         state.next_seq += 1;
         // Unshared (a refused draw's copy in `running` was taken back): set in place.
         if let Event::AsyncDelegation(spec) = Arc::make_mut(&mut spec) {
-            spec.delegation_id = Some(Text::from(candidate.as_str()));
+            spec.delegation_id = Some(candidate.clone());
         }
         let dispatched = Dispatched {
             event: spec,
@@ -202,7 +202,7 @@ impl Inner {
 
 /// A dispatch the engine admitted and the ledger recorded: what starting it needs.
 pub(crate) struct Admitted {
-    pub(super) delegation_id: String,
+    pub(super) delegation_id: Text,
     pub(super) dispatched: Dispatched,
     pub(super) record: DispatchRecord,
     pub(super) dispatched_at: f64,
@@ -210,7 +210,7 @@ pub(crate) struct Admitted {
 
 #[cfg(feature = "tokio")]
 impl Admitted {
-    pub(crate) fn delegation_id(&self) -> &str {
+    pub(crate) fn delegation_id(&self) -> &Text {
         &self.delegation_id
     }
 
@@ -231,16 +231,19 @@ impl Admitted {
 const MAX_ID_DRAWS: u32 = 64;
 
 /// A random number and its id, `deleg_` + its 8 lowercase hex digits (written by hand:
-/// `format!` costs more than the rest of the draw).
-fn new_delegation_id() -> (u32, String) {
+/// `format!` costs more than the rest of the draw; the 14 bytes are kept inline in the
+/// `Text`, so the id allocates nothing).
+fn new_delegation_id() -> (u32, Text) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let number = rand::random::<u32>();
-    let mut id = String::with_capacity(14);
-    id.push_str("deleg_");
-    for shift in (0..8).rev() {
-        id.push(char::from(HEX[(number >> (shift * 4)) as usize & 0xf]));
+    let mut id = *b"deleg_00000000";
+    for (digit, shift) in id[6..].iter_mut().zip((0..8).rev()) {
+        *digit = HEX[(number >> (shift * 4)) as usize & 0xf];
     }
-    (number, id)
+    // Every byte is ASCII: the check passes (and costs less than the allocation of a
+    // `String` it replaces).
+    let id = std::str::from_utf8(&id).unwrap_or_default();
+    (number, Text::from(id))
 }
 
 /// The number of an id drawn by [`new_delegation_id`]; `None` for any other text.

@@ -323,7 +323,7 @@ impl DelegationEngine {
         runner: R,
         interrupt: Option<InterruptHook>,
         max_async_children: usize,
-    ) -> Result<String, DispatchError>
+    ) -> Result<Text, DispatchError>
     where
         R: FnOnce() -> Result<DelegationResult, RunnerError> + Send + 'static,
     {
@@ -371,7 +371,7 @@ impl DelegationEngine {
         runner: R,
         controls: Controls,
         max_async_children: usize,
-    ) -> Result<String, DispatchError>
+    ) -> Result<Text, DispatchError>
     where
         R: FnOnce() -> Result<DelegationResult, RunnerError> + Send + 'static,
     {
@@ -429,7 +429,7 @@ impl DelegationEngine {
         controls: Controls,
         max_async_children: usize,
         watch: Option<Arc<Watch>>,
-    ) -> Result<String, DispatchError>
+    ) -> Result<Text, DispatchError>
     where
         R: FnOnce() -> Result<DelegationResult, RunnerError> + Send + 'static,
     {

@@ -1,5 +1,7 @@
 //! `async_delegation` events: a background subagent (or fan-out) finished.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use super::{deserialize_from_fields, is_false};
@@ -78,8 +80,9 @@ pub struct AsyncDelegationEvent {
     pub goal: Text,
     /// Context the parent gave the subagent.
     pub context: Option<Text>,
-    /// Toolsets the subagent had.
-    pub toolsets: Option<Vec<Text>>,
+    /// Toolsets the subagent had. Shared: the completion restates the dispatch's list
+    /// without copying it.
+    pub toolsets: Option<Arc<[Text]>>,
     /// `leaf` or `orchestrator`.
     pub role: Option<Text>,
     /// The model that ran the task.
