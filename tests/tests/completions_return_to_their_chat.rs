@@ -192,7 +192,7 @@ fn a_cli_origin_completion_stays_on_the_queue_for_the_cli() {
     };
     assert_eq!(event.delegation_id.as_deref(), Some(id.as_ref()));
     assert_eq!(event.session_key, "");
-    assert!(event.routing.is_empty());
+    assert!(event.routing().is_empty());
     assert_eq!(event.summary.as_deref(), Some("done: cli task"));
 }
 

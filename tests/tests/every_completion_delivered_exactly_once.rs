@@ -151,7 +151,7 @@ fn every_dispatched_delegation_is_delivered_once_to_the_session_that_dispatched_
         .drain()
         .into_iter()
         .map(|event| match event {
-            Event::AsyncDelegation(e) if e.session_key.is_empty() && e.routing.is_empty() => {
+            Event::AsyncDelegation(e) if e.session_key.is_empty() && e.routing().is_empty() => {
                 e.delegation_id.unwrap().to_string()
             }
             other => panic!("unexpected event left on the queue: {other:?}"),

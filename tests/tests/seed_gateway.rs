@@ -149,7 +149,7 @@ fn test_gateway_cli_origin_event_left_unrouted() {
     let mut evt = completion_from("", "t");
     assert_eq!(evt.session_key, "");
     assert!(!enrich_async_delegation_routing(&mut evt));
-    assert!(evt.routing.is_empty());
+    assert!(evt.routing().is_empty());
     let wire = Event::from(evt).to_value();
     assert!(wire.get("platform").is_none(), "{wire}");
     assert!(wire.get("chat_id").is_none(), "{wire}");

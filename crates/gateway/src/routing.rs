@@ -5,7 +5,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use process_registry::{AsyncDelegationEvent, Event, Routing};
 
-use crate::{PlatformRegistry, SessionKey, SessionSource, Unroutable};
+use crate::{ParsedSessionKey, PlatformRegistry, SessionKey, SessionSource, Unroutable};
 
 /// Adds the route to an `async_delegation` event, in place, from its session key.
 ///
@@ -23,37 +23,44 @@ use crate::{PlatformRegistry, SessionKey, SessionSource, Unroutable};
 ///     ..AsyncDelegationEvent::default()
 /// };
 /// assert!(enrich_async_delegation_routing(&mut event));
-/// assert_eq!(event.routing.platform.as_deref(), Some("telegram"));
-/// assert_eq!(event.routing.chat_id.as_deref(), Some("12345"));
-/// assert_eq!(event.routing.thread_id.as_deref(), Some("678"));
+/// assert_eq!(event.routing().platform.as_deref(), Some("telegram"));
+/// assert_eq!(event.routing().chat_id.as_deref(), Some("12345"));
+/// assert_eq!(event.routing().thread_id.as_deref(), Some("678"));
 /// ```
 pub fn enrich_async_delegation_routing(event: &mut AsyncDelegationEvent) -> bool {
-    enrich_routing(&mut event.routing, &event.session_key)
+    let Some(route) = route_to_add(event.routing(), &event.session_key) else {
+        return false;
+    };
+    add_route(event.routing_mut(), route);
+    true
 }
 
 /// [`enrich_async_delegation_routing`] on a routing of its own: what the router routes a
 /// delegation by, without copying (or changing) the rest of the recorded event.
 pub(crate) fn enriched_routing(event: &AsyncDelegationEvent) -> Routing {
-    let mut routing = event.routing.clone();
-    enrich_routing(&mut routing, &event.session_key);
+    let mut routing = event.routing().clone();
+    if let Some(route) = route_to_add(&routing, &event.session_key) {
+        add_route(&mut routing, route);
+    }
     routing
 }
 
-/// Enrichment's rule, on `routing` from `session_key`.
-fn enrich_routing(routing: &mut Routing, session_key: &str) -> bool {
+/// Enrichment's rule: the route `session_key` names, unless `routing` has a platform.
+fn route_to_add(routing: &Routing, session_key: &str) -> Option<ParsedSessionKey> {
     if has_value(&routing.platform) {
-        return false;
+        return None;
     }
-    let Ok(route) = SessionKey::parse(session_key) else {
-        return false;
-    };
+    SessionKey::parse(session_key).ok()
+}
+
+/// Fills `routing` from a parsed session key.
+fn add_route(routing: &mut Routing, route: ParsedSessionKey) {
     routing.platform = Some(route.platform);
     routing.chat_type = Some(route.chat_type);
     routing.chat_id = Some(route.chat_id);
     if route.thread_id.is_some() {
         routing.thread_id = route.thread_id;
     }
-    true
 }
 
 /// [`enrich_async_delegation_routing`] for any event: enriches an
@@ -182,9 +189,9 @@ impl<T: OriginStore + ?Sized> OriginStore for Arc<T> {
 
 fn event_routing(event: &Event) -> Option<&Routing> {
     match event {
-        Event::AsyncDelegation(e) => Some(&e.routing),
-        Event::WatchMatch(e) => Some(&e.routing),
-        Event::WatchDisabled(e) => Some(&e.routing),
+        Event::AsyncDelegation(e) => Some(e.routing()),
+        Event::WatchMatch(e) => Some(e.routing()),
+        Event::WatchDisabled(e) => Some(e.routing()),
         _ => None,
     }
 }
@@ -326,10 +333,10 @@ mod tests {
     #[test]
     fn enrichment_leaves_an_existing_platform_alone() {
         let mut event = async_event("agent:main:telegram:dm:12345:678");
-        event.routing.platform = Some("slack".into());
+        event.routing_mut().platform = Some("slack".into());
         assert!(!enrich_async_delegation_routing(&mut event));
         assert_eq!(
-            event.routing,
+            *event.routing(),
             Routing {
                 platform: Some("slack".into()),
                 ..Routing::default()
@@ -342,7 +349,7 @@ mod tests {
         let mut event = async_event("agent:main:telegram:group:chat1:user99");
         assert!(enrich_async_delegation_routing(&mut event));
         assert_eq!(
-            event.routing,
+            *event.routing(),
             Routing {
                 platform: Some("telegram".into()),
                 chat_type: Some("group".into()),
@@ -359,7 +366,7 @@ mod tests {
         for key in ["", "agent:main:telegram", "cron:main:telegram:dm:1"] {
             let mut event = async_event(key);
             assert!(!enrich_async_delegation_routing(&mut event), "{key:?}");
-            assert!(event.routing.is_empty(), "{key:?}");
+            assert!(event.routing.is_none(), "{key:?}");
         }
         let mut other = Event::WatchOverflowTripped(WatchOverflow::default());
         assert!(!enrich_event_routing(&mut other));
@@ -375,8 +382,8 @@ mod tests {
         origin.chat_name = Some("Alice".into());
         origins.record(key, origin);
         let mut event = async_event(key);
-        event.routing.thread_id = Some("678".into());
-        event.routing.message_id = Some("m-event".into());
+        event.routing_mut().thread_id = Some("678".into());
+        event.routing_mut().message_id = Some("m-event".into());
         let source =
             build_process_event_source(&event.into(), &origins, &PlatformRegistry::new()).unwrap();
         assert_eq!(source.chat_name.as_deref(), Some("Alice"));
@@ -393,13 +400,13 @@ mod tests {
         // A watch event carries platform and chat id but no chat type.
         let event = Event::WatchMatch(WatchMatch {
             session_key: Some("agent:main:discord:group:g1:u1".into()),
-            routing: Routing {
+            routing: Some(Box::new(Routing {
                 platform: Some("Discord".into()),
                 chat_id: Some("g2".into()),
                 user_id: Some("u1".into()),
                 user_name: Some("bob".into()),
                 ..Routing::default()
-            },
+            })),
             ..WatchMatch::default()
         });
         let source =
@@ -423,8 +430,8 @@ mod tests {
             })
         );
         let mut no_type = async_event("");
-        no_type.routing.platform = Some("telegram".into());
-        no_type.routing.chat_id = Some("1".into());
+        no_type.routing_mut().platform = Some("telegram".into());
+        no_type.routing_mut().chat_id = Some("1".into());
         assert_eq!(
             build_process_event_source(&no_type.into(), &NoOrigins, &platforms),
             Err(Unroutable::MissingChatType {
@@ -432,8 +439,8 @@ mod tests {
             })
         );
         let mut no_chat = async_event("");
-        no_chat.routing.platform = Some("telegram".into());
-        no_chat.routing.chat_type = Some("dm".into());
+        no_chat.routing_mut().platform = Some("telegram".into());
+        no_chat.routing_mut().chat_type = Some("dm".into());
         assert_eq!(
             build_process_event_source(&no_chat.into(), &NoOrigins, &platforms),
             Err(Unroutable::MissingChatId {

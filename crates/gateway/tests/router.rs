@@ -1470,7 +1470,7 @@ fn a_unicode_spelling_of_a_builtin_reaches_the_builtin_adapter() {
         1,
     ));
     let mut by_event = completion("agent:main:webhook:dm:hook-2", 2);
-    by_event.routing.platform = Some(format!(" {kelvin_webhook} "));
+    by_event.routing_mut().platform = Some(format!(" {kelvin_webhook} "));
     queue.put(by_event);
     wait_until("two deliveries, or a dead letter", || {
         let stats = router.stats();

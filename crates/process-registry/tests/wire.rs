@@ -108,13 +108,13 @@ fn async_delegation_single_golden() {
 #[test]
 fn async_delegation_enriched_golden() {
     let mut event = single_delegation();
-    event.routing = Routing {
+    event.routing = Some(Box::new(Routing {
         platform: s("telegram"),
         chat_type: s("dm"),
         chat_id: s("12345"),
         thread_id: s("678"),
         ..Default::default()
-    };
+    }));
     let mut golden = Event::AsyncDelegation(single_delegation()).to_value();
     let fields = golden.as_object_mut().unwrap();
     fields.insert("platform".into(), json!("telegram"));
@@ -234,7 +234,7 @@ fn watch_match_golden() {
         pattern: s("ERROR"),
         output: s("ERROR disk full"),
         suppressed: Some(process_registry::WireNumber::from(2)),
-        routing: Routing {
+        routing: Some(Box::new(Routing {
             platform: s("telegram"),
             chat_id: s("1"),
             user_id: s("u1"),
@@ -242,7 +242,7 @@ fn watch_match_golden() {
             thread_id: s("9"),
             message_id: s("m7"),
             chat_type: None,
-        },
+        })),
         ..Default::default()
     };
     assert_golden(
@@ -273,11 +273,11 @@ fn watch_disabled_golden() {
         command: s("tail -f log"),
         suppressed: Some(process_registry::WireNumber::from(10)),
         message: s("Watch disabled."),
-        routing: Routing {
+        routing: Some(Box::new(Routing {
             platform: s("slack"),
             chat_id: s("C1"),
             ..Default::default()
-        },
+        })),
         ..Default::default()
     };
     assert_golden(
@@ -413,7 +413,7 @@ fn flatten_keeps_unknown_fields_and_splits_routing_from_extra() {
         panic!("not a watch_match");
     };
     assert_eq!(
-        event.routing,
+        *event.routing(),
         Routing {
             platform: s("telegram"),
             chat_id: s("42"),
@@ -443,7 +443,7 @@ fn flatten_keeps_unknown_fields_and_splits_routing_from_extra() {
 #[test]
 fn absent_routing_fields_are_omitted() {
     let mut event = single_delegation();
-    event.routing.platform = s("telegram");
+    event.routing_mut().platform = s("telegram");
     let wire = Event::AsyncDelegation(event).to_value();
     let fields = wire.as_object().unwrap();
     assert!(fields.contains_key("platform"));
@@ -553,7 +553,7 @@ fn accessors() {
 #[test]
 fn serialized_text_is_in_the_wire_field_order() {
     let mut event = single_delegation();
-    event.routing.platform = s("telegram");
+    event.routing_mut().platform = s("telegram");
     event.extra.insert("zz_extra", json!(1));
     assert_eq!(
         serde_json::to_string(&Event::AsyncDelegation(event)).unwrap(),

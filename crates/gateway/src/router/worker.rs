@@ -33,7 +33,7 @@ pub(super) fn owned_session_key(event: &Event) -> Option<&str> {
 /// tell (`None`: neither names one). Cheap: checked for every candidate.
 pub(super) fn platform_of<'a>(event: &'a Event, session_key: &'a str) -> Option<Cow<'a, str>> {
     if let Event::AsyncDelegation(e) = event {
-        if let Some(platform) = e.routing.platform.as_deref().filter(|p| !p.is_empty()) {
+        if let Some(platform) = e.routing().platform.as_deref().filter(|p| !p.is_empty()) {
             return Some(Cow::Borrowed(platform));
         }
     }

@@ -13,6 +13,19 @@ use crate::{ExtraFields, Status, Text, WireNumber};
 /// An `async_delegation` event gains `platform`, `chat_type`, `chat_id` and maybe
 /// `thread_id` when a gateway enriches it from its session key; watch events carry the
 /// chat and user they came from. Absent fields are omitted on the wire.
+///
+/// An event holds its routing boxed apart (`Option<Box<Routing>>`, `None` when the wire
+/// had none of its fields), since most events have none: read it with the event's
+/// `routing()` (an empty `Routing` when unset) and set it with `routing_mut()`.
+///
+/// ```
+/// use process_registry::AsyncDelegationEvent;
+///
+/// let mut event = AsyncDelegationEvent::default();
+/// assert!(event.routing().is_empty() && event.routing.is_none());
+/// event.routing_mut().platform = Some("telegram".into());
+/// assert_eq!(event.routing().platform.as_deref(), Some("telegram"));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Routing {
     /// Platform name, e.g. `telegram`.
@@ -44,8 +57,13 @@ impl Routing {
         self == &Routing::default()
     }
 
-    /// Takes the routing members out of an object's fields.
-    pub(crate) fn take_from(f: &mut Fields) -> Result<Routing, serde_json::Error> {
+    /// Takes the routing members out of an object's fields: `None` when it has none.
+    pub(crate) fn take_from(f: &mut Fields) -> Result<Option<Box<Routing>>, serde_json::Error> {
+        let routing = Routing::take_fields(f)?;
+        Ok((!routing.is_empty()).then(|| Box::new(routing)))
+    }
+
+    fn take_fields(f: &mut Fields) -> Result<Routing, serde_json::Error> {
         Ok(Routing {
             platform: f.take("platform")?,
             chat_type: f.take("chat_type")?,
@@ -58,9 +76,42 @@ impl Routing {
     }
 
     fn from_fields(mut f: Fields) -> Result<Routing, serde_json::Error> {
-        Routing::take_from(&mut f)
+        Routing::take_fields(&mut f)
     }
 }
+
+/// No routing: what `routing()` reads on an event that has none.
+static NO_ROUTING: Routing = Routing {
+    platform: None,
+    chat_type: None,
+    chat_id: None,
+    user_id: None,
+    user_name: None,
+    thread_id: None,
+    message_id: None,
+};
+
+/// `routing()` and `routing_mut()` for the events that carry a [`Routing`].
+macro_rules! routing_access {
+    ($($event:ty),+) => {$(
+        impl $event {
+            /// Where the event should be delivered: its routing, or an empty one.
+            pub fn routing(&self) -> &Routing {
+                self.routing.as_deref().unwrap_or(&NO_ROUTING)
+            }
+
+            /// Its routing to set, made (empty) when it had none.
+            pub fn routing_mut(&mut self) -> &mut Routing {
+                self.routing.get_or_insert_default()
+            }
+        }
+    )+};
+}
+routing_access!(
+    AsyncDelegationEvent,
+    super::WatchMatch,
+    super::WatchDisabled
+);
 
 /// `async_delegation`: a background subagent finished (single task), or a background
 /// fan-out finished (a batch: `is_batch: true` or a `results` list, with `goals` and
@@ -134,9 +185,11 @@ pub struct AsyncDelegationEvent {
     /// Batch only: wall time of the whole fan-out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_duration_seconds: Option<WireNumber>,
-    /// Filled in by gateway enrichment.
-    #[serde(flatten)]
-    pub routing: Routing,
+    /// Filled in by gateway enrichment; boxed apart, since most completions have none
+    /// (read it with [`routing`](Self::routing), set it with
+    /// [`routing_mut`](Self::routing_mut)).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Box<Routing>>,
     /// Fields this crate does not know, kept for the round trip.
     #[serde(flatten)]
     pub extra: ExtraFields,

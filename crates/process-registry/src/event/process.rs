@@ -61,9 +61,10 @@ pub struct WatchMatch {
     pub output: Option<String>,
     /// Earlier matches dropped by the rate limit.
     pub suppressed: Option<WireNumber>,
-    /// The chat and user to notify.
-    #[serde(flatten)]
-    pub routing: Routing,
+    /// The chat and user to notify; boxed apart (read it with `routing()`, set it with
+    /// `routing_mut()`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Box<Routing>>,
     /// Fields this crate does not know, kept for the round trip.
     #[serde(flatten)]
     pub extra: ExtraFields,
@@ -100,9 +101,10 @@ pub struct WatchDisabled {
     pub suppressed: Option<WireNumber>,
     /// Human-readable explanation, rendered verbatim.
     pub message: Option<String>,
-    /// The chat and user to notify.
-    #[serde(flatten)]
-    pub routing: Routing,
+    /// The chat and user to notify; boxed apart (read it with `routing()`, set it with
+    /// `routing_mut()`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Box<Routing>>,
     /// Fields this crate does not know, kept for the round trip.
     #[serde(flatten)]
     pub extra: ExtraFields,
