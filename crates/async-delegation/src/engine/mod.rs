@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 /// The hasher of the engine's maps: their keys are random id numbers.
 type FastHash = foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use event_listener::Listener as _;
 
@@ -719,10 +719,7 @@ fn drop_fenced<T>(value: T) {
 }
 
 fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs_f64())
-        .unwrap_or(0.0)
+    SystemClock.now()
 }
 
 /// Seconds rounded to 2 decimals, as the Python harness's `round(seconds, 2)` does:

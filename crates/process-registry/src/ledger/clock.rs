@@ -1,7 +1,7 @@
 //! The ledger's clock: seconds since the Unix epoch, injectable for tests.
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// A source of "now" for a ledger backend, in seconds since the Unix epoch.
 ///
@@ -24,19 +24,35 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    /// `CLOCK_REALTIME` on Linux, read straight into seconds (`SystemTime`'s checked
+    /// subtraction from the epoch costs more than the read); `SystemTime` elsewhere.
     fn now(&self) -> f64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+        #[cfg(target_os = "linux")]
+        {
+            seconds(rustix::time::clock_gettime(rustix::time::ClockId::Realtime))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+        }
     }
 
     /// `CLOCK_REALTIME_COARSE`: the time at the last scheduler tick (a few ms of lag at
     /// most), read without a clock-source access — a quarter of the cost of `now`.
     #[cfg(target_os = "linux")]
     fn recent(&self) -> f64 {
-        let at = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-        at.tv_sec as f64 + at.tv_nsec as f64 * 1e-9
+        seconds(rustix::time::clock_gettime(
+            rustix::time::ClockId::RealtimeCoarse,
+        ))
     }
+}
+
+/// A clock reading in seconds, as `Duration::as_secs_f64` computes them.
+#[cfg(target_os = "linux")]
+fn seconds(at: rustix::time::Timespec) -> f64 {
+    at.tv_sec as f64 + at.tv_nsec as f64 / 1e9
 }
 
 /// A clock that only moves when told to: for tests of leases, backoffs and retention.
