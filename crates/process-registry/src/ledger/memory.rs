@@ -1,5 +1,6 @@
 //! `MemoryLedger`: the default backend. Nothing survives the process.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -744,23 +745,21 @@ impl LedgerBackend for MemoryLedger {
     fn insert_running(&self, new: NewRunning<'_>) -> Result<Inserted, LedgerError> {
         let now = self.clock.recent();
         let mut state = self.lock();
-        if state.ids.contains_key(new.delegation_id) {
-            return Ok(Inserted::IdTaken);
-        }
         let owner = self.owner(&mut state, new.owner);
-        state.next_seq += 1;
-        let seq = state.next_seq;
+        let seq = state.next_seq + 1;
         let id = shared_id(&new);
-        state.ids.insert(
-            Id::clone(&id),
-            Some(Running {
+        // One lookup: the id is hashed once, whether it is taken or not.
+        match state.ids.entry(Id::clone(&id)) {
+            Entry::Occupied(_) => return Ok(Inserted::IdTaken),
+            Entry::Vacant(slot) => slot.insert(Some(Running {
                 id,
                 seq,
                 owner,
                 created_at: now,
                 skeleton: new.skeleton,
-            }),
-        );
+            })),
+        };
+        state.next_seq = seq;
         Ok(Inserted::Row(seq))
     }
 
