@@ -38,7 +38,10 @@ fn test_completion_event_lands_on_shared_queue_with_session_key() {
     assert_eq!(event.delegation_id.as_deref(), outcome.delegation_id());
     assert_eq!(event.goal, "compute X");
     assert_eq!(event.context.as_deref(), Some("some context"));
-    assert_eq!(event.toolsets.as_deref(), Some(&["web".into(), "file".into()][..]));
+    assert_eq!(
+        event.toolsets.as_deref(),
+        Some(&["web".into(), "file".into()][..])
+    );
     assert_eq!(event.model.as_deref(), Some("test-model"));
     assert_eq!(event.api_calls, Some(3.into()));
     let wire = serde_json::to_value(process_registry::Event::AsyncDelegation(event)).unwrap();

@@ -466,3 +466,28 @@ fn crashed_runner_block_reads_as_a_failure() {
         "{text}"
     );
 }
+
+#[test]
+fn the_completion_shares_the_dispatched_toolsets_and_id() {
+    let (queue, engine) = engine();
+    let spec = DelegationSpec::new("shared").with_toolsets(["web", "file"]);
+    let toolsets = spec.toolsets.clone().unwrap();
+    let id = engine
+        .try_dispatch(spec, || Ok(DelegationResult::completed("ok")), None, 1)
+        .unwrap();
+    let event = take_delegation(&queue);
+    // Restated without a copy: the list the caller built is the one the completion holds
+    // (and the retained record too).
+    assert!(std::sync::Arc::ptr_eq(
+        event.toolsets.as_ref().unwrap(),
+        &toolsets
+    ));
+    let record = engine.list().remove(0);
+    assert!(std::sync::Arc::ptr_eq(
+        record.toolsets.as_ref().unwrap(),
+        &toolsets
+    ));
+    // The id handed back is the event's, compared as text.
+    assert_eq!(event.delegation_id.as_ref(), Some(&id));
+    assert_eq!(id.len(), "deleg_".len() + 8);
+}

@@ -55,7 +55,10 @@ fn test_completion_event_lands_on_shared_queue_with_session_key() {
     assert_eq!(event.summary.as_deref(), Some("the result"));
     assert_eq!(event.session_key, "agent:main:cli:dm:local");
     assert_eq!(event.delegation_id.as_deref(), outcome.delegation_id());
-    assert_eq!(event.toolsets.as_deref(), Some(&["web".into(), "file".into()][..]));
+    assert_eq!(
+        event.toolsets.as_deref(),
+        Some(&["web".into(), "file".into()][..])
+    );
     assert_eq!(active_count(), 0);
     assert!(
         list_async_delegations()

@@ -145,7 +145,10 @@ fn spec_restates_role_toolsets_model_and_the_session_key_captured_at_call_time()
     let event = take_delegation(&queue);
     assert_eq!(event.session_key, "agent:main:telegram:dm:12345:678");
     assert_eq!(event.role.as_deref(), Some("orchestrator"));
-    assert_eq!(event.toolsets.as_deref(), Some(&["web".into(), "file".into()][..]));
+    assert_eq!(
+        event.toolsets.as_deref(),
+        Some(&["web".into(), "file".into()][..])
+    );
     assert_eq!(event.model.as_deref(), Some("m"));
     assert_eq!(event.api_calls.map(|n| n.to_string()).as_deref(), Some("1"));
     let child = ctx.backend.only_child();

@@ -595,3 +595,41 @@ fn floats_from_text_are_exact() {
     let event: Event = serde_json::from_str(completion).unwrap();
     assert_eq!(serde_json::to_string(&event).unwrap(), completion);
 }
+
+#[test]
+fn routing_is_boxed_apart_read_empty_when_unset_and_absent_on_the_wire() {
+    // No routing field on the wire: no routing at all.
+    let Event::AsyncDelegation(mut event) = Event::from_value(json!({
+        "type": "async_delegation", "delegation_id": "deleg_0000000a", "goal": "g",
+    }))
+    .unwrap() else {
+        panic!("not an async_delegation");
+    };
+    assert!(event.routing.is_none());
+    assert!(event.routing().is_empty());
+    // Set through routing_mut(): made on demand, written flat.
+    event.routing_mut().chat_id = s("42");
+    assert_eq!(event.routing().chat_id.as_deref(), Some("42"));
+    let wire = Event::AsyncDelegation(event.clone()).to_value();
+    assert_eq!(wire["chat_id"], json!("42"));
+    assert!(wire.get("routing").is_none());
+    let Event::AsyncDelegation(back) = Event::from_value(wire).unwrap() else {
+        panic!("not an async_delegation");
+    };
+    assert_eq!(back, event);
+    // An empty routing set by hand writes nothing, like none.
+    let mut empty = AsyncDelegationEvent::default();
+    let _ = empty.routing_mut();
+    assert_eq!(
+        Event::AsyncDelegation(empty).to_value(),
+        Event::AsyncDelegation(AsyncDelegationEvent::default()).to_value()
+    );
+    // Watch events carry theirs the same way.
+    let mut watch = WatchMatch::default();
+    assert!(watch.routing().is_empty());
+    watch.routing_mut().platform = s("telegram");
+    assert_eq!(
+        watch.routing.as_deref().and_then(|r| r.platform.as_deref()),
+        Some("telegram")
+    );
+}
