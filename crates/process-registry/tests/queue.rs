@@ -11,8 +11,8 @@ use std::thread;
 use std::time::Duration;
 
 use process_registry::{
-    AsyncDelegationEvent, CompletionQueue, Event, ExtraFields, ProcessRegistry, WatchMatch,
-    WatchOverflow,
+    AsyncDelegationEvent, ClaimFilter, CompletionQueue, Event, ExtraFields, ProcessRegistry,
+    WatchMatch, WatchOverflow,
 };
 use serde_json::json;
 
@@ -411,4 +411,37 @@ fn a_take_past_the_last_seq_sees_a_waiting_put() {
     };
     let taken = backend.take_next(&after_2).unwrap().unwrap();
     assert_eq!((taken.seq, tag(&taken.event)), (3, (0, 2)));
+}
+
+#[test]
+fn a_claim_predicate_may_read_the_queue_it_claims_from() {
+    // The predicate is the consumer's code: the memory ledger asks it with no lock of its
+    // own held, so a predicate that reads the queue (or waits on something that writes
+    // to it) cannot deadlock the claim.
+    let queue = CompletionQueue::new();
+    for n in 0..3 {
+        queue.put(numbered(n));
+    }
+    let (done, claimed) = std::sync::mpsc::channel();
+    let reading = queue.clone();
+    let claiming = queue.clone();
+    thread::spawn(move || {
+        let filter = ClaimFilter::any().where_event(move |event| {
+            // Reads the ledger (its lock) from inside the claim.
+            reading.len() == 3 && number(event) == 1
+        });
+        let claim = claiming.claim(&filter).map(|claim| {
+            let claim = claim.expect("the second event is wanted");
+            let seen = number(claim.event());
+            claim.ack().map(|_| seen)
+        });
+        let _ = done.send(claim);
+    });
+    let seen = claimed
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the claim returned (a predicate asked under the ledger's lock deadlocks)")
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, 1);
+    assert_eq!(queue.len(), 2);
 }

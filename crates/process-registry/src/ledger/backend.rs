@@ -478,10 +478,11 @@ pub trait LedgerBackend: Send + Sync + 'static {
 
     /// [`claim_next`](Self::claim_next) of the first row whose event `accepts` too: what a
     /// consumer whose filter has a predicate calls. `accepts` is the consumer's code: a
-    /// store may call it while it holds a lock of its own (the memory ledger does, so a
-    /// look is one step), never while it waits for one. The default reads candidates a
-    /// page at a time (the first page a single row: usually the first is the one), asks
-    /// `accepts`, and claims, until a claim holds.
+    /// store should not call it while it holds a lock of its own (a predicate that reads
+    /// the queue would deadlock), and must never call it while it waits for one. The
+    /// default — which every store of this crate keeps — reads candidates a page at a
+    /// time (the first page a single row: usually the first is the one), asks `accepts`
+    /// with no lock held, and claims by `seq`, until a claim holds.
     ///
     /// # Errors
     /// When the store cannot be read or written.

@@ -156,10 +156,10 @@ impl ClaimFilter {
 
     /// Only events for which `wanted` is true (checked after the other conditions). It is
     /// the caller's code: it must be cheap, and a panic in it reaches the caller (no
-    /// event is claimed by a call whose predicate panicked). A store may ask it while it
-    /// holds a lock of its own (the memory ledger does), so it must not call the queue,
-    /// nor anything that writes to it or waits for a write to it (an engine's
-    /// delegation handle of a delegation that is completing waits for its write).
+    /// event is claimed by a call whose predicate panicked). The stores of this crate ask
+    /// it with no lock of theirs held, on candidates they read first, so it may read the
+    /// queue (a store of your own may hold a lock while it asks: see
+    /// [`LedgerBackend::claim_next_accepted`](crate::LedgerBackend::claim_next_accepted)).
     pub fn where_event(mut self, wanted: impl Fn(&Event) -> bool + Send + Sync + 'static) -> Self {
         self.predicate = Some(Arc::new(wanted));
         self

@@ -547,12 +547,11 @@ impl MemoryLedger {
         Some(claimed)
     }
 
-    /// Claims the first claimable row that matches `query` and whose event `accepts`.
+    /// Claims the first claimable row that matches `query`, in one step under the lock.
     fn claim_first(
         &self,
         query: &CandidateQuery<'_>,
         claim: NewClaim<'_>,
-        accepts: impl Fn(&Event) -> bool,
     ) -> Result<Option<ClaimedRow>, LedgerError> {
         if self.none_open() {
             return Ok(None);
@@ -565,9 +564,7 @@ impl MemoryLedger {
             .open
             .iter_from(start)
             .find(|(_, _, row)| {
-                row.matches(query)
-                    && row.claimable(&mut || now)
-                    && row.event.as_deref().is_some_and(&accepts)
+                row.matches(query) && row.claimable(&mut || now) && row.event.is_some()
             })
             .map(|(index, _, _)| index);
         let Some((seq, row)) = found.and_then(|index| state.open.at_mut(index)) else {
@@ -914,18 +911,13 @@ impl LedgerBackend for MemoryLedger {
         query: &CandidateQuery<'_>,
         claim: NewClaim<'_>,
     ) -> Result<Option<ClaimedRow>, LedgerError> {
-        self.claim_first(query, claim, |_| true)
+        self.claim_first(query, claim)
     }
 
-    fn claim_next_accepted(
-        &self,
-        query: &CandidateQuery<'_>,
-        claim: NewClaim<'_>,
-        accepts: &dyn Fn(&Event) -> bool,
-    ) -> Result<Option<ClaimedRow>, LedgerError> {
-        // Judged under the lock: one step, no candidate copied out.
-        self.claim_first(query, claim, accepts)
-    }
+    // `claim_next_accepted` is the trait's: the predicate is the consumer's code, asked
+    // with no lock of this ledger held (a predicate that reads the queue, or a handle
+    // waiting for a completion's write, would deadlock under it), on candidates read a
+    // page at a time, then claimed by `seq`.
 
     fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
         // While puts keep coming, no look at the inbox without the lock (`none_open`):
