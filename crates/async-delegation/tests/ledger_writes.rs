@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_delegation::{DelegationEngine, DelegationResult, DelegationSpec, DispatchError};
-use common::{gate, take_delegation, wait, HANG_GUARD};
+use common::{gate, row_of, take_delegation, wait, HANG_GUARD};
 use process_registry::{
     Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, CompletionQueue,
     DeliveryState, Finish, Inserted, LedgerBackend, LedgerError, LedgerRow, MemoryLedger, NewClaim,
@@ -205,16 +205,10 @@ fn the_dispatch_row_is_written_before_the_handle_is_returned() {
             3,
         )
         .unwrap();
-    let rows = queue
-        .rows(&RowQuery {
-            delegation_id: Some(id.to_string()),
-            ..RowQuery::default()
-        })
-        .unwrap();
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].run_state, Some(RunState::Running));
-    assert_eq!(rows[0].session_key, "agent:main:telegram:dm:5");
-    assert_eq!(rows[0].owner, queue.instance());
+    let row = row_of(&queue, &id);
+    assert_eq!(row.run_state, Some(RunState::Running));
+    assert_eq!(row.session_key, "agent:main:telegram:dm:5");
+    assert_eq!(row.owner, queue.instance());
     drop(open);
     let event = take_delegation(&queue);
     assert_eq!(event.delegation_id.as_deref(), Some(id.as_str()));

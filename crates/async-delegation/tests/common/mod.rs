@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use process_registry::{AsyncDelegationEvent, CompletionQueue, Event};
+use process_registry::{AsyncDelegationEvent, CompletionQueue, Event, LedgerRow, RowQuery};
 
 /// Only a guard against hangs: no test relies on anything taking this long.
 pub(crate) const HANG_GUARD: Duration = Duration::from_secs(20);
@@ -37,6 +37,18 @@ pub(crate) fn take_delegation(queue: &CompletionQueue) -> AsyncDelegationEvent {
         Some(other) => panic!("expected an async_delegation event, got {other:?}"),
         None => panic!("no completion event within {HANG_GUARD:?}"),
     }
+}
+
+/// The ledger's one row for delegation `id`.
+pub(crate) fn row_of(queue: &CompletionQueue, id: &str) -> LedgerRow {
+    let mut rows = queue
+        .rows(&RowQuery {
+            delegation_id: Some(id.to_owned()),
+            ..RowQuery::default()
+        })
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one row for {id}: {rows:?}");
+    rows.remove(0)
 }
 
 /// Takes `n` delegation events and checks their ids are distinct.
