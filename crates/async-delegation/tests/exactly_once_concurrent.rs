@@ -141,7 +141,7 @@ fn dispatcher(engine: &DelegationEngine, d: usize) -> Vec<(String, String, &'sta
             match engine.try_dispatch(DelegationSpec::new(goal.as_str()), runner, None, CAP) {
                 Ok(id) => {
                     let status = ["completed", "error", "interrupted"][kind];
-                    dispatched.push((goal, id, status));
+                    dispatched.push((goal, id.to_string(), status));
                     break;
                 }
                 Err(DispatchError::CapacityReached { .. }) => std::thread::yield_now(),
