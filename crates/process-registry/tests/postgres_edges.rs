@@ -588,3 +588,89 @@ fn a_released_lease_is_taken_over_at_once_whatever_the_clock() {
         "a released lease was refused to the standby"
     );
 }
+
+/// Locks the ledger's rows from another session (in a transaction its `ROLLBACK` ends)
+/// and starts a write behind the lock on a thread: the locking client and the write's
+/// answer.
+fn a_write_behind_a_lock(
+    ledger: &Arc<PostgresLedger>,
+    schema: &Schema,
+) -> (
+    postgres::Client,
+    std::sync::mpsc::Receiver<Result<u64, LedgerError>>,
+) {
+    let mut locker = client();
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {}.ledger_rows IN ACCESS EXCLUSIVE MODE",
+            schema.0
+        ))
+        .unwrap();
+    let (done, answered) = std::sync::mpsc::channel();
+    let held = Arc::clone(ledger);
+    std::thread::spawn(move || {
+        let answer = held
+            .insert_pending(NewPending {
+                owner: "me",
+                event: event("held"),
+            })
+            .map_err(|refused| refused.error);
+        let _ = done.send(answer);
+    });
+    (locker, answered)
+}
+
+/// A statement held behind another session's lock is cancelled at the handle's statement
+/// timeout: the call fails with an error that says so instead of blocking its caller, the
+/// connection stays usable, and the call after the lock is released works.
+#[test]
+fn a_statement_held_past_the_statement_timeout_fails_and_the_next_call_works() {
+    let schema = Schema::new("review", "statement_timeout");
+    let options = schema
+        .options(1)
+        .with_statement_timeout(Duration::from_millis(300));
+    let ledger = Arc::new(PostgresLedger::connect_with(&base(), options).unwrap());
+    put(&ledger, "me", "before");
+    let (mut locker, answered) = a_write_behind_a_lock(&ledger, &schema);
+    let answer = answered
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the call returned (a statement with no timeout waits for the lock)");
+    let error = answer.expect_err("a write behind the lock fails");
+    assert!(
+        matches!(&error, LedgerError::Unwritable { reason } if reason.contains("statement timeout")),
+        "{error:?}"
+    );
+    locker.batch_execute("ROLLBACK").unwrap();
+    put(&ledger, "me", "after");
+    let rows = ledger.candidates(&any(), 10).unwrap();
+    let texts: Vec<String> = rows.iter().map(|row| message(&row.event)).collect();
+    assert_eq!(texts, ["before", "after"]);
+}
+
+/// The connection string's own `options` are kept beside the handle's timeout, and its
+/// own `statement_timeout` wins: `0` there (none) leaves a write behind a lock waiting
+/// past the handle's 300 ms, until the lock is released.
+#[test]
+fn a_statement_timeout_in_the_connection_string_wins() {
+    let schema = Schema::new("review", "statement_timeout_string");
+    let params = format!(
+        "{} options='-c lock_timeout=0 -c statement_timeout=0'",
+        base()
+    );
+    let options = schema
+        .options(1)
+        .with_statement_timeout(Duration::from_millis(300));
+    let ledger = Arc::new(PostgresLedger::connect_with(&params, options).unwrap());
+    put(&ledger, "me", "before");
+    let (mut locker, answered) = a_write_behind_a_lock(&ledger, &schema);
+    // Well past the handle's 300 ms: still waiting for the lock.
+    assert!(
+        answered.recv_timeout(Duration::from_secs(2)).is_err(),
+        "the string's statement_timeout=0 was overridden"
+    );
+    locker.batch_execute("ROLLBACK").unwrap();
+    let answer = answered
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the write went through once the lock was released");
+    assert!(answer.is_ok(), "{answer:?}");
+}

@@ -127,11 +127,31 @@ pub(crate) fn bounded(mut config: Config) -> Config {
     config
 }
 
-/// `true` when the server ended the session (SQLSTATE class 57: operator intervention).
+/// Sets the server's `statement_timeout` for every session made from `config`, before
+/// the connection string's own `options` (a setting there is applied after, and wins).
+pub(crate) fn with_statement_timeout(mut config: Config, timeout: Duration) -> Config {
+    if timeout.is_zero() {
+        return config;
+    }
+    // Rounded up: a timeout shorter than a millisecond is not the server's "none".
+    let millis = timeout.as_nanos().div_ceil(1_000_000);
+    let ours = format!("-c statement_timeout={millis}");
+    let options = match config.get_options() {
+        Some(theirs) if !theirs.trim().is_empty() => format!("{ours} {theirs}"),
+        _ => ours,
+    };
+    config.options(&options);
+    config
+}
+
+/// `true` when the server ended the session (SQLSTATE `57P..`: an administrator's
+/// shutdown or termination, a crash, a dropped database, an idle-session timeout). A
+/// cancelled statement (`57014`, a statement timeout among them) leaves the session
+/// usable and is not retried: it would wait as long again.
 fn ended_by_server(error: &postgres::Error) -> bool {
     error
         .as_db_error()
-        .is_some_and(|db| db.code().code().starts_with("57"))
+        .is_some_and(|db| db.code().code().starts_with("57P"))
 }
 
 /// `true` when the connection is gone: ended by the server, or closed under the client.

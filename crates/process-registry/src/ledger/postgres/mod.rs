@@ -64,6 +64,15 @@ pub struct PostgresOptions {
     /// beats every third of that). A worker killed mid-run has its running delegations
     /// recorded `unknown` by the first sweep after its lease ran out.
     pub instance_lease: Duration,
+    /// The longest a statement of this handle may run on the server, waiting for a lock
+    /// included (default 30 s; the server's `statement_timeout`, set on each of its
+    /// connections, rounded up to a millisecond). A statement held past it — behind
+    /// another session's lock, say, or the schema's migration by another process at
+    /// open — is cancelled, and the call fails with a clear error instead of blocking its
+    /// caller; the queue retries a refused write at its sweep. `Duration::ZERO` leaves
+    /// the server's own setting. A `statement_timeout` in the connection string's
+    /// `options` wins over this one.
+    pub statement_timeout: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -72,6 +81,7 @@ impl Default for PostgresOptions {
             schema: "delegation_ledger".to_owned(),
             connections: 4,
             instance_lease: Duration::from_secs(30),
+            statement_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -86,6 +96,12 @@ impl PostgresOptions {
     /// Sets the instance lease.
     pub fn with_instance_lease(mut self, lease: Duration) -> Self {
         self.instance_lease = lease;
+        self
+    }
+
+    /// Sets the statement timeout (`Duration::ZERO`: the server's own).
+    pub fn with_statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = timeout;
         self
     }
 
@@ -176,7 +192,10 @@ impl PostgresLedger {
             postgres::Config::from_str(params).map_err(|error| LedgerError::Unavailable {
                 reason: format!("the connection string does not parse: {error}"),
             })?;
-        let config = connection::bounded(config);
+        let config = connection::with_statement_timeout(
+            connection::bounded(config),
+            options.statement_timeout,
+        );
         let connections = Connections::start(options.connections, || {
             Session::new(config.clone(), schema.clone())
         })?;
