@@ -132,7 +132,9 @@ pub enum Inserted {
 pub struct NewRunning<'a> {
     /// Its id, unique among every row the ledger holds.
     pub delegation_id: &'a str,
-    /// The dispatching session key.
+    /// The dispatching session key: the skeleton's own (a store may keep either — the
+    /// memory ledger reads it off the skeleton, SQLite and PostgreSQL write this one — so
+    /// a caller passes the same text).
     pub session_key: &'a str,
     /// The instance that runs it.
     pub owner: &'a str,
