@@ -11,6 +11,10 @@
 //! runs 200.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../crates/process-registry/tests/support/forwarding.rs"]
+mod forwarding;
+use forwarding::forward_ledger;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -21,9 +25,8 @@ use std::time::{Duration, Instant};
 use async_delegation::{DelegationEngine, DelegationResult, DelegationSpec, DispatchError};
 use gateway::{DeliveryRouter, InternalMessage, Platform};
 use process_registry::{
-    Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, CompletionQueue,
-    DeliveryState, Event, Finish, Inserted, LedgerBackend, LedgerConfig, LedgerError, LedgerRow,
-    NewClaim, NewPending, NewRunning, PendingRefused, RowQuery, Settle, SqliteLedger, TakenRow,
+    CompletionQueue, DeliveryState, Event, Finish, LedgerBackend, LedgerConfig, LedgerError,
+    RowQuery, SqliteLedger,
 };
 
 const CHILD_ENV: &str = "KILL_RECOVERY_CHILD";
@@ -91,18 +94,9 @@ struct Announcing {
     stop_after_commit: bool,
 }
 
-impl LedgerBackend for Announcing {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn now(&self) -> f64 {
-        self.inner.now()
-    }
-    fn insert_running(&self, row: NewRunning<'_>) -> Result<Inserted, LedgerError> {
-        self.inner.insert_running(row)
-    }
-    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, PendingRefused> {
-        self.inner.insert_pending(row)
+impl forwarding::Forwarding for Announcing {
+    fn inner(&self) -> &dyn LedgerBackend {
+        &self.inner
     }
     fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
         let id = finish.delegation_id.to_owned();
@@ -118,58 +112,8 @@ impl LedgerBackend for Announcing {
         }
         Ok(finished)
     }
-    fn retract_running(&self, id: &str, owner: &str) -> Result<bool, LedgerError> {
-        self.inner.retract_running(id, owner)
-    }
-    fn candidates(
-        &self,
-        q: &CandidateQuery<'_>,
-        limit: usize,
-    ) -> Result<Vec<Candidate>, LedgerError> {
-        self.inner.candidates(q, limit)
-    }
-    fn count_candidates(&self, q: &CandidateQuery<'_>) -> Result<usize, LedgerError> {
-        self.inner.count_candidates(q)
-    }
-    fn next_due(&self, q: &CandidateQuery<'_>) -> Result<Option<f64>, LedgerError> {
-        self.inner.next_due(q)
-    }
-    fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
-        self.inner.claim(seq, claim)
-    }
-    fn take_next(&self, q: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
-        self.inner.take_next(q)
-    }
-    fn settle(
-        &self,
-        seq: u64,
-        token: ClaimToken<'_>,
-        settle: Settle<'_>,
-    ) -> Result<bool, LedgerError> {
-        self.inner.settle(seq, token, settle)
-    }
-    fn renew(&self, seq: u64, token: ClaimToken<'_>, lease: f64) -> Result<bool, LedgerError> {
-        self.inner.renew(seq, token, lease)
-    }
-    fn rows(&self, q: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError> {
-        self.inner.rows(q)
-    }
-    fn owners(&self) -> Result<Vec<String>, LedgerError> {
-        self.inner.owners()
-    }
-    fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError> {
-        self.inner.adopt_orphans(owner)
-    }
-    fn expire_pending(&self, before: f64, reason: &str) -> Result<u64, LedgerError> {
-        self.inner.expire_pending(before, reason)
-    }
-    fn requeue(&self, seq: u64) -> Result<bool, LedgerError> {
-        self.inner.requeue(seq)
-    }
-    fn prune_delivered(&self, before: f64) -> Result<u64, LedgerError> {
-        self.inner.prune_delivered(before)
-    }
 }
+forward_ledger!(Announcing);
 
 /// Far longer than any kill point waits: a child still running then has lost its parent.
 const CHILD_LIMIT: Duration = Duration::from_secs(120);

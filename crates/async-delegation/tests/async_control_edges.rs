@@ -4,6 +4,10 @@
 #![cfg(feature = "tokio")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../process-registry/tests/support/forwarding.rs"]
+mod forwarding;
+use forwarding::forward_ledger;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +17,7 @@ use async_delegation::{
     Steering,
 };
 use process_registry::{
-    Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, CompletionQueue, Event,
-    Finish, Inserted, LedgerBackend, LedgerError, LedgerRow, ManualClock, MemoryLedger, NewClaim,
-    NewPending, NewRunning, PendingRefused, RowQuery, RunState, Settle, TakenRow,
+    CompletionQueue, Event, Finish, LedgerBackend, LedgerError, ManualClock, MemoryLedger, RunState,
 };
 
 const GUARD: Duration = Duration::from_secs(20);
@@ -28,18 +30,9 @@ struct RefuseCompleted {
     refuse: AtomicBool,
 }
 
-impl LedgerBackend for RefuseCompleted {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn now(&self) -> f64 {
-        self.inner.now()
-    }
-    fn insert_running(&self, row: NewRunning<'_>) -> Result<Inserted, LedgerError> {
-        self.inner.insert_running(row)
-    }
-    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, PendingRefused> {
-        self.inner.insert_pending(row)
+impl forwarding::Forwarding for RefuseCompleted {
+    fn inner(&self) -> &dyn LedgerBackend {
+        &self.inner
     }
     fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
         if self.refuse.load(Ordering::SeqCst)
@@ -51,58 +44,8 @@ impl LedgerBackend for RefuseCompleted {
         }
         self.inner.finish_run(finish)
     }
-    fn retract_running(&self, id: &str, owner: &str) -> Result<bool, LedgerError> {
-        self.inner.retract_running(id, owner)
-    }
-    fn candidates(
-        &self,
-        q: &CandidateQuery<'_>,
-        limit: usize,
-    ) -> Result<Vec<Candidate>, LedgerError> {
-        self.inner.candidates(q, limit)
-    }
-    fn count_candidates(&self, q: &CandidateQuery<'_>) -> Result<usize, LedgerError> {
-        self.inner.count_candidates(q)
-    }
-    fn next_due(&self, q: &CandidateQuery<'_>) -> Result<Option<f64>, LedgerError> {
-        self.inner.next_due(q)
-    }
-    fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
-        self.inner.claim(seq, claim)
-    }
-    fn take_next(&self, q: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
-        self.inner.take_next(q)
-    }
-    fn settle(
-        &self,
-        seq: u64,
-        token: ClaimToken<'_>,
-        settle: Settle<'_>,
-    ) -> Result<bool, LedgerError> {
-        self.inner.settle(seq, token, settle)
-    }
-    fn renew(&self, seq: u64, token: ClaimToken<'_>, lease: f64) -> Result<bool, LedgerError> {
-        self.inner.renew(seq, token, lease)
-    }
-    fn rows(&self, q: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError> {
-        self.inner.rows(q)
-    }
-    fn owners(&self) -> Result<Vec<String>, LedgerError> {
-        self.inner.owners()
-    }
-    fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError> {
-        self.inner.adopt_orphans(owner)
-    }
-    fn expire_pending(&self, before: f64, reason: &str) -> Result<u64, LedgerError> {
-        self.inner.expire_pending(before, reason)
-    }
-    fn requeue(&self, seq: u64) -> Result<bool, LedgerError> {
-        self.inner.requeue(seq)
-    }
-    fn prune_delivered(&self, before: f64) -> Result<u64, LedgerError> {
-        self.inner.prune_delivered(before)
-    }
 }
+forward_ledger!(RefuseCompleted);
 
 async fn until(mut done: impl FnMut() -> bool) {
     tokio::time::timeout(GUARD, async {

@@ -4,6 +4,10 @@
 //! drops it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../process-registry/tests/support/forwarding.rs"]
+mod forwarding;
+use forwarding::forward_ledger;
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,9 +17,8 @@ use std::time::{Duration, Instant};
 use async_delegation::{DelegationEngine, DelegationResult, DelegationSpec, DispatchError};
 use common::{gate, row_of, take_delegation, wait, HANG_GUARD};
 use process_registry::{
-    Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, CompletionQueue,
-    DeliveryState, Finish, Inserted, LedgerBackend, LedgerError, LedgerRow, MemoryLedger, NewClaim,
-    NewPending, NewRunning, PendingRefused, RowQuery, RunState, Settle, TakenRow,
+    CompletionQueue, DeliveryState, Finish, Inserted, LedgerBackend, LedgerError, MemoryLedger,
+    NewRunning, RowQuery, RunState,
 };
 
 /// A memory ledger whose writes can be made to fail, as a full disk would.
@@ -39,12 +42,9 @@ fn full() -> LedgerError {
     }
 }
 
-impl LedgerBackend for Flaky {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn now(&self) -> f64 {
-        self.inner.now()
+impl forwarding::Forwarding for Flaky {
+    fn inner(&self) -> &dyn LedgerBackend {
+        &self.inner
     }
     fn insert_running(&self, row: NewRunning<'_>) -> Result<Inserted, LedgerError> {
         let held = self.held.lock().unwrap().take();
@@ -70,9 +70,6 @@ impl LedgerBackend for Flaky {
         }
         self.inner.insert_running(row)
     }
-    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, PendingRefused> {
-        self.inner.insert_pending(row)
-    }
     fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
         if self.refuse_completions.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::SeqCst);
@@ -80,58 +77,8 @@ impl LedgerBackend for Flaky {
         }
         self.inner.finish_run(finish)
     }
-    fn retract_running(&self, id: &str, owner: &str) -> Result<bool, LedgerError> {
-        self.inner.retract_running(id, owner)
-    }
-    fn candidates(
-        &self,
-        q: &CandidateQuery<'_>,
-        limit: usize,
-    ) -> Result<Vec<Candidate>, LedgerError> {
-        self.inner.candidates(q, limit)
-    }
-    fn count_candidates(&self, q: &CandidateQuery<'_>) -> Result<usize, LedgerError> {
-        self.inner.count_candidates(q)
-    }
-    fn next_due(&self, q: &CandidateQuery<'_>) -> Result<Option<f64>, LedgerError> {
-        self.inner.next_due(q)
-    }
-    fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
-        self.inner.claim(seq, claim)
-    }
-    fn take_next(&self, q: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
-        self.inner.take_next(q)
-    }
-    fn settle(
-        &self,
-        seq: u64,
-        token: ClaimToken<'_>,
-        settle: Settle<'_>,
-    ) -> Result<bool, LedgerError> {
-        self.inner.settle(seq, token, settle)
-    }
-    fn renew(&self, seq: u64, token: ClaimToken<'_>, lease: f64) -> Result<bool, LedgerError> {
-        self.inner.renew(seq, token, lease)
-    }
-    fn rows(&self, q: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError> {
-        self.inner.rows(q)
-    }
-    fn owners(&self) -> Result<Vec<String>, LedgerError> {
-        self.inner.owners()
-    }
-    fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError> {
-        self.inner.adopt_orphans(owner)
-    }
-    fn expire_pending(&self, before: f64, reason: &str) -> Result<u64, LedgerError> {
-        self.inner.expire_pending(before, reason)
-    }
-    fn requeue(&self, seq: u64) -> Result<bool, LedgerError> {
-        self.inner.requeue(seq)
-    }
-    fn prune_delivered(&self, before: f64) -> Result<u64, LedgerError> {
-        self.inner.prune_delivered(before)
-    }
 }
+forward_ledger!(Flaky);
 
 fn engine(backend: &Arc<Flaky>) -> (CompletionQueue, DelegationEngine) {
     let shared: Arc<dyn LedgerBackend> = backend.clone();

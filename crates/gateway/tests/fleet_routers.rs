@@ -4,16 +4,18 @@
 //! platform nobody leases (or nobody has for a day) is still a dead letter.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../process-registry/tests/support/forwarding.rs"]
+mod forwarding;
+use forwarding::forward_ledger;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use gateway::{AdapterError, DeliveryRouter, InternalMessage, Platform, PlatformRegistry};
 use process_registry::{
-    AsyncDelegationEvent, Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow,
-    CompletionQueue, DeliveryState, Fence, Finish, Inserted, LedgerBackend, LedgerError, LedgerRow,
-    ManualClock, MemoryLedger, NewClaim, NewPending, NewRunning, PendingRefused, RowQuery,
-    ScopeLease, Settle, TakenRow,
+    AsyncDelegationEvent, CompletionQueue, DeliveryState, LedgerBackend, LedgerError, ManualClock,
+    MemoryLedger, RowQuery, ScopeLease,
 };
 
 const HANG_GUARD: Duration = Duration::from_secs(60);
@@ -152,78 +154,9 @@ impl Gated {
     }
 }
 
-impl LedgerBackend for Gated {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn now(&self) -> f64 {
-        self.inner.now()
-    }
-    fn insert_running(&self, row: NewRunning<'_>) -> Result<Inserted, LedgerError> {
-        self.inner.insert_running(row)
-    }
-    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, PendingRefused> {
-        self.inner.insert_pending(row)
-    }
-    fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
-        self.inner.finish_run(finish)
-    }
-    fn retract_running(&self, id: &str, owner: &str) -> Result<bool, LedgerError> {
-        self.inner.retract_running(id, owner)
-    }
-    fn candidates(
-        &self,
-        query: &CandidateQuery<'_>,
-        limit: usize,
-    ) -> Result<Vec<Candidate>, LedgerError> {
-        self.inner.candidates(query, limit)
-    }
-    fn count_candidates(&self, query: &CandidateQuery<'_>) -> Result<usize, LedgerError> {
-        self.inner.count_candidates(query)
-    }
-    fn next_due(&self, query: &CandidateQuery<'_>) -> Result<Option<f64>, LedgerError> {
-        self.inner.next_due(query)
-    }
-    fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
-        self.inner.claim(seq, claim)
-    }
-    fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
-        self.inner.take_next(query)
-    }
-    fn settle(&self, seq: u64, t: ClaimToken<'_>, s: Settle<'_>) -> Result<bool, LedgerError> {
-        self.inner.settle(seq, t, s)
-    }
-    fn renew(&self, seq: u64, t: ClaimToken<'_>, l: f64) -> Result<bool, LedgerError> {
-        self.inner.renew(seq, t, l)
-    }
-    fn rows(&self, query: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError> {
-        self.inner.rows(query)
-    }
-    fn owners(&self) -> Result<Vec<String>, LedgerError> {
-        self.inner.owners()
-    }
-    fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError> {
-        self.inner.adopt_orphans(owner)
-    }
-    fn expire_pending(&self, before: f64, reason: &str) -> Result<u64, LedgerError> {
-        self.inner.expire_pending(before, reason)
-    }
-    fn requeue(&self, seq: u64) -> Result<bool, LedgerError> {
-        self.inner.requeue(seq)
-    }
-    fn prune_delivered(&self, before: f64) -> Result<u64, LedgerError> {
-        self.inner.prune_delivered(before)
-    }
-    fn acquire_scope(
-        &self,
-        scope: &str,
-        holder: &str,
-        lease: f64,
-    ) -> Result<Option<u64>, LedgerError> {
-        self.inner.acquire_scope(scope, holder, lease)
-    }
-    fn release_scope(&self, scope: &str, holder: &str, epoch: u64) -> Result<bool, LedgerError> {
-        self.inner.release_scope(scope, holder, epoch)
+impl forwarding::Forwarding for Gated {
+    fn inner(&self) -> &dyn LedgerBackend {
+        &self.inner
     }
     fn scope_leases(&self) -> Result<Vec<ScopeLease>, LedgerError> {
         if self.hold_leases.load(Ordering::SeqCst) {
@@ -238,18 +171,8 @@ impl LedgerBackend for Gated {
         }
         self.inner.scope_leases()
     }
-    fn claim_fenced(
-        &self,
-        seq: u64,
-        claim: NewClaim<'_>,
-        fence: Fence<'_>,
-    ) -> Result<Option<ClaimedRow>, LedgerError> {
-        self.inner.claim_fenced(seq, claim, fence)
-    }
-    fn wake_on_foreign_writes(&self, wake: Box<dyn Fn() -> bool + Send + Sync>) {
-        self.inner.wake_on_foreign_writes(wake)
-    }
 }
+forward_ledger!(Gated, scopes, wakes);
 
 /// gw-a serves the custom platform `zulip` and holds its lease; its chat is busy, so a
 /// zulip completion waits. gw-b (built-ins only) is started — a restart, a scale-up — and

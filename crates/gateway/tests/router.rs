@@ -7,6 +7,10 @@
 //! with a short sleep.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../process-registry/tests/support/forwarding.rs"]
+mod forwarding;
+use forwarding::forward_ledger;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
@@ -17,11 +21,9 @@ use gateway::{
     RouterStats, SessionKey, SessionKeyOptions, SessionSource, Unroutable, DELIVERY_THREAD_NAME,
 };
 use process_registry::{
-    format_process_notification, AsyncDelegationEvent, Candidate, CandidateQuery, Capabilities,
-    ClaimFilter, ClaimedRow, CompletionQueue, DeliveryState, Event, Finish, Inserted,
-    LedgerBackend, LedgerConfig, LedgerError, LedgerRow, MemoryLedger, NewClaim, NewPending,
-    NewRunning, PendingRefused, ProcessCompletion, Recorded, RowQuery, Settle, SettleError,
-    TakenRow, WatchMatch,
+    format_process_notification, AsyncDelegationEvent, Candidate, CandidateQuery, ClaimFilter,
+    CompletionQueue, DeliveryState, Event, LedgerBackend, LedgerConfig, LedgerError, LedgerRow,
+    MemoryLedger, ProcessCompletion, Recorded, RowQuery, SettleError, WatchMatch,
 };
 
 const HANG_GUARD: Duration = Duration::from_secs(60);
@@ -223,24 +225,9 @@ impl CountingLedger {
     }
 }
 
-impl LedgerBackend for CountingLedger {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn now(&self) -> f64 {
-        self.inner.now()
-    }
-    fn insert_running(&self, row: NewRunning<'_>) -> Result<Inserted, LedgerError> {
-        self.inner.insert_running(row)
-    }
-    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, PendingRefused> {
-        self.inner.insert_pending(row)
-    }
-    fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
-        self.inner.finish_run(finish)
-    }
-    fn retract_running(&self, delegation_id: &str, owner: &str) -> Result<bool, LedgerError> {
-        self.inner.retract_running(delegation_id, owner)
+impl forwarding::Forwarding for CountingLedger {
+    fn inner(&self) -> &dyn LedgerBackend {
+        &self.inner
     }
     fn candidates(
         &self,
@@ -265,54 +252,12 @@ impl LedgerBackend for CountingLedger {
         }
         Ok(page)
     }
-    fn count_candidates(&self, query: &CandidateQuery<'_>) -> Result<usize, LedgerError> {
-        self.inner.count_candidates(query)
-    }
     fn next_due(&self, query: &CandidateQuery<'_>) -> Result<Option<f64>, LedgerError> {
         self.looks.fetch_add(1, Ordering::SeqCst);
         self.inner.next_due(query)
     }
-    fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
-        self.inner.claim(seq, claim)
-    }
-    fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
-        self.inner.take_next(query)
-    }
-    fn settle(
-        &self,
-        seq: u64,
-        claim_id: process_registry::ClaimToken<'_>,
-        settle: Settle<'_>,
-    ) -> Result<bool, LedgerError> {
-        self.inner.settle(seq, claim_id, settle)
-    }
-    fn renew(
-        &self,
-        seq: u64,
-        claim_id: process_registry::ClaimToken<'_>,
-        lease_seconds: f64,
-    ) -> Result<bool, LedgerError> {
-        self.inner.renew(seq, claim_id, lease_seconds)
-    }
-    fn rows(&self, query: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError> {
-        self.inner.rows(query)
-    }
-    fn owners(&self) -> Result<Vec<String>, LedgerError> {
-        self.inner.owners()
-    }
-    fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError> {
-        self.inner.adopt_orphans(owner)
-    }
-    fn expire_pending(&self, completed_before: f64, reason: &str) -> Result<u64, LedgerError> {
-        self.inner.expire_pending(completed_before, reason)
-    }
-    fn requeue(&self, seq: u64) -> Result<bool, LedgerError> {
-        self.inner.requeue(seq)
-    }
-    fn prune_delivered(&self, delivered_before: f64) -> Result<u64, LedgerError> {
-        self.inner.prune_delivered(delivered_before)
-    }
 }
+forward_ledger!(CountingLedger);
 
 /// Waits for the router's first look at the ledger, then shows that it makes no other
 /// in [`NOTHING_ARRIVES`]: it sleeps instead of waking up in a loop.

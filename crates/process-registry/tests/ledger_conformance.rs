@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod conformance;
+#[path = "support/forwarding.rs"]
+mod forwarding;
 
 use std::sync::Arc;
 
@@ -44,82 +46,16 @@ conformance_suite!(
 mod default_steps {
     use std::sync::Arc;
 
-    use process_registry::{
-        Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, Finish, Inserted,
-        LedgerBackend, LedgerError, LedgerRow, ManualClock, MemoryLedger, NewClaim, NewPending,
-        NewRunning, PendingRefused, RowQuery, Settle, TakenRow,
-    };
+    use process_registry::{LedgerBackend, ManualClock, MemoryLedger};
 
     pub(crate) struct DefaultSteps(pub(crate) MemoryLedger);
 
-    impl LedgerBackend for DefaultSteps {
-        fn capabilities(&self) -> Capabilities {
-            self.0.capabilities()
-        }
-        fn now(&self) -> f64 {
-            self.0.now()
-        }
-        fn insert_running(&self, row: NewRunning<'_>) -> Result<Inserted, LedgerError> {
-            self.0.insert_running(row)
-        }
-        fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, PendingRefused> {
-            self.0.insert_pending(row)
-        }
-        fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
-            self.0.finish_run(finish)
-        }
-        fn retract_running(&self, id: &str, owner: &str) -> Result<bool, LedgerError> {
-            self.0.retract_running(id, owner)
-        }
-        fn candidates(
-            &self,
-            query: &CandidateQuery<'_>,
-            limit: usize,
-        ) -> Result<Vec<Candidate>, LedgerError> {
-            self.0.candidates(query, limit)
-        }
-        fn count_candidates(&self, query: &CandidateQuery<'_>) -> Result<usize, LedgerError> {
-            self.0.count_candidates(query)
-        }
-        fn next_due(&self, query: &CandidateQuery<'_>) -> Result<Option<f64>, LedgerError> {
-            self.0.next_due(query)
-        }
-        fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
-            self.0.claim(seq, claim)
-        }
-        fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
-            self.0.take_next(query)
-        }
-        fn settle(
-            &self,
-            seq: u64,
-            token: ClaimToken<'_>,
-            settle: Settle<'_>,
-        ) -> Result<bool, LedgerError> {
-            self.0.settle(seq, token, settle)
-        }
-        fn renew(&self, seq: u64, token: ClaimToken<'_>, lease: f64) -> Result<bool, LedgerError> {
-            self.0.renew(seq, token, lease)
-        }
-        fn rows(&self, query: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError> {
-            self.0.rows(query)
-        }
-        fn owners(&self) -> Result<Vec<String>, LedgerError> {
-            self.0.owners()
-        }
-        fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError> {
-            self.0.adopt_orphans(owner)
-        }
-        fn expire_pending(&self, before: f64, reason: &str) -> Result<u64, LedgerError> {
-            self.0.expire_pending(before, reason)
-        }
-        fn requeue(&self, seq: u64) -> Result<bool, LedgerError> {
-            self.0.requeue(seq)
-        }
-        fn prune_delivered(&self, before: f64) -> Result<u64, LedgerError> {
-            self.0.prune_delivered(before)
+    impl crate::forwarding::Forwarding for DefaultSteps {
+        fn inner(&self) -> &dyn LedgerBackend {
+            &self.0
         }
     }
+    crate::forwarding::forward_ledger!(DefaultSteps);
 
     pub(crate) fn store() -> crate::MemoryStore {
         let clock = Arc::new(ManualClock::new(1_750_000_000.0));

@@ -3,16 +3,18 @@
 //! go, a stale owner's ack refused.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/forwarding.rs"]
+mod forwarding;
+use forwarding::forward_ledger;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use process_registry::{
-    AsyncDelegationEvent, Candidate, CandidateQuery, Capabilities, ClaimFilter, ClaimToken,
-    ClaimedRow, CompletionQueue, Event, Fence, Finish, Inserted, LedgerBackend, LedgerError,
-    LedgerRow, ManualClock, MemoryLedger, NewClaim, NewPending, NewRunning, Ownership,
-    PendingRefused, RowQuery, ScopeLease, Settle, SettleError, TakenRow,
+    AsyncDelegationEvent, Candidate, CandidateQuery, ClaimFilter, CompletionQueue, Event,
+    LedgerBackend, LedgerError, ManualClock, MemoryLedger, Ownership, SettleError,
 };
 
 /// Long enough for anything that should happen to have happened; a failure, not a wait.
@@ -203,24 +205,9 @@ impl Faulty {
     }
 }
 
-impl LedgerBackend for Faulty {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn now(&self) -> f64 {
-        self.inner.now()
-    }
-    fn insert_running(&self, row: NewRunning<'_>) -> Result<Inserted, LedgerError> {
-        self.inner.insert_running(row)
-    }
-    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, PendingRefused> {
-        self.inner.insert_pending(row)
-    }
-    fn finish_run(&self, finish: Finish<'_>) -> Result<Option<u64>, LedgerError> {
-        self.inner.finish_run(finish)
-    }
-    fn retract_running(&self, delegation_id: &str, owner: &str) -> Result<bool, LedgerError> {
-        self.inner.retract_running(delegation_id, owner)
+impl forwarding::Forwarding for Faulty {
+    fn inner(&self) -> &dyn LedgerBackend {
+        &self.inner
     }
     fn candidates(
         &self,
@@ -231,52 +218,6 @@ impl LedgerBackend for Faulty {
             self.looks.fetch_add(1, Ordering::SeqCst);
         }
         self.inner.candidates(query, limit)
-    }
-    fn count_candidates(&self, query: &CandidateQuery<'_>) -> Result<usize, LedgerError> {
-        self.inner.count_candidates(query)
-    }
-    fn next_due(&self, query: &CandidateQuery<'_>) -> Result<Option<f64>, LedgerError> {
-        self.inner.next_due(query)
-    }
-    fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
-        self.inner.claim(seq, claim)
-    }
-    fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
-        self.inner.take_next(query)
-    }
-    fn settle(
-        &self,
-        seq: u64,
-        claim_id: ClaimToken<'_>,
-        settle: Settle<'_>,
-    ) -> Result<bool, LedgerError> {
-        self.inner.settle(seq, claim_id, settle)
-    }
-    fn renew(
-        &self,
-        seq: u64,
-        claim_id: ClaimToken<'_>,
-        lease_seconds: f64,
-    ) -> Result<bool, LedgerError> {
-        self.inner.renew(seq, claim_id, lease_seconds)
-    }
-    fn rows(&self, query: &RowQuery) -> Result<Vec<LedgerRow>, LedgerError> {
-        self.inner.rows(query)
-    }
-    fn owners(&self) -> Result<Vec<String>, LedgerError> {
-        self.inner.owners()
-    }
-    fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError> {
-        self.inner.adopt_orphans(owner)
-    }
-    fn expire_pending(&self, completed_before: f64, reason: &str) -> Result<u64, LedgerError> {
-        self.inner.expire_pending(completed_before, reason)
-    }
-    fn requeue(&self, seq: u64) -> Result<bool, LedgerError> {
-        self.inner.requeue(seq)
-    }
-    fn prune_delivered(&self, delivered_before: f64) -> Result<u64, LedgerError> {
-        self.inner.prune_delivered(delivered_before)
     }
     fn acquire_scope(
         &self,
@@ -300,21 +241,8 @@ impl LedgerBackend for Faulty {
         }
         self.inner.acquire_scope(scope, holder, lease_seconds)
     }
-    fn release_scope(&self, scope: &str, holder: &str, epoch: u64) -> Result<bool, LedgerError> {
-        self.inner.release_scope(scope, holder, epoch)
-    }
-    fn scope_leases(&self) -> Result<Vec<ScopeLease>, LedgerError> {
-        self.inner.scope_leases()
-    }
-    fn claim_fenced(
-        &self,
-        seq: u64,
-        claim: NewClaim<'_>,
-        fence: Fence<'_>,
-    ) -> Result<Option<ClaimedRow>, LedgerError> {
-        self.inner.claim_fenced(seq, claim, fence)
-    }
 }
+forward_ledger!(Faulty, scopes);
 
 /// Puts a completion of [`SCOPE`] and starts a consumer claiming it through `ownership`'s
 /// fenced filter, which the scope's lease, not held now, makes pass it over; returns once
