@@ -482,9 +482,12 @@ pub trait LedgerBackend: Send + Sync + 'static {
     /// consumer whose filter has a predicate calls. `accepts` is the consumer's code: a
     /// store should not call it while it holds a lock of its own (a predicate that reads
     /// the queue would deadlock), and must never call it while it waits for one. The
-    /// default — which every store of this crate keeps — reads candidates a page at a
-    /// time (the first page a single row: usually the first is the one), asks `accepts`
-    /// with no lock held, and claims by `seq`, until a claim holds.
+    /// default reads candidates a page at a time (the first page a single row: usually
+    /// the first is the one), asks `accepts` with no lock held, and claims by `seq`, until
+    /// a claim holds. A store should check, as it claims, that the row still matches
+    /// `query` (the memory ledger does; the default re-checks only that it is claimable,
+    /// so a row restored between the read and the claim may be taken by a query that
+    /// excludes restored rows — SQLite and PostgreSQL keep the default today).
     ///
     /// # Errors
     /// When the store cannot be read or written.
@@ -494,14 +497,7 @@ pub trait LedgerBackend: Send + Sync + 'static {
         claim: NewClaim<'_>,
         accepts: &dyn Fn(&Event) -> bool,
     ) -> Result<Option<ClaimedRow>, LedgerError> {
-        // The first page a single row: usually the first is the one.
-        find_candidate(self, query, 1, |candidate| {
-            if !accepts(&candidate.event) {
-                return Ok(None);
-            }
-            // `None`: taken by another consumer since it was read; the next one.
-            self.claim(candidate.seq, claim)
-        })
+        first_accepted(self, query, accepts, |seq| self.claim(seq, claim))
     }
 
     /// Claims and acknowledges, in one atomic step, the first row matching `query` that is
@@ -685,6 +681,24 @@ pub trait LedgerBackend: Send + Sync + 'static {
 /// Pages through `query`'s candidates in `seq` order (the first page `first` rows, the
 /// others [`CANDIDATE_PAGE`]), handing each to `visit` until it returns `Some`; `None`
 /// once no candidate is left.
+/// Claims (`claim`, by `seq`) the first candidate of `query` whose event `accepts`: the
+/// candidates read a page at a time (the first page a single row: usually the first is
+/// the one), each judged with no lock of the store held, until a claim holds (`None`
+/// from `claim`: taken by another consumer since it was read; the next one).
+pub(crate) fn first_accepted(
+    backend: &(impl LedgerBackend + ?Sized),
+    query: &CandidateQuery<'_>,
+    accepts: &dyn Fn(&Event) -> bool,
+    claim: impl Fn(u64) -> Result<Option<ClaimedRow>, LedgerError>,
+) -> Result<Option<ClaimedRow>, LedgerError> {
+    find_candidate(backend, query, 1, |candidate| {
+        if !accepts(&candidate.event) {
+            return Ok(None);
+        }
+        claim(candidate.seq)
+    })
+}
+
 pub(crate) fn find_candidate<T>(
     backend: &(impl LedgerBackend + ?Sized),
     query: &CandidateQuery<'_>,

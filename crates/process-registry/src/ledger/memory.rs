@@ -9,9 +9,9 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, MutexGuard};
 
 use super::backend::{
-    Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState, Fence, Finish,
-    Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, PendingRefused, RowQuery,
-    RunState, ScopeLease, Settle, TakenRow,
+    first_accepted, Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState,
+    Fence, Finish, Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning,
+    PendingRefused, RowQuery, RunState, ScopeLease, Settle, TakenRow,
 };
 use super::clock::{Clock, SystemClock};
 use super::fifo::Fifo;
@@ -515,13 +515,15 @@ impl MemoryLedger {
         index
     }
 
-    /// Claims row `seq` if it is claimable now — under `fence` when given, which the
-    /// claimer must hold at its epoch with the lease running (the row then remembers it).
+    /// Claims row `seq` if it is claimable now (and still matches `query`, when given) —
+    /// under `fence` when given, which the claimer must hold at its epoch with the lease
+    /// running (the row then remembers it).
     fn claim_row(
         &self,
         seq: u64,
         claim: &NewClaim<'_>,
         fence: Option<Fence<'_>>,
+        query: Option<&CandidateQuery<'_>>,
     ) -> Option<ClaimedRow> {
         let now = self.now();
         let mut state = self.lock();
@@ -537,7 +539,7 @@ impl MemoryLedger {
             }
         }
         let row = state.get_mut(seq)?;
-        if !row.claimable(&mut || now) {
+        if !row.claimable(&mut || now) || query.is_some_and(|query| !row.matches(query)) {
             return None;
         }
         let claimed = row.take_claim(seq, claimer, claim, now)?;
@@ -903,7 +905,7 @@ impl LedgerBackend for MemoryLedger {
     }
 
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
-        Ok(self.claim_row(seq, &claim, None))
+        Ok(self.claim_row(seq, &claim, None, None))
     }
 
     fn claim_next(
@@ -914,10 +916,21 @@ impl LedgerBackend for MemoryLedger {
         self.claim_first(query, claim)
     }
 
-    // `claim_next_accepted` is the trait's: the predicate is the consumer's code, asked
-    // with no lock of this ledger held (a predicate that reads the queue, or a handle
-    // waiting for a completion's write, would deadlock under it), on candidates read a
-    // page at a time, then claimed by `seq`.
+    fn claim_next_accepted(
+        &self,
+        query: &CandidateQuery<'_>,
+        claim: NewClaim<'_>,
+        accepts: &dyn Fn(&Event) -> bool,
+    ) -> Result<Option<ClaimedRow>, LedgerError> {
+        // The predicate is the consumer's code: asked with no lock of this ledger held (a
+        // predicate that reads the queue, or a handle waiting for a completion's write,
+        // would deadlock under it), on candidates read a page at a time; a candidate is
+        // claimed by `seq` only if it still matches the query (a sweep may have restored
+        // it meanwhile).
+        first_accepted(self, query, accepts, |seq| {
+            Ok(self.claim_row(seq, &claim, None, Some(query)))
+        })
+    }
 
     fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {
         // While puts keep coming, no look at the inbox without the lock (`none_open`):
@@ -1229,7 +1242,7 @@ impl LedgerBackend for MemoryLedger {
         claim: NewClaim<'_>,
         fence: Fence<'_>,
     ) -> Result<Option<ClaimedRow>, LedgerError> {
-        Ok(self.claim_row(seq, &claim, Some(fence)))
+        Ok(self.claim_row(seq, &claim, Some(fence), None))
     }
 }
 
