@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{deserialize_from_fields, is_false};
+use super::{WatchDisabled, WatchMatch};
 use crate::raw::Fields;
 use crate::{ExtraFields, Status, Text, WireNumber};
 
@@ -80,6 +81,48 @@ impl Routing {
     }
 }
 
+/// `PartialEq` for an event with boxed-apart parts, comparing those by what they say: an
+/// empty box (`Some(Box::default())`, which writes nothing) equals none, so an event
+/// equals its own round trip through the wire and through every store. Every field is
+/// named, so a field added to the struct and not here fails to compile.
+macro_rules! eq_by_content {
+    ($event:ident { $($field:ident),+ } boxed { $($boxed:ident => $read:expr),+ }) => {
+        impl PartialEq for $event {
+            fn eq(&self, other: &Self) -> bool {
+                let $event { $($field: _,)+ $($boxed: _,)+ } = self;
+                $(self.$field == other.$field &&)+ $($read(self) == $read(other))&&+
+            }
+        }
+    };
+}
+
+eq_by_content!(AsyncDelegationEvent {
+    delegation_id, session_key, goal, context, toolsets, role, model, status, summary, error,
+    api_calls, duration_seconds, dispatched_at, completed_at, exit_reason, truncated,
+    missed_steer, traceparent, is_batch, goals, results, total_duration_seconds, extra
+} boxed {
+    routing => AsyncDelegationEvent::routing,
+    stall => stall_of
+});
+
+/// An event's stall report, when it says anything (an empty one writes nothing).
+fn stall_of(event: &AsyncDelegationEvent) -> Option<&StallReport> {
+    event
+        .stall
+        .as_deref()
+        .filter(|stall| **stall != StallReport::default())
+}
+eq_by_content!(WatchMatch {
+    session_id, session_key, command, pattern, output, suppressed, extra
+} boxed {
+    routing => WatchMatch::routing
+});
+eq_by_content!(WatchDisabled {
+    session_id, session_key, command, suppressed, message, extra
+} boxed {
+    routing => WatchDisabled::routing
+});
+
 /// No routing: what `routing()` reads on an event that has none.
 static NO_ROUTING: Routing = Routing {
     platform: None,
@@ -107,11 +150,7 @@ macro_rules! routing_access {
         }
     )+};
 }
-routing_access!(
-    AsyncDelegationEvent,
-    super::WatchMatch,
-    super::WatchDisabled
-);
+routing_access!(AsyncDelegationEvent, WatchMatch, WatchDisabled);
 
 /// `async_delegation`: a background subagent finished (single task), or a background
 /// fan-out finished (a batch: `is_batch: true` or a `results` list, with `goals` and
@@ -119,7 +158,7 @@ routing_access!(
 ///
 /// The dispatch-time spec (`goal`, `context`, `toolsets`, `role`, `model`,
 /// `session_key`) is restated so the text built from this event is self-contained.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct AsyncDelegationEvent {
     /// `deleg_` + 8 lowercase hex digits. `None` when the producer sent none (absent or
     /// `null`, written back as `null` and rendered `unknown`); an empty string is kept

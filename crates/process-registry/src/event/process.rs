@@ -47,7 +47,8 @@ impl ProcessCompletion {
 }
 
 /// `watch_match`: a watched background process printed a matching line.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// Compared by content: an empty `routing` box equals none.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct WatchMatch {
     /// The process session.
     pub session_id: Option<String>,
@@ -89,7 +90,8 @@ impl WatchMatch {
 }
 
 /// `watch_disabled`: watching a process was switched off.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// Compared by content: an empty `routing` box equals none.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct WatchDisabled {
     /// The process session.
     pub session_id: Option<String>,
