@@ -10,9 +10,14 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+#[path = "support/forwarding.rs"]
+mod forwarding;
+use forwarding::forward_ledger;
+
 use process_registry::{
-    AsyncDelegationEvent, ClaimFilter, CompletionQueue, Event, ExtraFields, ProcessRegistry,
-    WatchMatch, WatchOverflow,
+    AsyncDelegationEvent, ClaimFilter, CompletionQueue, Event, ExtraFields, LedgerBackend,
+    LedgerError, MemoryLedger, NewPending, PendingRefused, ProcessRegistry, WatchMatch,
+    WatchOverflow,
 };
 use serde_json::json;
 
@@ -444,4 +449,60 @@ fn a_claim_predicate_may_read_the_queue_it_claims_from() {
         .unwrap();
     assert_eq!(seen, 1);
     assert_eq!(queue.len(), 2);
+}
+
+/// A memory ledger whose next put, and every prune once told, fails.
+#[derive(Default)]
+struct FailingHousekeeping {
+    inner: MemoryLedger,
+    refuse_next_put: AtomicBool,
+    refuse_prunes: AtomicBool,
+}
+
+impl forwarding::Forwarding for FailingHousekeeping {
+    fn inner(&self) -> &dyn LedgerBackend {
+        &self.inner
+    }
+    fn insert_pending(&self, row: NewPending<'_>) -> Result<u64, PendingRefused> {
+        if self.refuse_next_put.swap(false, Ordering::SeqCst) {
+            return Err(PendingRefused {
+                error: LedgerError::Unwritable {
+                    reason: "the disk is full".to_owned(),
+                },
+                event: Box::new(row.event),
+            });
+        }
+        self.inner.insert_pending(row)
+    }
+    fn prune_delivered(&self, before: f64) -> Result<u64, LedgerError> {
+        if self.refuse_prunes.load(Ordering::SeqCst) {
+            return Err(LedgerError::Unwritable {
+                reason: "the prune cannot finish".to_owned(),
+            });
+        }
+        self.inner.prune_delivered(before)
+    }
+}
+forward_ledger!(FailingHousekeeping);
+
+#[test]
+fn a_sweep_retries_refused_writes_even_when_its_prune_fails() {
+    let ledger = Arc::new(FailingHousekeeping::default());
+    let shared: Arc<dyn LedgerBackend> = ledger.clone();
+    let queue = CompletionQueue::builder_shared(shared).open().unwrap();
+    ledger.refuse_prunes.store(true, Ordering::SeqCst);
+    ledger.refuse_next_put.store(true, Ordering::SeqCst);
+    // Refused: kept in memory for the sweep.
+    queue.put(numbered(7));
+    assert!(queue.try_take().is_none());
+    // The sweep's prune fails (and says so), and the refused event is written anyway.
+    let swept = queue.sweep();
+    assert!(
+        matches!(&swept, Err(LedgerError::Unwritable { reason }) if reason == "the prune cannot finish"),
+        "{swept:?}"
+    );
+    let taken = queue
+        .try_take()
+        .expect("the refused put was written by the sweep");
+    assert_eq!(number(&taken), 7);
 }

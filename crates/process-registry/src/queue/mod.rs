@@ -960,28 +960,53 @@ impl Core {
         }))
     }
 
-    /// Recovery, expiry, pruning and retries: at open and on every sweep.
+    /// Recovery, expiry, pruning and retries: at open and on every sweep. Each step runs
+    /// whatever the others answered (the first error is returned): a prune the store
+    /// cannot finish must not hold back the recovery of a dead owner's runs, nor the
+    /// writes it refused before, which are completions waiting to be recorded.
     pub(crate) fn sweep(&self) -> Result<(), LedgerError> {
         let now = self.backend.now();
+        let mut failed = None;
+        let mut step = |done: Result<(), LedgerError>| {
+            if let Err(error) = done {
+                failed.get_or_insert(error);
+            }
+        };
+        step(self.recover_dead_owners(now));
+        step(
+            self.backend
+                .expire_pending(
+                    now - self.config.restore_horizon.as_secs_f64(),
+                    RESTORE_HORIZON_REASON,
+                )
+                .map(|expired| self.pending.remove_rows(expired)),
+        );
+        step(
+            self.backend
+                .prune_delivered(now - self.config.retention.as_secs_f64())
+                .map(drop),
+        );
+        self.retry_outbox();
+        if self.pending.is_recounted() {
+            step(
+                self.backend
+                    .count_undelivered()
+                    .map(|count| self.pending.recount(count)),
+            );
+        }
+        // Rows other processes wrote arrive without a wake-up: look again.
+        self.wake_all();
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Records `unknown` the runs of every owner that is no longer alive.
+    fn recover_dead_owners(&self, now: f64) -> Result<(), LedgerError> {
         for owner in self.backend.owners()? {
             if owner == self.instance || self.liveness.is_alive(&owner) {
                 continue;
             }
             self.recover_owner(&owner, now)?;
         }
-        let expired = self.backend.expire_pending(
-            now - self.config.restore_horizon.as_secs_f64(),
-            RESTORE_HORIZON_REASON,
-        )?;
-        self.pending.remove_rows(expired);
-        self.backend
-            .prune_delivered(now - self.config.retention.as_secs_f64())?;
-        self.retry_outbox();
-        if self.pending.is_recounted() {
-            self.pending.recount(self.backend.count_undelivered()?);
-        }
-        // Rows other processes wrote arrive without a wake-up: look again.
-        self.wake_all();
         Ok(())
     }
 

@@ -133,8 +133,9 @@ pub(crate) fn with_statement_timeout(mut config: Config, timeout: Duration) -> C
     if timeout.is_zero() {
         return config;
     }
-    // Rounded up: a timeout shorter than a millisecond is not the server's "none".
-    let millis = timeout.as_nanos().div_ceil(1_000_000);
+    // Rounded up: a timeout shorter than a millisecond is not the server's "none"; and
+    // at most what the server's `int` setting holds (a longer one refuses the session).
+    let millis = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128);
     let ours = format!("-c statement_timeout={millis}");
     let options = match config.get_options() {
         Some(theirs) if !theirs.trim().is_empty() => format!("{ours} {theirs}"),
@@ -152,6 +153,14 @@ fn ended_by_server(error: &postgres::Error) -> bool {
     error
         .as_db_error()
         .is_some_and(|db| db.code().code().starts_with("57P"))
+}
+
+/// `true` when the server cancelled the statement (`57014`: its statement timeout, or a
+/// `pg_cancel_backend`); the session is still usable.
+pub(crate) fn is_cancelled(error: &postgres::Error) -> bool {
+    error
+        .as_db_error()
+        .is_some_and(|db| db.code().code() == "57014")
 }
 
 /// `true` when the connection is gone: ended by the server, or closed under the client.

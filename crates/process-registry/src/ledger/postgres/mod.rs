@@ -48,6 +48,9 @@ pub use connection::CONNECTION_THREAD_NAME as POSTGRES_CONNECTION_THREAD_NAME;
 pub use heartbeat::HEARTBEAT_THREAD_NAME as POSTGRES_HEARTBEAT_THREAD_NAME;
 pub use listener::LISTENER_THREAD_NAME as POSTGRES_LISTENER_THREAD_NAME;
 
+/// How many delivered rows one statement of a prune deletes.
+const PRUNE_BATCH: i64 = 5_000;
+
 /// Options of [`PostgresLedger::connect_with`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -70,8 +73,10 @@ pub struct PostgresOptions {
     /// another session's lock, say, or the schema's migration by another process at
     /// open — is cancelled, and the call fails with a clear error instead of blocking its
     /// caller; the queue retries a refused write at its sweep. `Duration::ZERO` leaves
-    /// the server's own setting. A `statement_timeout` in the connection string's
-    /// `options` wins over this one.
+    /// the server's own setting; one longer than the server takes (about 24.8 days) is
+    /// that longest. A `statement_timeout` in the connection string's `options` wins over
+    /// this one. The open's check and migration of the schema is not held to it (it must
+    /// finish once begun), and a prune deletes in batches that each fit well within it.
     pub statement_timeout: Duration,
 }
 
@@ -812,13 +817,33 @@ impl LedgerBackend for PostgresLedger {
         Ok(changed == 1)
     }
 
+    /// Deletes in batches (at most 5 000 rows, halved each time one is cancelled
+    /// by the statement timeout), each its own statement, skipping rows another session
+    /// holds: a backlog of any size is pruned within the timeout a batch at a time (one
+    /// `DELETE` of it all would be cancelled at every sweep and never finish), and a row
+    /// someone has locked waits for the next sweep instead of holding the sweep — and a
+    /// queue's open — behind the lock.
     fn prune_delivered(&self, delivered_before: f64) -> Result<u64, LedgerError> {
-        self.run(write_error, move |session| {
-            session.execute(
-                "DELETE FROM ledger_rows WHERE delivery = 'delivered' AND delivered_at < $1",
-                &[&delivered_before],
-            )
-        })
+        let (mut pruned, mut batch) = (0, PRUNE_BATCH);
+        loop {
+            let deleted = self.connections.run(move |session| {
+                let deleted = session.execute(
+                    "DELETE FROM ledger_rows WHERE seq IN (
+                         SELECT seq FROM ledger_rows
+                         WHERE delivery = 'delivered' AND delivered_at < $1
+                         LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    &[&delivered_before, &batch],
+                );
+                // A cancelled batch is told apart (a smaller one is tried).
+                Ok(deleted.map_err(|error| (connection::is_cancelled(&error), error)))
+            })?;
+            match deleted {
+                Ok(deleted) if deleted < batch.unsigned_abs() => return Ok(pruned + deleted),
+                Ok(deleted) => pruned += deleted,
+                Err((true, _)) if batch > 1 => batch /= 2,
+                Err((_, error)) => return Err(write_error(error)),
+            }
+        }
     }
 
     fn count_undelivered(&self) -> Result<u64, LedgerError> {

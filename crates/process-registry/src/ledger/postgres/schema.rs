@@ -94,7 +94,10 @@ fn migrate(transaction: &mut postgres::Transaction<'_>, from: i32) -> Result<(),
 }
 
 /// Makes the schema a ledger when it holds no object; otherwise checks that it is one this
-/// build reads. Serialized between processes by an advisory lock, in one transaction.
+/// build reads. Serialized between processes by an advisory lock, in one transaction —
+/// with no statement timeout: a migration (which may read a big table to build an index)
+/// must finish once begun, and an open that waits for another process's migration waits
+/// for it to end, not for a timer.
 pub(super) fn check_or_create_schema(
     session: &mut Session,
     schema: &str,
@@ -105,6 +108,9 @@ pub(super) fn check_or_create_schema(
     };
     let client = session.client().map_err(unavailable)?;
     let mut transaction = client.transaction().map_err(unavailable)?;
+    transaction
+        .batch_execute("SET LOCAL statement_timeout = 0")
+        .map_err(unavailable)?;
     transaction
         .execute(
             "SELECT pg_advisory_xact_lock(hashtext($1))",
