@@ -177,7 +177,8 @@ fn process_completion(e: &ProcessCompletion) -> String {
 /// The `Dispatched: … (… ago)` line's parts, computed once per event.
 struct DispatchedLine {
     local: jiff::civil::DateTime,
-    age_seconds: i64,
+    /// Never negative; `i64::MAX` at most (the float's cast saturates there).
+    age_seconds: u64,
 }
 
 impl DispatchedLine {
@@ -197,7 +198,7 @@ impl DispatchedLine {
         };
         // `int(end - start)` in the Python harness: truncation toward zero. A completion that
         // appears to precede its dispatch (clock skew) reads `0s`, never a negative age.
-        let age_seconds = (end - dispatched_at).max(0.0) as i64;
+        let age_seconds = ((end - dispatched_at).max(0.0) as i64).unsigned_abs();
         Some(DispatchedLine {
             local: time_zone.to_datetime(timestamp),
             age_seconds,
@@ -206,11 +207,44 @@ impl DispatchedLine {
 
     fn write(&self, out: &mut String) {
         out.push_str("Dispatched: ");
-        let _ = write!(out, "{}", self.local.strftime(DISPATCHED_FORMAT));
+        write_local_time(out, self.local);
         out.push_str(" (");
         write_age(out, self.age_seconds);
         out.push_str(" ago)\n");
     }
+}
+
+/// `time` as `strftime("%Y-%m-%d %H:%M:%S")` writes it. The years 0 to 9999 (four digits,
+/// zero-padded, like every field) are written digit by digit, without the `strftime`
+/// machinery; a negative year goes through `strftime` itself, for its sign rules.
+fn write_local_time(out: &mut String, time: jiff::civil::DateTime) {
+    let Ok(year) = u16::try_from(time.year()) else {
+        let _ = write!(out, "{}", time.strftime(DISPATCHED_FORMAT));
+        return;
+    };
+    let [y0, y1] = two_digits(year / 100);
+    let [y2, y3] = two_digits(year % 100);
+    let [mo0, mo1] = two_digits(field(time.month()));
+    let [d0, d1] = two_digits(field(time.day()));
+    let [h0, h1] = two_digits(field(time.hour()));
+    let [mi0, mi1] = two_digits(field(time.minute()));
+    let [s0, s1] = two_digits(field(time.second()));
+    let text = [
+        y0, y1, y2, y3, b'-', mo0, mo1, b'-', d0, d1, b' ', h0, h1, b':', mi0, mi1, b':', s0, s1,
+    ];
+    // ASCII digits and separators only: always valid UTF-8.
+    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
+}
+
+/// A civil field (month, day, hour, minute, second: never negative) as a `u16`.
+fn field(value: i8) -> u16 {
+    u16::from(value.unsigned_abs())
+}
+
+/// The two ASCII digits of `n % 100`.
+fn two_digits(n: u16) -> [u8; 2] {
+    let n = n % 100;
+    [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]
 }
 
 /// The whole second a Unix time in float seconds falls in, as Python's
@@ -225,24 +259,27 @@ fn whole_second(unix_seconds: f64) -> Option<i64> {
 }
 
 /// `45s`; `18m` / `18m5s`; `2h` / `2h3m`.
-fn write_age(out: &mut String, seconds: i64) {
-    let _ = if seconds < 60 {
-        write!(out, "{seconds}s")
+fn write_age(out: &mut String, seconds: u64) {
+    if seconds < 60 {
+        push_u64(out, seconds);
+        out.push('s');
     } else if seconds < 3600 {
         let (minutes, rest) = (seconds / 60, seconds % 60);
-        if rest == 0 {
-            write!(out, "{minutes}m")
-        } else {
-            write!(out, "{minutes}m{rest}s")
+        push_u64(out, minutes);
+        out.push('m');
+        if rest != 0 {
+            push_u64(out, rest);
+            out.push('s');
         }
     } else {
         let (hours, minutes) = (seconds / 3600, seconds % 3600 / 60);
-        if minutes == 0 {
-            write!(out, "{hours}h")
-        } else {
-            write!(out, "{hours}h{minutes}m")
+        push_u64(out, hours);
+        out.push('h');
+        if minutes != 0 {
+            push_u64(out, minutes);
+            out.push('m');
         }
-    };
+    }
 }
 
 /// `Dispatched:` (when known), then `Original goal:` (single blocks only), `Context you
@@ -538,6 +575,77 @@ fn write_success_body(out: &mut String, summary: &str, truncated: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The age as it was written before `write_age` appended digits itself.
+    fn age_with_write_macro(seconds: u64) -> String {
+        if seconds < 60 {
+            format!("{seconds}s")
+        } else if seconds < 3600 {
+            let (minutes, rest) = (seconds / 60, seconds % 60);
+            if rest == 0 {
+                format!("{minutes}m")
+            } else {
+                format!("{minutes}m{rest}s")
+            }
+        } else {
+            let (hours, minutes) = (seconds / 3600, seconds % 3600 / 60);
+            if minutes == 0 {
+                format!("{hours}h")
+            } else {
+                format!("{hours}h{minutes}m")
+            }
+        }
+    }
+
+    /// A civil time anywhere in jiff's range, in a time zone of any offset it allows.
+    fn any_local_time() -> impl Strategy<Value = jiff::civil::DateTime> {
+        let seconds = Timestamp::MIN.as_second()..=Timestamp::MAX.as_second();
+        let offsets = -93_599_i32..=93_599;
+        (seconds, offsets).prop_map(|(second, offset)| {
+            let offset = jiff::tz::Offset::from_seconds(offset).unwrap();
+            TimeZone::fixed(offset).to_datetime(Timestamp::from_second(second).unwrap())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn local_times_are_written_as_strftime_writes_them(time in any_local_time()) {
+            let mut out = String::from("x");
+            write_local_time(&mut out, time);
+            prop_assert_eq!(out, format!("x{}", time.strftime(DISPATCHED_FORMAT)));
+        }
+
+        #[test]
+        fn ages_are_written_as_the_write_macro_wrote_them(
+            seconds in prop_oneof![0_u64..100_000, 0_u64..=i64::MAX as u64],
+        ) {
+            let mut out = String::new();
+            write_age(&mut out, seconds);
+            prop_assert_eq!(out, age_with_write_macro(seconds));
+        }
+    }
+
+    #[test]
+    fn local_times_at_the_edges_of_the_four_digit_years() {
+        use jiff::civil::date;
+        for time in [
+            date(-9999, 1, 1).at(0, 0, 0, 0),
+            date(-1, 12, 31).at(23, 59, 59, 0),
+            date(0, 1, 1).at(0, 0, 0, 0),
+            date(9, 2, 3).at(4, 5, 6, 0),
+            date(9999, 12, 31).at(23, 59, 59, 0),
+        ] {
+            let mut out = String::new();
+            write_local_time(&mut out, time);
+            assert_eq!(out, time.strftime(DISPATCHED_FORMAT).to_string(), "{time}");
+        }
+        let mut out = String::new();
+        write_local_time(&mut out, date(9, 2, 3).at(4, 5, 6, 0));
+        assert_eq!(out, "0009-02-03 04:05:06");
+    }
 
     #[test]
     fn ages_follow_the_three_ranges() {
