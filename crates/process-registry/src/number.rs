@@ -372,28 +372,93 @@ impl WireNumber {
                 push_u64(out, n.unsigned_abs());
             }
             Repr::Exact { text, .. } => out.push_str(text),
-            Repr::Float(value) => {
-                let _ = write_python_float(out, *value);
-            }
+            Repr::Float(value) => push_python_float(out, *value),
         }
     }
 }
 
 /// Appends `n`'s decimal digits.
-pub(crate) fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0_u8; 20];
+pub(crate) fn push_u64(out: &mut String, n: u64) {
+    push_padded(out, n, 1);
+}
+
+/// Appends `n`'s decimal digits, with leading zeros to make `width` digits at least (one
+/// digit at least, 20 at most).
+fn push_padded(out: &mut String, mut n: u64, width: usize) {
+    if n < 10 && width <= 1 {
+        out.push(char::from(b'0' + n as u8));
+        return;
+    }
+    let mut digits = [b'0'; 20];
     let mut at = digits.len();
-    loop {
+    while n > 0 {
         at -= 1;
         digits[at] = b'0' + (n % 10) as u8;
         n /= 10;
-        if n == 0 {
-            break;
+    }
+    let start = at.min(digits.len() - width.min(digits.len()));
+    // ASCII digits only: always valid UTF-8.
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+}
+
+/// Appends Python's `repr(float)` of `value`: a short decimal (`12.0`, `0.25`, `125.5`)
+/// digit by digit, anything else through [`write_python_float`].
+fn push_python_float(out: &mut String, value: f64) {
+    match short_decimal(value.abs()) {
+        Some((scaled, fraction_digits)) => {
+            if value.is_sign_negative() {
+                out.push('-');
+            }
+            let unit = POWERS_OF_TEN[fraction_digits];
+            push_u64(out, scaled / unit as u64);
+            out.push('.');
+            push_padded(out, scaled % unit as u64, fraction_digits);
+        }
+        None => {
+            let _ = write_python_float(out, value);
         }
     }
-    for &digit in &digits[at..] {
-        out.push(char::from(digit));
+}
+
+/// `10^k` for the fraction digits [`short_decimal`] tries.
+const POWERS_OF_TEN: [f64; 7] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6];
+
+/// `magnitude` (not negative) as `m / 10^k` with `m < 10^15`, `k ≤ 6` and no trailing
+/// zero in the fraction, when there is such a pair (`0.25` is `(25, 2)`, `12.0` is `(12, 0)`), else
+/// `None`; `Some((m, k))` means `repr` prints `m` with the point `k` digits from its end
+/// (and `.0` when `k` is 0).
+///
+/// Why: the check `m / 10^k == magnitude` is exact (both are exact doubles, and their
+/// quotient is rounded correctly, as parsing the decimal is), so the decimal denotes
+/// `magnitude`; decimals of at most 15 significant digits denote distinct doubles, so no
+/// shorter one does. It is then the shortest round-trip decimal, which `repr` prints, in
+/// plain form since `magnitude` is 0 or within `[10^-4, 10^15)` (a smaller one is left to
+/// [`write_python_float`]).
+fn short_decimal(magnitude: f64) -> Option<(u64, usize)> {
+    if magnitude != 0.0 && magnitude < 1e-4 {
+        return None;
     }
+    for (fraction_digits, unit) in POWERS_OF_TEN.iter().enumerate() {
+        let scaled = magnitude * unit;
+        if scaled >= 1e15 {
+            return None;
+        }
+        if scaled.fract() == 0.0 && scaled / unit == magnitude {
+            return Some(without_trailing_zeros(scaled as u64, fraction_digits));
+        }
+    }
+    None
+}
+
+/// `m / 10^k` with the fraction's trailing zeros dropped: `(4309647370, 6)` is
+/// `(430964737, 5)`. (The product `magnitude × 10^k` is rounded, so [`short_decimal`] can
+/// miss the smallest `k` and find a larger one.)
+fn without_trailing_zeros(mut scaled: u64, mut fraction_digits: usize) -> (u64, usize) {
+    while fraction_digits > 0 && scaled.is_multiple_of(10) {
+        scaled /= 10;
+        fraction_digits -= 1;
+    }
+    (scaled, fraction_digits)
 }
 
 impl fmt::Display for WireNumber {
@@ -508,6 +573,73 @@ impl<'de> Deserialize<'de> for WireNumber {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What `push_to` appends for the float `value`.
+    fn pushed(value: f64) -> String {
+        let mut out = String::from("x");
+        WireNumber::from_f64(value).unwrap().push_to(&mut out);
+        out
+    }
+
+    /// Floats of every kind: any bit pattern, short decimals (`digits / 10^k`), whole
+    /// numbers up to 2^63, and values at the edges of the plain form.
+    fn any_float() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            any::<u64>()
+                .prop_map(f64::from_bits)
+                .prop_filter("finite", |f| f.is_finite()),
+            (any::<i64>(), 0_u32..12, 0_u32..64).prop_map(|(digits, k, shift)| {
+                (digits >> shift) as f64 / 10_f64.powi(k as i32)
+            }),
+            (0.0_f64..2e-4),
+            (9e14_f64..2e16),
+            (-1e6_f64..1e6),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(50_000))]
+
+        /// `push_to`'s short-decimal path against `Display` (`write_python_float`, which
+        /// prints Rust's shortest round-trip digits).
+        #[test]
+        fn floats_are_pushed_as_display_writes_them(value in any_float()) {
+            prop_assert_eq!(pushed(value), format!("x{}", WireNumber::from_f64(value).unwrap()));
+        }
+
+        #[test]
+        fn padded_digits_are_what_format_pads(n in any::<u64>(), width in 0_usize..=20) {
+            let mut out = String::new();
+            push_padded(&mut out, n, width);
+            prop_assert_eq!(out, format!("{n:0width$}", width = width.max(1)));
+        }
+    }
+
+    #[test]
+    fn short_decimals_are_found_and_others_left_to_display() {
+        assert_eq!(short_decimal(12.0), Some((12, 0)));
+        assert_eq!(short_decimal(0.25), Some((25, 2)));
+        assert_eq!(short_decimal(125.5), Some((1255, 1)));
+        assert_eq!(short_decimal(0.1), Some((1, 1)));
+        assert_eq!(short_decimal(1e-4), Some((1, 4)));
+        assert_eq!(short_decimal(0.0), Some((0, 0)));
+        assert_eq!(short_decimal(0.1 + 0.2), None);
+        assert_eq!(short_decimal(1e15), None);
+        assert_eq!(short_decimal(9e-5), None);
+        assert_eq!(short_decimal(4309.64737), Some((430964737, 5)));
+        for (value, expected) in [
+            (12.0, "x12.0"),
+            (-0.0, "x-0.0"),
+            (-2.5, "x-2.5"),
+            (0.000123, "x0.000123"),
+            (999999999999999.0, "x999999999999999.0"),
+            (1e15, "x1000000000000000.0"),
+            (0.30000000000000004, "x0.30000000000000004"),
+        ] {
+            assert_eq!(pushed(value), expected, "{value:?}");
+        }
+    }
 
     fn shown(text: &str) -> String {
         text.parse::<WireNumber>().unwrap().to_string()
