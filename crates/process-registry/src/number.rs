@@ -397,8 +397,10 @@ fn push_padded(out: &mut String, mut n: u64, width: usize) {
         n /= 10;
     }
     let start = at.min(digits.len() - width.min(digits.len()));
-    // ASCII digits only: always valid UTF-8.
-    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+    // One char at a time: cheaper for a few digits than validating them as a `str`.
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
+    }
 }
 
 /// Appends Python's `repr(float)` of `value`: a short decimal (`12.0`, `0.25`, `125.5`)
@@ -443,7 +445,9 @@ fn short_decimal(magnitude: f64) -> Option<(u64, usize)> {
         if scaled >= 1e15 {
             return None;
         }
-        if scaled.fract() == 0.0 && scaled / unit == magnitude {
+        // Whole when the cast (exact below 10^15) gives it back; cheaper than `fract`,
+        // which is a library call on baseline x86-64.
+        if (scaled as u64) as f64 == scaled && scaled / unit == magnitude {
             return Some(without_trailing_zeros(scaled as u64, fraction_digits));
         }
     }
