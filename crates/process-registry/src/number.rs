@@ -157,6 +157,10 @@ impl WireNumber {
     /// Orders numbers by value: integers exactly (of any size), anything else by the
     /// `f64` values (`total_cmp`).
     pub fn cmp_value(&self, other: &WireNumber) -> std::cmp::Ordering {
+        // The common case (task indices), without building an `ExactInt` for each side.
+        if let (Repr::PosInt(a), Repr::PosInt(b)) = (&self.0, &other.0) {
+            return a.cmp(b);
+        }
         match (self.as_exact_int(), other.as_exact_int()) {
             (Some(a), Some(b)) => a.cmp(&b),
             _ => self.as_f64().total_cmp(&other.as_f64()),
@@ -610,6 +614,13 @@ mod tests {
         #[test]
         fn floats_are_pushed_as_display_writes_them(value in any_float()) {
             prop_assert_eq!(pushed(value), format!("x{}", WireNumber::from_f64(value).unwrap()));
+        }
+
+        /// The shortcut for two `u64`s orders as the exact-integer path does.
+        #[test]
+        fn small_integers_order_as_exact_integers(a in any::<u64>(), b in any::<u64>()) {
+            let (a, b) = (WireNumber::from(a), WireNumber::from(b));
+            prop_assert_eq!(a.cmp_value(&b), a.as_exact_int().cmp(&b.as_exact_int()));
         }
 
         #[test]
