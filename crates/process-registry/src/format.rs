@@ -412,10 +412,26 @@ fn batch_block(out: &mut String, e: &AsyncDelegationEvent, dispatched: Option<&D
         return;
     }
 
-    let mut ordered: Vec<&BatchTaskResult> = results.iter().collect();
-    // Stable: equal indices keep wire order.
-    ordered.sort_by(|a, b| a.task_index.cmp_value(&b.task_index));
-    for result in ordered {
+    if results.len() <= ORDERED_ON_STACK {
+        let mut on_stack = [&results[0]; ORDERED_ON_STACK];
+        let ordered = &mut on_stack[..results.len()];
+        for (slot, result) in ordered.iter_mut().zip(results) {
+            *slot = result;
+        }
+        batch_tasks(out, ordered, goals, n);
+    } else {
+        batch_tasks(out, &mut results.iter().collect::<Vec<_>>(), goals, n);
+    }
+}
+
+/// A batch of up to this many results is put in task order on the stack, without
+/// allocating.
+const ORDERED_ON_STACK: usize = 16;
+
+/// The tasks' sections, in task order (stable: equal indices keep wire order).
+fn batch_tasks(out: &mut String, results: &mut [&BatchTaskResult], goals: &[Text], n: usize) {
+    results.sort_by(|a, b| a.task_index.cmp_value(&b.task_index));
+    for result in results {
         batch_task(out, result, goals, n);
     }
 }

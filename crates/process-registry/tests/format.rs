@@ -880,3 +880,32 @@ fn unknown_events_render_nothing() {
         );
     }
 }
+
+#[test]
+fn batch_sections_follow_task_index_stably_on_and_off_the_stack() {
+    // 16 results are ordered on the stack, more in a `Vec`: the same order either way.
+    for count in [1_usize, 3, 16, 17, 40] {
+        // Indices out of wire order, each one twice: wire position p has index (7p mod count) / 2.
+        let indices: Vec<usize> = (0..count).map(|p| (7 * p % count) / 2).collect();
+        let results: Vec<Value> = indices
+            .iter()
+            .enumerate()
+            .map(|(p, index)| {
+                json!({"task_index": index, "status": "completed", "summary": format!("wire {p}")})
+            })
+            .collect();
+        let text = render(json!({
+            "type": "async_delegation", "delegation_id": "deleg_many", "is_batch": true,
+            "results": results,
+        }));
+        let mut expected: Vec<usize> = (0..count).collect();
+        expected.sort_by_key(|&p| indices[p]);
+        let shown: Vec<usize> = text
+            .split("wire ")
+            .skip(1)
+            .map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next().unwrap())
+            .map(|digits| digits.parse().unwrap())
+            .collect();
+        assert_eq!(shown, expected, "{count} results");
+    }
+}
