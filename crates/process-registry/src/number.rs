@@ -450,8 +450,9 @@ fn short_decimal(magnitude: f64) -> Option<(u64, usize)> {
             return None;
         }
         // Whole when the cast (exact below 10^15) gives it back; cheaper than `fract`,
-        // which is a library call on baseline x86-64.
-        if (scaled as u64) as f64 == scaled && scaled / unit == magnitude {
+        // which is a library call on baseline x86-64 (and `i64` casts are one instruction
+        // each way, `u64` ones are not).
+        if (scaled as i64) as f64 == scaled && scaled / unit == magnitude {
             return Some(without_trailing_zeros(scaled as u64, fraction_digits));
         }
     }
