@@ -430,9 +430,9 @@ fn push_python_float(out: &mut String, value: f64) {
 const POWERS_OF_TEN: [f64; 7] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6];
 
 /// `magnitude` (not negative) as `m / 10^k` with `m < 10^15`, `k ≤ 6` and no trailing
-/// zero in the fraction, when there is such a pair (`0.25` is `(25, 2)`, `12.0` is `(12, 0)`), else
-/// `None`; `Some((m, k))` means `repr` prints `m` with the point `k` digits from its end
-/// (and `.0` when `k` is 0).
+/// zero in the fraction, when there is such a pair (`0.25` is `(25, 2)`, `12.0` is
+/// `(12, 0)`), else `None`; `Some((m, k))` means `repr` prints `m` with the point `k`
+/// digits from its end (and `.0` when `k` is 0).
 ///
 /// Why: the check `m / 10^k == magnitude` is exact (both are exact doubles, and their
 /// quotient is rounded correctly, as parsing the decimal is), so the decimal denotes
