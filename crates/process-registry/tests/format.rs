@@ -885,7 +885,8 @@ fn unknown_events_render_nothing() {
 fn batch_sections_follow_task_index_stably_on_and_off_the_stack() {
     // 16 results are ordered on the stack, more in a `Vec`: the same order either way.
     for count in [1_usize, 3, 16, 17, 40] {
-        // Indices out of wire order, each one twice: wire position p has index (7p mod count) / 2.
+        // Indices out of wire order, most of them twice: wire position p has index
+        // (7p mod count) / 2 (7 is prime to every count here).
         let indices: Vec<usize> = (0..count).map(|p| (7 * p % count) / 2).collect();
         let results: Vec<Value> = indices
             .iter()
