@@ -259,12 +259,9 @@ impl Run {
         let Some(admitted) = self.admitted.take() else {
             return;
         };
-        let mut finished = self.inner.finished(
-            admitted.delegation_id(),
-            admitted.dispatched(),
-            admitted.dispatched_at(),
-            result,
-        );
+        let mut finished =
+            self.inner
+                .finished(admitted.dispatched(), admitted.dispatched_at(), result);
         let completion =
             crate::trace::completion(admitted.delegation_id(), finished.status_str(), false);
         let _completing = completion.enter();

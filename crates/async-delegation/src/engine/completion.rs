@@ -39,7 +39,7 @@ impl Inner {
         });
         let result = outcome.unwrap_or_else(|message| failure(format!("panic: {message}")));
         let delegation_id = dispatched.id();
-        let finished = self.finished(delegation_id, dispatched, dispatched_at, result);
+        let finished = self.finished(dispatched, dispatched_at, result);
         let completion = crate::trace::completion(delegation_id, finished.status.as_str(), false);
         let _completing = completion.enter();
         // Whoever reacts to this event may dispatch again at once: let it find this
@@ -58,7 +58,6 @@ impl Inner {
     /// The completion event of a runner's result, with what the engine keeps of it.
     pub(crate) fn finished(
         &self,
-        delegation_id: &str,
         dispatched: &Dispatched,
         dispatched_at: f64,
         result: DelegationResult,
@@ -67,7 +66,6 @@ impl Inner {
         let (shared, kept) = shared_delegation_event(|event| {
             fill_completion_event(
                 event,
-                delegation_id,
                 dispatched.spec(),
                 result,
                 dispatched_at,
@@ -368,7 +366,6 @@ pub(crate) fn failure(error: String) -> DelegationResult {
 /// plus the outcome.
 fn fill_completion_event(
     event: &mut AsyncDelegationEvent,
-    delegation_id: &str,
     spec: &AsyncDelegationEvent,
     result: DelegationResult,
     dispatched_at: f64,
@@ -387,11 +384,8 @@ fn fill_completion_event(
         Some(status) if !status.is_empty() => status,
         _ => Status::Completed,
     };
-    // The id the dispatch drew, shared.
-    event.delegation_id = match &spec.delegation_id {
-        Some(id) if id == delegation_id => Some(id.clone()),
-        _ => Some(delegation_id.into()),
-    };
+    // The id the dispatch drew (admission always sets it), shared.
+    event.delegation_id = spec.delegation_id.clone();
     event.session_key = spec.session_key.clone();
     event.goal = spec.goal.clone();
     event.context = spec.context.clone();

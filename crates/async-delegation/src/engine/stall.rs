@@ -206,7 +206,7 @@ impl Inner {
             exit_reason: Some(Text::from(status.as_str())),
             ..DelegationResult::default()
         };
-        let mut finished = self.finished(&delegation_id, &dispatched, dispatched_at, result);
+        let mut finished = self.finished(&dispatched, dispatched_at, result);
         if let Some(Event::AsyncDelegation(event)) = Arc::get_mut(&mut finished.event) {
             let seconds = |value: f64| WireNumber::from_f64(crate::round_seconds(value));
             event.stall = Some(Box::new(StallReport {
