@@ -215,23 +215,26 @@ fn predicate_claims_race_producers_exactly_once_in_order() {
                 // The predicate reads the queue too (allowed now).
                 let reading = queue.clone();
                 let filter = ClaimFilter::any().where_event(move |event| {
-                    let _ = reading.is_empty();
-                    tag(event).1 % CLAIMERS != c
+                    let (_, n) = tag(event);
+                    // Not at every call: `is_empty` counts the rows, and a backlog of
+                    // thousands (claimers behind producers) made the test quadratic.
+                    if n % 16 == 0 {
+                        let _ = reading.is_empty();
+                    }
+                    n % CLAIMERS != c
                 });
                 start.wait();
                 let mut got = Vec::new();
                 loop {
+                    // Read before the claim: a claim that began before the last put may
+                    // miss it, one that begins after every put sees all that is left.
+                    let ended = done.load(Ordering::SeqCst);
                     match queue.claim(&filter).unwrap() {
                         Some(claim) => {
                             got.push(tag(claim.event()));
                             claim.ack().unwrap();
                         }
-                        None if done.load(Ordering::SeqCst) => {
-                            if queue.claim(&filter).unwrap().is_none() {
-                                break;
-                            }
-                            panic!("claimed after the end was seen");
-                        }
+                        None if ended => break,
                         None => std::thread::yield_now(),
                     }
                 }

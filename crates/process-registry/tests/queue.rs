@@ -485,6 +485,35 @@ impl forwarding::Forwarding for FailingHousekeeping {
 }
 forward_ledger!(FailingHousekeeping);
 
+/// The open's housekeeping only tidies: a prune the store cannot finish is logged and
+/// left for a later sweep, and the queue opens (on the build before, the open returned
+/// the prune's error, so a ledger with a backlog the prune could not clear in time kept
+/// every process from opening its queue). The rows already there are still delivered,
+/// and a sweep still reports the prune's failure.
+#[test]
+fn a_queue_opens_when_its_first_prune_fails() {
+    let ledger = Arc::new(FailingHousekeeping::default());
+    ledger.refuse_prunes.store(true, Ordering::SeqCst);
+    let shared: Arc<dyn LedgerBackend> = ledger.clone();
+    // A completion another queue left pending, before this one opens.
+    let first = CompletionQueue::builder_shared(Arc::clone(&shared))
+        .open()
+        .expect("opens though its prune fails");
+    first.put(numbered(3));
+    drop(first);
+    let queue = CompletionQueue::builder_shared(shared)
+        .open()
+        .expect("opens though its prune fails");
+    let taken = queue
+        .try_take()
+        .expect("the pending completion is delivered");
+    assert_eq!(number(&taken), 3);
+    assert!(
+        matches!(queue.sweep(), Err(LedgerError::Unwritable { reason }) if reason == "the prune cannot finish"),
+        "a sweep still says the prune failed"
+    );
+}
+
 #[test]
 fn a_sweep_retries_refused_writes_even_when_its_prune_fails() {
     let ledger = Arc::new(FailingHousekeeping::default());

@@ -173,8 +173,13 @@ impl CompletionQueueBuilder {
     /// for a durable or shared backend, starts the `ledger-sweep` thread that repeats
     /// this every [`sweep_interval`](LedgerConfig::sweep_interval) while the queue lives.
     ///
+    /// The open's first housekeeping (expiring restored completions past the horizon,
+    /// pruning delivered rows past the retention) does not decide it: when the store
+    /// cannot finish it now, the failure is logged and a later sweep tries again.
+    ///
     /// # Errors
-    /// When the recovery cannot read or write the store; [`LedgerError::Unavailable`]
+    /// When the recovery cannot read or write the store (or, for a memory ledger another
+    /// caller wrote to before, count its rows); [`LedgerError::Unavailable`]
     /// when the [`instance`](Self::instance) id is empty (an empty holder is how a store
     /// marks a released ownership lease, and rows need an owner).
     pub fn open(self) -> Result<CompletionQueue, LedgerError> {
@@ -209,7 +214,16 @@ impl CompletionQueueBuilder {
             // itself): this queue is the only one that will ever count them.
             core.pending.add_rows(core.backend.count_undelivered()?);
         }
-        core.sweep()?;
+        // The recovery decides whether this queue may open: a dead owner's runs must get
+        // their completions. The housekeeping after it only tidies (an expiry or a prune
+        // the store cannot finish now leaves rows for a later sweep, and loses none), so
+        // its failure is logged, not returned: the sweep thread, or the next `sweep`,
+        // tries again.
+        let now = core.backend.now();
+        core.recover_dead_owners(now)?;
+        if let Err(error) = core.housekeep(now) {
+            tracing::warn!(%error, "the queue opened, but its first housekeeping (expiry, prune, retries) failed; a later sweep retries it");
+        }
         let woken = Arc::downgrade(&core);
         core.backend.wake_on_foreign_writes(Box::new(move || {
             woken.upgrade().map(|core| core.wake_all()).is_some()
@@ -960,19 +974,30 @@ impl Core {
         }))
     }
 
-    /// Recovery, expiry, pruning and retries: at open and on every sweep. Each step runs
-    /// whatever the others answered (the first error is returned): a prune the store
-    /// cannot finish must not hold back the recovery of a dead owner's runs, nor the
-    /// writes it refused before, which are completions waiting to be recorded.
+    /// Recovery, expiry, pruning and retries: on every sweep (the open runs the same
+    /// two parts, `recover_dead_owners` then `housekeep`, but only the first decides
+    /// it). Each step runs whatever the others answered (the
+    /// first error is returned): a prune the store cannot finish must not hold back the
+    /// recovery of a dead owner's runs, nor the writes it refused before, which are
+    /// completions waiting to be recorded.
     pub(crate) fn sweep(&self) -> Result<(), LedgerError> {
         let now = self.backend.now();
+        let recovered = self.recover_dead_owners(now);
+        let housekept = self.housekeep(now);
+        recovered.and(housekept)
+    }
+
+    /// The sweep's steps after the recovery: expiry of restored completions past the
+    /// horizon, the prune of delivered rows past the retention, the retry of refused
+    /// writes, the recount, and a wake-up. Each runs whatever the others answered; the
+    /// first error is returned.
+    fn housekeep(&self, now: f64) -> Result<(), LedgerError> {
         let mut failed = None;
         let mut step = |done: Result<(), LedgerError>| {
             if let Err(error) = done {
                 failed.get_or_insert(error);
             }
         };
-        step(self.recover_dead_owners(now));
         step(
             self.backend
                 .expire_pending(
