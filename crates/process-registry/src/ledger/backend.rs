@@ -462,7 +462,8 @@ pub trait LedgerBackend: Send + Sync + 'static {
     /// [`claim`](Self::claim) claims a row; `None` when there is none. What a consumer
     /// whose filter has no predicate calls, so a store can do it in one step (the memory
     /// ledger: one lock). A look that finds nothing should not wait for a write lock.
-    /// The default reads a candidate and claims it, until a claim holds.
+    /// The default reads a candidate and claims it by
+    /// [`claim_matching`](Self::claim_matching) under `query`, until a claim holds.
     ///
     /// # Errors
     /// When the store cannot be read or written.
@@ -474,7 +475,7 @@ pub trait LedgerBackend: Send + Sync + 'static {
         first_moved(
             query,
             |query| Ok(self.candidates(query, 1)?.pop().map(|first| first.seq)),
-            |seq| self.claim(seq, claim),
+            |seq| self.claim_matching(seq, query, claim, None),
         )
     }
 
@@ -483,11 +484,13 @@ pub trait LedgerBackend: Send + Sync + 'static {
     /// store should not call it while it holds a lock of its own (a predicate that reads
     /// the queue would deadlock), and must never call it while it waits for one. The
     /// default reads candidates a page at a time (the first page a single row: usually
-    /// the first is the one), asks `accepts` with no lock held, and claims by `seq`, until
-    /// a claim holds. A store should check, as it claims, that the row still matches
-    /// `query` (the memory ledger does; the default re-checks only that it is claimable,
-    /// so a row restored between the read and the claim may be taken by a query that
-    /// excludes restored rows — SQLite and PostgreSQL keep the default today).
+    /// the first is the one), asks `accepts` with no lock held, and claims each accepted
+    /// one by [`claim_matching`](Self::claim_matching) under `query`, until a claim holds:
+    /// a row that stopped matching `query` between the read and the claim (restored
+    /// meanwhile, say, for a query that excludes restored rows) is not claimed, and the
+    /// next candidate is judged. The memory ledger checks the query as it claims; a
+    /// store that keeps the default `claim_matching` (SQLite and PostgreSQL, for now)
+    /// re-checks only that the row is claimable.
     ///
     /// # Errors
     /// When the store cannot be read or written.
@@ -497,7 +500,36 @@ pub trait LedgerBackend: Send + Sync + 'static {
         claim: NewClaim<'_>,
         accepts: &dyn Fn(&Event) -> bool,
     ) -> Result<Option<ClaimedRow>, LedgerError> {
-        first_accepted(self, query, accepts, |seq| self.claim(seq, claim))
+        first_accepted(self, query, accepts, |seq| {
+            self.claim_matching(seq, query, claim, None)
+        })
+    }
+
+    /// [`claim`](Self::claim) of row `seq` (or [`claim_fenced`](Self::claim_fenced), with
+    /// a `fence`), guarded also, in the same atomic step, by the row still matching
+    /// `query` as [`candidates`](Self::candidates) selects: its kind, session and
+    /// restored flag, and `seq` past `query.after_seq`. What a claim of a candidate read
+    /// earlier calls (one judged by a predicate outside the store's locks), so that a
+    /// row changed since the read is claimed only if the query still takes it. `None`
+    /// when a guard failed.
+    ///
+    /// The default, for stores written before this method, is `claim` (or
+    /// `claim_fenced`) alone: it does not check `query`. A store should override it.
+    ///
+    /// # Errors
+    /// When the store cannot be written (with a `fence`: or keeps no ownership leases).
+    fn claim_matching(
+        &self,
+        seq: u64,
+        query: &CandidateQuery<'_>,
+        claim: NewClaim<'_>,
+        fence: Option<Fence<'_>>,
+    ) -> Result<Option<ClaimedRow>, LedgerError> {
+        let _ = query;
+        match fence {
+            None => self.claim(seq, claim),
+            Some(fence) => self.claim_fenced(seq, claim, fence),
+        }
     }
 
     /// Claims and acknowledges, in one atomic step, the first row matching `query` that is
@@ -618,7 +650,9 @@ pub trait LedgerBackend: Send + Sync + 'static {
     /// instance holds `fence.scope` at `fence.epoch` with its lease running. The row
     /// remembers the fence, and while it is claimed [`settle`](Self::settle) and
     /// [`renew`](Self::renew) hold only if that lease still has the same holder and
-    /// epoch: once the scope changed hands, a stale owner can neither ack nor renew.
+    /// epoch: once the scope changed hands, a stale owner can neither ack nor renew. A
+    /// fenced claim of a candidate read earlier is made by
+    /// [`claim_matching`](Self::claim_matching), which checks its query too.
     ///
     /// # Errors
     /// When the store cannot be written, or keeps no ownership leases.
@@ -678,9 +712,6 @@ pub trait LedgerBackend: Send + Sync + 'static {
     }
 }
 
-/// Pages through `query`'s candidates in `seq` order (the first page `first` rows, the
-/// others [`CANDIDATE_PAGE`]), handing each to `visit` until it returns `Some`; `None`
-/// once no candidate is left.
 /// Claims (`claim`, by `seq`) the first candidate of `query` whose event `accepts`: the
 /// candidates read a page at a time (the first page a single row: usually the first is
 /// the one), each judged with no lock of the store held, until a claim holds (`None`
@@ -699,6 +730,9 @@ pub(crate) fn first_accepted(
     })
 }
 
+/// Pages through `query`'s candidates in `seq` order (the first page `first` rows, the
+/// others [`CANDIDATE_PAGE`]), handing each to `visit` until it returns `Some`; `None`
+/// once no candidate is left.
 pub(crate) fn find_candidate<T>(
     backend: &(impl LedgerBackend + ?Sized),
     query: &CandidateQuery<'_>,

@@ -9,9 +9,9 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, MutexGuard};
 
 use super::backend::{
-    first_accepted, Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState,
-    Fence, Finish, Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning,
-    PendingRefused, RowQuery, RunState, ScopeLease, Settle, TakenRow,
+    Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState, Fence, Finish,
+    Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, PendingRefused, RowQuery,
+    RunState, ScopeLease, Settle, TakenRow,
 };
 use super::clock::{Clock, SystemClock};
 use super::fifo::Fifo;
@@ -539,7 +539,8 @@ impl MemoryLedger {
             }
         }
         let row = state.get_mut(seq)?;
-        if !row.claimable(&mut || now) || query.is_some_and(|query| !row.matches(query)) {
+        let unwanted = |query: &CandidateQuery<'_>| seq <= query.after_seq || !row.matches(query);
+        if !row.claimable(&mut || now) || query.is_some_and(unwanted) {
             return None;
         }
         let claimed = row.take_claim(seq, claimer, claim, now)?;
@@ -916,20 +917,19 @@ impl LedgerBackend for MemoryLedger {
         self.claim_first(query, claim)
     }
 
-    fn claim_next_accepted(
+    fn claim_matching(
         &self,
+        seq: u64,
         query: &CandidateQuery<'_>,
         claim: NewClaim<'_>,
-        accepts: &dyn Fn(&Event) -> bool,
+        fence: Option<Fence<'_>>,
     ) -> Result<Option<ClaimedRow>, LedgerError> {
-        // The predicate is the consumer's code: asked with no lock of this ledger held (a
+        // What the trait's `claim_next_accepted` claims each accepted candidate with: its
+        // predicate, the consumer's code, was asked with no lock of this ledger held (a
         // predicate that reads the queue, or a handle waiting for a completion's write,
-        // would deadlock under it), on candidates read a page at a time; a candidate is
-        // claimed by `seq` only if it still matches the query (a sweep may have restored
-        // it meanwhile).
-        first_accepted(self, query, accepts, |seq| {
-            Ok(self.claim_row(seq, &claim, None, Some(query)))
-        })
+        // would deadlock under it); the query is checked again under the lock that claims
+        // (a sweep may have restored the row meanwhile).
+        Ok(self.claim_row(seq, &claim, fence, Some(query)))
     }
 
     fn take_next(&self, query: &CandidateQuery<'_>) -> Result<Option<TakenRow>, LedgerError> {

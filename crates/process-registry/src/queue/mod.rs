@@ -489,7 +489,8 @@ impl CompletionQueue {
     /// `wanted` is the caller's code: every event is judged before any is taken, so a
     /// panic in it reaches the caller with nothing taken and nothing lost.
     pub fn take_where(&self, mut wanted: impl FnMut(&Event) -> bool) -> Vec<Event> {
-        let candidates = match self.core.candidates(&ClaimFilter::any(), usize::MAX) {
+        let filter = ClaimFilter::any();
+        let candidates = match self.core.candidates(&filter, usize::MAX) {
             Ok(candidates) => candidates,
             Err(error) => {
                 tracing::warn!(%error, "reading waiting completions failed");
@@ -502,7 +503,7 @@ impl CompletionQueue {
             .map(|candidate| candidate.seq)
             .collect();
         mine.into_iter()
-            .filter_map(|seq| self.core.claim_seq(seq).ok().flatten())
+            .filter_map(|seq| self.core.claim_seq(seq, &filter).ok().flatten())
             .filter_map(ack_logged)
             .collect()
     }
@@ -847,8 +848,16 @@ impl Core {
         }))
     }
 
-    fn claim_seq(self: &Arc<Self>, seq: u64) -> Result<Option<Claim>, LedgerError> {
-        self.claim_with(|new| self.backend.claim(seq, new))
+    /// Claims candidate `seq`, read earlier, if `filter`'s query still matches it.
+    fn claim_seq(
+        self: &Arc<Self>,
+        seq: u64,
+        filter: &ClaimFilter,
+    ) -> Result<Option<Claim>, LedgerError> {
+        self.claim_with(|new| {
+            self.backend
+                .claim_matching(seq, &filter.query(0), new, None)
+        })
     }
 
     fn try_claim(self: &Arc<Self>, filter: &ClaimFilter) -> Result<Option<Claim>, LedgerError> {
@@ -867,36 +876,32 @@ impl Core {
 
     /// A claim of a [`ClaimFilter::fenced`] filter: candidates a page at a time, each
     /// judged by the predicate, then claimed under the lease of its scope (passed over
-    /// when the scope is not held), or as usual when it has none.
+    /// when the scope is not held), or as usual when it has none — either way only if the
+    /// filter's query still matches it as it is claimed.
     fn try_claim_fenced(
         self: &Arc<Self>,
         filter: &ClaimFilter,
         fenced: &crate::ledger::claim::Fenced,
     ) -> Result<Option<Claim>, LedgerError> {
-        find_candidate(
-            &*self.backend,
-            &filter.query(0),
-            CANDIDATE_PAGE,
-            |candidate| {
-                if !filter.accepts(&candidate.event) {
-                    return Ok(None);
-                }
-                match (fenced.scope_of)(&candidate.event) {
-                    None => self.claim_seq(candidate.seq),
-                    Some(scope) => match fenced.ownership.epoch(&scope) {
-                        // Another process's to claim.
-                        None => Ok(None),
-                        Some(epoch) => self.claim_with(|new| {
-                            let fence = crate::Fence {
-                                scope: &scope,
-                                epoch,
-                            };
-                            self.backend.claim_fenced(candidate.seq, new, fence)
-                        }),
-                    },
-                }
-            },
-        )
+        let query = filter.query(0);
+        find_candidate(&*self.backend, &query, CANDIDATE_PAGE, |candidate| {
+            if !filter.accepts(&candidate.event) {
+                return Ok(None);
+            }
+            let scope = (fenced.scope_of)(&candidate.event);
+            let fence = match &scope {
+                None => None,
+                Some(scope) => match fenced.ownership.epoch(scope) {
+                    // Another process's to claim.
+                    None => return Ok(None),
+                    Some(epoch) => Some(crate::Fence { scope, epoch }),
+                },
+            };
+            self.claim_with(|new| {
+                self.backend
+                    .claim_matching(candidate.seq, &query, new, fence)
+            })
+        })
     }
 
     fn claim_until(
