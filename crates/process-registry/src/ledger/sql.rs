@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::backend::{Capabilities, ClaimToken, RowQuery, RunState};
+use super::backend::{CandidateQuery, Capabilities, ClaimToken, RowQuery, RunState, SessionMatch};
 use crate::{Event, LedgerError, Status};
 
 /// What both SQL stores can do: rows survive the process, delivered ones are kept for the
@@ -13,6 +13,16 @@ pub(crate) const CAPABILITIES: Capabilities = Capabilities {
     durable: true,
     retains_delivered: true,
     shared_between_processes: true,
+};
+
+/// Every row, restored ones too: the query of a claim by `seq` alone (its conditions come
+/// down to `seq > 0`, which every row is).
+pub(crate) const EVERY_ROW: CandidateQuery<'static> = CandidateQuery {
+    kinds: &[],
+    except_kinds: &[],
+    sessions: SessionMatch::Any,
+    restored: true,
+    after_seq: 0,
 };
 
 /// What a claim returns: `seq, delegation_id, event, attempts, possible_redelivery,

@@ -25,8 +25,8 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, ToSq
 
 use super::backend::{
     first_moved, Candidate, CandidateQuery, Capabilities, ClaimToken, ClaimedRow, DeliveryState,
-    Finish, Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning, PendingRefused,
-    RowQuery, RunState, SessionMatch, Settle, TakenRow,
+    Fence, Finish, Inserted, LedgerBackend, LedgerRow, NewClaim, NewPending, NewRunning,
+    PendingRefused, RowQuery, RunState, SessionMatch, Settle, TakenRow,
 };
 use super::clock::{Clock, SystemClock};
 use super::sql::{self, row_seq, seq_param, to_json, token_id, CLAIMED_COLUMNS, ROW_COLUMNS};
@@ -261,32 +261,68 @@ impl SqliteLedger {
             .map_err(read_error)
     }
 
-    /// Takes row `seq` if it is claimable now: delivered in the statement that claims it
-    /// (no lease, no claim columns). `None` when its guard failed.
-    fn take_row(&self, seq: u64) -> Result<Option<TakenRow>, LedgerError> {
-        let sql = format!(
-            "UPDATE ledger_rows
-             SET delivery = 'delivered', delivered_at = ?1, attempts = attempts + 1,
+    /// Takes row `seq`, read as a candidate of `query`, if it is claimable now and
+    /// `query` still matches it: delivered in the statement that claims it (no lease, no
+    /// claim columns). `None` when its guard failed.
+    fn take_row(
+        &self,
+        seq: u64,
+        query: &CandidateQuery<'_>,
+    ) -> Result<Option<TakenRow>, LedgerError> {
+        self.move_candidate(
+            seq,
+            query,
+            |_| {
+                "delivery = 'delivered', delivered_at = ?1, attempts = attempts + 1,
                  possible_redelivery = possible_redelivery OR delivery = 'claimed',
-                 claim_id = NULL, claimed_by = NULL, lease_until = NULL, not_before = NULL
-             WHERE seq = ?2 AND {CLAIMABLE}
-             RETURNING seq, event, possible_redelivery"
+                 claim_id = NULL, claimed_by = NULL, lease_until = NULL, not_before = NULL"
+                    .to_owned()
+            },
+            &[],
+            "seq, event, possible_redelivery",
+            |row| {
+                let event: String = row.get(1)?;
+                Ok(TakenRow {
+                    seq: row_seq(row.get(0)?),
+                    event: Arc::new(from_json(&event)?),
+                    possible_redelivery: row.get::<_, i64>(2)? != 0,
+                })
+            },
+        )
+    }
+
+    /// Moves row `seq`, read as a candidate of `query`, in one statement guarded by both:
+    /// it is claimable now and `query` still matches it (a row changed since the read is
+    /// left as it is). `set(n)` writes the `SET` list, its own parameters numbered from
+    /// `?{n}` in the order of `own` (`?1` is now); `returning` is what `read` reads back.
+    /// `None` when a guard failed.
+    fn move_candidate<T>(
+        &self,
+        seq: u64,
+        query: &CandidateQuery<'_>,
+        set: impl FnOnce(usize) -> String,
+        own: &[&dyn ToSql],
+        returning: &str,
+        read: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>, LedgerError> {
+        // `?1` now, `?2` the query's `after_seq`, the filter's values, the row's `seq`,
+        // then the SET's own.
+        let (filter, values) = candidate_filter(query);
+        let at = values.len() + 3;
+        let sql = format!(
+            "UPDATE ledger_rows SET {}
+             WHERE seq = ?{at} AND {CLAIMABLE}{filter}
+             RETURNING {returning}",
+            set(at + 1)
         );
         let now = self.now();
+        let (after, seq) = (seq_param(query.after_seq), seq_param(seq));
+        let mut params = query_params(&now, &after, &values);
+        params.push(&seq);
+        params.extend_from_slice(own);
         self.lock()
             .prepare_cached(&sql)
-            .and_then(|mut statement| {
-                statement
-                    .query_row(params![now, seq_param(seq)], |row| {
-                        let event: String = row.get(1)?;
-                        Ok(TakenRow {
-                            seq: row_seq(row.get(0)?),
-                            event: Arc::new(from_json(&event)?),
-                            possible_redelivery: row.get::<_, i64>(2)? != 0,
-                        })
-                    })
-                    .optional()
-            })
+            .and_then(|mut statement| statement.query_row(&*params, read).optional())
             .map_err(write_error)
     }
 
@@ -698,33 +734,41 @@ impl LedgerBackend for SqliteLedger {
     }
 
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
-        let now = self.now();
-        let connection = self.lock();
-        let claimed = connection
-            .prepare_cached(&format!(
-                "UPDATE ledger_rows
-                 SET delivery = 'claimed', claim_id = ?2, claimed_by = ?3, lease_until = ?1 + ?4,
+        self.claim_matching(seq, &sql::EVERY_ROW, claim, None)
+    }
+
+    fn claim_matching(
+        &self,
+        seq: u64,
+        query: &CandidateQuery<'_>,
+        claim: NewClaim<'_>,
+        fence: Option<Fence<'_>>,
+    ) -> Result<Option<ClaimedRow>, LedgerError> {
+        if let Some(fence) = fence {
+            // This store keeps no ownership leases: the trait's refusal.
+            return self.claim_fenced(seq, claim, fence);
+        }
+        let (id, owner, lease) = (
+            token_id(claim.token),
+            claim.token.owner,
+            claim.lease_seconds,
+        );
+        self.move_candidate(
+            seq,
+            query,
+            |n| {
+                format!(
+                    "delivery = 'claimed', claim_id = ?{n}, claimed_by = ?{}, lease_until = ?1 + ?{},
                      not_before = NULL, attempts = attempts + 1,
-                     possible_redelivery = possible_redelivery OR delivery = 'claimed'
-                 WHERE seq = ?5 AND {CLAIMABLE}
-                 RETURNING {CLAIMED_COLUMNS}"
-            ))
-            .and_then(|mut statement| {
-                statement
-                    .query_row(
-                        params![
-                            now,
-                            token_id(claim.token),
-                            claim.token.owner,
-                            claim.lease_seconds,
-                            seq_param(seq)
-                        ],
-                        read_claimed,
-                    )
-                    .optional()
-            })
-            .map_err(write_error)?;
-        Ok(claimed)
+                     possible_redelivery = possible_redelivery OR delivery = 'claimed'",
+                    n + 1,
+                    n + 2
+                )
+            },
+            &[&id, &owner, &lease],
+            CLAIMED_COLUMNS,
+            read_claimed,
+        )
     }
 
     fn claim_next(
@@ -733,11 +777,11 @@ impl LedgerBackend for SqliteLedger {
         claim: NewClaim<'_>,
     ) -> Result<Option<ClaimedRow>, LedgerError> {
         // Read first: a look that finds nothing never waits for another process's write
-        // lock. Then the guarded claim.
+        // lock. Then the guarded claim, under the query (the row may have changed since).
         first_moved(
             query,
             |query| self.first_candidate(query),
-            |seq| self.claim(seq, claim),
+            |seq| self.claim_matching(seq, query, claim, None),
         )
     }
 
@@ -746,7 +790,7 @@ impl LedgerBackend for SqliteLedger {
         first_moved(
             query,
             |query| self.first_candidate(query),
-            |seq| self.take_row(seq),
+            |seq| self.take_row(seq, query),
         )
     }
 
