@@ -488,9 +488,9 @@ pub trait LedgerBackend: Send + Sync + 'static {
     /// one by [`claim_matching`](Self::claim_matching) under `query`, until a claim holds:
     /// a row that stopped matching `query` between the read and the claim (restored
     /// meanwhile, say, for a query that excludes restored rows) is not claimed, and the
-    /// next candidate is judged. The memory ledger checks the query as it claims; a
-    /// store that keeps the default `claim_matching` (SQLite and PostgreSQL, for now)
-    /// re-checks only that the row is claimable.
+    /// next candidate is judged. The memory, SQLite and PostgreSQL ledgers check the
+    /// query as they claim; a store that keeps the default `claim_matching` re-checks
+    /// only that the row is claimable.
     ///
     /// # Errors
     /// When the store cannot be read or written.

@@ -611,19 +611,44 @@ impl LedgerBackend for PostgresLedger {
     }
 
     fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
+        self.claim_matching(seq, &sql::EVERY_ROW, claim, None)
+    }
+
+    fn claim_matching(
+        &self,
+        seq: u64,
+        query: &CandidateQuery<'_>,
+        claim: NewClaim<'_>,
+        fence: Option<Fence<'_>>,
+    ) -> Result<Option<ClaimedRow>, LedgerError> {
+        // One statement guarded by all: claimable now, still matched by `query` (a row
+        // changed since it was read is left as it is), and, with a `fence`, the claiming
+        // instance holds that lease (`ownership::lease_held`). Its parameters: `$1` now,
+        // `$2` the query's `after_seq`, then these, then the filter's.
+        let mut params: Vec<Param> = vec![
+            Box::new(token_id(claim.token)),
+            Box::new(claim.token.owner.to_owned()),
+            Box::new(claim.lease_seconds),
+            Box::new(seq_param(seq)),
+        ];
+        let (fenced_by, held) = match fence {
+            None => (UNFENCED, String::new()),
+            Some(fence) => {
+                params.push(Box::new(fence.scope.to_owned()));
+                params.push(Box::new(ownership::epoch_param(fence.epoch)));
+                (["$7", "$8"], ownership::lease_held("$7", "$4", "$8"))
+            }
+        };
+        let filter = candidate_filter(query, &mut params);
         let sql = format!(
-            "UPDATE ledger_rows SET {} WHERE seq = $5 AND {CLAIMABLE} RETURNING {CLAIMED_COLUMNS}",
-            claim_set("$2", "$3", "$4", UNFENCED)
+            "UPDATE ledger_rows SET {}
+             WHERE seq = $6 AND {CLAIMABLE}{filter}{held}
+             RETURNING {CLAIMED_COLUMNS}",
+            claim_set("$3", "$4", "$5", fenced_by)
         );
-        let (now, id, owner, lease, seq) = (
-            self.now(),
-            token_id(claim.token),
-            claim.token.owner.to_owned(),
-            claim.lease_seconds,
-            seq_param(seq),
-        );
+        let (now, after) = (self.now(), seq_param(query.after_seq));
         let rows = self.run(write_error, move |session| {
-            session.query(&sql, &[&now, &id, &owner, &lease, &seq])
+            session.query(&sql, &with_filter(&now, &after, &params))
         })?;
         rows.first().map(read_claimed).transpose()
     }
@@ -879,7 +904,7 @@ impl LedgerBackend for PostgresLedger {
         claim: NewClaim<'_>,
         fence: Fence<'_>,
     ) -> Result<Option<ClaimedRow>, LedgerError> {
-        self.fenced_claim(seq, claim, fence)
+        self.claim_matching(seq, &sql::EVERY_ROW, claim, Some(fence))
     }
 
     fn wake_on_foreign_writes(&self, wake: Box<dyn Fn() -> bool + Send + Sync>) {

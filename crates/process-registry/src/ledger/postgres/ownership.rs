@@ -7,11 +7,8 @@
 //! checks it, so a claim racing a takeover either lands before it (and is put back by
 //! it) or sees the new holder and fails.
 
-use postgres::types::ToSql;
-
-use super::{read_claimed, read_error, write_error, Param, PostgresLedger, CLAIMABLE};
-use crate::ledger::backend::{ClaimedRow, Fence, LedgerBackend as _, NewClaim, ScopeLease};
-use crate::ledger::sql::{seq_param, token_id, CLAIMED_COLUMNS};
+use super::{read_error, write_error, PostgresLedger};
+use crate::ledger::backend::ScopeLease;
 use crate::LedgerError;
 
 /// Seconds since the Unix epoch on the server's clock.
@@ -24,6 +21,18 @@ pub(super) const FENCE_HOLDS: &str = "(claim_scope IS NULL OR EXISTS (
      WHERE l.scope = ledger_rows.claim_scope AND l.holder = ledger_rows.claimed_by
        AND l.epoch = ledger_rows.claim_epoch))";
 
+/// The guard a fenced claim adds to its `WHERE` (`scope`, `holder`, `epoch`: its
+/// parameters): `holder` holds the lease on `scope` at `epoch`, running on the server's
+/// clock. It share-locks the lease while the claim is made (the lock order above).
+pub(super) fn lease_held(scope: &str, holder: &str, epoch: &str) -> String {
+    format!(
+        " AND EXISTS (SELECT 1 FROM ledger_leases
+                      WHERE scope = {scope} AND holder = {holder} AND epoch = {epoch}
+                        AND lease_until > {SERVER_NOW}
+                      FOR SHARE)"
+    )
+}
+
 /// Puts the claims of scope `$1` that are not of epoch `$2` back to pending (`$2` NULL:
 /// every claim of the scope).
 const RECLAIM: &str = "UPDATE ledger_rows
@@ -32,7 +41,8 @@ const RECLAIM: &str = "UPDATE ledger_rows
      WHERE delivery = 'claimed' AND claim_scope = $1
        AND ($2::bigint IS NULL OR claim_epoch <> $2::bigint)";
 
-fn epoch_param(epoch: u64) -> i64 {
+/// An epoch as a parameter (a `bigint`).
+pub(super) fn epoch_param(epoch: u64) -> i64 {
     i64::try_from(epoch).unwrap_or(i64::MAX)
 }
 
@@ -110,39 +120,5 @@ impl PostgresLedger {
                 })
             })
             .collect()
-    }
-
-    pub(super) fn fenced_claim(
-        &self,
-        seq: u64,
-        claim: NewClaim<'_>,
-        fence: Fence<'_>,
-    ) -> Result<Option<ClaimedRow>, LedgerError> {
-        let sql = format!(
-            "UPDATE ledger_rows
-             SET {}
-             WHERE seq = $5 AND {CLAIMABLE}
-               AND EXISTS (SELECT 1 FROM ledger_leases
-                           WHERE scope = $6 AND holder = $3 AND epoch = $7
-                             AND lease_until > {SERVER_NOW}
-                           FOR SHARE)
-             RETURNING {CLAIMED_COLUMNS}",
-            super::claim_set("$2", "$3", "$4", ["$6", "$7"]),
-        );
-        let params: Vec<Param> = vec![
-            Box::new(self.now()),
-            Box::new(token_id(claim.token)),
-            Box::new(claim.token.owner.to_owned()),
-            Box::new(claim.lease_seconds),
-            Box::new(seq_param(seq)),
-            Box::new(fence.scope.to_owned()),
-            Box::new(epoch_param(fence.epoch)),
-        ];
-        let rows = self.run(write_error, move |session| {
-            let all: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-            session.query(&sql, &all)
-        })?;
-        rows.first().map(read_claimed).transpose()
     }
 }
