@@ -37,12 +37,21 @@ impl conformance::Store for MemoryStore {
 
 conformance_suite!(
     memory, crate::MemoryStore::new();
-    run [scope_leases_and_takeover, fenced_claims_need_a_live_lease, released_scopes_hand_over_at_once];
+    run [
+        scope_leases_and_takeover,
+        fenced_claims_need_a_live_lease,
+        released_scopes_hand_over_at_once,
+        fenced_predicate_claims_recheck_the_query
+    ];
     skip [retention = "the memory backend drops delivered rows at once, so memory stays flat"]
 );
 
 /// The memory ledger without its own `claim_next`: the trait's default (a candidate read,
 /// then a claim) is what a backend that does not override it gets, and must conform too.
+/// Its claim under a query (`claim_matching`) is the memory ledger's: the trait's default
+/// of that one keeps the old claim, which does not check the query, for stores written
+/// before it — the defaults of `claim_next` and `claim_next_accepted` are held here to
+/// the suite on top of a store's own.
 mod default_steps {
     use std::sync::Arc;
 
@@ -55,7 +64,7 @@ mod default_steps {
             &self.0
         }
     }
-    crate::forwarding::forward_ledger!(DefaultSteps);
+    crate::forwarding::forward_ledger!(DefaultSteps, matching);
 
     pub(crate) fn store() -> crate::MemoryStore {
         let clock = Arc::new(ManualClock::new(1_750_000_000.0));
@@ -72,7 +81,8 @@ conformance_suite!(
         retention = "the memory backend drops delivered rows at once, so memory stays flat",
         scope_leases_and_takeover = "the trait's defaults keep no ownership leases: refused with an error",
         fenced_claims_need_a_live_lease = "the trait's defaults keep no ownership leases: refused with an error",
-        released_scopes_hand_over_at_once = "the trait's defaults keep no ownership leases: refused with an error"
+        released_scopes_hand_over_at_once = "the trait's defaults keep no ownership leases: refused with an error",
+        fenced_predicate_claims_recheck_the_query = "the trait's defaults keep no ownership leases: refused with an error"
     ]
 );
 
@@ -138,7 +148,8 @@ conformance_suite!(
     skip [
         scope_leases_and_takeover = "the SQLite ledger keeps no ownership leases yet",
         fenced_claims_need_a_live_lease = "the SQLite ledger keeps no ownership leases yet",
-        released_scopes_hand_over_at_once = "the SQLite ledger keeps no ownership leases yet"
+        released_scopes_hand_over_at_once = "the SQLite ledger keeps no ownership leases yet",
+        fenced_predicate_claims_recheck_the_query = "the SQLite ledger keeps no ownership leases yet"
     ]
 );
 
@@ -191,6 +202,12 @@ mod postgres_store {
 #[cfg(feature = "postgres")]
 conformance_suite!(
     postgres, crate::postgres_store::PostgresStore::new();
-    run [retention, scope_leases_and_takeover, fenced_claims_need_a_live_lease, released_scopes_hand_over_at_once];
+    run [
+        retention,
+        scope_leases_and_takeover,
+        fenced_claims_need_a_live_lease,
+        released_scopes_hand_over_at_once,
+        fenced_predicate_claims_recheck_the_query
+    ];
     skip []
 );

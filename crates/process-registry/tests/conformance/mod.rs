@@ -12,8 +12,8 @@ use jiff::{tz::TimeZone, Timestamp};
 use process_registry::{
     format_process_notification_in, AsyncDelegationEvent, CandidateQuery, ClaimFilter,
     CompletionQueue, DeliveryState, DispatchRecord, Event, LedgerBackend, LedgerConfig, Liveness,
-    ManualClock, Recorded, Released, RowQuery, RunState, SessionMatch, SettleError, WatchOverflow,
-    OWNER_EXITED_ERROR, RESTORE_HORIZON_REASON,
+    ManualClock, NewPending, Ownership, Recorded, Released, RowQuery, RunState, SessionMatch,
+    SettleError, WatchOverflow, OWNER_EXITED_ERROR, RESTORE_HORIZON_REASON,
 };
 
 /// Only a guard against hangs.
@@ -835,6 +835,135 @@ pub fn waiting_consumers_are_woken(store: &dyn Store) {
     assert_eq!(message(&queue.try_take().unwrap()), "not yours");
 }
 
+/// A pending row written by `owner`, put on the store directly (no queue: no instance
+/// of that name is opened, and no sweep judges it).
+fn put_by(backend: &dyn LedgerBackend, owner: &str, event: Event) -> u64 {
+    backend
+        .insert_pending(NewPending { owner, event })
+        .map_err(|refused| refused.error)
+        .unwrap()
+}
+
+fn row_at(backend: &dyn LedgerBackend, seq: u64) -> process_registry::LedgerRow {
+    backend
+        .rows(&RowQuery::default())
+        .unwrap()
+        .into_iter()
+        .find(|row| row.seq == seq)
+        .expect("the row")
+}
+
+/// A claim with a predicate takes a row only if its query still matches it as it
+/// claims: the predicate is asked with no lock held, on a candidate read before, and a
+/// row that stopped matching meanwhile — here restored (its dead writer's orphans
+/// adopted by another handle's sweep), which a query without restored rows excludes — is
+/// left as it is, and the claim goes on to the next candidate. The predicate adopts the
+/// orphans itself, so the interleaving is the same every run.
+pub fn predicate_claims_recheck_the_query(store: &dyn Store) {
+    let backend = store.backend();
+    let sweeper = store.backend();
+    let orphan = put_by(&*backend, "instance-dead", watch("orphan"));
+    put_by(&*backend, "instance-a", watch("live"));
+    let asked = Mutex::new(Vec::new());
+    let accepts = |event: &Event| {
+        asked.lock().unwrap().push(message(event));
+        // Another instance's sweep, between the read and the claim.
+        sweeper.adopt_orphans("instance-dead").unwrap();
+        true
+    };
+    let claimed = backend
+        .claim_next_accepted(&ANY, new_claim(token(1, "instance-a")), &accepts)
+        .unwrap()
+        .expect("the live row");
+    assert_eq!(
+        (message(&claimed.event), claimed.restored),
+        ("live".to_owned(), false),
+        "the orphan was restored after it was read: not this query's"
+    );
+    assert_eq!(*asked.lock().unwrap(), ["orphan", "live"]);
+    let row = row_at(&*backend, orphan);
+    assert_eq!(
+        (row.delivery, row.restored, row.attempts, row.claimed_by),
+        (Some(DeliveryState::Pending), true, 0, None),
+        "the restored row is left for its session's owner"
+    );
+}
+
+/// The same for [`CompletionQueue::take_where`], which judges every waiting event
+/// before it takes any: a row restored after it was judged is not taken (the plain queue
+/// takes no restored rows), and the others are.
+pub fn take_where_rechecks_the_query(store: &dyn Store) {
+    let backend = store.backend();
+    let sweeper = store.backend();
+    let queue = queue(store);
+    let orphan = put_by(&*backend, "instance-dead", watch("orphan"));
+    queue.put(watch("live"));
+    let taken: Vec<String> = queue
+        .take_where(|_| {
+            sweeper.adopt_orphans("instance-dead").unwrap();
+            true
+        })
+        .iter()
+        .map(message)
+        .collect();
+    assert_eq!(
+        taken,
+        ["live"],
+        "the orphan was restored after it was judged"
+    );
+    let row = row_at(&*backend, orphan);
+    assert_eq!(
+        (row.delivery, row.restored, row.attempts),
+        (Some(DeliveryState::Pending), true, 0)
+    );
+}
+
+/// The same for a [`ClaimFilter::fenced`] claim, on both of its paths: a row of a scope
+/// this instance holds (claimed fenced by the lease) and a row of no scope (claimed as
+/// usual). A row restored while the predicate judged it is claimed by neither; one that
+/// still matches is.
+pub fn fenced_predicate_claims_recheck_the_query(store: &dyn Store) -> Result<(), String> {
+    let backend = store.backend();
+    let queue = queue_as(store, "gw-a", &FakeLiveness::default());
+    let ownership = Ownership::start(&queue, Duration::from_secs(60)).unwrap();
+    ownership.want("platform:telegram");
+    ownership.renew_now().map_err(|error| error.to_string())?;
+    let sweeper = store.backend();
+    let filter = ClaimFilter::routed()
+        .where_event(move |_| {
+            sweeper.adopt_orphans("gw-dead").unwrap();
+            true
+        })
+        .fenced(&ownership, |event| {
+            let key = event.session_key()?;
+            key.contains(":telegram:")
+                .then(|| "platform:telegram".to_owned())
+        });
+    for (id, session) in [
+        ("deleg_0000f001", "agent:main:telegram:dm:1"),
+        ("deleg_0000f002", "agent:main:discord:dm:1"),
+    ] {
+        let seq = put_by(&*backend, "gw-dead", delegation(id, session, id).into());
+        let claimed = queue.claim(&filter).unwrap();
+        assert!(
+            claimed.is_none(),
+            "{session}: restored after it was read, claimed by a filter without restored rows"
+        );
+        let row = row_at(&*backend, seq);
+        assert_eq!(
+            (row.delivery, row.restored, row.attempts),
+            (Some(DeliveryState::Pending), true, 0),
+            "{session}"
+        );
+    }
+    let live = delegation("deleg_0000f003", "agent:main:telegram:dm:1", "live");
+    put_by(&*backend, "gw-a", live.into());
+    let claim = queue.claim(&filter).unwrap().expect("still matching");
+    assert_eq!(message(claim.event()), "live");
+    claim.ack().unwrap();
+    Ok(())
+}
+
 /// Many consumers, many producers: every completion is claimed and acked exactly once.
 pub fn concurrent_claims_are_exclusive(store: &dyn Store) {
     const PRODUCERS: usize = 4;
@@ -929,6 +1058,8 @@ macro_rules! conformance_suite {
             case!(restore_horizon);
             case!(waiting_consumers_are_woken);
             case!(concurrent_claims_are_exclusive);
+            case!(predicate_claims_recheck_the_query);
+            case!(take_where_rechecks_the_query);
 
             $(
                 #[test]

@@ -7,8 +7,10 @@
 //! (`claim_next`, `append_pending`, `count_undelivered`, …) keep their defaults, which
 //! call the wrapper's own methods, so a fault injected in `claim` or `settle` is seen by
 //! every path built on them. `forward_ledger!(Wrapper, scopes)` forwards the ownership
-//! methods too (`acquire_scope`, `release_scope`, `scope_leases`, `claim_fenced`), and
-//! `forward_ledger!(Wrapper, scopes, wakes)` also `wake_on_foreign_writes`.
+//! methods too (`acquire_scope`, `release_scope`, `scope_leases`, `claim_fenced`),
+//! `forward_ledger!(Wrapper, wakes)` also `wake_on_foreign_writes`, and
+//! `forward_ledger!(Wrapper, matching)` `claim_matching` (the claim under a query that
+//! the default predicate claims are made of); the extras combine, in any order.
 #![allow(dead_code, unreachable_pub)]
 
 use process_registry::{
@@ -113,6 +115,15 @@ pub trait Forwarding: Send + Sync {
     }
     fn wake_on_foreign_writes(&self, wake: Box<dyn Fn() -> bool + Send + Sync>) {
         self.inner().wake_on_foreign_writes(wake);
+    }
+    fn claim_matching(
+        &self,
+        seq: u64,
+        query: &CandidateQuery<'_>,
+        claim: NewClaim<'_>,
+        fence: Option<Fence<'_>>,
+    ) -> Result<Option<ClaimedRow>, LedgerError> {
+        self.inner().claim_matching(seq, query, claim, fence)
     }
 }
 
@@ -226,7 +237,7 @@ macro_rules! forward_ledger {
             fn prune_delivered(&self, before: f64) -> Result<u64, ::process_registry::LedgerError> {
                 $crate::forwarding::Forwarding::prune_delivered(self, before)
             }
-            $(forward_ledger!(@$extra);)*
+            $($crate::forwarding::forward_ledger!(@$extra);)*
         }
     };
     (@scopes) => {
@@ -258,6 +269,17 @@ macro_rules! forward_ledger {
             fence: ::process_registry::Fence<'_>,
         ) -> Result<Option<::process_registry::ClaimedRow>, ::process_registry::LedgerError> {
             $crate::forwarding::Forwarding::claim_fenced(self, seq, claim, fence)
+        }
+    };
+    (@matching) => {
+        fn claim_matching(
+            &self,
+            seq: u64,
+            query: &::process_registry::CandidateQuery<'_>,
+            claim: ::process_registry::NewClaim<'_>,
+            fence: Option<::process_registry::Fence<'_>>,
+        ) -> Result<Option<::process_registry::ClaimedRow>, ::process_registry::LedgerError> {
+            $crate::forwarding::Forwarding::claim_matching(self, seq, query, claim, fence)
         }
     };
     (@wakes) => {
