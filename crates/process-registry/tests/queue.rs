@@ -535,3 +535,29 @@ fn a_sweep_retries_refused_writes_even_when_its_prune_fails() {
         .expect("the refused put was written by the sweep");
     assert_eq!(number(&taken), 7);
 }
+
+/// `is_empty` looks for one waiting completion instead of counting them: it must agree
+/// with `len` whatever the rows' states (held by a claim, backing off after a release,
+/// back at once after a deferral, taken).
+#[test]
+fn is_empty_agrees_with_len_through_claims_releases_and_takes() {
+    let queue = CompletionQueue::new();
+    let agree = |queue: &CompletionQueue, empty: bool, when: &str| {
+        assert_eq!(queue.is_empty(), empty, "{when}: is_empty");
+        let waiting = queue.len();
+        assert_eq!(waiting > 0, !empty, "{when}: len {waiting}");
+    };
+    agree(&queue, true, "new");
+    queue.put(numbered(1));
+    queue.put(numbered(2));
+    agree(&queue, false, "two put");
+    let first = queue.claim(&ClaimFilter::any()).unwrap().unwrap();
+    let second = queue.claim(&ClaimFilter::any()).unwrap().unwrap();
+    agree(&queue, true, "both held");
+    second.release("not now").unwrap();
+    agree(&queue, true, "one held, one backing off");
+    first.defer().unwrap();
+    agree(&queue, false, "one back at once");
+    assert_eq!(number(&queue.try_take().unwrap()), 1);
+    agree(&queue, true, "the other still backing off");
+}
