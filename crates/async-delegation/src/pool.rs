@@ -83,6 +83,10 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    /// `state.idle.len()`, written with it under the lock: what a worker starting a job
+    /// reads first, so that while a worker is idle it takes no lock to learn that no
+    /// spare is needed.
+    idle_len: AtomicUsize,
     keep_alive: Duration,
     /// Passes idle workers made through their wait loop (a spinning one makes many).
     #[cfg(test)]
@@ -99,9 +103,20 @@ impl Shared {
         lock(&self.state)
     }
 
+    /// Mirrors the idle stack's length after a change (the lock held).
+    fn idle_changed(&self, state: &State) {
+        self.idle_len.store(state.idle.len(), Ordering::Relaxed);
+    }
+
     /// Starts a worker when none is idle and none is being started: the spare, or one for
     /// a job that waits. Called by workers before they run a job.
     fn ensure_spare(self: &Arc<Self>) {
+        // An idle worker is the spare. Read without the lock: should the last idle one
+        // be handed a job meanwhile, that worker runs this check itself before its job
+        // (the hand-off through its slot orders the count's update before its read).
+        if self.idle_len.load(Ordering::Relaxed) > 0 {
+            return;
+        }
         {
             let mut state = self.lock();
             // Once the pool is closed, only jobs already accepted still need threads.
@@ -153,6 +168,7 @@ impl Shared {
             slot.give(job);
         } else if !state.closed {
             state.idle.push(Arc::clone(slot));
+            self.idle_changed(state);
         }
     }
 
@@ -172,6 +188,7 @@ impl Shared {
         }
         if let Some(at) = on_stack {
             state.idle.remove(at);
+            self.idle_changed(&state);
         }
         Some(Next::Exit)
     }
@@ -221,7 +238,9 @@ impl Drop for WorkerPool {
         let idle = {
             let mut state = self.shared.lock();
             state.closed = true;
-            std::mem::take(&mut state.idle)
+            let idle = std::mem::take(&mut state.idle);
+            self.shared.idle_changed(&state);
+            idle
         };
         for slot in idle {
             slot.thread.unpark();
@@ -234,6 +253,7 @@ impl WorkerPool {
         WorkerPool {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
+                idle_len: AtomicUsize::new(0),
                 keep_alive,
                 #[cfg(test)]
                 passes: AtomicUsize::new(0),
@@ -250,6 +270,7 @@ impl WorkerPool {
     pub(crate) fn execute(&self, job: Job) -> std::io::Result<()> {
         let mut state = self.shared.lock();
         if let Some(slot) = state.idle.pop() {
+            self.shared.idle_changed(&state);
             drop(state);
             slot.give(job);
             return Ok(());
@@ -559,8 +580,10 @@ mod tests {
             names.recv_timeout(GUARD).unwrap();
         }
         until("a spare", || available(&pool) >= 1);
-        drop(pool);
+        // Counted before the drop: the idle spare is told to exit by it, and may be gone
+        // before a count after it.
         assert!(workers(&shared) >= 3, "two busy and a spare");
+        drop(pool);
         drop(release);
         until("no worker left", || workers(&shared) == 0);
     }
