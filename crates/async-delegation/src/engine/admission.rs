@@ -30,7 +30,7 @@ impl Inner {
                 max: max_async_children,
             });
         }
-        while state.running.contains_key(&number) || state.completed_numbers.contains(&number) {
+        while state.running.contains_key(&number) || state.retained.holds(number) {
             (number, candidate) = new_delegation_id();
         }
         let seq = state.next_seq;

@@ -12,9 +12,7 @@ use super::{
 };
 use crate::handle::Watch;
 use crate::pool::IdleSignal;
-use crate::{
-    fence, DelegationResult, InterruptHook, RunnerError, Steering, MAX_RETAINED_COMPLETED,
-};
+use crate::{fence, DelegationResult, InterruptHook, RunnerError, Steering};
 
 impl Inner {
     /// The worker side of one delegation: run, build the event, record it, free the
@@ -198,7 +196,8 @@ impl Inner {
     }
 }
 
-/// Frees the slot and keeps the completed record (at most [`MAX_RETAINED_COMPLETED`]),
+/// Frees the slot and keeps the completed record (at most
+/// [`MAX_RETAINED_COMPLETED`](crate::MAX_RETAINED_COMPLETED)),
 /// in the ledger's commit order; returns the hook and the record it evicted, to drop
 /// outside the lock.
 fn release_slot(
@@ -224,21 +223,7 @@ fn release_slot(
         model,
         completed_at,
     };
-    // Usually the newest commit (completions are recorded under this lock): at the back.
-    if state.completed.back().is_none_or(|(done, _)| *done < order) {
-        state.completed.push_back((order, record));
-    } else {
-        let at = state.completed.partition_point(|(done, _)| *done < order);
-        state.completed.insert(at, (order, record));
-    }
-    state.completed_numbers.insert(number);
-    let evicted = (state.completed.len() > MAX_RETAINED_COMPLETED)
-        .then(|| state.completed.pop_front())
-        .flatten()
-        .map(|(_, evicted)| {
-            state.completed_numbers.remove(&evicted.dispatched.number);
-            evicted
-        });
+    let evicted = state.retained.keep(order, number, record);
     (interrupt, watch, evicted)
 }
 

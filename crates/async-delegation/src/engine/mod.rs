@@ -1,6 +1,6 @@
 //! The engine: capacity, records, workers, completion events and interrupts.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 /// The hasher of the engine's maps: their keys are random id numbers.
 type FastHash = foldhash::fast::RandomState;
@@ -20,6 +20,7 @@ use crate::liveness::{Monitor, StallPhase};
 
 mod admission;
 mod completion;
+mod retained;
 use admission::id_number;
 pub(crate) use admission::Admitted;
 #[cfg(feature = "tokio")]
@@ -77,11 +78,8 @@ pub(crate) struct Inner {
 struct State {
     /// By the id's number ([`id_number`]): an insert costs no allocation.
     running: HashMap<u32, Running, FastHash>,
-    /// Oldest completion first (by the ledger's commit order); at most
-    /// [`MAX_RETAINED_COMPLETED`].
-    completed: VecDeque<(u64, Finished)>,
-    /// The id numbers of `completed`: what a new id is checked against.
-    completed_numbers: std::collections::HashSet<u32, FastHash>,
+    /// The last completions, oldest commit first, with their id numbers.
+    retained: retained::Retained,
     /// Dispatch order, so `list` is stable.
     next_seq: u64,
     /// Set by [`DelegationEngine::shutdown`]: no more admissions.
@@ -151,6 +149,15 @@ pub(crate) struct Dispatched {
 }
 
 impl Dispatched {
+    /// An empty dispatch, number 0.
+    #[cfg(test)]
+    fn for_tests() -> Self {
+        Dispatched {
+            event: Arc::new(Event::AsyncDelegation(AsyncDelegationEvent::default())),
+            number: 0,
+        }
+    }
+
     /// The dispatch restated as an event.
     fn restate(spec: DelegationSpec, dispatched_at: f64) -> Arc<Event> {
         shared_delegation_event(|event| {
@@ -618,7 +625,7 @@ impl DelegationEngine {
                 }
                 record
             })
-            .chain(state.completed.iter().map(|(_, done)| {
+            .chain(state.retained.records().map(|done| {
                 done.dispatched.record(
                     done.status.clone(),
                     done.model.clone(),
