@@ -235,14 +235,19 @@ const MAX_ID_DRAWS: u32 = 64;
 /// `Text`, so the id allocates nothing).
 fn new_delegation_id() -> (u32, Text) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    /// The id's 14 bytes and two of padding, aligned: the UTF-8 check of 16 aligned
+    /// bytes takes its word-at-a-time ASCII path (one step), where 14 bytes went through
+    /// its byte-by-byte one (≈ 100 instructions).
+    #[repr(align(16))]
+    struct Padded([u8; 16]);
     let number = rand::random::<u32>();
-    let mut id = *b"deleg_00000000";
-    for (digit, shift) in id[6..].iter_mut().zip((0..8).rev()) {
+    let mut id = Padded(*b"deleg_00000000\0\0");
+    for (digit, shift) in id.0[6..14].iter_mut().zip((0..8).rev()) {
         *digit = HEX[(number >> (shift * 4)) as usize & 0xf];
     }
     // Every byte is ASCII: the check passes (and costs less than the allocation of a
     // `String` it replaces).
-    let id = std::str::from_utf8(&id).unwrap_or_default();
+    let id = std::str::from_utf8(&id.0).map_or("", |id| &id[..14]);
     (number, Text::from(id))
 }
 
