@@ -41,7 +41,9 @@ conformance_suite!(
         scope_leases_and_takeover,
         fenced_claims_need_a_live_lease,
         released_scopes_hand_over_at_once,
-        fenced_predicate_claims_recheck_the_query
+        fenced_predicate_claims_recheck_the_query,
+        fenced_claim_matching_checks_each_condition,
+        restores_race_fenced_claims_exactly_once
     ];
     skip [retention = "the memory backend drops delivered rows at once, so memory stays flat"]
 );
@@ -82,7 +84,9 @@ conformance_suite!(
         scope_leases_and_takeover = "the trait's defaults keep no ownership leases: refused with an error",
         fenced_claims_need_a_live_lease = "the trait's defaults keep no ownership leases: refused with an error",
         released_scopes_hand_over_at_once = "the trait's defaults keep no ownership leases: refused with an error",
-        fenced_predicate_claims_recheck_the_query = "the trait's defaults keep no ownership leases: refused with an error"
+        fenced_predicate_claims_recheck_the_query = "the trait's defaults keep no ownership leases: refused with an error",
+        fenced_claim_matching_checks_each_condition = "the trait's defaults keep no ownership leases: refused with an error",
+        restores_race_fenced_claims_exactly_once = "the trait's defaults keep no ownership leases: refused with an error"
     ]
 );
 
@@ -149,7 +153,9 @@ conformance_suite!(
         scope_leases_and_takeover = "the SQLite ledger keeps no ownership leases yet",
         fenced_claims_need_a_live_lease = "the SQLite ledger keeps no ownership leases yet",
         released_scopes_hand_over_at_once = "the SQLite ledger keeps no ownership leases yet",
-        fenced_predicate_claims_recheck_the_query = "the SQLite ledger keeps no ownership leases yet"
+        fenced_predicate_claims_recheck_the_query = "the SQLite ledger keeps no ownership leases yet",
+        fenced_claim_matching_checks_each_condition = "the SQLite ledger keeps no ownership leases yet",
+        restores_race_fenced_claims_exactly_once = "the SQLite ledger keeps no ownership leases yet"
     ]
 );
 
@@ -207,7 +213,9 @@ conformance_suite!(
         scope_leases_and_takeover,
         fenced_claims_need_a_live_lease,
         released_scopes_hand_over_at_once,
-        fenced_predicate_claims_recheck_the_query
+        fenced_predicate_claims_recheck_the_query,
+        fenced_claim_matching_checks_each_condition,
+        restores_race_fenced_claims_exactly_once
     ];
     skip []
 );

@@ -964,6 +964,366 @@ pub fn fenced_predicate_claims_recheck_the_query(store: &dyn Store) -> Result<()
     Ok(())
 }
 
+/// The rows and queries [`claim_matching_checks_each_condition`] crosses: a CLI watch, a
+/// restored telegram delegation, and a delegation whose session key is an SQL injection
+/// attempt (bound as a parameter, it is only a key).
+const INJECTED: &str = "x'); DELETE FROM ledger_rows; --";
+
+fn matching_rows(backend: &dyn LedgerBackend) -> Vec<process_registry::LedgerRow> {
+    let seqs = [
+        put_by(backend, "instance-a", watch("cli")),
+        put_by(
+            backend,
+            "instance-gone",
+            delegation("deleg_0000e001", "agent:main:telegram:dm:1", "restored").into(),
+        ),
+        put_by(
+            backend,
+            "instance-a",
+            delegation("deleg_0000e002", INJECTED, "injected").into(),
+        ),
+    ];
+    backend.adopt_orphans("instance-gone").unwrap();
+    seqs.iter().map(|seq| row_at(backend, *seq)).collect()
+}
+
+/// Every query [`claim_matching_checks_each_condition`] tries on a row at `seq`.
+fn each_query(seq: u64, mut visit: impl FnMut(&CandidateQuery<'_>)) {
+    let watch = ["watch_overflow_tripped"];
+    let delegation = ["async_delegation"];
+    let bogus = ["no_such_kind"];
+    let both = ["watch_overflow_tripped", "async_delegation"];
+    let kinds: [&[&str]; 5] = [&[], &watch, &delegation, &bogus, &both];
+    let none: [String; 0] = [];
+    let telegram = ["agent:main:telegram:dm:1".to_owned()];
+    let injected = [INJECTED.to_owned()];
+    let cli_and_telegram = [String::new(), "agent:main:telegram:dm:1".to_owned()];
+    let sessions = [
+        SessionMatch::Any,
+        SessionMatch::Cli,
+        SessionMatch::Routed,
+        SessionMatch::Keys(&none),
+        SessionMatch::Keys(&telegram),
+        SessionMatch::Keys(&injected),
+        SessionMatch::Keys(&cli_and_telegram),
+    ];
+    for kinds in kinds {
+        for except_kinds in [&[][..], &watch[..], &bogus[..]] {
+            for sessions in sessions {
+                for restored in [false, true] {
+                    for after_seq in [0, seq - 1, seq, seq + 1] {
+                        visit(&CandidateQuery {
+                            kinds,
+                            except_kinds,
+                            sessions,
+                            restored,
+                            after_seq,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `claim_matching` claims a row exactly when the query selects it, as `candidates`
+/// would (`CandidateQuery::wants`, and `seq` past `after_seq`), for every combination of
+/// kinds (none listed: any), kinds excepted, sessions (an empty key list: none),
+/// restored flag and `after_seq`; a refusal is `None`, never an error, and leaves the
+/// row as it was. With `fence`, every claim is also fenced by that lease.
+fn claim_matching_crossed(backend: &dyn LedgerBackend, fence: Option<process_registry::Fence<'_>>) {
+    let rows = matching_rows(backend);
+    let mut id = 100;
+    for row in &rows {
+        each_query(row.seq, |query| {
+            id += 1;
+            let expected =
+                query.wants(&row.kind, &row.session_key, row.restored) && row.seq > query.after_seq;
+            let listed = backend
+                .candidates(query, usize::MAX)
+                .unwrap()
+                .iter()
+                .any(|candidate| candidate.seq == row.seq);
+            let got = backend
+                .claim_matching(row.seq, query, new_claim(token(id, "gw-a")), fence)
+                .unwrap_or_else(|error| panic!("{query:?} on {}: {error}", row.seq));
+            assert_eq!(
+                (got.is_some(), listed),
+                (expected, expected),
+                "{query:?} on row {} ({}, {:?}, restored {})",
+                row.seq,
+                row.kind,
+                row.session_key,
+                row.restored
+            );
+            if let Some(claimed) = got {
+                assert_eq!(claimed.seq, row.seq);
+                assert!(backend
+                    .settle(row.seq, token(id, "gw-a"), process_registry::Settle::Defer)
+                    .unwrap());
+            }
+        });
+    }
+    assert_eq!(
+        backend.rows(&RowQuery::default()).unwrap().len(),
+        rows.len(),
+        "every row is still there (the injected key was only a key)"
+    );
+    for row in &rows {
+        let now = row_at(backend, row.seq);
+        assert_eq!(
+            (now.delivery, now.attempts, now.restored),
+            (Some(DeliveryState::Pending), 0, row.restored),
+            "deferred claims give their attempts back"
+        );
+    }
+}
+
+/// [`claim_matching_crossed`], unfenced.
+pub fn claim_matching_checks_each_condition(store: &dyn Store) {
+    claim_matching_crossed(&*store.backend(), None);
+}
+
+/// [`claim_matching_crossed`] under a lease `gw-a` holds; and a fence that does not hold
+/// refuses even a row the query takes.
+pub fn fenced_claim_matching_checks_each_condition(store: &dyn Store) -> Result<(), String> {
+    let backend = store.backend();
+    let epoch = first_lease(&*backend, "gw-a")?;
+    backend
+        .acquire_scope("platform:telegram", "gw-a", 3600.0)
+        .unwrap()
+        .expect("a renewal");
+    let held = process_registry::Fence {
+        scope: "platform:telegram",
+        epoch,
+    };
+    claim_matching_crossed(&*backend, Some(held));
+    let seq = backend.candidates(&ANY, 1).unwrap()[0].seq;
+    for (holder, fence) in [
+        ("gw-b", held),
+        (
+            "gw-a",
+            process_registry::Fence {
+                scope: "platform:telegram",
+                epoch: epoch + 1,
+            },
+        ),
+        (
+            "gw-a",
+            process_registry::Fence {
+                scope: "platform:slack",
+                epoch,
+            },
+        ),
+    ] {
+        assert!(
+            backend
+                .claim_matching(seq, &ANY, new_claim(token(1, holder)), Some(fence))
+                .unwrap()
+                .is_none(),
+            "{holder} under {fence:?}: not held"
+        );
+    }
+    Ok(())
+}
+
+/// Producers write rows of live and of dead writers while a restorer keeps adopting the
+/// dead writers' orphans (marking them restored) and consumers of every kind race for
+/// them: one-step claims, claims with a predicate (which claim a candidate read earlier,
+/// under its query), with and without restored rows, routed only, and `take_where`
+/// (and, with `fenced`, claims fenced by an [`Ownership`] lease). Every completion is
+/// delivered exactly once, and none restored is delivered to a consumer that takes no
+/// restored rows.
+fn restores_race_claims(store: &dyn Store, fenced: bool) -> Result<(), String> {
+    const PRODUCERS: usize = 4;
+    const PER_PRODUCER: usize = 120;
+    const TOTAL: usize = PRODUCERS * PER_PRODUCER;
+    let queue = queue_as(store, "gw-a", &FakeLiveness::default());
+    let ownership = if fenced {
+        let ownership = Ownership::start(&queue, Duration::from_secs(3600))
+            .map_err(|error| error.to_string())?;
+        ownership.want("platform:telegram");
+        ownership.renew_now().map_err(|error| error.to_string())?;
+        Some(ownership)
+    } else {
+        None
+    };
+    let tag = |event: &Event| message(event);
+    // Producer `p` writes as a live instance when `p` is even, as one that died when odd.
+    let writer = |p: usize| {
+        if p.is_multiple_of(2) {
+            "gw-a".to_owned()
+        } else {
+            format!("gw-dead-{p}")
+        }
+    };
+    let session = |n: usize| match n % 3 {
+        0 => String::new(),
+        1 => format!("agent:main:telegram:dm:{n}"),
+        _ => format!("agent:main:discord:dm:{n}"),
+    };
+    let delivered: Mutex<Vec<(String, &'static str)>> = Mutex::new(Vec::new());
+    let count = AtomicUsize::new(0);
+    let produced = AtomicUsize::new(0);
+    let deadline = std::time::Instant::now() + HANG_GUARD * 3;
+    let guard = || {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hang guard: {} of {TOTAL} delivered",
+            count.load(Ordering::SeqCst)
+        );
+    };
+    // Checked once every thread is done (a panic here would leave the others running
+    // until the hang guard).
+    let wrongly_restored: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let record = |name: &'static str, event: &Event, restored: bool, takes_restored: bool| {
+        if restored && !takes_restored {
+            wrongly_restored
+                .lock()
+                .unwrap()
+                .push(format!("{name} got {} restored", tag(event)));
+        }
+        delivered.lock().unwrap().push((tag(event), name));
+        count.fetch_add(1, Ordering::SeqCst);
+    };
+    let mut consumers: Vec<(&'static str, ClaimFilter)> = vec![
+        ("one-step", ClaimFilter::any()),
+        ("predicate", ClaimFilter::any().where_event(|_| true)),
+        (
+            "routed predicate",
+            ClaimFilter::routed().where_event(|event| message(event).len().is_multiple_of(2)),
+        ),
+        (
+            "restored predicate",
+            ClaimFilter::any()
+                .including_restored()
+                .where_event(|event| message(event).ends_with(['1', '3', '5', '7', '9'])),
+        ),
+        ("restored", ClaimFilter::any().including_restored()),
+    ];
+    if let Some(ownership) = &ownership {
+        let scope_of = |event: &Event| {
+            event
+                .session_key()?
+                .contains(":telegram:")
+                .then(|| "platform:telegram".to_owned())
+        };
+        consumers.push((
+            "fenced",
+            ClaimFilter::routed()
+                .where_event(|_| true)
+                .fenced(ownership, scope_of),
+        ));
+        consumers.push((
+            "fenced restored",
+            ClaimFilter::any()
+                .including_restored()
+                .where_event(|_| true)
+                .fenced(ownership, scope_of),
+        ));
+    }
+    std::thread::scope(|scope| {
+        let start = Arc::new(Barrier::new(PRODUCERS + consumers.len() + 2));
+        for p in 0..PRODUCERS {
+            let (backend, start, produced) = (store.backend(), Arc::clone(&start), &produced);
+            scope.spawn(move || {
+                start.wait();
+                for n in 0..PER_PRODUCER {
+                    let id = format!("deleg_{p:04x}{n:04x}");
+                    let event = delegation(&id, &session(n), &format!("{p}:{n}"));
+                    put_by(&*backend, &writer(p), event.into());
+                    produced.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        let (restorer, restore_start) = (store.backend(), Arc::clone(&start));
+        let produced = &produced;
+        scope.spawn(move || {
+            restore_start.wait();
+            loop {
+                // Read before adopting: a pass begun after the last put restores them all.
+                let ended = produced.load(Ordering::SeqCst) == TOTAL;
+                for p in (1..PRODUCERS).step_by(2) {
+                    restorer.adopt_orphans(&format!("gw-dead-{p}")).unwrap();
+                }
+                if ended {
+                    return;
+                }
+                guard();
+                std::thread::yield_now();
+            }
+        });
+        for (name, filter) in &consumers {
+            let (queue, start) = (queue.clone(), Arc::clone(&start));
+            let record = &record;
+            let (count, guard) = (&count, &guard);
+            scope.spawn(move || {
+                start.wait();
+                while count.load(Ordering::SeqCst) < TOTAL {
+                    match queue.claim(filter).unwrap() {
+                        Some(claim) => {
+                            let restored = claim.is_restored();
+                            let event = claim.ack().unwrap();
+                            record(name, &event, restored, filter.includes_restored());
+                        }
+                        None => {
+                            guard();
+                            std::thread::yield_now();
+                        }
+                    }
+                }
+            });
+        }
+        let (queue, start) = (queue.clone(), Arc::clone(&start));
+        let (record, count, guard) = (&record, &count, &guard);
+        scope.spawn(move || {
+            start.wait();
+            while count.load(Ordering::SeqCst) < TOTAL {
+                // `take_where` takes no restored rows: each it took is recorded as such.
+                let taken = queue.take_where(|event| message(event).ends_with('0'));
+                if taken.is_empty() {
+                    guard();
+                    std::thread::yield_now();
+                }
+                for event in &taken {
+                    record("take_where", event, false, false);
+                }
+            }
+        });
+    });
+    let wrongly_restored = wrongly_restored.into_inner().unwrap();
+    assert!(
+        wrongly_restored.is_empty(),
+        "consumers that take no restored rows got some: {wrongly_restored:?}"
+    );
+    let delivered = delivered.into_inner().unwrap();
+    let mut seen = HashSet::new();
+    for (tag, name) in &delivered {
+        assert!(
+            seen.insert(tag.clone()),
+            "{tag} delivered twice (again to {name})"
+        );
+    }
+    assert_eq!(delivered.len(), TOTAL, "every completion delivered");
+    let left = backend_undelivered(store);
+    assert_eq!(left, 0, "nothing left undelivered");
+    Ok(())
+}
+
+fn backend_undelivered(store: &dyn Store) -> u64 {
+    store.backend().count_undelivered().unwrap()
+}
+
+/// [`restores_race_claims`] with every kind of unfenced consumer.
+pub fn restores_race_claims_exactly_once(store: &dyn Store) {
+    restores_race_claims(store, false).unwrap();
+}
+
+/// [`restores_race_claims`] with fenced consumers too.
+pub fn restores_race_fenced_claims_exactly_once(store: &dyn Store) -> Result<(), String> {
+    restores_race_claims(store, true)
+}
+
 /// Many consumers, many producers: every completion is claimed and acked exactly once.
 pub fn concurrent_claims_are_exclusive(store: &dyn Store) {
     const PRODUCERS: usize = 4;
@@ -1060,6 +1420,8 @@ macro_rules! conformance_suite {
             case!(concurrent_claims_are_exclusive);
             case!(predicate_claims_recheck_the_query);
             case!(take_where_rechecks_the_query);
+            case!(claim_matching_checks_each_condition);
+            case!(restores_race_claims_exactly_once);
 
             $(
                 #[test]
