@@ -561,3 +561,136 @@ fn is_empty_agrees_with_len_through_claims_releases_and_takes() {
     assert_eq!(number(&queue.try_take().unwrap()), 1);
     agree(&queue, true, "the other still backing off");
 }
+
+/// A memory ledger whose adoption of a dead owner's orphans, and whose expiry, fail once
+/// told (and whose prunes fail, as [`FailingHousekeeping`]'s).
+#[derive(Default)]
+struct FailingRecovery {
+    inner: MemoryLedger,
+    refuse_adoption: AtomicBool,
+    refuse_expiry: AtomicBool,
+    refuse_prunes: AtomicBool,
+}
+
+impl forwarding::Forwarding for FailingRecovery {
+    fn inner(&self) -> &dyn LedgerBackend {
+        &self.inner
+    }
+    fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError> {
+        if self.refuse_adoption.load(Ordering::SeqCst) {
+            return Err(LedgerError::Unwritable {
+                reason: "the adoption cannot finish".to_owned(),
+            });
+        }
+        self.inner.adopt_orphans(owner)
+    }
+    fn expire_pending(&self, before: f64, reason: &str) -> Result<u64, LedgerError> {
+        if self.refuse_expiry.load(Ordering::SeqCst) {
+            return Err(LedgerError::Unwritable {
+                reason: "the expiry cannot finish".to_owned(),
+            });
+        }
+        self.inner.expire_pending(before, reason)
+    }
+    fn prune_delivered(&self, before: f64) -> Result<u64, LedgerError> {
+        if self.refuse_prunes.load(Ordering::SeqCst) {
+            return Err(LedgerError::Unwritable {
+                reason: "the prune cannot finish".to_owned(),
+            });
+        }
+        self.inner.prune_delivered(before)
+    }
+}
+forward_ledger!(FailingRecovery);
+
+/// Every instance but `gw-a` is dead.
+struct OnlyGwA;
+
+impl process_registry::Liveness for OnlyGwA {
+    fn is_alive(&self, instance: &str) -> bool {
+        instance == "gw-a"
+    }
+}
+
+fn open_as_gw_a(shared: &Arc<dyn LedgerBackend>) -> Result<CompletionQueue, LedgerError> {
+    CompletionQueue::builder_shared(Arc::clone(shared))
+        .instance("gw-a")
+        .liveness(OnlyGwA)
+        .open()
+}
+
+/// The recovery of a dead owner still decides the open: when it fails, the open fails
+/// with its error (a dead owner's completions must not be left unrestored), whatever the
+/// housekeeping answers; once it can, the queue opens, though its expiry and prune
+/// still fail, and the dead owner's completion is restored.
+#[test]
+fn a_queue_does_not_open_when_its_recovery_fails() {
+    let ledger = Arc::new(FailingRecovery::default());
+    let shared: Arc<dyn LedgerBackend> = ledger.clone();
+    ledger
+        .insert_pending(NewPending {
+            owner: "gw-dead",
+            event: numbered(5),
+        })
+        .map_err(|refused| refused.error)
+        .unwrap();
+    ledger.refuse_adoption.store(true, Ordering::SeqCst);
+    ledger.refuse_expiry.store(true, Ordering::SeqCst);
+    ledger.refuse_prunes.store(true, Ordering::SeqCst);
+    let refused = open_as_gw_a(&shared).err();
+    assert!(
+        matches!(&refused, Some(LedgerError::Unwritable { reason }) if reason == "the adoption cannot finish"),
+        "{refused:?}"
+    );
+    ledger.refuse_adoption.store(false, Ordering::SeqCst);
+    let queue = open_as_gw_a(&shared).expect("the recovery holds now");
+    let restored = queue
+        .claim(&ClaimFilter::any().including_restored())
+        .unwrap()
+        .expect("the dead owner's completion, restored");
+    assert!(restored.is_restored());
+    assert_eq!(number(&restored.ack().unwrap()), 5);
+}
+
+/// A sweep returns the first error, in its order (the recovery first), and runs every
+/// step whatever the others answered.
+#[test]
+fn a_sweep_returns_its_first_error() {
+    let ledger = Arc::new(FailingRecovery::default());
+    let shared: Arc<dyn LedgerBackend> = ledger.clone();
+    let queue = open_as_gw_a(&shared).unwrap();
+    ledger
+        .insert_pending(NewPending {
+            owner: "gw-dead",
+            event: numbered(6),
+        })
+        .map_err(|refused| refused.error)
+        .unwrap();
+    ledger.refuse_adoption.store(true, Ordering::SeqCst);
+    ledger.refuse_expiry.store(true, Ordering::SeqCst);
+    ledger.refuse_prunes.store(true, Ordering::SeqCst);
+    let swept = queue.sweep();
+    assert!(
+        matches!(&swept, Err(LedgerError::Unwritable { reason }) if reason == "the adoption cannot finish"),
+        "{swept:?}"
+    );
+    ledger.refuse_adoption.store(false, Ordering::SeqCst);
+    let swept = queue.sweep();
+    assert!(
+        matches!(&swept, Err(LedgerError::Unwritable { reason }) if reason == "the expiry cannot finish"),
+        "{swept:?}"
+    );
+    ledger.refuse_expiry.store(false, Ordering::SeqCst);
+    let swept = queue.sweep();
+    assert!(
+        matches!(&swept, Err(LedgerError::Unwritable { reason }) if reason == "the prune cannot finish"),
+        "{swept:?}"
+    );
+    ledger.refuse_prunes.store(false, Ordering::SeqCst);
+    queue.sweep().unwrap();
+    let restored = queue
+        .claim(&ClaimFilter::any().including_restored())
+        .unwrap()
+        .expect("restored by the sweep that failed only its prune");
+    assert!(restored.is_restored());
+}

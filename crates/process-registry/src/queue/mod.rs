@@ -174,14 +174,18 @@ impl CompletionQueueBuilder {
     /// this every [`sweep_interval`](LedgerConfig::sweep_interval) while the queue lives.
     ///
     /// The open's first housekeeping (expiring restored completions past the horizon,
-    /// pruning delivered rows past the retention) does not decide it: when the store
-    /// cannot finish it now, the failure is logged and a later sweep tries again.
+    /// pruning delivered rows past the retention, recounting the pending gauge) does not
+    /// decide it: when the store cannot finish it now, the failure is logged and a later
+    /// sweep tries again — the `ledger-sweep` thread's, or, on a backend that gets none,
+    /// the next call of [`CompletionQueue::sweep`].
     ///
     /// # Errors
     /// When the recovery cannot read or write the store (or, for a memory ledger another
-    /// caller wrote to before, count its rows); [`LedgerError::Unavailable`]
-    /// when the [`instance`](Self::instance) id is empty (an empty holder is how a store
-    /// marks a released ownership lease, and rows need an owner).
+    /// caller wrote to before, count its rows), or the backend cannot say how to tell
+    /// whether an instance is alive ([`LedgerBackend::instance_liveness`]);
+    /// [`LedgerError::Unavailable`] when the [`instance`](Self::instance) id is empty (an
+    /// empty holder is how a store marks a released ownership lease, and rows need an
+    /// owner), or when the `ledger-sweep` thread cannot be started.
     pub fn open(self) -> Result<CompletionQueue, LedgerError> {
         if self.instance.is_empty() {
             return Err(LedgerError::Unavailable {
@@ -222,7 +226,11 @@ impl CompletionQueueBuilder {
         let now = core.backend.now();
         core.recover_dead_owners(now)?;
         if let Err(error) = core.housekeep(now) {
-            tracing::warn!(%error, "the queue opened, but its first housekeeping (expiry, prune, retries) failed; a later sweep retries it");
+            if shared {
+                tracing::warn!(%error, "the queue opened, but its first housekeeping (expiry, prune, recount) failed; the ledger-sweep thread tries again at its next sweep");
+            } else {
+                tracing::warn!(%error, "the queue opened, but its first housekeeping (expiry, prune) failed; this backend has no ledger-sweep thread: the next CompletionQueue::sweep tries again");
+            }
         }
         let woken = Arc::downgrade(&core);
         core.backend.wake_on_foreign_writes(Box::new(move || {
