@@ -1254,7 +1254,15 @@ fn restores_race_claims(store: &dyn Store, fenced: bool) -> Result<(), String> {
             }
         });
         for (name, filter) in &consumers {
-            let (queue, start) = (queue.clone(), Arc::clone(&start));
+            // Each unfenced consumer on a queue of its own (another handle on the store:
+            // on SQLite and PostgreSQL, another connection); the fenced ones on the queue
+            // their ownership renews.
+            let queue = if name.starts_with("fenced") {
+                queue.clone()
+            } else {
+                queue_as(store, "gw-a", &FakeLiveness::default())
+            };
+            let start = Arc::clone(&start);
             let record = &record;
             let (count, guard) = (&count, &guard);
             scope.spawn(move || {
@@ -1274,7 +1282,10 @@ fn restores_race_claims(store: &dyn Store, fenced: bool) -> Result<(), String> {
                 }
             });
         }
-        let (queue, start) = (queue.clone(), Arc::clone(&start));
+        let (queue, start) = (
+            queue_as(store, "gw-a", &FakeLiveness::default()),
+            Arc::clone(&start),
+        );
         let (record, count, guard) = (&record, &count, &guard);
         scope.spawn(move || {
             start.wait();
