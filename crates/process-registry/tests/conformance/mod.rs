@@ -1657,15 +1657,23 @@ pub fn fenced_claims_need_a_live_lease(store: &dyn Store) -> Result<(), String> 
 /// no longer settle them, and the next holder gets a greater epoch without waiting.
 pub fn released_scopes_hand_over_at_once(store: &dyn Store) -> Result<(), String> {
     let backend = store.backend();
-    let lease = SCOPE_LEASE.as_secs_f64();
-    assert_eq!(first_lease(&*backend, "gw-a")?, 1);
+    // Nothing here waits for a lease to run out: an hour, so that a loaded machine (a
+    // store's real clock moving on between two steps) cannot end one early.
+    let lease = 3600.0;
+    let scope = "platform:telegram";
+    assert_eq!(
+        backend
+            .acquire_scope(scope, "gw-a", lease)
+            .map_err(|error| error.to_string())?,
+        Some(1),
+        "a fresh scope is free"
+    );
     queue(store).put(watch("handed over"));
     let seq = backend.candidates(&ANY, 1).unwrap()[0].seq;
     assert!(backend
         .claim_fenced(seq, new_claim(token(1, "gw-a")), fence(1))
         .unwrap()
         .is_some());
-    let scope = "platform:telegram";
     assert!(
         !backend.release_scope(scope, "gw-b", 1).unwrap(),
         "not b's to release"
