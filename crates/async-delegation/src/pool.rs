@@ -625,4 +625,122 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(available(&pool), 2);
     }
+
+    /// A few yields, a random number of them (no clock): a job's or a submitter's pause.
+    fn pause(at_most: u32) {
+        for _ in 0..rand::random::<u32>() % at_most {
+            std::thread::yield_now();
+        }
+    }
+
+    /// `n` jobs held until `hold` is dropped, submitted by four threads at once; the
+    /// names of the threads running them.
+    fn held_jobs_from_four_submitters(
+        pool: &Arc<WorkerPool>,
+        n: usize,
+        hold: &crossbeam_channel::Receiver<()>,
+    ) -> std::collections::HashSet<Option<String>> {
+        let (names_tx, names) = crossbeam_channel::unbounded();
+        let submitters: Vec<_> = (0..4)
+            .map(|submitter| {
+                let (pool, hold, names_tx) = (Arc::clone(pool), hold.clone(), names_tx.clone());
+                std::thread::spawn(move || {
+                    for _ in (submitter..n).step_by(4) {
+                        let (hold, names_tx) = (hold.clone(), names_tx.clone());
+                        pool.execute(Box::new(move |_idle: IdleSignal| {
+                            names_tx
+                                .send(std::thread::current().name().map(str::to_owned))
+                                .unwrap();
+                            let _ = hold.recv_timeout(GUARD);
+                        }))
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for submitter in submitters {
+            submitter.join().unwrap();
+        }
+        (0..n)
+            .map(|_| {
+                names
+                    .recv_timeout(GUARD)
+                    .expect("every held job runs at once, none waits behind another")
+            })
+            .collect()
+    }
+
+    /// Four submitters send bursts of short jobs (half of them fire their idle signal
+    /// early), then hold `n` jobs at once, round after round, with workers retiring
+    /// between jobs (a zero keep-alive) and without: every job runs, `n` held jobs run on
+    /// `n` threads, a spare is idle while they are held, and no submitter but the first
+    /// starts a thread. Last, a burst is cut short by the pool's drop: its jobs still run
+    /// and every worker ends.
+    #[test]
+    fn bursts_from_many_submitters_all_run_and_held_jobs_each_get_a_thread() {
+        const JOBS: usize = 300;
+        for keep_alive in [Duration::ZERO, Duration::from_secs(60)] {
+            let pool = Arc::new(WorkerPool::new(keep_alive));
+            let shared = Arc::clone(&pool.shared);
+            for round in 0..5 {
+                let (done_tx, done) = crossbeam_channel::unbounded();
+                let submitters: Vec<_> = (0..4)
+                    .map(|_| {
+                        let (pool, done_tx) = (Arc::clone(&pool), done_tx.clone());
+                        std::thread::spawn(move || {
+                            for _ in 0..JOBS {
+                                let done_tx = done_tx.clone();
+                                let early = rand::random::<bool>();
+                                pool.execute(Box::new(move |mut idle: IdleSignal| {
+                                    if early {
+                                        idle.fire();
+                                    }
+                                    pause(32);
+                                    done_tx.send(()).unwrap();
+                                }))
+                                .unwrap();
+                                // Bursts: most jobs follow back to back.
+                                if rand::random::<u8>() < 16 {
+                                    pause(64);
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for submitter in submitters {
+                    submitter.join().unwrap();
+                }
+                for _ in 0..4 * JOBS {
+                    done.recv_timeout(GUARD).expect("every job runs");
+                }
+                let n = 2 + 5 * round;
+                let (release, hold) = crossbeam_channel::bounded::<()>(0);
+                let running = held_jobs_from_four_submitters(&pool, n, &hold);
+                assert_eq!(running.len(), n, "{n} jobs held at once, {n} threads");
+                until("a spare beside the held jobs", || available(&pool) >= 1);
+                drop(release);
+            }
+            assert_eq!(submitter_starts(&pool), 1, "only the first worker");
+            // A burst the drop cuts short.
+            let (done_tx, done) = crossbeam_channel::unbounded();
+            let (release, hold) = crossbeam_channel::bounded::<()>(0);
+            for n in 0..64 {
+                let (done_tx, hold) = (done_tx.clone(), hold.clone());
+                pool.execute(Box::new(move |_idle: IdleSignal| {
+                    done_tx.send(()).unwrap();
+                    if n % 2 == 0 {
+                        let _ = hold.recv_timeout(GUARD);
+                    }
+                }))
+                .unwrap();
+            }
+            drop(Arc::into_inner(pool).expect("the submitters are done"));
+            for _ in 0..64 {
+                done.recv_timeout(GUARD)
+                    .expect("every accepted job runs, also after the drop");
+            }
+            drop(release);
+            until("no worker left", || workers(&shared) == 0);
+        }
+    }
 }
