@@ -259,3 +259,19 @@ pub(super) fn id_number(delegation_id: &str) -> Option<u32> {
     }
     u32::from_str_radix(hex, 16).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The id is `deleg_` and its number's 8 lowercase hex digits, nothing of the
+    /// padding, and it reads back as that number.
+    #[test]
+    fn a_drawn_id_is_its_number_in_eight_lowercase_hex_digits() {
+        for _ in 0..20_000 {
+            let (number, id) = new_delegation_id();
+            assert_eq!(&*id, format!("deleg_{number:08x}"));
+            assert_eq!(id_number(&id), Some(number));
+        }
+    }
+}

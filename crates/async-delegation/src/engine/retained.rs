@@ -114,4 +114,58 @@ mod tests {
         }
         assert_eq!(retained.records().count(), MAX_RETAINED_COMPLETED);
     }
+
+    /// Against the code it replaced (a queue by commit order, the newest pushed or
+    /// inserted, the oldest evicted): random late commits, some older than every retained
+    /// one, and numbers crowded on a few low bytes. After every keep, the records and the
+    /// evicted one are the old code's, each number sits beside its record, and every
+    /// count is its byte's share of the numbers.
+    #[test]
+    fn keeps_and_evicts_as_the_queue_it_replaced() {
+        let tagged = |number: u32| Finished {
+            completed_at: f64::from(number),
+            ..record()
+        };
+        let mut retained = Retained::default();
+        let mut old: VecDeque<(u64, u32)> = VecDeque::new();
+        let mut next = 1_000_u64;
+        for n in 0..5_000_u32 {
+            next += 1 + u64::from(rand::random::<u8>() % 4);
+            let order = match rand::random::<u8>() % 8 {
+                // Late: anywhere in the retained span, or before all of it.
+                0 | 1 => next - 1 - u64::from(rand::random::<u8>()),
+                _ => next,
+            };
+            let number = (n << 8) | u32::from(rand::random::<u8>() % 6);
+            let evicted = retained.keep(order, number, tagged(number));
+            if old.back().is_none_or(|&(done, _)| done < order) {
+                old.push_back((order, number));
+            } else {
+                let at = old.partition_point(|&(done, _)| done < order);
+                old.insert(at, (order, number));
+            }
+            let old_evicted = (old.len() > MAX_RETAINED_COMPLETED)
+                .then(|| old.pop_front())
+                .flatten();
+            assert_eq!(
+                evicted.map(|record| record.completed_at),
+                old_evicted.map(|(_, number)| f64::from(number))
+            );
+            let kept: Vec<f64> = retained.records().map(|r| r.completed_at).collect();
+            let expected: Vec<f64> = old.iter().map(|&(_, m)| f64::from(m)).collect();
+            assert_eq!(kept, expected, "after {n}");
+            assert!(retained.numbers.iter().map(|&m| f64::from(m)).eq(kept));
+            for byte in 0..256 {
+                let share = retained
+                    .numbers
+                    .iter()
+                    .filter(|&&m| low_byte(m) == byte)
+                    .count();
+                assert_eq!(usize::from(retained.by_low_byte[byte]), share);
+            }
+            for &(_, m) in &old {
+                assert!(retained.holds(m));
+            }
+        }
+    }
 }
