@@ -497,16 +497,23 @@ mod tests {
     ) -> crossbeam_channel::Receiver<Option<String>> {
         let (names_tx, names) = crossbeam_channel::unbounded();
         for _ in 0..n {
-            let (hold, names_tx) = (hold.clone(), names_tx.clone());
-            pool.execute(Box::new(move |_idle: IdleSignal| {
-                names_tx
-                    .send(std::thread::current().name().map(str::to_owned))
-                    .unwrap();
-                let _ = hold.recv_timeout(GUARD);
-            }))
-            .unwrap();
+            pool.execute(held_job(hold, &names_tx)).unwrap();
         }
         names
+    }
+
+    /// A job that reports its thread's name, then holds until `hold` is dropped.
+    fn held_job(
+        hold: &crossbeam_channel::Receiver<()>,
+        names: &crossbeam_channel::Sender<Option<String>>,
+    ) -> Job {
+        let (hold, names) = (hold.clone(), names.clone());
+        Box::new(move |_idle: IdleSignal| {
+            names
+                .send(std::thread::current().name().map(str::to_owned))
+                .unwrap();
+            let _ = hold.recv_timeout(GUARD);
+        })
     }
 
     #[test]
@@ -646,14 +653,7 @@ mod tests {
                 let (pool, hold, names_tx) = (Arc::clone(pool), hold.clone(), names_tx.clone());
                 std::thread::spawn(move || {
                     for _ in (submitter..n).step_by(4) {
-                        let (hold, names_tx) = (hold.clone(), names_tx.clone());
-                        pool.execute(Box::new(move |_idle: IdleSignal| {
-                            names_tx
-                                .send(std::thread::current().name().map(str::to_owned))
-                                .unwrap();
-                            let _ = hold.recv_timeout(GUARD);
-                        }))
-                        .unwrap();
+                        pool.execute(held_job(&hold, &names_tx)).unwrap();
                     }
                 })
             })
