@@ -1464,6 +1464,24 @@ macro_rules! conformance_suite {
 /// lapses by both the manual clock's advance and a real wait.
 const SCOPE_LEASE: Duration = Duration::from_millis(300);
 
+/// The lease the scope tests hold while they do not wait for it to run out: an hour, so
+/// that a loaded machine (a store on the real clock moving on between two steps) cannot
+/// end it early. [`run_out`] shortens it first where a test waits for the end.
+const HELD: f64 = 3600.0;
+
+/// Renews `holder`'s lease of `platform:telegram` for [`SCOPE_LEASE`] only (a renewal
+/// keeps the epoch), then lets it run out.
+fn run_out(store: &dyn Store, backend: &dyn LedgerBackend, holder: &str) {
+    assert!(
+        backend
+            .acquire_scope("platform:telegram", holder, SCOPE_LEASE.as_secs_f64())
+            .unwrap()
+            .is_some(),
+        "{holder} renews its lease, short"
+    );
+    lapse(store);
+}
+
 fn lapse(store: &dyn Store) {
     store.clock().advance(SCOPE_LEASE * 2);
     std::thread::sleep(SCOPE_LEASE + Duration::from_millis(150));
@@ -1489,7 +1507,7 @@ fn fence(epoch: u64) -> process_registry::Fence<'static> {
 
 /// The first lease on a scope, or why the backend keeps none.
 fn first_lease(backend: &dyn LedgerBackend, holder: &str) -> Result<u64, String> {
-    match backend.acquire_scope("platform:telegram", holder, SCOPE_LEASE.as_secs_f64()) {
+    match backend.acquire_scope("platform:telegram", holder, HELD) {
         Ok(Some(epoch)) => Ok(epoch),
         Ok(None) => panic!("a fresh scope is free"),
         Err(error) => Err(error.to_string()),
@@ -1511,7 +1529,7 @@ fn delivery_of(backend: &dyn LedgerBackend, seq: u64) -> (Option<DeliveryState>,
 /// pending as possible redeliveries, and the stale owner can neither ack nor renew.
 pub fn scope_leases_and_takeover(store: &dyn Store) -> Result<(), String> {
     let backend = store.backend();
-    let lease = SCOPE_LEASE.as_secs_f64();
+    let lease = HELD;
     let first = first_lease(&*backend, "gw-a")?;
     assert_eq!(first, 1);
     let scope = "platform:telegram";
@@ -1544,7 +1562,7 @@ pub fn scope_leases_and_takeover(store: &dyn Store) -> Result<(), String> {
         "a still owns it"
     );
 
-    lapse(store);
+    run_out(store, &*backend, "gw-a");
     assert_eq!(
         backend.acquire_scope(scope, "gw-b", lease).unwrap(),
         Some(2),
@@ -1621,7 +1639,7 @@ pub fn fenced_claims_need_a_live_lease(store: &dyn Store) -> Result<(), String> 
         .claim_fenced(seqs[0], new_claim(token(1, "gw-a")), fence(1))
         .unwrap()
         .is_some());
-    lapse(store);
+    run_out(store, &*backend, "gw-a");
     assert!(
         backend
             .claim_fenced(seqs[1], new_claim(token(2, "gw-a")), fence(1))
@@ -1631,7 +1649,7 @@ pub fn fenced_claims_need_a_live_lease(store: &dyn Store) -> Result<(), String> 
     );
     assert_eq!(
         backend
-            .acquire_scope("platform:telegram", "gw-a", SCOPE_LEASE.as_secs_f64())
+            .acquire_scope("platform:telegram", "gw-a", HELD)
             .unwrap(),
         Some(1),
         "no one took it meanwhile: the same epoch"
@@ -1657,17 +1675,9 @@ pub fn fenced_claims_need_a_live_lease(store: &dyn Store) -> Result<(), String> 
 /// no longer settle them, and the next holder gets a greater epoch without waiting.
 pub fn released_scopes_hand_over_at_once(store: &dyn Store) -> Result<(), String> {
     let backend = store.backend();
-    // Nothing here waits for a lease to run out: an hour, so that a loaded machine (a
-    // store's real clock moving on between two steps) cannot end one early.
-    let lease = 3600.0;
+    let lease = HELD;
     let scope = "platform:telegram";
-    assert_eq!(
-        backend
-            .acquire_scope(scope, "gw-a", lease)
-            .map_err(|error| error.to_string())?,
-        Some(1),
-        "a fresh scope is free"
-    );
+    assert_eq!(first_lease(&*backend, "gw-a")?, 1);
     queue(store).put(watch("handed over"));
     let seq = backend.candidates(&ANY, 1).unwrap()[0].seq;
     assert!(backend
