@@ -451,12 +451,25 @@ fn a_claim_predicate_may_read_the_queue_it_claims_from() {
     assert_eq!(queue.len(), 2);
 }
 
-/// A memory ledger whose next put, and every prune once told, fails.
+/// A memory ledger whose next put fails once told, and whose adoptions of a dead owner's
+/// orphans, expiries and prunes fail while told.
 #[derive(Default)]
 struct FailingHousekeeping {
     inner: MemoryLedger,
     refuse_next_put: AtomicBool,
+    refuse_adoption: AtomicBool,
+    refuse_expiry: AtomicBool,
     refuse_prunes: AtomicBool,
+}
+
+/// `Err("the {step} cannot finish")` while `refuse` is set.
+fn refused_while(refuse: &AtomicBool, step: &str) -> Result<(), LedgerError> {
+    if refuse.load(Ordering::SeqCst) {
+        return Err(LedgerError::Unwritable {
+            reason: format!("the {step} cannot finish"),
+        });
+    }
+    Ok(())
 }
 
 impl forwarding::Forwarding for FailingHousekeeping {
@@ -474,12 +487,16 @@ impl forwarding::Forwarding for FailingHousekeeping {
         }
         self.inner.insert_pending(row)
     }
+    fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError> {
+        refused_while(&self.refuse_adoption, "adoption")?;
+        self.inner.adopt_orphans(owner)
+    }
+    fn expire_pending(&self, before: f64, reason: &str) -> Result<u64, LedgerError> {
+        refused_while(&self.refuse_expiry, "expiry")?;
+        self.inner.expire_pending(before, reason)
+    }
     fn prune_delivered(&self, before: f64) -> Result<u64, LedgerError> {
-        if self.refuse_prunes.load(Ordering::SeqCst) {
-            return Err(LedgerError::Unwritable {
-                reason: "the prune cannot finish".to_owned(),
-            });
-        }
+        refused_while(&self.refuse_prunes, "prune")?;
         self.inner.prune_delivered(before)
     }
 }
@@ -562,47 +579,6 @@ fn is_empty_agrees_with_len_through_claims_releases_and_takes() {
     agree(&queue, true, "the other still backing off");
 }
 
-/// A memory ledger whose adoption of a dead owner's orphans, and whose expiry, fail once
-/// told (and whose prunes fail, as [`FailingHousekeeping`]'s).
-#[derive(Default)]
-struct FailingRecovery {
-    inner: MemoryLedger,
-    refuse_adoption: AtomicBool,
-    refuse_expiry: AtomicBool,
-    refuse_prunes: AtomicBool,
-}
-
-impl forwarding::Forwarding for FailingRecovery {
-    fn inner(&self) -> &dyn LedgerBackend {
-        &self.inner
-    }
-    fn adopt_orphans(&self, owner: &str) -> Result<u64, LedgerError> {
-        if self.refuse_adoption.load(Ordering::SeqCst) {
-            return Err(LedgerError::Unwritable {
-                reason: "the adoption cannot finish".to_owned(),
-            });
-        }
-        self.inner.adopt_orphans(owner)
-    }
-    fn expire_pending(&self, before: f64, reason: &str) -> Result<u64, LedgerError> {
-        if self.refuse_expiry.load(Ordering::SeqCst) {
-            return Err(LedgerError::Unwritable {
-                reason: "the expiry cannot finish".to_owned(),
-            });
-        }
-        self.inner.expire_pending(before, reason)
-    }
-    fn prune_delivered(&self, before: f64) -> Result<u64, LedgerError> {
-        if self.refuse_prunes.load(Ordering::SeqCst) {
-            return Err(LedgerError::Unwritable {
-                reason: "the prune cannot finish".to_owned(),
-            });
-        }
-        self.inner.prune_delivered(before)
-    }
-}
-forward_ledger!(FailingRecovery);
-
 /// Every instance but `gw-a` is dead.
 struct OnlyGwA;
 
@@ -625,7 +601,7 @@ fn open_as_gw_a(shared: &Arc<dyn LedgerBackend>) -> Result<CompletionQueue, Ledg
 /// still fail, and the dead owner's completion is restored.
 #[test]
 fn a_queue_does_not_open_when_its_recovery_fails() {
-    let ledger = Arc::new(FailingRecovery::default());
+    let ledger = Arc::new(FailingHousekeeping::default());
     let shared: Arc<dyn LedgerBackend> = ledger.clone();
     ledger
         .insert_pending(NewPending {
@@ -656,7 +632,7 @@ fn a_queue_does_not_open_when_its_recovery_fails() {
 /// step whatever the others answered.
 #[test]
 fn a_sweep_returns_its_first_error() {
-    let ledger = Arc::new(FailingRecovery::default());
+    let ledger = Arc::new(FailingHousekeeping::default());
     let shared: Arc<dyn LedgerBackend> = ledger.clone();
     let queue = open_as_gw_a(&shared).unwrap();
     ledger
