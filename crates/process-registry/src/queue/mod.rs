@@ -226,11 +226,12 @@ impl CompletionQueueBuilder {
         let now = core.backend.now();
         core.recover_dead_owners(now)?;
         if let Err(error) = core.housekeep(now) {
-            if shared {
-                tracing::warn!(%error, "the queue opened, but its first housekeeping (expiry, prune, recount) failed; the ledger-sweep thread tries again at its next sweep");
+            let retry = if shared {
+                "the ledger-sweep thread tries again at its next sweep"
             } else {
-                tracing::warn!(%error, "the queue opened, but its first housekeeping (expiry, prune) failed; this backend has no ledger-sweep thread: the next CompletionQueue::sweep tries again");
-            }
+                "this backend has no ledger-sweep thread: the next CompletionQueue::sweep tries again"
+            };
+            tracing::warn!(%error, retry, "the queue opened, but its first housekeeping (expiry, prune, retries) failed");
         }
         let woken = Arc::downgrade(&core);
         core.backend.wake_on_foreign_writes(Box::new(move || {
