@@ -58,7 +58,8 @@
 //!   resolves `Ok`. With the `tokio` feature, `DeliveryRouterBuilder::start_on` runs the
 //!   router as tasks on a runtime you pass — one per platform, so a slow platform never
 //!   delays another's deliveries — and `DeliveryRouter::stop_async` waits for them; sync
-//!   adapters then run on the runtime's blocking threads. The thread router drives async
+//!   adapters then run on the runtime's blocking threads, and so do the ledger's calls on
+//!   a store that may block (SQLite, PostgreSQL). The thread router drives async
 //!   adapters on its own thread.
 //!
 //! ```

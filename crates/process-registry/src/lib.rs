@@ -211,7 +211,7 @@ pub use ledger::postgres::{
 pub use ledger::sqlite::{Durability, SqliteLedger, SqliteOptions};
 pub use ledger::sweeper::SWEEP_THREAD_NAME;
 pub use number::{ParseWireNumberError, WireNumber};
-pub use queue::spin_then_yield;
+pub use queue::{spin_then_yield, OFFLOAD_THREAD_NAME};
 pub use queue::{
     Claims, Committed, CompletionQueue, CompletionQueueBuilder, DispatchRecord, Events, QueueWait,
     Recorded, OWNER_EXITED_ERROR, RESTORE_HORIZON_REASON,

@@ -169,8 +169,11 @@ impl DeliveryRouterBuilder {
     /// Starts the router as tasks on `runtime` instead of a thread (feature `tokio`): one
     /// task per platform with an adapter — so a slow platform never delays another's
     /// deliveries — and one that makes unroutable completions dead letters. Async
-    /// adapters are awaited; sync adapters run on the runtime's blocking threads. Stop it
-    /// with [`DeliveryRouter::stop_async`].
+    /// adapters are awaited; sync adapters run on the runtime's blocking threads, and so
+    /// do the ledger's claims and settles when its store may block
+    /// ([`Capabilities::may_block`](process_registry::Capabilities::may_block): SQLite,
+    /// PostgreSQL), so no task waits on the store. Stop it with
+    /// [`DeliveryRouter::stop_async`].
     ///
     /// ```
     /// use gateway::{DeliveryRouter, InternalMessage, Platform};

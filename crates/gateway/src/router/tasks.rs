@@ -6,9 +6,13 @@
 //! Each task waits with [`CompletionQueue::next_claim`](process_registry::CompletionQueue::next_claim)
 //! (woken by a completion, a turn's end, a new adapter; nothing polls) beside the router's
 //! stop signal. An async adapter's future is awaited to its end; a sync adapter runs on the
-//! runtime's blocking threads, so neither holds a runtime thread. The ledger's claim and
-//! settle calls run on the task (never blocking for the memory ledger, tens of microseconds
-//! for SQLite).
+//! runtime's blocking threads, so neither holds a runtime thread. The ledger's calls (the
+//! looks, the settles) run on the task when its store never blocks (the memory ledger),
+//! and on the runtime's blocking threads when it may ([`Capabilities::may_block`]: SQLite
+//! waits on its file's lock, PostgreSQL on the server), so no call holds a runtime thread
+//! either.
+//!
+//! [`Capabilities::may_block`]: process_registry::Capabilities::may_block
 
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
@@ -112,7 +116,7 @@ async fn serve_platform(worker: Arc<Worker>, platform: Platform) {
             Target::Platform(p) if p == platform && view.served.contains(&p)
         )
     });
-    claim_and_deliver(&worker, &filter, &view).await;
+    claim_and_deliver(&worker, filter, view).await;
 }
 
 /// Claims what no platform will take — completions with no route, or for a platform
@@ -130,13 +134,29 @@ async fn serve_rest(worker: Arc<Worker>) {
             }
         }
     });
-    claim_and_deliver(&worker, &filter, &view).await;
+    claim_and_deliver(&worker, filter, view).await;
+}
+
+/// Runs `call` — ledger calls — where it cannot hold the runtime's thread: on the
+/// runtime's blocking threads when the queue's store may block, else here. `None` when the
+/// runtime is shutting down and the call did not run to its end.
+async fn off_runtime<T: Send + 'static>(
+    worker: &Arc<Worker>,
+    call: impl FnOnce(&Worker) -> T + Send + 'static,
+) -> Option<T> {
+    if !worker.queue().backend().capabilities().may_block {
+        return Some(call(worker));
+    }
+    let worker = Arc::clone(worker);
+    tokio::task::spawn_blocking(move || call(&worker))
+        .await
+        .ok()
 }
 
 /// The thread router's loop as a task: arm the wait, look, look once more after reading
 /// when a held-back row comes due, then wait — for a write, a turn's end, a new adapter,
 /// that time, or the stop.
-async fn claim_and_deliver(worker: &Worker, filter: &ClaimFilter, view: &Mutex<View>) {
+async fn claim_and_deliver(worker: &Arc<Worker>, filter: ClaimFilter, view: Arc<Mutex<View>>) {
     let shared = worker.shared();
     let queue = worker.queue();
     let mut failures = 0_u32;
@@ -145,23 +165,33 @@ async fn claim_and_deliver(worker: &Worker, filter: &ClaimFilter, view: &Mutex<V
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let mut found = look(shared, queue, filter, view, &mut failures);
-        let mut due = None;
-        if matches!(found, Look::Nothing) {
-            match queue.next_due(filter) {
-                Ok(next) => {
-                    due = next;
-                    // A backoff that ran out between the look and `next_due` is in
-                    // neither: look once more.
-                    found = look(shared, queue, filter, view, &mut failures);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "the gateway could not read the ledger; retrying");
-                    found = Look::Failed;
-                    failures += 1;
+        let (filter, view) = (filter.clone(), Arc::clone(&view));
+        let looked = off_runtime(worker, move |worker| {
+            let (shared, queue) = (worker.shared(), worker.queue());
+            let mut found = look(shared, queue, &filter, &view, &mut failures);
+            let mut due = None;
+            if matches!(found, Look::Nothing) {
+                match queue.next_due(&filter) {
+                    Ok(next) => {
+                        due = next;
+                        // A backoff that ran out between the look and `next_due` is in
+                        // neither: look once more.
+                        found = look(shared, queue, &filter, &view, &mut failures);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "the gateway could not read the ledger; retrying");
+                        found = Look::Failed;
+                        failures += 1;
+                    }
                 }
             }
-        }
+            (found, due, failures)
+        });
+        // The runtime is shutting down.
+        let Some((found, mut due, failed)) = looked.await else {
+            return;
+        };
+        failures = failed;
         match found {
             Look::Claimed(claim) => {
                 drop(wait);
@@ -192,26 +222,31 @@ async fn claim_and_deliver(worker: &Worker, filter: &ClaimFilter, view: &Mutex<V
 
 /// Routes, renders and delivers one claimed completion, and settles the claim, in the
 /// claim's span.
-async fn deliver(worker: &Worker, claim: Claim) {
+async fn deliver(worker: &Arc<Worker>, claim: Claim) {
     let span = super::worker::claim_span(worker.shared(), &claim);
     tracing::Instrument::instrument(deliver_claimed(worker, claim), span).await;
 }
 
-async fn deliver_claimed(worker: &Worker, claim: Claim) {
-    let Some(Ready {
-        claim,
-        message,
-        adapter,
-    }) = (if worker.origins_are_async() {
+async fn deliver_claimed(worker: &Arc<Worker>, claim: Claim) {
+    // Routing may settle the claim (a busy session defers it): a ledger call.
+    let prepared = if worker.origins_are_async() {
         // Awaited here, so that routing (synchronous) reads the answer.
         let known = match worker.async_origin_lookup(&claim) {
             Some(lookup) => lookup.await,
             None => None,
         };
-        worker.prepare_with(claim, &Known(known))
+        off_runtime(worker, move |worker| {
+            worker.prepare_with(claim, &Known(known))
+        })
+        .await
     } else {
-        worker.prepare(claim)
-    })
+        off_runtime(worker, move |worker| worker.prepare(claim)).await
+    };
+    let Some(Some(Ready {
+        claim,
+        message,
+        adapter,
+    })) = prepared
     else {
         return;
     };
@@ -227,7 +262,10 @@ async fn deliver_claimed(worker: &Worker, claim: Claim) {
                 Err(panic) => Err(panic),
             };
             fence::drop_logged(send, "a replaced adapter");
-            worker.conclude(claim, &sent.view(), outcome);
+            off_runtime(worker, move |worker| {
+                worker.conclude(claim, &sent.view(), outcome);
+            })
+            .await;
         }
         Adapter::Sync(sync) => {
             let span = super::worker::delivery_span(&message);
@@ -238,7 +276,10 @@ async fn deliver_claimed(worker: &Worker, claim: Claim) {
             });
             match sending.await {
                 Ok((outcome, message)) => {
-                    worker.conclude(claim, &Sent::borrowed(&message), outcome);
+                    off_runtime(worker, move |worker| {
+                        worker.conclude(claim, &Sent::borrowed(&message), outcome);
+                    })
+                    .await;
                 }
                 // The runtime is shutting down: the claim is dropped undecided, which
                 // releases it (a failed attempt; it is offered again after its backoff).

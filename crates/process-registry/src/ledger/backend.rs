@@ -364,6 +364,12 @@ pub struct Capabilities {
     /// Other processes may write to the same store (their rows appear without an
     /// in-process wake-up).
     pub shared_between_processes: bool,
+    /// A call may wait on something outside the process: a file's lock, a server's round
+    /// trip, a disk. The queue's async faces (`next_event`, `next_claim` and their
+    /// streams) then run the store's calls on threads of their own (`ledger-offload`)
+    /// and await the answer, so the thread that polls them never waits on the store.
+    /// Say `true` unless every call is a few in-memory steps.
+    pub may_block: bool,
 }
 
 /// The storage primitives of a completion ledger.

@@ -735,6 +735,7 @@ impl LedgerBackend for MemoryLedger {
             durable: false,
             retains_delivered: false,
             shared_between_processes: false,
+            may_block: false,
         }
     }
 

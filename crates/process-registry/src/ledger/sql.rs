@@ -8,11 +8,13 @@ use super::backend::{CandidateQuery, Capabilities, ClaimToken, RowQuery, RunStat
 use crate::{Event, LedgerError, Status};
 
 /// What both SQL stores can do: rows survive the process, delivered ones are kept for the
-/// retention, and other processes write to the same store.
+/// retention, and other processes write to the same store; a call waits on the file's
+/// lock or the server.
 pub(crate) const CAPABILITIES: Capabilities = Capabilities {
     durable: true,
     retains_delivered: true,
     shared_between_processes: true,
+    may_block: true,
 };
 
 /// Every row, restored ones too: the query of a claim by `seq` alone (its conditions come

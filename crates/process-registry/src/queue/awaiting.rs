@@ -8,9 +8,15 @@
 //! Every future here is cancel-safe: a completion is taken (or claimed) only in the poll
 //! that returns it, so dropping a future that has not returned leaves the queue as it was.
 //!
-//! The store is called on the thread that polls: the memory ledger never blocks it; a
-//! SQLite ledger's read or commit takes tens of microseconds (and, while another process
-//! holds the file's write lock, waits up to its busy timeout).
+//! Nothing here waits on the store either. The memory ledger is called on the thread that
+//! polls (a few in-memory steps); a store whose calls may block ([`Capabilities::may_block`]:
+//! SQLite waits on its file's lock, PostgreSQL on the server) is called on the queue's
+//! offload threads (`offload.rs`), one look (take or claim, arm, look again) per call, and
+//! the future awaits the answer. Cancel-safety holds there too: a look that took or claimed
+//! something for a future dropped meanwhile gives it back on the offload thread (a claim is
+//! released, a taken event is pending again, at the tail).
+//!
+//! [`Capabilities::may_block`]: crate::Capabilities::may_block
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,7 +28,7 @@ use futures_core::Stream;
 use futures_timer::Delay;
 
 use super::{Core, QueueWait};
-use crate::{Claim, ClaimFilter, CompletionQueue, Event, LedgerError};
+use crate::{Claim, ClaimFilter, CompletionQueue, Event, LedgerError, TakenRow};
 
 impl CompletionQueue {
     /// The event at the head, waiting for one when the queue is empty: the `.await` form
@@ -44,13 +50,9 @@ impl CompletionQueue {
     /// # Errors
     /// When the store cannot be read or written (never for the memory ledger).
     pub async fn next_event(&self) -> Result<Event, LedgerError> {
-        let filter = ClaimFilter::any();
-        let query = filter.query(0);
-        let taken = self
-            .core
-            .wait_async(&filter, || self.core.backend.take_next(&query))
-            .await?;
-        Ok(self.core.taken(taken))
+        let found = self.core.wait_async(&ClaimFilter::any(), take_next).await?;
+        let taken = found.received().ok_or_else(missing)?;
+        Ok(self.core.taken(taken.row))
     }
 
     /// The next completion `filter` matches, claimed, waiting for one when there is none:
@@ -60,9 +62,8 @@ impl CompletionQueue {
     /// # Errors
     /// When the store cannot be read or written (never for the memory ledger).
     pub async fn next_claim(&self, filter: &ClaimFilter) -> Result<Claim, LedgerError> {
-        self.core
-            .wait_async(filter, || self.core.try_claim(filter))
-            .await
+        let found = self.core.wait_async(filter, claim_next).await?;
+        found.received().ok_or_else(missing)
     }
 
     /// Every event taken from the head as it arrives: a [`Stream`] of
@@ -87,31 +88,32 @@ impl CompletionQueue {
 }
 
 impl Core {
-    /// [`wait_for`](Core::wait_for) as a future without a deadline: runs `attempt` until
-    /// it finds something, sleeping (as a future) until a write wakes the queue or a row
-    /// `filter` matches comes due.
-    async fn wait_async<T>(
+    /// [`wait_for`](Core::wait_for) as a future without a deadline: looks with `attempt`
+    /// until it finds something, sleeping (as a future) until a write wakes the queue or a
+    /// row `filter` matches comes due. On a store whose calls may block, each look runs on
+    /// the queue's offload threads and is awaited.
+    async fn wait_async<T: Send + 'static>(
         self: &Arc<Self>,
         filter: &ClaimFilter,
-        mut attempt: impl FnMut() -> Result<Option<T>, LedgerError>,
+        attempt: Attempt<T>,
     ) -> Result<T, LedgerError> {
         loop {
-            if let Some(found) = attempt()? {
-                return Ok(found);
-            }
-            // Armed before the second look, as in the blocking wait.
-            let listener = self.listen();
-            if let Some(found) = attempt()? {
-                return Ok(found);
-            }
-            let due = self.next_due(filter)?;
-            // A backoff that ran out between the look and `next_due` is in neither answer.
-            if let Some(found) = attempt()? {
-                return Ok(found);
-            }
-            match due {
-                None => listener.await,
-                Some(due) => {
+            let step = match &self.offload {
+                None => self.look(filter, attempt)?,
+                Some(offload) => {
+                    let (core, filter) = (Arc::clone(self), filter.clone());
+                    offload
+                        .run(move || core.look(&filter, attempt))
+                        .await
+                        .ok_or_else(|| LedgerError::Unreadable {
+                            reason: "the store's call panicked".to_owned(),
+                        })??
+                }
+            };
+            match step {
+                Step::Found(found) => return Ok(found),
+                Step::Wait(listener, None) => listener.await,
+                Step::Wait(listener, Some(due)) => {
                     WakeOrDue {
                         listener,
                         due: Delay::new(due.saturating_duration_since(Instant::now())),
@@ -120,6 +122,106 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// One look, as the blocking wait makes it: `attempt`; then the wait armed and
+    /// `attempt` again (a write between the two is in one of them); then when the next row
+    /// `filter` matches comes due, and `attempt` once more (a backoff that ran out between
+    /// the look and `next_due` is in neither answer).
+    fn look<T>(
+        self: &Arc<Self>,
+        filter: &ClaimFilter,
+        attempt: Attempt<T>,
+    ) -> Result<Step<T>, LedgerError> {
+        if let Some(found) = attempt(self, filter)? {
+            return Ok(Step::Found(found));
+        }
+        let listener = self.listen();
+        if let Some(found) = attempt(self, filter)? {
+            return Ok(Step::Found(found));
+        }
+        let due = self.next_due(filter)?;
+        if let Some(found) = attempt(self, filter)? {
+            return Ok(Step::Found(found));
+        }
+        Ok(Step::Wait(listener, due))
+    }
+}
+
+/// A look of the store for what a wait wants.
+type Attempt<T> = fn(&Arc<Core>, &ClaimFilter) -> Result<Option<T>, LedgerError>;
+
+/// What one look found: the thing, or the wait to sleep on before the next look (with
+/// when a row comes due, if one does).
+enum Step<T> {
+    Found(T),
+    Wait(QueueWait, Option<Instant>),
+}
+
+/// What a look found for an async consumer, given back if it never reaches one: the
+/// future that looked on an offload thread was dropped before it returned it.
+struct Found<T: GiveBack>(Option<T>);
+
+impl<T: GiveBack> Found<T> {
+    /// What was found, received.
+    fn received(mut self) -> Option<T> {
+        self.0.take()
+    }
+}
+
+impl<T: GiveBack> Drop for Found<T> {
+    fn drop(&mut self) {
+        if let Some(found) = self.0.take() {
+            found.give_back();
+        }
+    }
+}
+
+/// How something found for a consumer that is gone returns to the queue.
+trait GiveBack {
+    fn give_back(self);
+}
+
+impl GiveBack for Claim {
+    /// Deferred: pending again at once, its attempt given back (nobody attempted it).
+    fn give_back(self) {
+        let key = self.key().into_owned();
+        if let Err(error) = self.defer() {
+            // The lease brings it back anyway.
+            tracing::warn!(%error, %key, "a claim made for a dropped future could not be given back");
+        }
+    }
+}
+
+/// A row taken for a consumer: its event.
+struct Taken {
+    core: Arc<Core>,
+    row: TakenRow,
+}
+
+impl GiveBack for Taken {
+    fn give_back(self) {
+        self.core.put_back(self.row);
+    }
+}
+
+fn take_next(core: &Arc<Core>, filter: &ClaimFilter) -> Result<Option<Found<Taken>>, LedgerError> {
+    Ok(core.backend.take_next(&filter.query(0))?.map(|row| {
+        Found(Some(Taken {
+            core: Arc::clone(core),
+            row,
+        }))
+    }))
+}
+
+fn claim_next(core: &Arc<Core>, filter: &ClaimFilter) -> Result<Option<Found<Claim>>, LedgerError> {
+    Ok(core.try_claim(filter)?.map(|claim| Found(Some(claim))))
+}
+
+/// A found value that went missing: cannot happen (a `Found` is built holding it).
+fn missing() -> LedgerError {
+    LedgerError::Unreadable {
+        reason: "a completion found for this consumer went missing".to_owned(),
     }
 }
 

@@ -12,9 +12,11 @@
 
 mod awaiting;
 mod backoff;
+mod offload;
 
 pub use awaiting::{Claims, Events};
 pub use backoff::spin_then_yield;
+pub use offload::OFFLOAD_THREAD_NAME;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
@@ -102,6 +104,9 @@ pub(crate) struct Core {
     sweeper: Mutex<Option<Sweeper>>,
     /// Its share of the `delegation_pending` gauge.
     pub(crate) pending: PendingGauge,
+    /// Where the async faces run the store's calls, when they may block (`None`: they run
+    /// on the polling thread).
+    offload: Option<offload::Offload>,
 }
 
 impl Drop for Core {
@@ -212,6 +217,7 @@ impl CompletionQueueBuilder {
             outbox: Mutex::new(VecDeque::new()),
             sweeper: Mutex::new(None),
             pending: PendingGauge::register(shared),
+            offload: capabilities.may_block.then(offload::Offload::new),
         });
         if core.counts_alone() {
             // Rows written to the ledger before any queue held it (through the backend
@@ -781,6 +787,7 @@ fn unreachable_memory_queue() -> CompletionQueue {
         outbox: Mutex::new(VecDeque::new()),
         sweeper: Mutex::new(None),
         pending: PendingGauge::register(false),
+        offload: None,
     });
     CompletionQueue { core }
 }
@@ -808,6 +815,26 @@ impl Core {
         fence(Ordering::SeqCst);
         if self.listeners.load(Ordering::Relaxed) > 0 {
             self.signal.notify_relaxed(usize::MAX);
+        }
+    }
+
+    /// A row an async consumer took and never received (its future was dropped after the
+    /// take, before it returned): the event is pending again, at the tail — still counted
+    /// pending, since it never reached anyone. A store that refuses it now gets it from the
+    /// sweep's retries, as a refused put does.
+    pub(crate) fn put_back(&self, row: crate::TakenRow) {
+        let event = Arc::unwrap_or_clone(row.event);
+        match self.backend.append_pending(NewPending {
+            owner: &self.instance,
+            event,
+        }) {
+            Ok(()) => self.wake_all(),
+            Err(PendingRefused { error, event }) => {
+                tracing::error!(%error, event_type = event.type_name(), "a completion taken for a future that was dropped could not be put back; kept in memory and retried");
+                // Counted again when the retry writes it, as a refused put is.
+                self.pending.add(-1);
+                lock(&self.outbox).push_back(*event);
+            }
         }
     }
 
