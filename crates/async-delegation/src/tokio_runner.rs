@@ -7,6 +7,12 @@
 //! with the error's text), panics (`error`, `panic: {message}`), or is dropped before it
 //! finishes because its runtime shut down (`interrupted`, with
 //! [`RUNTIME_SHUT_DOWN_ERROR`]).
+//!
+//! The completion is recorded on the task when the ledger never blocks (the memory
+//! ledger), and on the runtime's blocking threads when it may
+//! ([`Capabilities::may_block`](process_registry::Capabilities::may_block): SQLite,
+//! PostgreSQL), so the write never holds a runtime thread. The dispatch's own record is
+//! written by `dispatch_async` itself, on the calling thread, before it returns.
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -198,6 +204,7 @@ impl DelegationEngine {
         let mut run = Run {
             inner: Arc::clone(self.inner()),
             admitted: Some(admitted),
+            result: None,
         };
         // Building the future is the caller's code too: a panic there is this
         // delegation's `panic:` completion, not the caller's. Built, polled and finished
@@ -225,7 +232,18 @@ impl DelegationEngine {
                 Ok(Err(error)) => failure(fence::error_text(error)),
                 Err(message) => failure(format!("panic: {message}")),
             };
-            task.run.finish(result);
+            if !task.run.inner.ledger_may_block() {
+                task.run.finish(result);
+                return;
+            }
+            // The ledger's write may wait on its store: on the runtime's blocking threads,
+            // not this one. The result goes with the run, so a runtime that shuts down
+            // before the write runs still records it (when the run is dropped).
+            let mut run = task.run.take(result);
+            // In the run's span, as on the task.
+            let span = tracing::Span::current();
+            let recorded = tokio::task::spawn_blocking(move || span.in_scope(|| run.finish_kept()));
+            let _ = recorded.await;
         };
         let task = runtime.spawn(tracing::Instrument::instrument(running, span.clone()));
         if watched {
@@ -247,14 +265,33 @@ struct Task<F> {
 }
 
 /// An admitted async delegation until its completion is recorded: finished with its
-/// result, or — dropped unfinished, when its runtime shut down — with
-/// [`RUNTIME_SHUT_DOWN_ERROR`].
+/// result, or — dropped unfinished — with the result it keeps, else (its runtime shut
+/// down before the runner returned) with [`RUNTIME_SHUT_DOWN_ERROR`].
 struct Run {
     inner: Arc<Inner>,
     admitted: Option<Admitted>,
+    /// The runner's result, kept for a write made elsewhere.
+    result: Option<DelegationResult>,
 }
 
 impl Run {
+    /// This run, moved out with the result it is to record (what is left records
+    /// nothing).
+    fn take(&mut self, result: DelegationResult) -> Run {
+        Run {
+            inner: Arc::clone(&self.inner),
+            admitted: self.admitted.take(),
+            result: Some(result),
+        }
+    }
+
+    /// Records the result it keeps.
+    fn finish_kept(&mut self) {
+        if let Some(result) = self.result.take() {
+            self.finish(result);
+        }
+    }
+
     fn finish(&mut self, result: DelegationResult) {
         let Some(admitted) = self.admitted.take() else {
             return;
@@ -283,6 +320,9 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
+        if let Some(result) = self.result.take() {
+            self.finish(result);
+        }
         if self.admitted.is_some() {
             self.finish(DelegationResult {
                 status: Some("interrupted".into()),

@@ -329,3 +329,66 @@ async fn sync_and_async_delegations_share_one_capacity() {
         .await
         .expect("finished");
 }
+
+/// On a store whose calls may block (SQLite), an async delegation completes as on the
+/// memory ledger, on both runtime flavours: its completion is recorded (off the runtime),
+/// its handle resolves, and nothing is left running.
+#[test]
+fn async_runners_complete_on_a_sqlite_ledger() {
+    let dir = std::env::temp_dir().join(format!("async-runners-sqlite-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ledger = process_registry::SqliteLedger::open(dir.join("ledger.sqlite3")).unwrap();
+    let queue = CompletionQueue::builder(ledger).open().unwrap();
+    let engine = DelegationEngine::new(queue.clone());
+    for runtime in [
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap(),
+    ] {
+        runtime.block_on(async {
+            let handles: Vec<_> = (0..8)
+                .map(|n| {
+                    engine
+                        .dispatch_async(
+                            DelegationSpec::new(format!("Task {n}")),
+                            &tokio::runtime::Handle::current(),
+                            move |_| async move {
+                                tokio::task::yield_now().await;
+                                Ok(DelegationResult::completed(format!("done {n}")))
+                            },
+                            8,
+                        )
+                        .unwrap()
+                })
+                .collect();
+            for handle in &handles {
+                let outcome = tokio::time::timeout(HANG_GUARD, handle.finished())
+                    .await
+                    .expect("finished");
+                assert_eq!(outcome.status.as_deref(), Some("completed"));
+            }
+        });
+        let mut summaries: Vec<String> = (0..8)
+            .map(|_| match queue.take_timeout(HANG_GUARD) {
+                Some(Event::AsyncDelegation(event)) => event.summary.unwrap().to_string(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        summaries.sort();
+        assert_eq!(
+            summaries,
+            (0..8).map(|n| format!("done {n}")).collect::<Vec<_>>()
+        );
+        assert_eq!(engine.active_count(), 0);
+    }
+    drop(engine);
+    drop(queue);
+    let _ = std::fs::remove_dir_all(&dir);
+}

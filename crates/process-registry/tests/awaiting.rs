@@ -1,6 +1,6 @@
 //! Awaiting the queue: `next_event`, `next_claim` and their streams, on both tokio runtime
-//! flavours and on an executor that is not tokio; on SQLite and PostgreSQL, polls that
-//! never wait on the store and futures dropped at every point of their looks. Every wait is bounded by a generous
+//! flavours and on an executor that is not tokio; on SQLite and PostgreSQL, futures
+//! dropped at every point of their looks. Every wait is bounded by a generous
 //! timeout so that a wait that never wakes fails instead of hanging; nothing measures time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -217,10 +217,10 @@ async fn next_event_on_a_sqlite_ledger_is_woken_by_the_commit() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-// Stores whose calls may block (SQLite, PostgreSQL): the thread that polls never waits on
-// the store — a poll made while another connection holds the lock the store's call needs
-// returns at once — and a future dropped at any moment loses nothing: whatever its look
-// took or claimed comes back, and every completion is received exactly once.
+// Stores whose calls may block (SQLite, PostgreSQL): a future dropped at any moment loses
+// nothing — whatever its look took or claimed comes back, and every completion is
+// received exactly once. (That a poll never waits on such a store is shown across the
+// stack in the workspace's `tests/tests/async_faces_never_wait_on_the_store.rs`.)
 
 #[cfg(feature = "postgres")]
 mod pg_support;
@@ -229,52 +229,6 @@ mod pg_support;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn poll_once<F: Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
     Pin::new(future).poll(&mut Context::from_waker(Waker::noop()))
-}
-
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-/// Awaits `future` on this thread, failing after the guard.
-fn finish<F: Future + Send + 'static>(future: F) -> F::Output
-where
-    F::Output: Send + 'static,
-{
-    let (done, answer) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(futures_executor::block_on(future));
-    });
-    answer.recv_timeout(HANG_GUARD).expect("the wait ended")
-}
-
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-/// While `hold` keeps the lock every store call needs, a first poll of `next_event` and of
-/// `next_claim` returns `Pending` at once (a poll that called the store itself would
-/// wait for the lock, then fail); once the lock goes, both futures finish with the rows.
-fn polls_never_wait_for_a_held_lock(
-    queue: &CompletionQueue,
-    hold: impl FnOnce() -> Box<dyn FnOnce()>,
-) {
-    queue.try_put(numbered(1)).unwrap();
-    queue.try_put(numbered(2)).unwrap();
-    let release = hold();
-    let taker = queue.clone();
-    let mut taking = Box::pin(async move { taker.next_event().await });
-    assert!(
-        poll_once(&mut taking).is_pending(),
-        "the take waits off this thread"
-    );
-    let claimer = queue.clone();
-    let mut claiming = Box::pin(async move { claimer.next_claim(&ClaimFilter::any()).await });
-    assert!(
-        poll_once(&mut claiming).is_pending(),
-        "the claim waits off this thread"
-    );
-    release();
-    let event = finish(taking).unwrap();
-    let claim = finish(claiming).unwrap();
-    let mut got = [number(&event), number(claim.event())];
-    got.sort_unstable();
-    assert_eq!(got, [1, 2]);
-    claim.ack().unwrap();
-    assert!(queue.is_empty());
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -366,7 +320,7 @@ mod sqlite {
     use process_registry::SqliteLedger;
 
     /// A fresh ledger file of the test's own, and its queue.
-    fn queue(name: &str) -> (CompletionQueue, std::path::PathBuf, std::path::PathBuf) {
+    fn queue(name: &str) -> (CompletionQueue, std::path::PathBuf) {
         let dir =
             std::env::temp_dir().join(format!("awaiting-blocking-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -375,36 +329,12 @@ mod sqlite {
         let queue = CompletionQueue::builder(SqliteLedger::open(&path).unwrap())
             .open()
             .unwrap();
-        (queue, path, dir)
-    }
-
-    #[test]
-    fn a_poll_never_waits_for_the_file_lock() {
-        let (queue, path, dir) = queue("lock");
-        polls_never_wait_for_a_held_lock(&queue, || {
-            // Another connection holds the write lock until released.
-            let (locked, is_locked) = std::sync::mpsc::channel();
-            let (release, released) = std::sync::mpsc::channel::<()>();
-            let holder = std::thread::spawn(move || {
-                let connection = rusqlite::Connection::open(&path).unwrap();
-                connection.execute_batch("BEGIN IMMEDIATE").unwrap();
-                locked.send(()).unwrap();
-                let _ = released.recv_timeout(HANG_GUARD);
-                connection.execute_batch("COMMIT").unwrap();
-            });
-            is_locked.recv_timeout(HANG_GUARD).unwrap();
-            Box::new(move || {
-                release.send(()).unwrap();
-                holder.join().unwrap();
-            })
-        });
-        drop(queue);
-        let _ = std::fs::remove_dir_all(&dir);
+        (queue, dir)
     }
 
     #[test]
     fn dropped_futures_lose_no_completion() {
-        let (queue, _, dir) = queue("drops");
+        let (queue, dir) = queue("drops");
         dropped_futures_lose_nothing(&queue);
         drop(queue);
         let _ = std::fs::remove_dir_all(&dir);
@@ -414,40 +344,12 @@ mod sqlite {
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
-    use pg_support::{client, params, Schema};
+    use pg_support::{params, Schema};
     use process_registry::PostgresLedger;
 
     fn queue(schema: &Schema) -> CompletionQueue {
         let ledger = PostgresLedger::connect_with(&params(), schema.options(2)).unwrap();
         CompletionQueue::builder(ledger).open().unwrap()
-    }
-
-    #[test]
-    fn a_poll_never_waits_for_the_server() {
-        let schema = Schema::new("awaiting_blocking", "lock");
-        let queue = queue(&schema);
-        let table = format!("\"{}\".ledger_rows", schema.0);
-        polls_never_wait_for_a_held_lock(&queue, || {
-            // Another session holds the rows' table in its strongest lock until released:
-            // every statement on it waits.
-            let (locked, is_locked) = std::sync::mpsc::channel();
-            let (release, released) = std::sync::mpsc::channel::<()>();
-            let holder = std::thread::spawn(move || {
-                let mut session = client();
-                let mut transaction = session.transaction().unwrap();
-                transaction
-                    .batch_execute(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
-                    .unwrap();
-                locked.send(()).unwrap();
-                let _ = released.recv_timeout(HANG_GUARD);
-                transaction.commit().unwrap();
-            });
-            is_locked.recv_timeout(HANG_GUARD).unwrap();
-            Box::new(move || {
-                release.send(()).unwrap();
-                holder.join().unwrap();
-            })
-        });
     }
 
     #[test]

@@ -650,6 +650,13 @@ impl Inner {
         }
     }
 
+    /// Whether a call of the engine's ledger may wait on something outside the process
+    /// (a file's lock, a server): an async completion is then recorded off the runtime.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn ledger_may_block(&self) -> bool {
+        self.queue.backend().capabilities().may_block
+    }
+
     /// The engine's registered metrics.
     #[cfg(feature = "tokio")]
     pub(crate) fn metrics(&self) -> &crate::metrics::EngineMetrics {
