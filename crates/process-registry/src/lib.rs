@@ -169,6 +169,13 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The waits never hold the polling thread on the store either: on a ledger whose calls
+//! may block (SQLite, PostgreSQL: [`Capabilities::may_block`]), each look runs on the
+//! queue's own `ledger-offload` threads ([`OFFLOAD_THREAD_NAME`]) and is awaited. The
+//! settles (`ack`, `defer`, `release`) and `put` are plain calls: on such a ledger, an
+//! async program makes them where it may block (tokio's `spawn_blocking`), as the
+//! gateway's router does.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
