@@ -4,6 +4,10 @@
 //!   `INSERT` of the same JSON into a bare WAL table with the same durability);
 //! - `sqlite/claim_ack` (claim the next completion, ack it: two guarded commits) beside
 //!   `floor/sqlite_bare_update_pair` (two bare `UPDATE`s by primary key);
+//! - `sqlite/next_claim_ack_awaited` (the same claim awaited: its look runs on the queue's
+//!   offload thread) beside `sqlite/claim_ack` (the look on the calling thread) and
+//!   `floor/two_hop_hand_off` (what the offload adds, done bare: a value handed to a parked
+//!   thread through a crossbeam channel and one handed back);
 //! - `memory/put_claim_ack` (the memory ledger's whole cycle) beside
 //!   `floor/channel_send_recv` (a crossbeam channel hand-off of the same event).
 //!
@@ -94,6 +98,40 @@ fn sqlite(c: &mut Criterion) {
             }
             started.elapsed()
         });
+    });
+    // The same claim awaited: the look runs on the queue's offload thread (SQLite may
+    // block), so this is `claim_ack` plus the hand-off there and back.
+    group.bench_function("sqlite/next_claim_ack_awaited", |b| {
+        b.iter_custom(|iters| {
+            for _ in 0..iters {
+                n += 1;
+                queue.try_put(event(n)).unwrap();
+            }
+            let filter = ClaimFilter::routed();
+            let started = Instant::now();
+            for _ in 0..iters {
+                let claim = futures_executor::block_on(queue.next_claim(&filter)).unwrap();
+                black_box(claim.ack().unwrap());
+            }
+            started.elapsed()
+        });
+    });
+    // What the awaited claim adds, done bare: a call handed to a parked thread and its
+    // answer handed back.
+    group.bench_function("floor/two_hop_hand_off", |b| {
+        let (calls, inbox) = crossbeam_channel::bounded::<u64>(0);
+        let (answer, answers) = crossbeam_channel::bounded::<u64>(0);
+        let worker = std::thread::spawn(move || {
+            while let Ok(call) = inbox.recv() {
+                let _ = answer.send(call + 1);
+            }
+        });
+        b.iter(|| {
+            calls.send(1).unwrap();
+            black_box(answers.recv().unwrap())
+        });
+        drop(calls);
+        worker.join().unwrap();
     });
     group.bench_function("floor/sqlite_bare_update_pair", |b| {
         bare.execute(

@@ -24,7 +24,11 @@ pub const OFFLOAD_THREAD_NAME: &str = "ledger-offload";
 /// How long an idle thread waits for another call before it ends.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A call: its work, which returns what delivers its answer. The pool's thread counts
+/// itself free between the two, so a consumer woken by the answer, who at once makes its
+/// next call, finds that thread free instead of starting another.
+type Job = Box<dyn FnOnce() -> Deliver + Send>;
+type Deliver = Box<dyn FnOnce() + Send>;
 
 /// The pool of one queue (started with its first call).
 pub(crate) struct Offload {
@@ -39,7 +43,8 @@ struct Shared {
 #[derive(Default)]
 struct State {
     jobs: VecDeque<Job>,
-    idle: usize,
+    /// Threads not running a call: waiting for one, or about to look for one.
+    free: usize,
     closed: bool,
 }
 
@@ -49,11 +54,11 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `job` for an idle thread, or starts one for it.
+    /// Queues `job` for a free thread, or starts one for it.
     fn submit(self: &Arc<Self>, job: Job) {
         let mut state = self.lock();
         state.jobs.push_back(job);
-        if state.idle >= state.jobs.len() {
+        if state.free >= state.jobs.len() {
             drop(state);
             self.work.notify_one();
             return;
@@ -69,32 +74,35 @@ impl Shared {
             tracing::warn!(%error, "no thread for a ledger call; it runs on the thread that polls");
             let job = self.lock().jobs.pop_back();
             if let Some(job) = job {
-                run(job);
+                work(job)();
             }
         }
     }
 
-    /// A thread of the pool: runs jobs until it was idle for the keep-alive, or the pool
-    /// closed and no job is left.
+    /// A thread of the pool: runs calls until it was free for the keep-alive, or the pool
+    /// closed and no call is left.
     fn serve(&self) {
         let mut state = self.lock();
         loop {
             if let Some(job) = state.jobs.pop_front() {
                 drop(state);
-                run(job);
+                let deliver = work(job);
+                self.lock().free += 1;
+                deliver();
                 state = self.lock();
+                state.free -= 1;
                 continue;
             }
             if state.closed {
                 return;
             }
-            state.idle += 1;
+            state.free += 1;
             let (next, waited) = self
                 .work
                 .wait_timeout(state, KEEP_ALIVE)
                 .unwrap_or_else(PoisonError::into_inner);
             state = next;
-            state.idle -= 1;
+            state.free -= 1;
             if waited.timed_out() && state.jobs.is_empty() {
                 return;
             }
@@ -102,17 +110,22 @@ impl Shared {
     }
 }
 
-/// Runs a job; a panic in it (a store's own) is logged and ends only the job: its
-/// answer resolves to `None`.
-fn run(job: Job) {
-    if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(job)) {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a non-string panic".to_owned());
-        tracing::error!(panic = %message, "a ledger call panicked on its offload thread");
-    }
+/// Does a job's work; a panic there (a dropped answer's own drop) ends only the job.
+fn work(job: Job) -> Deliver {
+    std::panic::catch_unwind(AssertUnwindSafe(job)).unwrap_or_else(|panic| {
+        tracing::error!(panic = %panic_text(&*panic), "a ledger call's clean-up panicked on its offload thread");
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| drop(panic)));
+        Box::new(|| ())
+    })
+}
+
+/// The text of a panic's payload.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic".to_owned())
 }
 
 impl Offload {
@@ -125,7 +138,8 @@ impl Offload {
         }
     }
 
-    /// Runs `call` on a thread of the pool; the answer is awaited.
+    /// Runs `call` on a thread of the pool; the answer is awaited (`None`: the call
+    /// panicked, which is logged and ends only the call).
     pub(crate) fn run<T: Send + 'static>(
         &self,
         call: impl FnOnce() -> T + Send + 'static,
@@ -137,10 +151,18 @@ impl Offload {
             slot: Arc::clone(&slot),
             pool: Arc::clone(&self.shared),
         };
-        let filled = Filled(Some(slot));
+        let pool = Arc::clone(&self.shared);
         self.shared.submit(Box::new(move || {
-            let mut filled = filled;
-            filled.fill(call());
+            let value = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
+                Ok(value) => Some(value),
+                Err(panic) => {
+                    tracing::error!(panic = %panic_text(&*panic), "a ledger call panicked on its offload thread");
+                    // A payload whose drop panics too is not let out of the pool's thread.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| drop(panic)));
+                    None
+                }
+            };
+            Box::new(move || set(&slot, value, &pool))
         }));
         answer
     }
@@ -173,29 +195,9 @@ impl<T> Slot<T> {
     }
 }
 
-/// The job's side of a slot: fills it with the answer, or with `None` if the call
-/// unwound (so the future never waits for an answer that will not come).
-struct Filled<T>(Option<Arc<Slot<T>>>);
-
-impl<T> Filled<T> {
-    fn fill(&mut self, value: T) {
-        if let Some(slot) = self.0.take() {
-            set(&slot, Some(value));
-        }
-    }
-}
-
-impl<T> Drop for Filled<T> {
-    fn drop(&mut self) {
-        if let Some(slot) = self.0.take() {
-            set(&slot, None);
-        }
-    }
-}
-
-/// Hands `value` to the future, or drops it here (on the pool's thread) when the future
-/// is gone.
-fn set<T>(slot: &Slot<T>, value: Option<T>) {
+/// Hands `value` to the future, or — the future is gone — to the pool, to be dropped
+/// there as a call of its own (its drop may call the store: a claim gives itself back).
+fn set<T: Send + 'static>(slot: &Slot<T>, value: Option<T>, pool: &Arc<Shared>) {
     let mut state = slot.lock();
     match std::mem::replace(&mut *state, SlotState::Done) {
         SlotState::Waiting(waker) => {
@@ -205,17 +207,26 @@ fn set<T>(slot: &Slot<T>, value: Option<T>) {
                 waker.wake();
             }
         }
-        // The future was dropped: the answer goes with this thread.
         SlotState::Ready(_) | SlotState::Done => {
             drop(state);
-            drop(value);
+            if let Some(value) = value {
+                drop_on(pool, value);
+            }
         }
     }
 }
 
+/// Drops `value` on a thread of the pool.
+fn drop_on<T: Send + 'static>(pool: &Arc<Shared>, value: T) {
+    pool.submit(Box::new(move || {
+        drop(value);
+        Box::new(|| ())
+    }));
+}
+
 /// The answer of a call run on the pool: `None` when the call panicked. Dropped before it
-/// resolved, it lets the answer be dropped on the pool's thread when it comes — or, when
-/// it came already, hands it there to be dropped.
+/// resolved, it lets the answer be dropped on the pool when it comes — or, when it came
+/// already, hands it there to be dropped.
 pub(crate) struct Answer<T: Send + 'static> {
     slot: Arc<Slot<T>>,
     pool: Arc<Shared>,
@@ -242,9 +253,8 @@ impl<T: Send + 'static> Drop for Answer<T> {
     fn drop(&mut self) {
         let state = std::mem::replace(&mut *self.slot.lock(), SlotState::Done);
         if let SlotState::Ready(Some(value)) = state {
-            // Answered, never received: its drop may call the store (a claim releases
-            // itself), so it runs on the pool rather than on this thread.
-            self.pool.submit(Box::new(move || drop(value)));
+            // Answered, never received.
+            drop_on(&self.pool, value);
         }
     }
 }
@@ -321,6 +331,19 @@ mod tests {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         assert_eq!(threads, [OFFLOAD_THREAD_NAME, OFFLOAD_THREAD_NAME]);
+    }
+
+    /// Calls made one after another, each as soon as the last was answered, run on one
+    /// thread: the thread counts itself free before its answer wakes the caller.
+    #[test]
+    fn calls_one_after_another_reuse_one_thread() {
+        let pool = Offload::new();
+        let mut threads = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let thread = futures_executor::block_on(pool.run(|| std::thread::current().id()));
+            threads.insert(thread.unwrap());
+        }
+        assert_eq!(threads.len(), 1);
     }
 
     /// Calls in flight at once each get a thread: one held call does not hold the others.
