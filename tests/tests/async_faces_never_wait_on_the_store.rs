@@ -339,3 +339,50 @@ fn an_async_completion_waiting_on_the_server_never_holds_the_runtime() {
     assert!(queue.try_take().is_none(), "one completion");
     end();
 }
+
+/// A sync adapter on the router's tasks over SQLite: the send and the settle after it run
+/// on one blocking thread, and every completion is delivered once and acked.
+#[test]
+fn a_sync_adapter_on_the_tasks_settles_on_its_blocking_thread() {
+    let dir = std::env::temp_dir().join(format!("never-waits-sync-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ledger = process_registry::SqliteLedger::open(dir.join("ledger.sqlite3")).unwrap();
+    let queue = CompletionQueue::builder(ledger).open().unwrap();
+    let (runtime, end) = driven_runtime();
+    let (inbox, delivered) = mpsc::channel();
+    let inbox = std::sync::Mutex::new(inbox);
+    let router = DeliveryRouter::builder(queue.clone())
+        .adapter(Platform::Telegram, move |message: &InternalMessage| {
+            let id = match &*message.event {
+                Event::AsyncDelegation(e) => e.delegation_id.clone().unwrap_or_default(),
+                _ => Default::default(),
+            };
+            inbox.lock().unwrap().send(id.to_string()).unwrap();
+            Ok(())
+        })
+        .start_on(&runtime)
+        .unwrap();
+    for n in 1..=5 {
+        queue.put(completion(
+            "agent:main:telegram:dm:1",
+            &format!("deleg_0000000{n}"),
+        ));
+    }
+    let mut ids: Vec<String> = (0..5)
+        .map(|_| delivered.recv_timeout(HANG_GUARD).unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        (1..=5)
+            .map(|n| format!("deleg_0000000{n}"))
+            .collect::<Vec<_>>()
+    );
+    let stats = runtime.block_on(router.stop_async());
+    assert_eq!(stats.delivered, 5);
+    assert!(queue.is_empty(), "every delivery was acked");
+    end();
+    drop(queue);
+    let _ = std::fs::remove_dir_all(&dir);
+}

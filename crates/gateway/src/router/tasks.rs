@@ -269,18 +269,30 @@ async fn deliver_claimed(worker: &Arc<Worker>, claim: Claim) {
         }
         Adapter::Sync(sync) => {
             let span = super::worker::delivery_span(&message);
+            // On a store that may block, the settle follows the send on the same blocking
+            // thread; on one that never blocks, it comes back to the task.
+            let settles_there = worker
+                .queue()
+                .backend()
+                .capabilities()
+                .may_block
+                .then(|| Arc::clone(worker));
             let sending = tokio::task::spawn_blocking(move || {
                 let outcome = span.in_scope(|| fence::call(|| sync.deliver(&message)));
                 fence::drop_logged(sync, "a replaced adapter");
-                (outcome, message)
+                match settles_there {
+                    Some(worker) => {
+                        worker.conclude(claim, &Sent::borrowed(&message), outcome);
+                        None
+                    }
+                    None => Some((claim, outcome, message)),
+                }
             });
             match sending.await {
-                Ok((outcome, message)) => {
-                    off_runtime(worker, move |worker| {
-                        worker.conclude(claim, &Sent::borrowed(&message), outcome);
-                    })
-                    .await;
+                Ok(Some((claim, outcome, message))) => {
+                    worker.conclude(claim, &Sent::borrowed(&message), outcome);
                 }
+                Ok(None) => {}
                 // The runtime is shutting down: the claim is dropped undecided, which
                 // releases it (a failed attempt; it is offered again after its backoff).
                 Err(error) => {
