@@ -153,6 +153,63 @@ async fn off_runtime<T: Send + 'static>(
         .ok()
 }
 
+/// A claim — or what holds one — on its way between a task and the blocking thread that
+/// runs its ledger call. Dropped unreceived (the task is gone: the runtime shut down while
+/// the call ran, or before it started), its claim is deferred — pending again at once, its
+/// attempt given back, as a dropped `next_claim` gives back its claim — instead of being
+/// released by its drop as a failed attempt that nobody made.
+struct ForTask<T: HoldsClaim>(Option<T>);
+
+impl<T: HoldsClaim> ForTask<T> {
+    fn new(held: T) -> Self {
+        ForTask(Some(held))
+    }
+
+    /// What it holds, received by the task.
+    fn received(mut self) -> Option<T> {
+        self.0.take()
+    }
+}
+
+impl<T: HoldsClaim> Drop for ForTask<T> {
+    fn drop(&mut self) {
+        let Some(claim) = self.0.take().and_then(HoldsClaim::into_claim) else {
+            return;
+        };
+        let key = claim.key().into_owned();
+        if let Err(error) = claim.defer() {
+            // The lease brings it back anyway.
+            tracing::warn!(%error, %key, "a claim made for a router task that is gone could not be given back");
+        }
+    }
+}
+
+/// What may hold an unsettled claim.
+trait HoldsClaim {
+    fn into_claim(self) -> Option<Claim>;
+}
+
+impl HoldsClaim for Claim {
+    fn into_claim(self) -> Option<Claim> {
+        Some(self)
+    }
+}
+
+impl HoldsClaim for Look {
+    fn into_claim(self) -> Option<Claim> {
+        match self {
+            Look::Claimed(claim) => Some(claim),
+            Look::Nothing | Look::Failed => None,
+        }
+    }
+}
+
+impl HoldsClaim for Option<Ready> {
+    fn into_claim(self) -> Option<Claim> {
+        self.map(|ready| ready.claim)
+    }
+}
+
 /// The thread router's loop as a task: arm the wait, look, look once more after reading
 /// when a held-back row comes due, then wait — for a write, a turn's end, a new adapter,
 /// that time, or the stop.
@@ -185,13 +242,16 @@ async fn claim_and_deliver(worker: &Arc<Worker>, filter: ClaimFilter, view: Arc<
                     }
                 }
             }
-            (found, due, failures)
+            (ForTask::new(found), due, failures)
         });
         // The runtime is shutting down.
         let Some((found, mut due, failed)) = looked.await else {
             return;
         };
         failures = failed;
+        let Some(found) = found.received() else {
+            return;
+        };
         match found {
             Look::Claimed(claim) => {
                 drop(wait);
@@ -235,18 +295,27 @@ async fn deliver_claimed(worker: &Arc<Worker>, claim: Claim) {
             Some(lookup) => lookup.await,
             None => None,
         };
+        let claim = ForTask::new(claim);
         off_runtime(worker, move |worker| {
-            worker.prepare_with(claim, &Known(known))
+            ForTask::new(
+                claim
+                    .received()
+                    .and_then(|claim| worker.prepare_with(claim, &Known(known))),
+            )
         })
         .await
     } else {
-        off_runtime(worker, move |worker| worker.prepare(claim)).await
+        let claim = ForTask::new(claim);
+        off_runtime(worker, move |worker| {
+            ForTask::new(claim.received().and_then(|claim| worker.prepare(claim)))
+        })
+        .await
     };
-    let Some(Some(Ready {
+    let Some(Ready {
         claim,
         message,
         adapter,
-    })) = prepared
+    }) = prepared.and_then(ForTask::received).flatten()
     else {
         return;
     };

@@ -1,0 +1,148 @@
+//! The router's tasks on a store whose calls may block, with the store's calls held by a
+//! wrapper (a memory ledger that says it may block, so its calls run on the runtime's
+//! blocking threads): what a look in flight claims for a task that is gone (the runtime
+//! shut down while the look ran) is given back — deferred, its attempt given back —
+//! never released as a failed attempt nobody made.
+#![cfg(feature = "tokio")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../process-registry/tests/support/forwarding.rs"]
+mod forwarding;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use forwarding::{forward_ledger, Forwarding};
+use gateway::{AdapterError, DeliveryRouter, InternalMessage, Platform};
+use process_registry::{
+    AsyncDelegationEvent, Capabilities, ClaimFilter, ClaimToken, ClaimedRow, CompletionQueue,
+    LedgerBackend, LedgerError, MemoryLedger, NewClaim, Settle,
+};
+
+/// Generous: a wait that never ends fails instead of hanging; nothing measures time.
+const HANG_GUARD: Duration = Duration::from_secs(20);
+
+/// A memory ledger that says its calls may block, whose next claim (once armed) tells
+/// `entered` and waits for `gate`, and that reports every settle's kind.
+struct Held {
+    inner: MemoryLedger,
+    armed: AtomicBool,
+    entered: Mutex<mpsc::Sender<()>>,
+    gate: Mutex<mpsc::Receiver<()>>,
+    settled: Mutex<mpsc::Sender<&'static str>>,
+}
+
+impl Forwarding for Held {
+    fn inner(&self) -> &dyn LedgerBackend {
+        &self.inner
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            may_block: true,
+            ..self.inner.capabilities()
+        }
+    }
+    fn claim(&self, seq: u64, claim: NewClaim<'_>) -> Result<Option<ClaimedRow>, LedgerError> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.entered.lock().unwrap().send(()).unwrap();
+            let _ = self.gate.lock().unwrap().recv_timeout(HANG_GUARD);
+        }
+        self.inner.claim(seq, claim)
+    }
+    fn settle(
+        &self,
+        seq: u64,
+        token: ClaimToken<'_>,
+        settle: Settle<'_>,
+    ) -> Result<bool, LedgerError> {
+        let kind = match settle {
+            Settle::Ack => "ack",
+            Settle::Defer => "defer",
+            Settle::Release { .. } => "release",
+            Settle::Dead { .. } => "dead",
+        };
+        let settled = self.inner.settle(seq, token, settle);
+        let _ = self.settled.lock().unwrap().send(kind);
+        settled
+    }
+}
+forward_ledger!(Held);
+
+fn completion(session_key: &str, id: &str) -> AsyncDelegationEvent {
+    AsyncDelegationEvent {
+        delegation_id: Some(id.into()),
+        session_key: session_key.into(),
+        goal: "g".into(),
+        ..AsyncDelegationEvent::default()
+    }
+}
+
+#[test]
+fn a_claim_made_for_a_task_that_is_gone_is_given_back() {
+    let (entered_tx, entered) = mpsc::channel();
+    let (open, gate) = mpsc::channel();
+    let (settled_tx, settled) = mpsc::channel();
+    let held = Arc::new(Held {
+        inner: MemoryLedger::new(),
+        armed: AtomicBool::new(false),
+        entered: Mutex::new(entered_tx),
+        gate: Mutex::new(gate),
+        settled: Mutex::new(settled_tx),
+    });
+    let queue = CompletionQueue::builder_shared(Arc::clone(&held) as Arc<dyn LedgerBackend>)
+        .open()
+        .unwrap();
+
+    // One runtime thread, driven apart from the test, shut down without waiting for its
+    // blocking threads (as a process does that drops its runtime in a hurry).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = runtime.handle().clone();
+    let (end, ended) = tokio::sync::oneshot::channel::<()>();
+    let driver = std::thread::spawn(move || {
+        runtime.block_on(async move { ended.await.ok() });
+        runtime.shutdown_background();
+    });
+
+    let (inbox, delivered) = mpsc::channel::<()>();
+    let router = DeliveryRouter::builder(queue.clone())
+        .async_adapter(Platform::Telegram, move |_: InternalMessage| {
+            std::future::ready(
+                inbox
+                    .send(())
+                    .map_err(|e| AdapterError::from(e.to_string())),
+            )
+        })
+        .start_on(&handle)
+        .unwrap();
+
+    // The router's look claims the completion, held in the store's call.
+    held.armed.store(true, Ordering::SeqCst);
+    queue.put(completion("agent:main:telegram:dm:1", "deleg_00000001"));
+    entered
+        .recv_timeout(HANG_GUARD)
+        .expect("the router's look claims");
+    // The runtime goes while the look runs; then the claim is made, for nobody.
+    end.send(()).unwrap();
+    driver.join().unwrap();
+    open.send(()).unwrap();
+    let kind = settled
+        .recv_timeout(HANG_GUARD)
+        .expect("the claim made for the gone task is settled");
+    assert!(delivered.try_recv().is_err(), "nothing was delivered");
+    assert_eq!(
+        kind, "defer",
+        "a claim nobody attempted is deferred, not released as a failed attempt"
+    );
+    // Claimable again at once, at its first attempt.
+    let claim = queue
+        .claim(&ClaimFilter::any())
+        .unwrap()
+        .expect("claimable at once");
+    assert_eq!(claim.attempt(), 1);
+    claim.ack().unwrap();
+    drop(router);
+}
