@@ -12,9 +12,11 @@
 //! polls (a few in-memory steps); a store whose calls may block ([`Capabilities::may_block`]:
 //! SQLite waits on its file's lock, PostgreSQL on the server) is called on the queue's
 //! offload threads (`offload.rs`), one look (take or claim, arm, look again) per call, and
-//! the future awaits the answer. Cancel-safety holds there too: a look that took or claimed
-//! something for a future dropped meanwhile gives it back on the offload thread (a claim is
-//! released, a taken event is pending again, at the tail).
+//! the future awaits the answer. There `next_event` claims rather than takes, and the
+//! claim is acknowledged on the offload thread once the future has the event. Cancel-safety
+//! holds there too: a claim made for a future dropped meanwhile is deferred on the offload
+//! thread (pending again at once, in its place, its attempt given back), and a store that
+//! refuses that still has the row, which its lease brings back.
 //!
 //! [`Capabilities::may_block`]: crate::Capabilities::may_block
 
@@ -47,12 +49,35 @@ impl CompletionQueue {
     /// # Ok::<(), process_registry::LedgerError>(())
     /// ```
     ///
+    /// On a store whose calls may block (SQLite, PostgreSQL) the event is claimed off the
+    /// polling thread and acknowledged there just after this returns it: a process that
+    /// dies in between, or an acknowledgement the store refuses, gets the completion again
+    /// once its lease runs out (flagged as a possible redelivery for a claimer) — at least
+    /// once, where a sync [`take`](Self::try_take) is one step.
+    ///
     /// # Errors
     /// When the store cannot be read or written (never for the memory ledger).
     pub async fn next_event(&self) -> Result<Event, LedgerError> {
-        let found = self.core.wait_async(&ClaimFilter::any(), take_next).await?;
-        let taken = found.received().ok_or_else(missing)?;
-        Ok(self.core.taken(taken.row))
+        let Some(offload) = &self.core.offload else {
+            // A store that never blocks: taken in one step, on this thread.
+            let taken = self.core.wait_async(&ClaimFilter::any(), take_next).await?;
+            return Ok(self.core.taken(taken));
+        };
+        // A store that may block: claimed on the offload thread (a claim for a future
+        // dropped meanwhile is deferred there), acknowledged there once this has it.
+        let found = self
+            .core
+            .wait_async(&ClaimFilter::any(), claim_next)
+            .await?;
+        let claim = found.received().ok_or_else(missing)?;
+        let event = claim.shared_event();
+        offload.detach(move || {
+            let key = claim.key().into_owned();
+            if let Err(error) = claim.ack() {
+                tracing::warn!(%error, %key, "an awaited completion could not be acknowledged; its lease brings it back, flagged as a possible redelivery");
+            }
+        });
+        Ok(Arc::unwrap_or_clone(event))
     }
 
     /// The next completion `filter` matches, claimed, waiting for one when there is none:
@@ -193,25 +218,9 @@ impl GiveBack for Claim {
     }
 }
 
-/// A row taken for a consumer: its event.
-struct Taken {
-    core: Arc<Core>,
-    row: TakenRow,
-}
-
-impl GiveBack for Taken {
-    fn give_back(self) {
-        self.core.put_back(self.row);
-    }
-}
-
-fn take_next(core: &Arc<Core>, filter: &ClaimFilter) -> Result<Option<Found<Taken>>, LedgerError> {
-    Ok(core.backend.take_next(&filter.query(0))?.map(|row| {
-        Found(Some(Taken {
-            core: Arc::clone(core),
-            row,
-        }))
-    }))
+/// The memory ledger's take: one step on the polling thread, never given back.
+fn take_next(core: &Arc<Core>, filter: &ClaimFilter) -> Result<Option<TakenRow>, LedgerError> {
+    core.backend.take_next(&filter.query(0))
 }
 
 fn claim_next(core: &Arc<Core>, filter: &ClaimFilter) -> Result<Option<Found<Claim>>, LedgerError> {

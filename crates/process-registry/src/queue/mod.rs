@@ -818,26 +818,6 @@ impl Core {
         }
     }
 
-    /// A row an async consumer took and never received (its future was dropped after the
-    /// take, before it returned): the event is pending again, at the tail — still counted
-    /// pending, since it never reached anyone. A store that refuses it now gets it from the
-    /// sweep's retries, as a refused put does.
-    pub(crate) fn put_back(&self, row: crate::TakenRow) {
-        let event = Arc::unwrap_or_clone(row.event);
-        match self.backend.append_pending(NewPending {
-            owner: &self.instance,
-            event,
-        }) {
-            Ok(()) => self.wake_all(),
-            Err(PendingRefused { error, event }) => {
-                tracing::error!(%error, event_type = event.type_name(), "a completion taken for a future that was dropped could not be put back; kept in memory and retried");
-                // Counted again when the retry writes it, as a refused put is.
-                self.pending.add(-1);
-                lock(&self.outbox).push_back(*event);
-            }
-        }
-    }
-
     fn append_pending(&self, event: impl Into<Event>) -> Result<(), PendingRefused> {
         self.backend.append_pending(NewPending {
             owner: &self.instance,

@@ -168,6 +168,16 @@ impl Offload {
     }
 }
 
+impl Offload {
+    /// Runs `call` on a thread of the pool; nobody waits for it.
+    pub(crate) fn detach(&self, call: impl FnOnce() + Send + 'static) {
+        self.shared.submit(Box::new(move || {
+            call();
+            Box::new(|| ())
+        }));
+    }
+}
+
 impl Drop for Offload {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
