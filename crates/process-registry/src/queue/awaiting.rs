@@ -183,35 +183,25 @@ enum Step<T> {
     Wait(QueueWait, Option<Instant>),
 }
 
-/// What a look found for an async consumer, given back if it never reaches one: the
-/// future that looked on an offload thread was dropped before it returned it.
-struct Found<T: GiveBack>(Option<T>);
+/// A claim a look made for an async consumer, given back if it never reaches one (the
+/// future that looked on an offload thread was dropped before it returned it): deferred,
+/// pending again at once in its place, its attempt given back (nobody attempted it).
+struct Found(Option<Claim>);
 
-impl<T: GiveBack> Found<T> {
-    /// What was found, received.
-    fn received(mut self) -> Option<T> {
+impl Found {
+    /// The claim, received.
+    fn received(mut self) -> Option<Claim> {
         self.0.take()
     }
 }
 
-impl<T: GiveBack> Drop for Found<T> {
+impl Drop for Found {
     fn drop(&mut self) {
-        if let Some(found) = self.0.take() {
-            found.give_back();
-        }
-    }
-}
-
-/// How something found for a consumer that is gone returns to the queue.
-trait GiveBack {
-    fn give_back(self);
-}
-
-impl GiveBack for Claim {
-    /// Deferred: pending again at once, its attempt given back (nobody attempted it).
-    fn give_back(self) {
-        let key = self.key().into_owned();
-        if let Err(error) = self.defer() {
+        let Some(claim) = self.0.take() else {
+            return;
+        };
+        let key = claim.key().into_owned();
+        if let Err(error) = claim.defer() {
             // The lease brings it back anyway.
             tracing::warn!(%error, %key, "a claim made for a dropped future could not be given back");
         }
@@ -223,7 +213,7 @@ fn take_next(core: &Arc<Core>, filter: &ClaimFilter) -> Result<Option<TakenRow>,
     core.backend.take_next(&filter.query(0))
 }
 
-fn claim_next(core: &Arc<Core>, filter: &ClaimFilter) -> Result<Option<Found<Claim>>, LedgerError> {
+fn claim_next(core: &Arc<Core>, filter: &ClaimFilter) -> Result<Option<Found>, LedgerError> {
     Ok(core.try_claim(filter)?.map(|claim| Found(Some(claim))))
 }
 
